@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+/// @title Part ledger of PartLedger: serialised parts, their custody and their lifecycle.
+/// @notice A part is identified by `partId = keccak256(abi.encode(uint64 gtin, bytes32 serial))`, where `gtin` is
+/// its GTIN-14 (GS1 AI 01) read as a number and `serial` its serial (GS1 AI 21, 1 to 20 characters) in ASCII,
+/// left-aligned and zero-padded to 32 bytes. Every operation takes a list of part ids, is all-or-nothing, and emits
+/// one event carrying every id it changed, so that the indexer needs no view call.
+interface IPartLedger {
+    /// @notice Lifecycle status of a part. Scrapped and Recycled are terminal.
+    enum PartStatus {
+        None, // never registered
+        InStock, // held by its custodian (registered, received, removed, released)
+        InTransit, // shipped by its custodian to a named recipient, not yet received
+        Sold, // sold over the counter by a distributor or workshop
+        Installed, // fitted to a vehicle by a workshop
+        Quarantined, // held back by its custodian (QC failure, suspected counterfeit)
+        Scrapped,
+        Recycled
+    }
+
+    /// @notice Everything the ledger stores about one part.
+    /// @param custodian the organisation holding the part (the shipper while it is in transit)
+    /// @param recipient the organisation a shipment is addressed to, 0 unless in transit
+    /// @param lot the production lot number (see {lot})
+    /// @param vinTag the first 15 bytes of the salted VIN hash of the vehicle it is installed in, 0 unless installed
+    /// @param recalled whether its lot is under recall
+    struct PartView {
+        PartStatus status;
+        uint32 custodian;
+        uint32 recipient;
+        uint64 lot;
+        bytes15 vinTag;
+        bool recalled;
+    }
+
+    /// @notice The operation named no part.
+    error PartLedgerEmptyBatch();
+    /// @notice Two lists that must pair up have different lengths.
+    error PartLedgerLengthMismatch(uint256 partCount, uint256 valueCount);
+    /// @notice Not a GTIN-14: zero, more than 14 digits, or a wrong check digit.
+    error PartLedgerInvalidGtin(uint64 gtin);
+    /// @notice The serial at `index` of the list is empty.
+    error PartLedgerEmptySerial(uint256 index);
+    /// @notice A lot code must not be empty.
+    error PartLedgerEmptyLotCode();
+    /// @notice A part with this id is already registered; a part is registered once, whatever became of it.
+    error PartLedgerPartAlreadyRegistered(bytes32 partId);
+    /// @notice No part with this id was ever registered.
+    error PartLedgerUnknownPart(bytes32 partId);
+    /// @notice The operation is not allowed from the part's current status.
+    error PartLedgerWrongStatus(bytes32 partId, PartStatus status);
+    /// @notice The caller's organisation does not hold the part.
+    error PartLedgerNotCustodian(bytes32 partId, uint32 custodian, uint32 caller);
+    /// @notice The shipment is addressed to another organisation than the caller's.
+    error PartLedgerNotRecipient(bytes32 partId, uint32 recipient, uint32 caller);
+    /// @notice The part's lot is recalled: it may not be sold, installed, or shipped anywhere but back to its
+    /// manufacturer or to a recycler.
+    error PartLedgerPartRecalled(bytes32 partId, uint64 lot);
+    /// @notice An organisation cannot ship to itself.
+    error PartLedgerShipmentToSelf(uint32 orgId);
+    /// @notice The recipient holds no role that may take custody of parts (an auditor, a regulator).
+    error PartLedgerRecipientCannotHoldParts(uint32 orgId);
+    /// @notice No lot has this number.
+    error PartLedgerUnknownLot(uint64 lot);
+    /// @notice The lot is already recalled (no part can be added to it, and it cannot be recalled twice).
+    error PartLedgerLotRecalled(uint64 lot);
+    /// @notice Only the lot's manufacturer or a regulator may recall it.
+    error PartLedgerNotLotManufacturer(uint64 lot, uint32 manufacturer, uint32 caller);
+
+    /// @notice A manufacturer opened a production lot (on its first registration).
+    event LotOpened(uint64 indexed lot, uint32 indexed manufacturer, bytes32 lotCode);
+    /// @notice Parts were registered in stock at their manufacturer; ids are keccak256(abi.encode(gtin, serial)).
+    event PartsRegistered(
+        uint64 indexed lot, uint32 indexed manufacturer, address indexed siteKey, uint64 gtin, bytes32[] serials
+    );
+    /// @notice Parts were shipped by `from` to `to`, awaiting receipt.
+    event PartsShipped(
+        uint32 indexed from, uint32 indexed to, address indexed siteKey, bytes32 docHash, bytes32[] partIds
+    );
+    /// @notice Parts in transit were received by `orgId`, which now holds them.
+    event PartsReceived(uint32 indexed orgId, address indexed siteKey, bytes32 docHash, bytes32[] partIds);
+    /// @notice The shipper cancelled shipments before receipt; the parts are back in its stock.
+    event ShipmentsCancelled(uint32 indexed orgId, address indexed siteKey, bytes32 docHash, bytes32[] partIds);
+    /// @notice Parts were sold over the counter.
+    event PartsSold(uint32 indexed orgId, address indexed siteKey, bytes32 docHash, bytes32[] partIds);
+    /// @notice Parts were installed, each in the vehicle whose salted VIN hash stands at the same index.
+    event PartsInstalled(
+        uint32 indexed orgId, address indexed siteKey, bytes32 docHash, bytes32[] partIds, bytes32[] vinHashes
+    );
+    /// @notice Installed parts were removed from their vehicles and are back in the workshop's stock.
+    event PartsRemoved(uint32 indexed orgId, address indexed siteKey, bytes32 docHash, bytes32[] partIds);
+    /// @notice Parts were put in quarantine; `reasonHash` is the hash of the QC report or notice.
+    event PartsQuarantined(uint32 indexed orgId, address indexed siteKey, bytes32 reasonHash, bytes32[] partIds);
+    /// @notice Quarantined parts were released back to stock.
+    event PartsReleased(uint32 indexed orgId, address indexed siteKey, bytes32 docHash, bytes32[] partIds);
+    /// @notice Parts were scrapped (terminal).
+    event PartsScrapped(uint32 indexed orgId, address indexed siteKey, bytes32 docHash, bytes32[] partIds);
+    /// @notice Parts were recycled (terminal).
+    event PartsRecycled(uint32 indexed orgId, address indexed siteKey, bytes32 docHash, bytes32[] partIds);
+    /// @notice A lot was recalled by its manufacturer or a regulator; `noticeHash` is the hash of the recall notice.
+    event LotRecalled(uint64 indexed lot, uint32 indexed orgId, address indexed siteKey, bytes32 noticeHash);
+
+    /// @notice Registers serialised parts of one GTIN in a production lot, in stock at the caller's organisation.
+    /// @dev Requires an active MANUFACTURER key, a valid GTIN-14, a non-empty lot code and serials, no part already
+    /// registered, and a lot not under recall. Opens the lot on first use (emits {LotOpened}). Emits {PartsRegistered}.
+    function registerParts(uint64 gtin, bytes32 lotCode, bytes32[] calldata serials) external;
+
+    /// @notice Ships parts held by the caller's organisation to organisation `to`, which must receive them.
+    /// @dev Requires an active key of a custody role, parts InStock and held by the caller, an active recipient with
+    /// a custody role other than the caller; recalled parts only back to their manufacturer or to a recycler.
+    /// Emits {PartsShipped}.
+    function shipParts(bytes32[] calldata partIds, uint32 to, bytes32 docHash) external;
+
+    /// @notice Receives parts shipped to the caller's organisation, which becomes their custodian.
+    /// @dev Requires parts InTransit addressed to the caller's organisation. Emits {PartsReceived}.
+    function receiveParts(bytes32[] calldata partIds, bytes32 docHash) external;
+
+    /// @notice Cancels shipments the caller's organisation sent and that were not yet received.
+    /// @dev Requires parts InTransit whose custodian is the caller's organisation. Emits {ShipmentsCancelled}.
+    function cancelShipments(bytes32[] calldata partIds, bytes32 docHash) external;
+
+    /// @notice Records an over-the-counter sale.
+    /// @dev Requires a DISTRIBUTOR or WORKSHOP key, parts InStock held by the caller, not recalled. Emits {PartsSold}.
+    function sellParts(bytes32[] calldata partIds, bytes32 docHash) external;
+
+    /// @notice Installs parts in vehicles, given as salted VIN hashes (never a VIN in clear).
+    /// @dev Requires a WORKSHOP key, parts InStock held by the caller, not recalled, one VIN hash per part.
+    /// Emits {PartsInstalled}.
+    function installParts(bytes32[] calldata partIds, bytes32[] calldata vinHashes, bytes32 docHash) external;
+
+    /// @notice Removes installed parts from their vehicles, back into the workshop's stock.
+    /// @dev Requires a WORKSHOP key and parts Installed by the caller's organisation. Emits {PartsRemoved}.
+    function removeParts(bytes32[] calldata partIds, bytes32 docHash) external;
+
+    /// @notice Holds parts back from use (QC failure, suspected counterfeit).
+    /// @dev Requires a custody-role key and parts InStock held by the caller. Emits {PartsQuarantined}.
+    function quarantineParts(bytes32[] calldata partIds, bytes32 reasonHash) external;
+
+    /// @notice Releases quarantined parts back to stock.
+    /// @dev Requires a custody-role key and parts Quarantined held by the caller. Emits {PartsReleased}.
+    function releaseParts(bytes32[] calldata partIds, bytes32 docHash) external;
+
+    /// @notice Scraps parts for good.
+    /// @dev Requires a custody-role key and parts InStock or Quarantined held by the caller. Emits {PartsScrapped}.
+    function scrapParts(bytes32[] calldata partIds, bytes32 docHash) external;
+
+    /// @notice Recycles parts for good.
+    /// @dev Requires a RECYCLER key and parts InStock or Quarantined held by the caller. Emits {PartsRecycled}.
+    function recycleParts(bytes32[] calldata partIds, bytes32 docHash) external;
+
+    /// @notice Recalls a whole production lot: its parts can no longer be sold, installed or shipped onward.
+    /// @dev Requires the lot's manufacturer (MANUFACTURER key of that organisation) or a REGULATOR key, and a lot
+    /// not already recalled. Emits {LotRecalled}.
+    function recallLot(uint64 lot, bytes32 noticeHash) external;
+
+    /// @notice What the ledger stores about a part; status None for an unknown id.
+    function part(bytes32 partId) external view returns (PartView memory);
+
+    /// @notice A lot's manufacturer and recall state; manufacturer 0 for an unknown lot.
+    function lot(uint64 lotNumber) external view returns (uint32 manufacturer, bool recalled);
+
+    /// @notice The lot number a manufacturer's lot code was given, 0 if it has none yet.
+    function lotNumber(uint32 manufacturer, bytes32 lotCode) external view returns (uint64);
+
+    /// @notice The consortium registry this ledger asks who may act.
+    function registry() external view returns (address);
+}

@@ -1,0 +1,145 @@
+"""Starting and stopping an Anvil node: the devnet's chain and the integration tests' chain. Never production."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from partledger.artifacts import REPO_ROOT
+from partledger.errors import DevnetError
+
+
+@dataclass(frozen=True)
+class AnvilConfig:
+    """How to run Anvil. Defaults mimic a permissioned network: free gas, a high block gas limit."""
+
+    host: str = "127.0.0.1"
+    port: int = 8545
+    chain_id: int = 31337
+    block_time: float | None = None  # None: a block per transaction (automine)
+    gas_limit: int = 1_000_000_000
+    gas_price: int = 0
+    hardfork: str = "prague"
+    accounts: int = 10
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def arguments(self) -> list[str]:
+        arguments = [
+            "--host", self.host,
+            "--port", str(self.port),
+            "--chain-id", str(self.chain_id),
+            "--gas-limit", str(self.gas_limit),
+            "--gas-price", str(self.gas_price),
+            "--base-fee", str(self.gas_price),
+            "--hardfork", self.hardfork,
+            "--accounts", str(self.accounts),
+        ]  # fmt: skip
+        if self.gas_price == 0:
+            arguments.append("--disable-min-priority-fee")
+        if self.block_time is not None:
+            arguments += ["--block-time", str(self.block_time)]
+        return arguments
+
+
+def anvil_binary() -> str:
+    """The Anvil from node_modules (npm @foundry-rs/anvil), else one on PATH."""
+    local = REPO_ROOT / "node_modules" / ".bin" / "anvil"
+    if local.exists():
+        return str(local)
+    found = shutil.which("anvil")
+    if found is None:
+        raise DevnetError("anvil not found: run `npm ci` (it installs @foundry-rs/anvil)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_ready(url: str, *, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise DevnetError(f"anvil exited with code {process.returncode} before answering at {url}")
+        try:
+            reply = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=1)
+            if reply.ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise DevnetError(f"anvil did not answer at {url} within {timeout:.0f}s")
+
+
+class AnvilNode:
+    """A running Anvil process."""
+
+    def __init__(self, config: AnvilConfig, process: subprocess.Popen[bytes]) -> None:
+        self.config = config
+        self.process = process
+
+    @property
+    def url(self) -> str:
+        return self.config.url
+
+    @classmethod
+    def start(cls, config: AnvilConfig, *, log_path: Path | None = None, detach: bool = False) -> AnvilNode:
+        """Starts Anvil and waits until it answers; `detach` lets it outlive this process (the devnet)."""
+        log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+        try:
+            process = subprocess.Popen(
+                [anvil_binary(), *config.arguments()],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=detach,
+            )
+        finally:
+            if log_path:
+                log.close()  # type: ignore[union-attr]
+        node = cls(config, process)
+        try:
+            wait_until_ready(config.url, process=process)
+        except DevnetError:
+            node.stop()
+            raise
+        return node
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> bool:
+    """Stops a detached Anvil by pid; False when no such process was running."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return True

@@ -1,0 +1,62 @@
+"""Compiled contract artifacts (contracts/artifacts), the ABI every stage decodes with."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from partledger.errors import ConfigError
+
+CONTRACT_NAMES = ("ConsortiumRegistry", "PartLedger", "EvidenceLedger")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def artifacts_dir() -> Path:
+    """Where the committed artifacts live; PARTLEDGER_ARTIFACTS overrides it."""
+    return Path(os.environ.get("PARTLEDGER_ARTIFACTS", REPO_ROOT / "contracts" / "artifacts"))
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    abi: list[dict[str, Any]]
+    bytecode: bytes
+    deployed_bytecode: bytes
+    sha256: str  # of the artifact file, recorded in deployment manifests
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return [entry for entry in self.abi if entry["type"] == "error"]
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [entry for entry in self.abi if entry["type"] == "event"]
+
+
+@functools.cache
+def load_artifact(name: str) -> Artifact:
+    """One contract's artifact; ConfigError with the fix when it is missing or unreadable."""
+    path = artifacts_dir() / f"{name}.json"
+    try:
+        raw = path.read_bytes()
+        data = json.loads(raw)
+        return Artifact(
+            name=name,
+            abi=data["abi"],
+            bytecode=bytes.fromhex(data["bytecode"].removeprefix("0x")),
+            deployed_bytecode=bytes.fromhex(data["deployedBytecode"].removeprefix("0x")),
+            sha256=hashlib.sha256(raw).hexdigest(),
+        )
+    except FileNotFoundError:
+        raise ConfigError(f"missing contract artifact {path} (run `make contracts`)") from None
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"unreadable contract artifact {path}: {exc}") from None
+
+
+def all_artifacts() -> dict[str, Artifact]:
+    return {name: load_artifact(name) for name in CONTRACT_NAMES}

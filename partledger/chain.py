@@ -1,0 +1,176 @@
+"""The chain boundary: connecting to a JSON-RPC node, sending signed transactions, and decoding reverts.
+
+Only standard eth_* calls are used here, so the same code drives Anvil on a laptop and Besu/QBFT in production.
+Transactions are legacy (EIP-155) with an explicit gas price, which may be zero on a free-gas permissioned network.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Protocol
+
+import requests
+from eth_abi import decode
+from eth_utils import function_signature_to_4byte_selector, keccak
+from web3 import Web3
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+from web3.types import TxReceipt
+
+from partledger.artifacts import all_artifacts
+from partledger.errors import ChainMismatch, ChainUnavailable, ContractRevert
+
+DEV_CLIENT_PREFIXES = ("anvil/", "hardhat", "ganache")
+DEV_CHAIN_IDS = frozenset({31337, 1337})
+
+
+class TransactionSigner(Protocol):
+    """What sending needs of a key: eth-account's LocalAccount fits, and so does the wallets' remote signer."""
+
+    @property
+    def address(self) -> str: ...
+
+    def sign_transaction(self, transaction_dict: dict[str, Any]) -> Any: ...
+
+
+def connect(rpc_url: str, *, timeout: float = 10.0) -> Web3:
+    """A Web3 for `rpc_url`, checked to answer; ChainUnavailable (one line) when it does not."""
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    try:
+        w3.eth.chain_id  # noqa: B018 - the first request proves the node answers
+    except (requests.RequestException, OSError, Web3RPCError) as exc:
+        raise ChainUnavailable(f"cannot reach the JSON-RPC node at {rpc_url}: {type(exc).__name__}") from None
+    return w3
+
+
+def is_dev_chain(w3: Web3) -> bool:
+    """Whether the node is a development chain (Anvil and friends), where well-known dev keys are acceptable."""
+    try:
+        client = w3.client_version.lower()
+    except (Web3RPCError, ValueError):
+        client = ""
+    return client.startswith(DEV_CLIENT_PREFIXES) or w3.eth.chain_id in DEV_CHAIN_IDS
+
+
+@functools.cache
+def _error_table() -> dict[bytes, tuple[str, list[str]]]:
+    table: dict[bytes, tuple[str, list[str]]] = {
+        function_signature_to_4byte_selector("Error(string)"): ("Error", ["string"]),
+        function_signature_to_4byte_selector("Panic(uint256)"): ("Panic", ["uint256"]),
+    }
+    for artifact in all_artifacts().values():
+        for entry in artifact.errors:
+            types = [_abi_type(item) for item in entry["inputs"]]
+            selector = keccak(text=f"{entry['name']}({','.join(types)})")[:4]
+            table[selector] = (entry["name"], types)
+    return table
+
+
+def _abi_type(item: dict[str, Any]) -> str:
+    if item["type"].startswith("tuple"):
+        inner = ",".join(_abi_type(component) for component in item["components"])
+        return f"({inner}){item['type'][5:]}"
+    return item["type"]
+
+
+def decode_revert(data: bytes | str | None) -> ContractRevert:
+    """The custom error in revert data, by the committed ABIs (name "Unknown" when nothing matches)."""
+    raw = _as_bytes(data)
+    if len(raw) >= 4 and raw[:4] in _error_table():
+        name, types = _error_table()[raw[:4]]
+        try:
+            return ContractRevert(name, tuple(decode(types, raw[4:])), raw)
+        except Exception:  # noqa: BLE001 - malformed revert data is reported as such, not raised
+            pass
+    return ContractRevert("Unknown", (), raw)
+
+
+def revert_of(exc: BaseException) -> ContractRevert | None:
+    """The decoded revert inside a web3 exception, or None when the exception is no revert."""
+    if isinstance(exc, ContractLogicError):
+        data = exc.data
+        if isinstance(data, dict):
+            data = data.get("data")
+        return decode_revert(data)
+    return None
+
+
+def _as_bytes(data: bytes | str | None) -> bytes:
+    if data is None:
+        return b""
+    if isinstance(data, (bytes, bytearray)):
+        return bytes(data)
+    text = data.removeprefix("0x")
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return b""
+
+
+def send_call(
+    w3: Web3,
+    signer: TransactionSigner,
+    call: Any,
+    *,
+    gas_price: int = 0,
+    gas: int | None = None,
+    timeout: float = 60.0,
+) -> TxReceipt:
+    """Signs `call` (a bound contract function) with `signer`, sends it and waits for its receipt.
+
+    A call that would revert raises ContractRevert before anything is sent (gas estimation replays it); one that
+    reverts once mined raises ContractRevert too, decoded by replaying it against the block before.
+    """
+    params: dict[str, Any] = {
+        "from": signer.address,
+        "nonce": w3.eth.get_transaction_count(signer.address, "pending"),
+        "gasPrice": gas_price,
+        "chainId": w3.eth.chain_id,
+    }
+    if gas is not None:
+        params["gas"] = gas
+    try:
+        transaction = call.build_transaction(params)
+    except ContractLogicError as exc:
+        raise revert_of(exc) from None
+    return send_transaction(w3, signer, transaction, timeout=timeout)
+
+
+def send_transaction(w3: Web3, signer: TransactionSigner, transaction: dict[str, Any], *, timeout: float = 60.0) -> TxReceipt:
+    """Signs and sends a complete transaction dict and waits for its receipt; ContractRevert if it failed."""
+    signed = signer.sign_transaction(transaction)
+    try:
+        tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.05)
+    except (requests.RequestException, OSError) as exc:
+        raise ChainUnavailable(f"lost the JSON-RPC node while sending: {type(exc).__name__}") from None
+    except TimeExhausted:
+        raise ChainUnavailable(f"transaction {signed.hash.hex()} not mined within {timeout:.0f}s") from None
+    if receipt["status"] != 1:
+        raise replay_revert(w3, transaction, receipt["blockNumber"])
+    return receipt
+
+
+def replay_revert(w3: Web3, transaction: dict[str, Any], block_number: int) -> ContractRevert:
+    """Why a mined transaction reverted: the same call replayed on the state before its block."""
+    call = {key: transaction[key] for key in ("from", "to", "data", "value", "gas") if key in transaction}
+    try:
+        w3.eth.call(call, block_number - 1)
+    except ContractLogicError as exc:
+        return revert_of(exc) or ContractRevert("Unknown")
+    return ContractRevert("Unknown")
+
+
+def require_chain(w3: Web3, *, chain_id: int, code: dict[str, tuple[str, str]]) -> None:
+    """ChainMismatch unless the node has `chain_id` and each named address holds code with the given keccak hash.
+
+    `code` maps a contract name to (address, code hash).
+    """
+    actual = w3.eth.chain_id
+    if actual != chain_id:
+        raise ChainMismatch(f"the node's chain id is {actual}, the deployment manifest says {chain_id}")
+    for name, (address, code_hash) in code.items():
+        deployed = bytes(w3.eth.get_code(Web3.to_checksum_address(address)))
+        if not deployed:
+            raise ChainMismatch(f"no contract code at {address} ({name}) on this chain")
+        if "0x" + keccak(deployed).hex() != code_hash:
+            raise ChainMismatch(f"the code at {address} is not the {name} the deployment manifest recorded")

@@ -1,0 +1,99 @@
+"""GS1 identifiers and the ids PartLedger derives from them.
+
+A part is a GTIN-14 (GS1 AI 01) plus a serial (AI 21); its on-chain id is
+``keccak256(abi.encode(uint64 gtin, bytes32 serial))`` with the serial in ASCII, left-aligned and zero-padded,
+exactly as PartLedger.sol computes it. Lot codes (AI 10) travel as bytes32 the same way. VINs never travel in
+clear: only ``keccak256(salt || VIN)``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from eth_abi import encode
+from eth_utils import keccak
+
+from partledger.errors import ValidationError
+
+# GS1 General Specifications, figure 7.11-1: the 82 characters allowed in AI 21 and AI 10.
+GS1_CSET82 = frozenset("!\"%&'()*+,-./0123456789:;<=>?ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz")
+SERIAL_MAX_LENGTH = 20
+LOT_MAX_LENGTH = 20
+_VIN = re.compile(r"^[A-HJ-NPR-Z0-9]{17}$")
+
+
+def gtin_check_digit(body: str) -> int:
+    """The GS1 check digit for the digits before it (weights 3,1,3,... from the right)."""
+    total = sum(int(digit) * (3 if position % 2 == 0 else 1) for position, digit in enumerate(reversed(body)))
+    return (10 - total % 10) % 10
+
+
+def normalize_gtin(value: str | int) -> str:
+    """GTIN-8/12/13/14 as a 14-digit string, check digit verified; ValidationError otherwise."""
+    text = str(value).strip()
+    if not text.isdigit() or len(text) not in (8, 12, 13, 14):
+        raise ValidationError("invalid_gtin", f"GTIN must be 8, 12, 13 or 14 digits, got {text!r}")
+    gtin = text.zfill(14)
+    if gtin_check_digit(gtin[:-1]) != int(gtin[-1]):
+        raise ValidationError("invalid_gtin", f"GTIN {gtin} has a wrong check digit (expected {gtin_check_digit(gtin[:-1])})")
+    if int(gtin) == 0:
+        raise ValidationError("invalid_gtin", "GTIN must not be zero")
+    return gtin
+
+
+def _require_cset82(kind: str, code: str, value: str, max_length: int) -> None:
+    if not 1 <= len(value) <= max_length:
+        raise ValidationError(code, f"{kind} must be 1 to {max_length} characters, got {len(value)}")
+    bad = sorted({char for char in value if char not in GS1_CSET82})
+    if bad:
+        raise ValidationError(code, f"{kind} {value!r} has characters outside the GS1 set: {''.join(bad)!r}")
+
+
+def validate_serial(serial: str) -> str:
+    """A GS1 AI 21 serial: 1 to 20 characters of GS1 character set 82."""
+    _require_cset82("serial", "invalid_serial", serial, SERIAL_MAX_LENGTH)
+    return serial
+
+
+def validate_lot(lot: str) -> str:
+    """A GS1 AI 10 batch/lot code: 1 to 20 characters of GS1 character set 82."""
+    _require_cset82("lot", "invalid_lot", lot, LOT_MAX_LENGTH)
+    return lot
+
+
+def ascii32(text: str) -> bytes:
+    """ASCII text left-aligned and zero-padded to 32 bytes (serials, lot codes, site names)."""
+    raw = text.encode("ascii")
+    if len(raw) > 32:
+        raise ValidationError("too_long", f"{text!r} is longer than 32 bytes")
+    return raw.ljust(32, b"\0")
+
+
+def text32(raw: bytes) -> str:
+    """The inverse of ascii32."""
+    return bytes(raw).rstrip(b"\0").decode("ascii")
+
+
+def part_id(gtin: str | int, serial: str) -> bytes:
+    """The on-chain id of a part, after validating both identifiers."""
+    return part_id_unchecked(int(normalize_gtin(gtin)), ascii32(validate_serial(serial)))
+
+
+def part_id_unchecked(gtin: int, serial32: bytes) -> bytes:
+    """The on-chain id from a numeric GTIN and a padded serial, with no validation (decoders, hot loops)."""
+    return keccak(encode(["uint64", "bytes32"], [gtin, serial32]))
+
+
+def normalize_vin(vin: str) -> str:
+    """A 17-character VIN (ISO 3779: no I, O or Q), upper-cased."""
+    text = vin.strip().upper()
+    if not _VIN.match(text):
+        raise ValidationError("invalid_vin", "VIN must be 17 characters of A-Z and 0-9 without I, O and Q")
+    return text
+
+
+def vin_hash(vin: str, salt: bytes) -> bytes:
+    """The salted VIN hash that goes on chain: keccak256(salt || VIN). The salt is 32 random bytes kept private."""
+    if len(salt) != 32:
+        raise ValidationError("invalid_salt", "VIN salt must be 32 bytes")
+    return keccak(salt + normalize_vin(vin).encode("ascii"))

@@ -1,0 +1,143 @@
+"""Test kit for the contracts on a live Anvil: a deployed consortium whose site keys are Anvil's unlocked dev
+accounts, and helpers to act as a key and to expect an exact custom error."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import pytest
+from eth_account import Account
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ContractLogicError
+from web3.types import TxReceipt
+
+from partledger.artifacts import load_artifact
+from partledger.chain import revert_of
+from partledger.deploy import DEV_MNEMONIC, deploy_contracts
+from partledger.errors import ContractRevert
+from partledger.ids import ascii32, part_id
+from partledger.model import Role
+
+ANVIL_ACCOUNTS = 40
+GTIN_A = "04012345000016"  # valid GTIN-14 (check digit 6)
+GTIN_B = "09506000134352"
+
+
+def dev_account(index: int) -> Any:
+    Account.enable_unaudited_hdwallet_features()
+    return Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+
+
+@dataclass
+class Org:
+    name: str
+    id: int
+    roles: Role
+    keys: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return self.keys[0]
+
+
+# name, roles, number of site keys
+CONSORTIUM = [
+    ("maker", Role.MANUFACTURER, 2),
+    ("maker2", Role.MANUFACTURER, 1),
+    ("warehouse", Role.LOGISTICS, 1),
+    ("distributor", Role.DISTRIBUTOR, 1),
+    ("workshop", Role.WORKSHOP, 1),
+    ("workshop2", Role.WORKSHOP, 1),
+    ("recycler", Role.RECYCLER, 1),
+    ("auditor", Role.AUDITOR, 1),
+    ("regulator", Role.REGULATOR, 1),
+]
+
+
+class Ledger:
+    """The deployed contracts and the consortium, with helpers to act as a site key."""
+
+    def __init__(self, w3: Web3, manifest: Any, operator: str) -> None:
+        self.w3 = w3
+        self.manifest = manifest
+        self.operator = operator
+        self.registry = self._contract("ConsortiumRegistry")
+        self.parts = self._contract("PartLedger")
+        self.evidence = self._contract("EvidenceLedger")
+        self.orgs: dict[str, Org] = {}
+        self.spare_keys: list[str] = []
+
+    def _contract(self, name: str) -> Contract:
+        return self.w3.eth.contract(address=self.manifest.address(name), abi=load_artifact(name).abi)
+
+    def act(self, sender: str, call: Any) -> TxReceipt:
+        """Sends `call` from the unlocked account `sender`; raises ContractRevert with the decoded custom error."""
+        try:
+            tx_hash = call.transact({"from": sender, "gasPrice": 0})
+        except ContractLogicError as exc:
+            raise revert_of(exc) from None
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, poll_latency=0.01)
+        assert receipt["status"] == 1
+        return receipt
+
+    def register(self, org: Org, serials: list[str], *, gtin: str = GTIN_A, lot: str = "LOT-1", key: str | None = None) -> list[bytes]:
+        self.act(key or org.key, self.parts.functions.registerParts(int(gtin), ascii32(lot), [ascii32(s) for s in serials]))
+        return [part_id(gtin, serial) for serial in serials]
+
+    def status(self, pid: bytes) -> tuple[int, int, int, int, bytes, bool]:
+        return tuple(self.parts.functions.part(pid).call())  # type: ignore[return-value]
+
+    def events(self, receipt: TxReceipt, contract: Contract, name: str) -> list[Any]:
+        return list(getattr(contract.events, name)().process_receipt(receipt))
+
+    def lot_number(self, org: Org, lot: str) -> int:
+        return self.parts.functions.lotNumber(org.id, ascii32(lot)).call()
+
+
+def build_ledger(w3: Web3) -> Ledger:
+    """Deploys the contracts with dev account 0 as admin and operator and registers CONSORTIUM with dev keys."""
+    operator = dev_account(0)
+    manifest = deploy_contracts(w3, operator, rpc_url="", admin=operator.address, operator=operator.address)
+    ledger = Ledger(w3, manifest, operator.address)
+    accounts = w3.eth.accounts
+    next_key = 1
+    for name, roles, key_count in CONSORTIUM:
+        receipt = ledger.act(operator.address, ledger.registry.functions.registerOrganisation(int(roles), name))
+        org_id = ledger.events(receipt, ledger.registry, "OrganisationRegistered")[0]["args"]["orgId"]
+        org = Org(name, org_id, roles)
+        for index in range(key_count):
+            key = accounts[next_key]
+            next_key += 1
+            ledger.act(operator.address, ledger.registry.functions.addSiteKey(org_id, key, ascii32(f"{name}-site-{index}")))
+            org.keys.append(key)
+        ledger.orgs[name] = org
+    ledger.spare_keys = list(accounts[next_key:])
+    return ledger
+
+
+@contextmanager
+def reverts(name: str, *args: Any) -> Iterator[dict[str, Any]]:
+    """Expects a ContractRevert with exactly this custom error name and, when given, these arguments."""
+    caught: dict[str, Any] = {}
+    with pytest.raises(ContractRevert) as info:
+        yield caught
+    error = info.value
+    caught["error"] = error
+    assert error.name == name, f"expected {name}{args}, got {error}"
+    if args:
+        assert tuple(error.args_) == tuple(args), f"expected {name}{args}, got {error}"
+
+
+def snapshot(w3: Web3) -> str:
+    return w3.provider.make_request("evm_snapshot", [])["result"]
+
+
+def revert_to(w3: Web3, snapshot_id: str) -> None:
+    assert w3.provider.make_request("evm_revert", [snapshot_id])["result"] is True
+
+
+Call = Callable[..., Any]
