@@ -78,7 +78,9 @@ def decode_revert(data: bytes | str | None) -> ContractRevert:
     if len(raw) >= 4 and raw[:4] in _error_table():
         name, types = _error_table()[raw[:4]]
         try:
-            return ContractRevert(name, tuple(decode(types, raw[4:])), raw)
+            values = decode(types, raw[4:])
+            values = tuple(Web3.to_checksum_address(v) if t == "address" else v for t, v in zip(types, values))
+            return ContractRevert(name, values, raw)
         except Exception:  # noqa: BLE001 - malformed revert data is reported as such, not raised
             pass
     return ContractRevert("Unknown", (), raw)

@@ -13,6 +13,7 @@ from eth_account import Account
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
+from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from partledger.artifacts import load_artifact
@@ -84,6 +85,13 @@ class Ledger:
         assert receipt["status"] == 1
         return receipt
 
+    def view(self, call: Any) -> Any:
+        """Runs a view call; a revert raises ContractRevert with the decoded custom error."""
+        try:
+            return call.call()
+        except ContractLogicError as exc:
+            raise revert_of(exc) from None
+
     def register(self, org: Org, serials: list[str], *, gtin: str = GTIN_A, lot: str = "LOT-1", key: str | None = None) -> list[bytes]:
         self.act(key or org.key, self.parts.functions.registerParts(int(gtin), ascii32(lot), [ascii32(s) for s in serials]))
         return [part_id(gtin, serial) for serial in serials]
@@ -92,7 +100,7 @@ class Ledger:
         return tuple(self.parts.functions.part(pid).call())  # type: ignore[return-value]
 
     def events(self, receipt: TxReceipt, contract: Contract, name: str) -> list[Any]:
-        return list(getattr(contract.events, name)().process_receipt(receipt))
+        return list(getattr(contract.events, name)().process_receipt(receipt, errors=DISCARD))
 
     def lot_number(self, org: Org, lot: str) -> int:
         return self.parts.functions.lotNumber(org.id, ascii32(lot)).call()

@@ -110,8 +110,8 @@ contract ConsortiumRegistry is IConsortiumRegistry, AccessControl {
 
     /// @inheritdoc IConsortiumRegistry
     function requireActiveOrganisation(uint32 orgId) external view returns (uint16 roles) {
-        _requireKnownOrganisation(orgId);
         Organisation memory org = _organisations[orgId];
+        if (org.roles == 0) revert ConsortiumRegistryUnknownOrganisation(orgId);
         if (org.suspended) revert ConsortiumRegistryOrganisationSuspended(orgId);
         return org.roles;
     }
@@ -138,8 +138,9 @@ contract ConsortiumRegistry is IConsortiumRegistry, AccessControl {
         });
     }
 
+    // Every registered organisation holds at least one role, so roles == 0 marks an unknown id.
     function _requireKnownOrganisation(uint32 orgId) private view {
-        if (orgId == 0 || orgId > _organisationCount) revert ConsortiumRegistryUnknownOrganisation(orgId);
+        if (_organisations[orgId].roles == 0) revert ConsortiumRegistryUnknownOrganisation(orgId);
     }
 
     function _requireValidRoles(uint16 roles) private pure {

@@ -68,8 +68,8 @@ contract EvidenceLedger is IEvidenceLedger, EIP712 {
         (uint32 orgId,) = _registry.authorize(msg.sender, 0);
         if (root == bytes32(0) || recordCount == 0) revert EvidenceLedgerEmptyBatch();
         if (_batches[root].blockNumber != 0) revert EvidenceLedgerBatchAlreadyAnchored(root);
-        _batches[root] =
-            BatchRecord({blockNumber: uint64(block.number), orgId: orgId, recordCount: recordCount, kind: kind});
+        // One slot per batch, so that anchoring costs the same whatever the batch size; the kind lives in the event.
+        _batches[root] = BatchRecord({blockNumber: uint64(block.number), orgId: orgId, recordCount: recordCount});
         emit BatchAnchored(root, orgId, msg.sender, kind, recordCount);
     }
 

@@ -36,12 +36,11 @@ interface IEvidenceLedger {
         uint16 docType;
     }
 
-    /// @notice An anchored batch root: where, by whom, of how many records.
+    /// @notice An anchored batch root: where, by whom, of how many records (what kind: see {BatchAnchored}).
     struct BatchRecord {
         uint64 blockNumber;
         uint32 orgId;
         uint32 recordCount;
-        bytes32 kind;
     }
 
     /// @notice The document hash is zero.

@@ -1,0 +1,5 @@
+"""The indexer: mirrors the contracts' events into SQL, reorg-safe and exactly-once (issue #4).
+
+It reads the chain through standard eth_* calls and the deployment manifest, and imports nothing but the shared
+`partledger` package.
+"""

@@ -1,0 +1,3 @@
+from partledger_cli.main import main
+
+main()

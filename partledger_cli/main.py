@@ -1,0 +1,124 @@
+"""The `partledger` command line. Errors end as one line on stderr and a non-zero exit code, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from partledger.anvil import AnvilConfig
+from partledger.chain import connect, require_chain
+from partledger.deploy import deploy_contracts
+from partledger.errors import PartLedgerError
+from partledger.manifest import load_manifest, save_manifest
+from partledger_cli.devnet import default_paths, devnet_down, devnet_status, devnet_up
+from wallets.keystore import load_keystore, read_passphrase
+
+app = typer.Typer(help="PartLedger: serialised auto parts, custody and trade evidence on a permissioned EVM chain.", no_args_is_help=True)
+devnet_app = typer.Typer(help="A local Anvil chain with the contracts and a demo consortium.", no_args_is_help=True)
+manifest_app = typer.Typer(help="Deployment manifests.", no_args_is_help=True)
+app.add_typer(devnet_app, name="devnet")
+app.add_typer(manifest_app, name="manifest")
+console = Console()
+
+
+@devnet_app.command("up")
+def devnet_up_command(
+    port: Annotated[int, typer.Option(help="JSON-RPC port on 127.0.0.1")] = 8545,
+    chain_id: Annotated[int, typer.Option(help="chain id")] = 31337,
+    block_time: Annotated[Optional[float], typer.Option(help="seconds per block; default: one block per transaction")] = None,
+    gas_limit: Annotated[int, typer.Option(help="block gas limit")] = 1_000_000_000,
+    gas_price: Annotated[int, typer.Option(help="gas price in wei (0: free gas, as on a permissioned Besu network)")] = 0,
+    hardfork: Annotated[str, typer.Option(help="EVM hardfork")] = "prague",
+) -> None:
+    """Start Anvil, deploy the contracts, register the demo consortium and write the deployment manifest."""
+    config = AnvilConfig(port=port, chain_id=chain_id, block_time=block_time, gas_limit=gas_limit, gas_price=gas_price, hardfork=hardfork)
+    paths = default_paths()
+    with console.status("starting the devnet: Anvil, contracts, demo consortium"):
+        consortium = devnet_up(config, paths)
+    manifest = load_manifest(paths.manifest)
+    table = Table(title=f"PartLedger devnet — chain {manifest.chain_id} at {config.url}")
+    table.add_column("organisation")
+    table.add_column("id", justify="right")
+    table.add_column("roles")
+    table.add_column("sites (key)")
+    for org in consortium["organisations"]:
+        sites = "\n".join(f"{site['site']} ({site['address']})" for site in org["sites"])
+        table.add_row(org["name"], str(org["id"]), ", ".join(org["roles"]), sites)
+    console.print(table)
+    for name, contract in manifest.contracts.items():
+        console.print(f"{name:<20} {contract.address}")
+    console.print(f"JSON-RPC            {config.url}")
+    console.print(f"manifest            {paths.manifest}")
+    console.print(f"keystores           {paths.keys} (passphrase file {paths.passphrase})")
+    console.print("stop it with        partledger devnet down   (or make stop)")
+
+
+@devnet_app.command("down")
+def devnet_down_command() -> None:
+    """Stop the devnet's Anvil."""
+    if devnet_down(default_paths()):
+        console.print("devnet stopped")
+    else:
+        console.print("no devnet was running")
+
+
+@devnet_app.command("status")
+def devnet_status_command() -> None:
+    """Whether the devnet runs, where, and its head block."""
+    print(json.dumps(devnet_status(default_paths())))
+
+
+@app.command("deploy")
+def deploy_command(
+    rpc: Annotated[str, typer.Option(help="JSON-RPC URL of the chain")],
+    keystore: Annotated[Path, typer.Option(help="v3 keystore of the deployer (also admin and operator unless given)")],
+    out: Annotated[Path, typer.Option(help="where to write the deployment manifest")] = Path("manifest.json"),
+    passphrase_file: Annotated[Optional[Path], typer.Option(help="secret file with the keystore passphrase (else PARTLEDGER_KEYSTORE_PASSPHRASE[_FILE])")] = None,
+    operator: Annotated[Optional[str], typer.Option(help="consortium operator address")] = None,
+    admin: Annotated[Optional[str], typer.Option(help="admin address (grants the operator role)")] = None,
+    gas_price: Annotated[int, typer.Option(help="gas price in wei")] = 0,
+    confirmations: Annotated[int, typer.Option(help="blocks until final (0 for QBFT)")] = 0,
+) -> None:
+    """Deploy the contracts to any JSON-RPC chain and write the deployment manifest."""
+    deployer = load_keystore(keystore, read_passphrase(passphrase_file))
+    w3 = connect(rpc)
+    manifest = deploy_contracts(
+        w3,
+        deployer,
+        rpc_url=rpc,
+        admin=admin or deployer.address,
+        operator=operator or deployer.address,
+        gas_price=gas_price,
+        confirmations=confirmations,
+    )
+    save_manifest(manifest, out)
+    for name, contract in manifest.contracts.items():
+        console.print(f"{name:<20} {contract.address}  (block {contract.block})")
+    console.print(f"manifest written to {out}")
+
+
+@manifest_app.command("check")
+def manifest_check_command(
+    manifest: Annotated[Path, typer.Option(help="deployment manifest")] = Path("hardhat-free-devnet/run/manifest.json"),
+    rpc: Annotated[Optional[str], typer.Option(help="JSON-RPC URL (default: the manifest's)")] = None,
+) -> None:
+    """Check that a chain is the one a manifest describes: chain id and the code at every address."""
+    loaded = load_manifest(manifest)
+    w3 = connect(rpc or loaded.rpc_url)
+    require_chain(w3, chain_id=loaded.chain_id, code={name: (c.address, c.code_hash) for name, c in loaded.contracts.items()})
+    console.print(f"ok: chain {loaded.chain_id} holds the {len(loaded.contracts)} contracts of {manifest}")
+
+
+def main() -> None:
+    """Console entry point: PartLedgerError → one line on stderr and exit 1; usage errors → exit 2 (Typer)."""
+    try:
+        app()
+    except PartLedgerError as exc:
+        print(f"partledger: error: {exc}", file=sys.stderr)
+        sys.exit(1)
