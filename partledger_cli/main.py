@@ -17,6 +17,8 @@ from partledger.deploy import deploy_contracts
 from partledger.errors import PartLedgerError
 from partledger.manifest import load_manifest, save_manifest
 from partledger_cli.devnet import default_paths, devnet_down, devnet_status, devnet_up
+from partledger_cli.wallet import wallet_app
+from partledger_cli.index import index_command
 from wallets.keystore import load_keystore, read_passphrase
 
 app = typer.Typer(help="PartLedger: serialised auto parts, custody and trade evidence on a permissioned EVM chain.", no_args_is_help=True)
@@ -24,6 +26,8 @@ devnet_app = typer.Typer(help="A local Anvil chain with the contracts and a demo
 manifest_app = typer.Typer(help="Deployment manifests.", no_args_is_help=True)
 app.add_typer(devnet_app, name="devnet")
 app.add_typer(manifest_app, name="manifest")
+app.add_typer(wallet_app, name="wallet")
+app.command("index")(index_command)
 console = Console()
 
 

@@ -41,3 +41,23 @@ def ledger(deployed: Ledger) -> Iterator[Ledger]:
     snapshot_id = snapshot(deployed.w3)
     yield deployed
     revert_to(deployed.w3, snapshot_id)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator["PostgresCluster"]:
+    """A throwaway PostgreSQL cluster for the session (started as the postgres user when running as root)."""
+    from tests.pgcluster import PostgresCluster
+
+    cluster = PostgresCluster()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A fresh, empty database of each kind: SQLite (WAL) in a temporary file, and a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    from tests.pgcluster import unique_name
+
+    return request.getfixturevalue("postgres").create_database(unique_name("db"))

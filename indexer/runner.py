@@ -1,0 +1,203 @@
+"""The indexer loop: target = min(head − confirmations, cursor + batch), reorg checks, adaptive log ranges.
+
+One writer per database: `IndexerLock` holds a PostgreSQL advisory lock, or an flock next to the SQLite file,
+for the life of the process; a second writer refuses to start. Both are released by the OS when the process dies.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine, make_url
+
+from indexer.decoder import LogDecoder
+from indexer.sink import Sink
+from indexer.source import BlockHeader, ChainSource, RangeTooLarge
+from partledger.errors import ChainError, ChainMismatch, ChainUnavailable, PartLedgerError
+from partledger.manifest import Manifest
+
+log = logging.getLogger("partledger.indexer")
+_ADVISORY_KEY = 0x5041_5254_4C45_4447  # "PARTLEDG"
+
+
+class IndexerLocked(PartLedgerError):
+    """Another indexer process writes to this database."""
+
+
+class DeepReorg(ChainError):
+    """The chain reorganised deeper than the configured finality: the mirror can no longer be trusted."""
+
+
+@dataclass(frozen=True)
+class IndexerConfig:
+    confirmations: int = 0  # blocks behind head before a block is indexed (0 for QBFT's instant finality)
+    finality_depth: int = 64  # deepest reorganisation handled; block hashes are kept this far back
+    batch_blocks: int = 2_000  # blocks per iteration at most
+    max_log_range: int = 2_000  # initial eth_getLogs span; halved when the node refuses
+    poll_interval: float = 0.5
+
+
+class IndexerLock:
+    """Exclusive right to write the mirror, held until release() or process exit."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._file: int | None = None
+        self._connection = None
+        url = make_url(str(engine.url))
+        if url.get_backend_name() == "sqlite":
+            path = Path(url.database or "")
+            lock_path = path.with_name(path.name + ".indexer-lock")
+            self._file = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self._file)
+                raise IndexerLocked(f"another indexer holds {lock_path}; one writer per database") from None
+        else:
+            self._connection = engine.connect()
+            if not self._connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": _ADVISORY_KEY}).scalar():
+                self._connection.close()
+                raise IndexerLocked("another indexer holds this database's advisory lock; one writer per database")
+            self._connection.commit()
+
+    def release(self) -> None:
+        if self._file is not None:
+            os.close(self._file)
+            self._file = None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+class Indexer:
+    """Follows one deployment's contracts on one chain into one database."""
+
+    def __init__(self, *, source: ChainSource, sink: Sink, manifest: Manifest, config: IndexerConfig) -> None:
+        self.source = source
+        self.sink = sink
+        self.manifest = manifest
+        self.config = config
+        self.decoder = LogDecoder({name: contract.address for name, contract in manifest.contracts.items()})
+        self._log_range = config.max_log_range
+
+    def check_chain(self) -> None:
+        chain_id = self.source.chain_id()
+        if chain_id != self.manifest.chain_id:
+            raise ChainMismatch(f"the node's chain id is {chain_id}, the deployment manifest says {self.manifest.chain_id}")
+
+    def step(self) -> int:
+        """One iteration; returns the number of blocks indexed (0 when caught up). Raises DeepReorg."""
+        head = self.source.head_number()
+        state = self.sink.state()
+        if state is None:
+            start = max(self.manifest.deployment_block - 1, 0)
+            (header,) = self.source.headers([start])
+            if header is None:
+                raise ChainMismatch(f"the node has no block {start}, where the deployment manifest starts")
+            self.sink.start(header)
+            state = self.sink.state()
+            assert state is not None
+        (current,) = self.source.headers([state.block_number])
+        if current is None or current.hash != state.block_hash:
+            self._handle_reorg(state.block_number, head)
+            return 0
+        target = min(head - self.config.confirmations, state.block_number + self.config.batch_blocks)
+        if target <= state.block_number:
+            return 0
+        first = state.block_number + 1
+        window_start = max(first, head - self.config.finality_depth + 1)
+        raw_logs = self._fetch_logs(first, target)
+        numbers = sorted(set(range(window_start, target + 1)) | {target})
+        headers = self.source.headers(numbers)
+        if any(header is None for header in headers):
+            return 0  # the chain shrank under us (a reorg in progress): look again
+        by_number = {header.number: header for header in headers if header is not None}
+        if not self._consistent(state.block_hash, state.block_number, by_number, raw_logs):
+            log.info("chain changed while reading blocks %d-%d; reading again", first, target)
+            return 0
+        decoded = [record for record in map(self.decoder.decode, raw_logs) if record is not None]
+        window = [by_number[n] for n in range(window_start, target + 1)]
+        self.sink.write(
+            decoded,
+            cursor=by_number[target],
+            headers=window,
+            head=head,
+            journal_from=window_start,
+            prune_below=head - self.config.finality_depth,
+        )
+        return target - state.block_number
+
+    def _fetch_logs(self, first: int, last: int) -> list[dict]:
+        """Logs of the deployment in [first, last], in chain order, shrinking the range when the node refuses."""
+        logs: list[dict] = []
+        start = first
+        while start <= last:
+            end = min(last, start + self._log_range - 1)
+            try:
+                logs.extend(self.source.logs(start, end, self.decoder.addresses))
+            except RangeTooLarge:
+                if self._log_range == 1:
+                    raise
+                self._log_range = max(1, self._log_range // 2)
+                continue
+            start = end + 1
+        return logs
+
+    @staticmethod
+    def _consistent(cursor_hash: bytes, cursor_number: int, headers: dict[int, BlockHeader], raw_logs: list[dict]) -> bool:
+        """Whether what was read forms one chain: window headers linked by parent hash (to the cursor when it is
+        the first), and every log in the window from the block whose header we hold."""
+        for number, header in headers.items():
+            parent = headers.get(number - 1)
+            if parent is not None and header.parent_hash != parent.hash:
+                return False
+            if number - 1 == cursor_number and header.parent_hash != cursor_hash:
+                return False
+        for raw in raw_logs:
+            header = headers.get(int(raw["blockNumber"], 16))
+            if header is not None and bytes.fromhex(raw["blockHash"][2:]) != header.hash:
+                return False
+        return True
+
+    def _handle_reorg(self, cursor: int, head: int) -> None:
+        stored = self.sink.stored_blocks()
+        numbers = sorted((n for n in stored if n <= cursor), reverse=True)
+        node = {header.number: header for header in self.source.headers(numbers) if header is not None}
+        ancestor = next((node[n] for n in numbers if n in node and node[n].hash == stored[n]), None)
+        if ancestor is None or cursor - ancestor.number > self.config.finality_depth:
+            depth = "beyond the stored window" if ancestor is None else f"{cursor - ancestor.number} blocks"
+            message = f"reorganisation deeper than the configured finality ({self.config.finality_depth} blocks): {depth} below block {cursor}; the mirror stops here — rebuild it with `partledger index --rebuild`"
+            self.sink.set_health(healthy=False, message=message, head=head)
+            raise DeepReorg(message)
+        changed = self.sink.rollback(ancestor)
+        log.warning("reorganisation: rolled back %d blocks to %d (%d part states recomputed)", cursor - ancestor.number, ancestor.number, changed)
+
+    def run(self, *, stop: Callable[[], bool] = lambda: False, until_block: int | None = None) -> None:
+        """Indexes until `stop()` or, when `until_block` is given, until the cursor reaches it. Retries a node
+        that cannot be reached; a deep reorg or a chain mismatch ends the run."""
+        self.check_chain()
+        delay = self.config.poll_interval
+        while not stop():
+            try:
+                indexed = self.step()
+            except ChainUnavailable as exc:
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                self.sink.set_health(healthy=False, message=str(exc)) if self.sink.state() else None
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = self.config.poll_interval
+            state = self.sink.state()
+            if until_block is not None and state is not None and state.block_number >= until_block:
+                return
+            if indexed == 0:
+                time.sleep(self.config.poll_interval)
+

@@ -1,0 +1,400 @@
+"""The indexer's sink: applies decoded logs to the SQL mirror and moves the cursor, in ONE transaction.
+
+Writes are batched per call (executemany), and every history row has a natural key, so a replayed range cannot
+duplicate anything. A reorganisation is undone block by block (`rollback`): history rows of orphaned blocks are
+deleted, shipments and installations reopened, and each affected part's state recomputed from the events that
+remain — a part's state is a function of its last event. Organisations, changed in place by registry events, are
+restored from the undo log, written only for blocks still inside the reorg window.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from eth_utils import keccak
+from sqlalchemy import and_, bindparam, delete, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from indexer.decoder import DecodedLog
+from indexer.source import BlockHeader
+from indexer.tables import (
+    Batch,
+    CancelledNonce,
+    Document,
+    IndexedBlock,
+    IndexerState,
+    Installation,
+    Lot,
+    Organisation,
+    Part,
+    PartEvent,
+    Recall,
+    Shipment,
+    SiteKey,
+    UndoEntry,
+)
+from partledger.ids import text32
+from partledger.model import PartStatus
+
+T_ORG, T_KEY, T_LOT, T_PART = Organisation.__table__, SiteKey.__table__, Lot.__table__, Part.__table__
+T_EVENT, T_SHIP, T_INSTALL, T_RECALL = PartEvent.__table__, Shipment.__table__, Installation.__table__, Recall.__table__
+T_DOC, T_BATCH, T_NONCE = Document.__table__, Batch.__table__, CancelledNonce.__table__
+T_BLOCK, T_UNDO, T_STATE = IndexedBlock.__table__, UndoEntry.__table__, IndexerState.__table__
+
+# Event name -> (part_events.kind, resulting status). Every part event sets the part's state absolutely.
+PART_EVENTS: dict[str, tuple[str, PartStatus]] = {
+    "PartsShipped": ("shipped", PartStatus.IN_TRANSIT),
+    "PartsReceived": ("received", PartStatus.IN_STOCK),
+    "ShipmentsCancelled": ("cancelled", PartStatus.IN_STOCK),
+    "PartsSold": ("sold", PartStatus.SOLD),
+    "PartsInstalled": ("installed", PartStatus.INSTALLED),
+    "PartsRemoved": ("removed", PartStatus.IN_STOCK),
+    "PartsQuarantined": ("quarantined", PartStatus.QUARANTINED),
+    "PartsReleased": ("released", PartStatus.IN_STOCK),
+    "PartsScrapped": ("scrapped", PartStatus.SCRAPPED),
+    "PartsRecycled": ("recycled", PartStatus.RECYCLED),
+}
+ORGANISATION_EVENTS = frozenset({"OrganisationRegistered", "OrganisationRolesChanged", "OrganisationSuspended", "OrganisationReinstated"})
+KIND_STATUS = {kind: status for kind, status in PART_EVENTS.values()} | {"registered": PartStatus.IN_STOCK}
+
+
+def part_id_of(gtin: int, serial32: bytes) -> bytes:
+    """keccak256(abi.encode(uint64 gtin, bytes32 serial)), as PartLedger.sol computes it."""
+    return keccak(gtin.to_bytes(32, "big") + serial32)
+
+
+def state_after(kind: str, org_id: int, counterparty: int | None, vin_hash: bytes | None, site_key: str) -> dict[str, Any]:
+    """A part's state columns after an event of `kind` made by `org_id` through `site_key` (the custodian it
+    leaves behind)."""
+    return {
+        "status": int(KIND_STATUS[kind]),
+        "custodian": org_id,
+        "site_key": site_key,
+        "recipient": counterparty if kind == "shipped" else None,
+        "vin_hash": vin_hash if kind == "installed" else None,
+    }
+
+
+@dataclass
+class _Batch:
+    """What one write() call will flush, built in memory in chain order."""
+
+    chain_id: int
+    journal_from: int
+    part_events: list[dict[str, Any]] = field(default_factory=list)
+    new_parts: dict[bytes, dict[str, Any]] = field(default_factory=dict)
+    part_updates: dict[bytes, dict[str, Any]] = field(default_factory=dict)
+    new_shipments: dict[bytes, dict[str, Any]] = field(default_factory=dict)  # open in this batch, by part
+    shipments: list[dict[str, Any]] = field(default_factory=list)
+    shipment_closes: list[dict[str, Any]] = field(default_factory=list)  # of shipments opened before this batch
+    new_installations: dict[bytes, dict[str, Any]] = field(default_factory=dict)
+    installations: list[dict[str, Any]] = field(default_factory=list)
+    installation_closes: list[dict[str, Any]] = field(default_factory=list)
+    lots: list[dict[str, Any]] = field(default_factory=list)
+    recalls: list[dict[str, Any]] = field(default_factory=list)
+    documents: list[dict[str, Any]] = field(default_factory=list)
+    batches: list[dict[str, Any]] = field(default_factory=list)
+    nonces: list[dict[str, Any]] = field(default_factory=list)
+    site_keys: list[dict[str, Any]] = field(default_factory=list)
+    revocations: list[dict[str, Any]] = field(default_factory=list)
+    block_times: dict[int, int] = field(default_factory=dict)
+
+
+class Sink:
+    """Writes the mirror of one chain into one database."""
+
+    def __init__(self, engine: Engine, chain_id: int) -> None:
+        self.engine = engine
+        self.chain_id = chain_id
+
+    def state(self) -> IndexerState | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(T_STATE).where(T_STATE.c.chain_id == self.chain_id)).mappings().first()
+        return IndexerState(**row) if row else None
+
+    def start(self, block: BlockHeader) -> None:
+        """Sets the cursor just before the first block to index (the deployment block's parent)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(T_STATE).values(
+                    chain_id=self.chain_id, block_number=block.number, block_hash=block.hash, head_seen=block.number,
+                    healthy=True, message="", updated_at=time.time(),
+                )
+            )
+            conn.execute(insert(T_BLOCK).values(number=block.number, hash=block.hash, parent_hash=block.parent_hash, timestamp=block.timestamp))
+
+    def write(
+        self,
+        logs: Iterable[DecodedLog],
+        *,
+        cursor: BlockHeader,
+        headers: list[BlockHeader],
+        head: int,
+        journal_from: int,
+        prune_below: int,
+    ) -> None:
+        """Applies `logs` (in chain order, all in blocks up to `cursor`), stores `headers` for the reorg window,
+        moves the cursor to `cursor` — all in one transaction. Blocks >= `journal_from` get undo entries."""
+        batch = _Batch(self.chain_id, journal_from)
+        batch.block_times = {header.number: header.timestamp for header in headers}
+        with self.engine.begin() as conn:
+            for log in logs:
+                self._apply(conn, batch, log)
+            self._flush(conn, batch)
+            if headers:
+                numbers = [header.number for header in headers]
+                conn.execute(delete(T_BLOCK).where(T_BLOCK.c.number.in_(numbers)))
+                conn.execute(insert(T_BLOCK), [vars_of(header) for header in headers])
+            conn.execute(delete(T_BLOCK).where(T_BLOCK.c.number < prune_below))
+            conn.execute(delete(T_UNDO).where(T_UNDO.c.block_number < prune_below))
+            conn.execute(
+                update(T_STATE)
+                .where(T_STATE.c.chain_id == self.chain_id)
+                .values(block_number=cursor.number, block_hash=cursor.hash, head_seen=head, healthy=True, message="", updated_at=time.time())
+            )
+
+    def set_health(self, *, healthy: bool, message: str, head: int | None = None) -> None:
+        values: dict[str, Any] = {"healthy": healthy, "message": message, "updated_at": time.time()}
+        if head is not None:
+            values["head_seen"] = head
+        with self.engine.begin() as conn:
+            conn.execute(update(T_STATE).where(T_STATE.c.chain_id == self.chain_id).values(**values))
+
+    def stored_blocks(self) -> dict[int, bytes]:
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(T_BLOCK.c.number, T_BLOCK.c.hash)).all())
+
+    # --- applying events ------------------------------------------------------------------------------------
+
+    def _apply(self, conn: Connection, batch: _Batch, log: DecodedLog) -> None:
+        args, name = log.args, log.event
+        if name in PART_EVENTS:
+            kind, _ = PART_EVENTS[name]
+            org_id = args["orgId"] if "orgId" in args else args["from"]
+            counterparty = args.get("to")
+            doc_hash = args.get("docHash", args.get("reasonHash"))
+            vin_hashes = args.get("vinHashes")
+            for position, part_id in enumerate(args["partIds"]):
+                vin_hash = vin_hashes[position] if vin_hashes is not None else None
+                self._part_event(batch, log, position, part_id, kind, org_id, counterparty, doc_hash, vin_hash)
+        elif name == "PartsRegistered":
+            gtin, lot, org_id = args["gtin"], args["lot"], args["manufacturer"]
+            for position, serial in enumerate(args["serials"]):
+                part_id = part_id_of(gtin, serial)
+                batch.new_parts[part_id] = {
+                    "part_id": part_id, "gtin": str(gtin).zfill(14), "serial": text32(serial), "lot": lot,
+                    "manufacturer": org_id, "recalled": False, "registered_block": log.block_number,
+                    **state_after("registered", org_id, None, None, args["siteKey"]), "updated_block": log.block_number,
+                }
+                self._event_row(batch, log, position, part_id, "registered", org_id, None, None, None)
+        elif name == "LotOpened":
+            batch.lots.append({"lot": args["lot"], "manufacturer": args["manufacturer"], "lot_code": text32(args["lotCode"]), "opened_block": log.block_number, "recalled": False})
+        elif name == "LotRecalled":
+            batch.recalls.append({"lot": args["lot"], "org_id": args["orgId"], "site_key": args["siteKey"], "notice_hash": args["noticeHash"], "block_number": log.block_number, "tx_hash": log.tx_hash})
+        elif name == "DocumentAnchored":
+            a = args["attestation"]
+            batch.documents.append({
+                "doc_hash": a[0], "doc_type": a[1], "issuer": a[2], "counterparty": a[3],
+                "previous": a[4] if any(a[4]) else None, "parts_root": a[5] if any(a[5]) else None,
+                "nonce": a[6], "deadline": a[7], "issuer_signer": args["issuerSigner"],
+                "counterparty_signer": args["counterpartySigner"], "issuer_signature": args["issuerSignature"],
+                "counterparty_signature": args["counterpartySignature"], "block_number": log.block_number,
+                "block_time": batch.block_times.get(log.block_number, 0), "tx_hash": log.tx_hash, "log_index": log.log_index,
+            })  # fmt: skip
+        elif name == "BatchAnchored":
+            batch.batches.append({"root": args["root"], "org_id": args["orgId"], "site_key": args["siteKey"], "kind": _text(args["kind"]), "record_count": args["recordCount"], "block_number": log.block_number, "tx_hash": log.tx_hash, "log_index": log.log_index})
+        elif name == "NonceCancelled":
+            batch.nonces.append({"org_id": args["orgId"], "nonce": args["nonce"], "site_key": args["siteKey"], "block_number": log.block_number})
+        elif name == "SiteKeyAdded":
+            batch.site_keys.append({"address": args["key"], "org_id": args["orgId"], "site": _text(args["site"]), "added_block": log.block_number})
+        elif name == "SiteKeyRevoked":
+            batch.revocations.append({"address": args["key"], "revoked_block": log.block_number, "revoked_by": args["revokedBy"]})
+        elif log.event in ORGANISATION_EVENTS:
+            self._flush(conn, batch)  # organisations change in place: keep every earlier write before this one
+            self._organisation_event(conn, batch, log)
+
+    def _part_event(self, batch: _Batch, log: DecodedLog, position: int, part_id: bytes, kind: str, org_id: int,
+                    counterparty: int | None, doc_hash: bytes | None, vin_hash: bytes | None) -> None:  # fmt: skip
+        state = state_after(kind, org_id, counterparty, vin_hash, log.args["siteKey"]) | {"updated_block": log.block_number}
+        target = batch.new_parts.get(part_id)
+        (target if target is not None else batch.part_updates.setdefault(part_id, {})).update(state)
+        if kind == "shipped":
+            row = {"part_id": part_id, "from_org": org_id, "to_org": counterparty, "doc_hash": _none_if_zero(doc_hash), "shipped_block": log.block_number, "shipped_tx": log.tx_hash, "outcome": None, "closed_block": None}
+            batch.shipments.append(row)
+            batch.new_shipments[part_id] = row
+        elif kind in ("received", "cancelled"):
+            _close(batch.new_shipments, batch.shipment_closes, part_id, {"outcome": kind, "closed_block": log.block_number})
+        elif kind == "installed":
+            row = {"part_id": part_id, "org_id": org_id, "vin_hash": vin_hash, "installed_block": log.block_number, "installed_tx": log.tx_hash, "removed_block": None}
+            batch.installations.append(row)
+            batch.new_installations[part_id] = row
+        elif kind == "removed":
+            _close(batch.new_installations, batch.installation_closes, part_id, {"removed_block": log.block_number})
+        self._event_row(batch, log, position, part_id, kind, org_id, counterparty, doc_hash, vin_hash)
+
+    def _event_row(self, batch: _Batch, log: DecodedLog, position: int, part_id: bytes, kind: str, org_id: int,
+                   counterparty: int | None, doc_hash: bytes | None, vin_hash: bytes | None) -> None:  # fmt: skip
+        batch.part_events.append({
+            "chain_id": batch.chain_id, "block_number": log.block_number, "tx_hash": log.tx_hash,
+            "log_index": log.log_index, "position": position, "part_id": part_id, "kind": kind, "org_id": org_id,
+            "site_key": log.args["siteKey"], "counterparty": counterparty, "doc_hash": _none_if_zero(doc_hash),
+            "vin_hash": vin_hash,
+        })  # fmt: skip
+
+    def _organisation_event(self, conn: Connection, batch: _Batch, log: DecodedLog) -> None:
+        args, org_id = log.args, log.args["orgId"]
+        if log.event == "OrganisationRegistered":
+            values = {"name": args["name"], "roles": args["roles"], "suspended": False, "registered_block": log.block_number}
+        elif log.event == "OrganisationRolesChanged":
+            values = {"roles": args["roles"]}
+        elif log.event in ("OrganisationSuspended", "OrganisationReinstated"):
+            values = {"suspended": log.event == "OrganisationSuspended"}
+        else:
+            return
+        before = conn.execute(select(T_ORG).where(T_ORG.c.org_id == org_id)).mappings().first()
+        if log.block_number >= batch.journal_from:
+            conn.execute(insert(T_UNDO).values(
+                block_number=log.block_number, table_name="organisations", key=json.dumps({"org_id": org_id}),
+                before=json.dumps(dict(before)) if before else None,
+            ))  # fmt: skip
+        if before is None:
+            conn.execute(insert(T_ORG).values(org_id=org_id, updated_block=log.block_number, **values))
+        else:
+            conn.execute(update(T_ORG).where(T_ORG.c.org_id == org_id).values(updated_block=log.block_number, **values))
+
+    # --- flushing -------------------------------------------------------------------------------------------
+
+    def _flush(self, conn: Connection, batch: _Batch) -> None:
+        """Writes what the batch holds so far, in an order that respects dependencies, and empties it."""
+        if batch.site_keys:
+            conn.execute(insert(T_KEY), batch.site_keys)
+        if batch.revocations:
+            conn.execute(
+                update(T_KEY).where(T_KEY.c.address == bindparam("key_address")).values(revoked_block=bindparam("revoked_block"), revoked_by=bindparam("revoked_by")),
+                [{"key_address": r["address"], "revoked_block": r["revoked_block"], "revoked_by": r["revoked_by"]} for r in batch.revocations],
+            )
+        if batch.lots:
+            conn.execute(insert(T_LOT), batch.lots)
+        if batch.new_parts:
+            conn.execute(insert(T_PART), list(batch.new_parts.values()))
+        if batch.part_updates:
+            conn.execute(
+                update(T_PART).where(T_PART.c.part_id == bindparam("key_part_id")).values(
+                    status=bindparam("status"), custodian=bindparam("custodian"), recipient=bindparam("recipient"),
+                    vin_hash=bindparam("vin_hash"), site_key=bindparam("site_key"), updated_block=bindparam("updated_block"),
+                ),
+                [{"key_part_id": part_id, **state} for part_id, state in batch.part_updates.items()],
+            )  # fmt: skip
+        if batch.shipment_closes:
+            conn.execute(
+                update(T_SHIP).where(and_(T_SHIP.c.part_id == bindparam("key_part_id"), T_SHIP.c.outcome.is_(None))).values(outcome=bindparam("outcome"), closed_block=bindparam("closed_block")),
+                batch.shipment_closes,
+            )
+        if batch.shipments:
+            conn.execute(insert(T_SHIP), batch.shipments)
+        if batch.installation_closes:
+            conn.execute(
+                update(T_INSTALL).where(and_(T_INSTALL.c.part_id == bindparam("key_part_id"), T_INSTALL.c.removed_block.is_(None))).values(removed_block=bindparam("removed_block")),
+                batch.installation_closes,
+            )
+        if batch.installations:
+            conn.execute(insert(T_INSTALL), batch.installations)
+        if batch.recalls:
+            conn.execute(insert(T_RECALL), batch.recalls)
+            lots = [{"key_lot": recall["lot"]} for recall in batch.recalls]
+            conn.execute(update(T_LOT).where(T_LOT.c.lot == bindparam("key_lot")).values(recalled=True), lots)
+            conn.execute(update(T_PART).where(T_PART.c.lot == bindparam("key_lot")).values(recalled=True), lots)
+        if batch.documents:
+            conn.execute(insert(T_DOC), batch.documents)
+        if batch.batches:
+            conn.execute(insert(T_BATCH), batch.batches)
+        if batch.nonces:
+            conn.execute(insert(T_NONCE), batch.nonces)
+        if batch.part_events:
+            conn.execute(insert(T_EVENT), batch.part_events)
+        journal_from, chain_id, times = batch.journal_from, batch.chain_id, batch.block_times
+        batch.__init__(chain_id, journal_from)  # type: ignore[misc]
+        batch.block_times = times
+
+    # --- reorganisations ------------------------------------------------------------------------------------
+
+    def rollback(self, ancestor: BlockHeader) -> int:
+        """Undoes every block above `ancestor` and puts the cursor on it; returns how many part states changed."""
+        above = ancestor.number
+        with self.engine.begin() as conn:
+            for entry in conn.execute(select(T_UNDO).where(T_UNDO.c.block_number > above).order_by(T_UNDO.c.id.desc())).mappings().all():
+                key = json.loads(entry["key"])
+                conn.execute(delete(T_ORG).where(T_ORG.c.org_id == key["org_id"]))
+                if entry["before"] is not None:
+                    conn.execute(insert(T_ORG).values(**json.loads(entry["before"])))
+            conn.execute(delete(T_UNDO).where(T_UNDO.c.block_number > above))
+            conn.execute(delete(T_KEY).where(T_KEY.c.added_block > above))
+            conn.execute(update(T_KEY).where(T_KEY.c.revoked_block > above).values(revoked_block=None, revoked_by=None))
+            affected = [row[0] for row in conn.execute(select(T_PART.c.part_id).where(T_PART.c.updated_block > above))]
+            for table in (T_EVENT, T_DOC, T_BATCH, T_NONCE, T_RECALL):
+                conn.execute(delete(table).where(table.c.block_number > above))
+            conn.execute(delete(T_SHIP).where(T_SHIP.c.shipped_block > above))
+            conn.execute(update(T_SHIP).where(T_SHIP.c.closed_block > above).values(outcome=None, closed_block=None))
+            conn.execute(delete(T_INSTALL).where(T_INSTALL.c.installed_block > above))
+            conn.execute(update(T_INSTALL).where(T_INSTALL.c.removed_block > above).values(removed_block=None))
+            conn.execute(delete(T_PART).where(T_PART.c.registered_block > above))
+            conn.execute(delete(T_LOT).where(T_LOT.c.opened_block > above))
+            recalled = {row[0] for row in conn.execute(select(T_RECALL.c.lot))}
+            conn.execute(update(T_LOT).values(recalled=T_LOT.c.lot.in_(recalled) if recalled else False))
+            conn.execute(update(T_PART).values(recalled=T_PART.c.lot.in_(recalled) if recalled else False))
+            self._recompute_parts(conn, affected)
+            conn.execute(delete(T_BLOCK).where(T_BLOCK.c.number > above))
+            conn.execute(
+                update(T_STATE).where(T_STATE.c.chain_id == self.chain_id).values(block_number=above, block_hash=ancestor.hash, updated_at=time.time())
+            )
+        return len(affected)
+
+    def _recompute_parts(self, conn: Connection, part_ids: list[bytes]) -> None:
+        """Each part's state from its last remaining event (parts whose registration was undone are gone)."""
+        for start in range(0, len(part_ids), 500):
+            chunk = part_ids[start : start + 500]
+            rows = conn.execute(
+                select(T_EVENT.c.part_id, T_EVENT.c.kind, T_EVENT.c.org_id, T_EVENT.c.counterparty, T_EVENT.c.vin_hash, T_EVENT.c.site_key, T_EVENT.c.block_number)
+                .where(T_EVENT.c.part_id.in_(chunk))
+                .order_by(T_EVENT.c.part_id, T_EVENT.c.block_number, T_EVENT.c.log_index, T_EVENT.c.position)
+            ).all()
+            last = {row.part_id: row for row in rows}
+            updates = [
+                {"key_part_id": part_id, **state_after(row.kind, row.org_id, row.counterparty, row.vin_hash, row.site_key), "updated_block": row.block_number}
+                for part_id, row in last.items()
+            ]
+            if updates:
+                conn.execute(
+                    update(T_PART).where(T_PART.c.part_id == bindparam("key_part_id")).values(
+                        status=bindparam("status"), custodian=bindparam("custodian"), recipient=bindparam("recipient"),
+                        vin_hash=bindparam("vin_hash"), site_key=bindparam("site_key"), updated_block=bindparam("updated_block"),
+                    ),
+                    updates,
+                )  # fmt: skip
+
+
+def _close(opened: dict[bytes, dict[str, Any]], closes: list[dict[str, Any]], part_id: bytes, values: dict[str, Any]) -> None:
+    """Closes the part's open row: in memory when this batch opened it, else by an UPDATE at flush."""
+    row = opened.pop(part_id, None)
+    if row is not None:
+        row.update(values)
+    else:
+        closes.append({"key_part_id": part_id, **values})
+
+
+def _none_if_zero(value: bytes | None) -> bytes | None:
+    return value if value and any(value) else None
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return text32(raw)
+    except UnicodeDecodeError:
+        return "0x" + raw.hex()
+
+
+def vars_of(header: BlockHeader) -> dict[str, Any]:
+    return {"number": header.number, "hash": header.hash, "parent_hash": header.parent_hash, "timestamp": header.timestamp}

@@ -1,0 +1,115 @@
+"""The indexer on a live Anvil, row by row: migrations, one part through its whole life, adaptive log ranges."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from eth_utils import keccak
+from sqlalchemy import select
+
+from indexer import migrate
+from indexer.runner import Indexer, IndexerConfig
+from indexer.sink import Sink
+from indexer.source import JsonRpcSource, RangeTooLarge
+from indexer.tables import INDEX_METADATA, Installation, Lot, Part, PartEvent, Shipment
+from partledger.db import make_engine
+from partledger.ids import part_id
+from partledger.model import PartStatus
+from tests.chainkit import GTIN_A
+
+NO_DOC = bytes(32)
+
+
+def index_to_head(ledger, engine, source=None, **config):
+    indexer = Indexer(
+        source=source or JsonRpcSource(ledger.w3.provider.endpoint_uri),
+        sink=Sink(engine, ledger.manifest.chain_id),
+        manifest=ledger.manifest,
+        config=IndexerConfig(**config),
+    )
+    head = ledger.w3.eth.block_number
+    while (state := indexer.sink.state()) is None or state.block_number < head:
+        indexer.step()
+    return indexer
+
+
+def rows(engine, table, *order):
+    with engine.connect() as conn:
+        return [dict(row) for row in conn.execute(select(table.__table__).order_by(*order)).mappings()]
+
+
+def test_migrations_create_exactly_the_tables_the_models_describe(db_url):
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), INDEX_METADATA)
+    assert [d for d in diff if "alembic_version" not in str(d)] == []
+
+
+def test_one_part_through_its_whole_life_is_mirrored_row_by_row(ledger, db_url):
+    maker, warehouse, workshop = ledger.orgs["maker"], ledger.orgs["warehouse"], ledger.orgs["workshop"]
+    p = ledger.parts.functions
+    (pid, other) = ledger.register(maker, ["LIFE-1", "LIFE-2"], lot="L-LIFE")
+    doc = keccak(text="delivery note")
+    ledger.act(maker.key, p.shipParts([pid], warehouse.id, doc))
+    ledger.act(maker.key, p.cancelShipments([pid], NO_DOC))
+    ledger.act(maker.key, p.shipParts([pid, other], warehouse.id, doc))
+    ledger.act(warehouse.key, p.receiveParts([pid, other], NO_DOC))
+    ledger.act(warehouse.key, p.shipParts([pid], workshop.id, NO_DOC))
+    ledger.act(workshop.key, p.receiveParts([pid], NO_DOC))
+    vin = keccak(text="salt+VIN")
+    ledger.act(workshop.key, p.installParts([pid], [vin], NO_DOC))
+    ledger.act(workshop.key, p.removeParts([pid], NO_DOC))
+    lot = ledger.lot_number(maker, "L-LIFE")
+    ledger.act(maker.key, p.recallLot(lot, keccak(text="notice")))
+    ledger.act(workshop.key, p.quarantineParts([pid], NO_DOC))
+    ledger.act(workshop.key, p.scrapParts([pid], NO_DOC))
+
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    index_to_head(ledger, engine)
+
+    kinds = [row["kind"] for row in rows(engine, PartEvent, PartEvent.block_number, PartEvent.log_index) if row["part_id"] == pid]
+    assert kinds == ["registered", "shipped", "cancelled", "shipped", "received", "shipped", "received", "installed", "removed", "quarantined", "scrapped"]
+    part = next(row for row in rows(engine, Part, Part.part_id) if row["part_id"] == pid)
+    assert part["gtin"] == GTIN_A and part["serial"] == "LIFE-1" and part["lot"] == lot
+    assert (part["status"], part["custodian"], part["recipient"], part["recalled"], part["vin_hash"]) == (PartStatus.SCRAPPED, workshop.id, None, True, None)
+    assert part["site_key"] == workshop.key and part["manufacturer"] == maker.id
+    other_row = next(row for row in rows(engine, Part, Part.part_id) if row["part_id"] == other)
+    assert (other_row["status"], other_row["custodian"], other_row["recalled"]) == (PartStatus.IN_STOCK, warehouse.id, True)
+    shipments = [(s["from_org"], s["to_org"], s["outcome"]) for s in rows(engine, Shipment, Shipment.shipped_block) if s["part_id"] == pid]
+    assert shipments == [(maker.id, warehouse.id, "cancelled"), (maker.id, warehouse.id, "received"), (warehouse.id, workshop.id, "received")]
+    (installation,) = rows(engine, Installation, Installation.id)
+    assert (installation["part_id"], installation["vin_hash"], installation["org_id"]) == (pid, vin, workshop.id)
+    assert installation["removed_block"] is not None
+    (lot_row,) = [row for row in rows(engine, Lot, Lot.lot) if row["lot"] == lot]
+    assert (lot_row["lot_code"], lot_row["manufacturer"], lot_row["recalled"]) == ("L-LIFE", maker.id, True)
+
+
+class RangeLimitedSource(JsonRpcSource):
+    """A node that refuses eth_getLogs over more than `limit` blocks, as hosted nodes and Besu can be set to."""
+
+    def __init__(self, url: str, limit: int) -> None:
+        super().__init__(url)
+        self.limit = limit
+        self.refusals = 0
+
+    def logs(self, from_block, to_block, addresses):
+        if to_block - from_block + 1 > self.limit:
+            self.refusals += 1
+            raise RangeTooLarge(f"query exceeds max block range {self.limit}")
+        return super().logs(from_block, to_block, addresses)
+
+
+def test_indexer_shrinks_log_ranges_the_node_refuses(ledger, tmp_path):
+    maker = ledger.orgs["maker"]
+    for index in range(6):
+        ledger.register(maker, [f"R{index}"], lot="L-RANGE")
+    engine = make_engine(f"sqlite:///{tmp_path / 'i.db'}")
+    migrate.upgrade(engine)
+    source = RangeLimitedSource(ledger.w3.provider.endpoint_uri, limit=3)
+    index_to_head(ledger, engine, source=source, max_log_range=64)
+    assert source.refusals > 0
+    serials = {row["serial"] for row in rows(engine, Part, Part.part_id)}
+    assert {f"R{index}" for index in range(6)} <= serials
+    assert part_id(GTIN_A, "R0") in {row["part_id"] for row in rows(engine, Part, Part.part_id)}
