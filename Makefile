@@ -23,11 +23,11 @@ node_modules/.installed: package.json package-lock.json
 
 ## Bring up the stack on the embedded defaults (Anvil devnet, demo consortium) and print what runs where.
 run: deps
-	$(BIN)/partledger devnet up
+	$(BIN)/partledger up
 
 ## Stop what `make run` started.
 stop: deps
-	$(BIN)/partledger devnet down
+	$(BIN)/partledger down
 
 ## The whole test suite (CI runs exactly this).
 test: deps

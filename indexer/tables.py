@@ -68,8 +68,8 @@ class Part(IndexTable, table=True):
 
     __tablename__ = "parts"
     __table_args__ = (
-        Index("ix_parts_custodian_status", "custodian", "status"),
-        Index("ix_parts_lot", "lot"),
+        Index("ix_parts_custodian_status", "custodian", "status", "part_id"),
+        Index("ix_parts_lot", "lot", "part_id"),
         Index("ix_parts_site_key_status", "site_key", "status"),
     )
 

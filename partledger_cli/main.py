@@ -19,6 +19,8 @@ from partledger.manifest import load_manifest, save_manifest
 from partledger_cli.devnet import default_paths, devnet_down, devnet_status, devnet_up
 from partledger_cli.wallet import wallet_app
 from partledger_cli.index import index_command
+from partledger_cli.org import org_app
+from partledger_cli.stack import down_command, serve_command, up_command
 from wallets.keystore import load_keystore, read_passphrase
 
 app = typer.Typer(help="PartLedger: serialised auto parts, custody and trade evidence on a permissioned EVM chain.", no_args_is_help=True)
@@ -28,6 +30,10 @@ app.add_typer(devnet_app, name="devnet")
 app.add_typer(manifest_app, name="manifest")
 app.add_typer(wallet_app, name="wallet")
 app.command("index")(index_command)
+app.add_typer(org_app, name="org")
+app.command("up")(up_command)
+app.command("down")(down_command)
+app.command("serve")(serve_command)
 console = Console()
 
 

@@ -2,9 +2,8 @@
 
 from alembic import context
 
+from indexer.migrate import VERSION_TABLE
 from indexer.tables import INDEX_METADATA
-
-VERSION_TABLE = "alembic_version_indexer"
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -158,9 +158,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('part_id')
     )
     with op.batch_alter_table('parts', schema=None) as batch_op:
-        batch_op.create_index('ix_parts_custodian_status', ['custodian', 'status'], unique=False)
+        batch_op.create_index('ix_parts_custodian_status', ['custodian', 'status', 'part_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_parts_gtin'), ['gtin'], unique=False)
-        batch_op.create_index('ix_parts_lot', ['lot'], unique=False)
+        batch_op.create_index('ix_parts_lot', ['lot', 'part_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_parts_manufacturer'), ['manufacturer'], unique=False)
         batch_op.create_index('ix_parts_site_key_status', ['site_key', 'status'], unique=False)
         batch_op.create_index(batch_op.f('ix_parts_status'), ['status'], unique=False)

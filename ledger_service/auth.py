@@ -1,0 +1,82 @@
+"""Organisation API keys: `Authorization: Bearer plk_<key id>_<secret>`, stored as SHA-256 of the secret.
+
+A key acts for one organisation, with that organisation's roles as the chain mirror has them now (a suspended
+organisation's keys are refused), optionally narrowed to some of its sites.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Engine
+
+from indexer.tables import Organisation
+from ledger_service.errors import Unauthorized
+from ledger_service.tables import ApiKey
+from partledger.model import Role
+
+KEY_PREFIX = "plk"
+T_KEY = ApiKey.__table__
+T_ORG = Organisation.__table__
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an organisation (and the key it used)."""
+
+    org_id: int
+    roles: Role
+    key_id: str
+    sites: tuple[str, ...] | None
+
+    @property
+    def sees_everything(self) -> bool:
+        """Auditors and regulators read every organisation's consortium-class data."""
+        return bool(self.roles & (Role.AUDITOR | Role.REGULATOR))
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_api_key(engine: Engine, *, org_id: int, label: str = "", sites: list[str] | None = None) -> str:
+    """Creates a key for `org_id` and returns it; this is the only time the clear key exists."""
+    key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+    with engine.begin() as conn:
+        conn.execute(insert(T_KEY).values(
+            key_id=key_id, org_id=org_id, secret_sha256=_digest(secret), label=label,
+            sites=json.dumps(sites) if sites else None, created_at=time.time(),
+        ))  # fmt: skip
+    return f"{KEY_PREFIX}_{key_id}_{secret}"
+
+
+def revoke_api_key(engine: Engine, key_id: str) -> bool:
+    with engine.begin() as conn:
+        result = conn.execute(update(T_KEY).where(T_KEY.c.key_id == key_id, T_KEY.c.revoked_at.is_(None)).values(revoked_at=time.time()))
+    return result.rowcount == 1
+
+
+def authenticate(service_engine: Engine, index_engine: Engine, authorization: str | None) -> Principal:
+    """The principal behind an Authorization header; Unauthorized (never saying which part was wrong) otherwise."""
+    if not authorization or not authorization.startswith("Bearer "):
+        raise Unauthorized("an API key is required: Authorization: Bearer plk_...")
+    prefix, _, rest = authorization[7:].strip().partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != KEY_PREFIX or not key_id or not secret:
+        raise Unauthorized("malformed API key")
+    with service_engine.connect() as conn:
+        row = conn.execute(select(T_KEY).where(T_KEY.c.key_id == key_id)).mappings().first()
+    if row is None or row["revoked_at"] is not None or not hmac.compare_digest(row["secret_sha256"], _digest(secret)):
+        raise Unauthorized("unknown or revoked API key")
+    with index_engine.connect() as conn:
+        org = conn.execute(select(T_ORG.c.roles, T_ORG.c.suspended).where(T_ORG.c.org_id == row["org_id"])).first()
+    if org is None or org.suspended:
+        raise Unauthorized("the key's organisation is not an active consortium member")
+    sites = tuple(json.loads(row["sites"])) if row["sites"] else None
+    return Principal(org_id=row["org_id"], roles=Role(org.roles), key_id=key_id, sites=sites)

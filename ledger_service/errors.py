@@ -1,0 +1,97 @@
+"""Errors the API answers with, and the ONE table that maps every error to an HTTP status.
+
+Every error body is {"error": {"code": "<stable_machine_code>", "message": "<for a person>", "details": ...}}.
+Routes raise ApiError subclasses or domain errors from `partledger.errors`; they never build HTTP responses.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from partledger.errors import ChainUnavailable, ValidationError
+
+log = logging.getLogger("partledger.service")
+
+
+class ApiError(Exception):
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.code
+        self.details = details
+
+
+class Unauthorized(ApiError):
+    code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    code = "not_found"
+
+
+class BadRequest(ApiError):
+    code = "invalid_request"
+
+
+class Unavailable(ApiError):
+    code = "unavailable"
+
+
+STATUS = {
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    BadRequest: 400,
+    ValidationError: 400,
+    Unavailable: 503,
+    ChainUnavailable: 503,
+}
+
+
+def _body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> ORJSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        return ORJSONResponse(_body(exc.code, exc.message, exc.details), status_code=STATUS[type(exc)], headers=headers)
+
+    @app.exception_handler(ValidationError)
+    async def validation_error(_: Request, exc: ValidationError) -> ORJSONResponse:
+        return ORJSONResponse(_body(exc.code, str(exc)), status_code=400)
+
+    @app.exception_handler(ChainUnavailable)
+    async def chain_unavailable(_: Request, exc: ChainUnavailable) -> ORJSONResponse:
+        return ORJSONResponse(_body("chain_unavailable", str(exc)), status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+        details = [{"loc": list(error["loc"]), "message": error["msg"]} for error in exc.errors()]
+        return ORJSONResponse(_body("invalid_request", "the request does not match the API schema", details), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return ORJSONResponse(_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> ORJSONResponse:
+        log.exception("unexpected error")
+        return ORJSONResponse(_body("internal_error", "an unexpected error occurred; it was logged"), status_code=500)

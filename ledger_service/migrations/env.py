@@ -1,0 +1,16 @@
+"""Alembic environment of the service's private tables (version table: alembic_version_service)."""
+
+from alembic import context
+
+from ledger_service.migrate import VERSION_TABLE
+from ledger_service.tables import SERVICE_METADATA
+
+connection = context.config.attributes["connection"]
+context.configure(
+    connection=connection,
+    target_metadata=SERVICE_METADATA,
+    version_table=VERSION_TABLE,
+    render_as_batch=connection.dialect.name == "sqlite",
+)
+with context.begin_transaction():
+    context.run_migrations()
