@@ -7,7 +7,6 @@ from typing import AsyncIterator
 
 import requests
 from fastapi import FastAPI, Request
-from fastapi.responses import ORJSONResponse
 
 from ledger_service import migrate
 from ledger_service.deps import Services
@@ -54,7 +53,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         title="PartLedger",
         version="1",
         description="Serialised auto parts, custody, recalls and trade evidence on a permissioned EVM chain.",
-        default_response_class=ORJSONResponse,
         lifespan=lifespan,
     )
     app.state.services = services

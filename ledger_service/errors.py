@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from partledger.errors import ChainUnavailable, ValidationError
@@ -69,29 +69,29 @@ def _body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> ORJSONResponse:
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-        return ORJSONResponse(_body(exc.code, exc.message, exc.details), status_code=STATUS[type(exc)], headers=headers)
+        return JSONResponse(_body(exc.code, exc.message, exc.details), status_code=STATUS[type(exc)], headers=headers)
 
     @app.exception_handler(ValidationError)
-    async def validation_error(_: Request, exc: ValidationError) -> ORJSONResponse:
-        return ORJSONResponse(_body(exc.code, str(exc)), status_code=400)
+    async def validation_error(_: Request, exc: ValidationError) -> JSONResponse:
+        return JSONResponse(_body(exc.code, str(exc)), status_code=400)
 
     @app.exception_handler(ChainUnavailable)
-    async def chain_unavailable(_: Request, exc: ChainUnavailable) -> ORJSONResponse:
-        return ORJSONResponse(_body("chain_unavailable", str(exc)), status_code=503, headers={"Retry-After": "5"})
+    async def chain_unavailable(_: Request, exc: ChainUnavailable) -> JSONResponse:
+        return JSONResponse(_body("chain_unavailable", str(exc)), status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
-    async def request_invalid(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = [{"loc": list(error["loc"]), "message": error["msg"]} for error in exc.errors()]
-        return ORJSONResponse(_body("invalid_request", "the request does not match the API schema", details), status_code=422)
+        return JSONResponse(_body("invalid_request", "the request does not match the API schema", details), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return ORJSONResponse(_body(code, str(exc.detail)), status_code=exc.status_code)
+        return JSONResponse(_body(code, str(exc.detail)), status_code=exc.status_code)
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> ORJSONResponse:
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return ORJSONResponse(_body("internal_error", "an unexpected error occurred; it was logged"), status_code=500)
+        return JSONResponse(_body("internal_error", "an unexpected error occurred; it was logged"), status_code=500)
