@@ -72,7 +72,9 @@ def wallet_list_command(
         return
     for row in rows:
         line = f"{row['address']}  {row['org_slug'] or '-':<16} {row['site'] or '-':<20}"
-        if "state" in row:
+        if row.get("state") == "unknown":
+            line += " unknown  (not a site key on chain)"
+        elif "state" in row:
             line += f" {row['state']:<8} org {row['org_id']:<5} added {row['added_block']:<8} revoked {row['revoked_block'] or '-'}"
         print(f"{line}  {row['path']}")
 
