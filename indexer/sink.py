@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from eth_utils import keccak
+from sha3 import keccak_256
 from sqlalchemy import and_, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
@@ -58,12 +58,15 @@ PART_EVENTS: dict[str, tuple[str, PartStatus]] = {
     "PartsRecycled": ("recycled", PartStatus.RECYCLED),
 }
 ORGANISATION_EVENTS = frozenset({"OrganisationRegistered", "OrganisationRolesChanged", "OrganisationSuspended", "OrganisationReinstated"})
+EVENT_COLUMNS = ("chain_id", "block_number", "tx_hash", "log_index", "position", "part_id", "kind", "org_id", "site_key", "counterparty", "doc_hash", "vin_hash")
+PART_STATE_COLUMNS = ("status", "custodian", "recipient", "vin_hash", "site_key", "updated_block")
 KIND_STATUS = {kind: status for kind, status in PART_EVENTS.values()} | {"registered": PartStatus.IN_STOCK}
 
 
 def part_id_of(gtin: int, serial32: bytes) -> bytes:
-    """keccak256(abi.encode(uint64 gtin, bytes32 serial)), as PartLedger.sol computes it."""
-    return keccak(gtin.to_bytes(32, "big") + serial32)
+    """keccak256(abi.encode(uint64 gtin, bytes32 serial)), as PartLedger.sol computes it (with the C keccak of
+    safe-pysha3 directly: this runs once per registered part)."""
+    return keccak_256(gtin.to_bytes(32, "big") + serial32).digest()
 
 
 def state_after(kind: str, org_id: int, counterparty: int | None, vin_hash: bytes | None, site_key: str) -> dict[str, Any]:
@@ -84,7 +87,7 @@ class _Batch:
 
     chain_id: int
     journal_from: int
-    part_events: list[dict[str, Any]] = field(default_factory=list)
+    part_events: list[tuple[Any, ...]] = field(default_factory=list)  # EVENT_COLUMNS
     new_parts: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     part_updates: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     new_shipments: dict[bytes, dict[str, Any]] = field(default_factory=dict)  # open in this batch, by part
@@ -237,12 +240,10 @@ class Sink:
 
     def _event_row(self, batch: _Batch, log: DecodedLog, position: int, part_id: bytes, kind: str, org_id: int,
                    counterparty: int | None, doc_hash: bytes | None, vin_hash: bytes | None) -> None:  # fmt: skip
-        batch.part_events.append({
-            "chain_id": batch.chain_id, "block_number": log.block_number, "tx_hash": log.tx_hash,
-            "log_index": log.log_index, "position": position, "part_id": part_id, "kind": kind, "org_id": org_id,
-            "site_key": log.args["siteKey"], "counterparty": counterparty, "doc_hash": _none_if_zero(doc_hash),
-            "vin_hash": vin_hash,
-        })  # fmt: skip
+        batch.part_events.append((
+            batch.chain_id, log.block_number, log.tx_hash, log.log_index, position, part_id, kind, org_id,
+            log.args["siteKey"], counterparty, _none_if_zero(doc_hash), vin_hash,
+        ))  # fmt: skip, in the order of EVENT_COLUMNS
 
     def _organisation_event(self, conn: Connection, batch: _Batch, log: DecodedLog) -> None:
         args, org_id = log.args, log.args["orgId"]
@@ -269,52 +270,33 @@ class Sink:
 
     def _flush(self, conn: Connection, batch: _Batch) -> None:
         """Writes what the batch holds so far, in an order that respects dependencies, and empties it."""
-        if batch.site_keys:
-            conn.execute(insert(T_KEY), batch.site_keys)
-        if batch.revocations:
-            conn.execute(
-                update(T_KEY).where(T_KEY.c.address == bindparam("key_address")).values(revoked_block=bindparam("revoked_block"), revoked_by=bindparam("revoked_by")),
-                [{"key_address": r["address"], "revoked_block": r["revoked_block"], "revoked_by": r["revoked_by"]} for r in batch.revocations],
-            )
-        if batch.lots:
-            conn.execute(insert(T_LOT), batch.lots)
-        if batch.new_parts:
-            conn.execute(insert(T_PART), list(batch.new_parts.values()))
-        if batch.part_updates:
-            conn.execute(
-                update(T_PART).where(T_PART.c.part_id == bindparam("key_part_id")).values(
-                    status=bindparam("status"), custodian=bindparam("custodian"), recipient=bindparam("recipient"),
-                    vin_hash=bindparam("vin_hash"), site_key=bindparam("site_key"), updated_block=bindparam("updated_block"),
-                ),
-                [{"key_part_id": part_id, **state} for part_id, state in batch.part_updates.items()],
-            )  # fmt: skip
+        writer = BulkWriter(conn)
+        writer.insert(T_KEY, batch.site_keys)
+        writer.update(T_KEY, "address", ("revoked_block", "revoked_by"), batch.revocations)
+        writer.insert(T_LOT, batch.lots)
+        writer.insert(T_PART, list(batch.new_parts.values()))
+        writer.update(T_PART, "part_id", PART_STATE_COLUMNS, [{"part_id": part_id, **state} for part_id, state in batch.part_updates.items()])
         if batch.shipment_closes:
             conn.execute(
                 update(T_SHIP).where(and_(T_SHIP.c.part_id == bindparam("key_part_id"), T_SHIP.c.outcome.is_(None))).values(outcome=bindparam("outcome"), closed_block=bindparam("closed_block")),
                 batch.shipment_closes,
             )
-        if batch.shipments:
-            conn.execute(insert(T_SHIP), batch.shipments)
+        writer.insert(T_SHIP, batch.shipments)
         if batch.installation_closes:
             conn.execute(
                 update(T_INSTALL).where(and_(T_INSTALL.c.part_id == bindparam("key_part_id"), T_INSTALL.c.removed_block.is_(None))).values(removed_block=bindparam("removed_block")),
                 batch.installation_closes,
             )
-        if batch.installations:
-            conn.execute(insert(T_INSTALL), batch.installations)
+        writer.insert(T_INSTALL, batch.installations)
         if batch.recalls:
-            conn.execute(insert(T_RECALL), batch.recalls)
+            writer.insert(T_RECALL, batch.recalls)
             lots = [{"key_lot": recall["lot"]} for recall in batch.recalls]
             conn.execute(update(T_LOT).where(T_LOT.c.lot == bindparam("key_lot")).values(recalled=True), lots)
             conn.execute(update(T_PART).where(T_PART.c.lot == bindparam("key_lot")).values(recalled=True), lots)
-        if batch.documents:
-            conn.execute(insert(T_DOC), batch.documents)
-        if batch.batches:
-            conn.execute(insert(T_BATCH), batch.batches)
-        if batch.nonces:
-            conn.execute(insert(T_NONCE), batch.nonces)
-        if batch.part_events:
-            conn.execute(insert(T_EVENT), batch.part_events)
+        writer.insert(T_DOC, batch.documents)
+        writer.insert(T_BATCH, batch.batches)
+        writer.insert(T_NONCE, batch.nonces)
+        writer.insert_rows(T_EVENT, EVENT_COLUMNS, batch.part_events)
         journal_from, chain_id, times = batch.journal_from, batch.chain_id, batch.block_times
         batch.__init__(chain_id, journal_from)  # type: ignore[misc]
         batch.block_times = times
@@ -362,18 +344,10 @@ class Sink:
                 .order_by(T_EVENT.c.part_id, T_EVENT.c.block_number, T_EVENT.c.log_index, T_EVENT.c.position)
             ).all()
             last = {row.part_id: row for row in rows}
-            updates = [
-                {"key_part_id": part_id, **state_after(row.kind, row.org_id, row.counterparty, row.vin_hash, row.site_key), "updated_block": row.block_number}
+            BulkWriter(conn).update(T_PART, "part_id", PART_STATE_COLUMNS, [
+                {"part_id": part_id, **state_after(row.kind, row.org_id, row.counterparty, row.vin_hash, row.site_key), "updated_block": row.block_number}
                 for part_id, row in last.items()
-            ]
-            if updates:
-                conn.execute(
-                    update(T_PART).where(T_PART.c.part_id == bindparam("key_part_id")).values(
-                        status=bindparam("status"), custodian=bindparam("custodian"), recipient=bindparam("recipient"),
-                        vin_hash=bindparam("vin_hash"), site_key=bindparam("site_key"), updated_block=bindparam("updated_block"),
-                    ),
-                    updates,
-                )  # fmt: skip
+            ])  # fmt: skip
 
 
 def _close(opened: dict[bytes, dict[str, Any]], closes: list[dict[str, Any]], part_id: bytes, values: dict[str, Any]) -> None:
@@ -398,3 +372,38 @@ def _text(raw: bytes) -> str:
 
 def vars_of(header: BlockHeader) -> dict[str, Any]:
     return {"number": header.number, "hash": header.hash, "parent_hash": header.parent_hash, "timestamp": header.timestamp}
+
+
+class BulkWriter:
+    """executemany straight through the driver, skipping SQLAlchemy's per-parameter processing (the hot path of
+    catching up); on PostgreSQL, `bulk` inserts go through COPY."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._postgres = conn.dialect.name == "postgresql"
+        self._mark = "%s" if self._postgres else "?"
+
+    def insert(self, table: Any, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            columns = tuple(rows[0])
+            self.insert_rows(table, columns, [tuple(row[column] for column in columns) for row in rows])
+
+    def insert_rows(self, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        """Inserts tuples in `columns` order: COPY on PostgreSQL, executemany on SQLite."""
+        if not rows:
+            return
+        if self._postgres:
+            cursor = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        marks = ", ".join([self._mark] * len(columns))
+        self._conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    def update(self, table: Any, key: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        assignments = ", ".join(f"{column} = {self._mark}" for column in columns)
+        values = [tuple(row[column] for column in columns) + (row[key],) for row in rows]
+        self._conn.exec_driver_sql(f"UPDATE {table.name} SET {assignments} WHERE {key} = {self._mark}", values)
