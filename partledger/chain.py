@@ -17,7 +17,7 @@ from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from web3.types import TxReceipt
 
 from partledger.artifacts import all_artifacts
-from partledger.errors import ChainMismatch, ChainUnavailable, ContractRevert
+from partledger.errors import ChainError, ChainMismatch, ChainUnavailable, ContractRevert
 
 DEV_CLIENT_PREFIXES = ("anvil/", "hardhat", "ganache")
 DEV_CHAIN_IDS = frozenset({31337, 1337})
@@ -145,11 +145,19 @@ def send_transaction(w3: Web3, signer: TransactionSigner, transaction: dict[str,
         receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.05)
     except (requests.RequestException, OSError) as exc:
         raise ChainUnavailable(f"lost the JSON-RPC node while sending: {type(exc).__name__}") from None
+    except Web3RPCError as exc:
+        raise ChainError(f"the node refused the transaction: {rpc_error_message(exc)}") from None
     except TimeExhausted:
         raise ChainUnavailable(f"transaction {signed.hash.hex()} not mined within {timeout:.0f}s") from None
     if receipt["status"] != 1:
         raise replay_revert(w3, transaction, receipt["blockNumber"])
     return receipt
+
+
+def rpc_error_message(exc: Web3RPCError) -> str:
+    """The node's own words in a JSON-RPC error ("nonce too low", "already known", ...)."""
+    error = (exc.rpc_response or {}).get("error")
+    return str(error.get("message")) if isinstance(error, dict) and "message" in error else str(exc)
 
 
 def replay_revert(w3: Web3, transaction: dict[str, Any], block_number: int) -> ContractRevert:

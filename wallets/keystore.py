@@ -26,7 +26,7 @@ def read_passphrase(secret_file: Path | None = None) -> str:
     path = secret_file or (Path(os.environ[PASSPHRASE_FILE_ENV]) if PASSPHRASE_FILE_ENV in os.environ else None)
     if path is not None:
         try:
-            return path.read_text().rstrip("\n")
+            return path.read_text().rstrip("\r\n")
         except OSError as exc:
             raise ConfigError(f"cannot read the passphrase file {path}: {exc.strerror}") from None
     if PASSPHRASE_ENV in os.environ:
@@ -76,5 +76,5 @@ def keystore_address(path: Path) -> str:
     """The address a keystore holds, read without decrypting it."""
     try:
         return to_checksum_address("0x" + json.loads(Path(path).read_text())["address"].removeprefix("0x"))
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise ConfigError(f"unreadable keystore {path}") from None
