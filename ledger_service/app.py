@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 import requests
 from fastapi import FastAPI, Request
+from web3 import Web3
 
 from ledger_service import migrate
 from ledger_service.deps import Services
 from ledger_service.errors import install_error_handlers
-from ledger_service.routes import queries
+from ledger_service.outbox import Outbox
+from ledger_service.routes import queries, writes
 from ledger_service.settings import ServiceSettings
+from ledger_service.submitter import Submitter, SubmitterConfig
+from ledger_service.vault import Vault
 from partledger.db import make_engine
-from partledger.manifest import load_manifest
+from partledger.deploy import dev_key_addresses
+from partledger.errors import ConfigError
+from partledger.manifest import Manifest, load_manifest
+from wallets.keystore import read_passphrase
+from wallets.rotation import list_keystores
+from wallets.signer import LocalSigner, Signer
+
+log = logging.getLogger("partledger.service")
 
 
 class ChainHead:
@@ -34,18 +47,48 @@ class ChainHead:
 
 def create_app(settings: ServiceSettings) -> FastAPI:
     manifest = load_manifest(settings.manifest)
+    rpc_url = settings.rpc_url or manifest.rpc_url
     services = Services(
         settings=settings,
         manifest=manifest,
         index_engine=make_engine(settings.index_db_url),
         service_engine=make_engine(settings.service_db_url),
-        head=ChainHead(settings.rpc_url or manifest.rpc_url),
+        head=ChainHead(rpc_url),
     )
     migrate.upgrade(services.service_engine)
+    signers = load_signers(settings, manifest)
+    if signers:
+        services.outbox = Outbox(
+            service_engine=services.service_engine, index_engine=services.index_engine, signers=signers, max_parts_per_tx=settings.max_parts_per_tx
+        )
+    if settings.vin_key_file is not None:
+        services.vault = Vault.from_key_file(settings.vin_key_file)
+    submitter = None
+    if signers and settings.submitter:
+        submitter = Submitter(
+            engine=services.service_engine,
+            w3=Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 10})),
+            signers=signers,
+            manifest=manifest,
+            config=SubmitterConfig(
+                max_parts_per_tx=settings.max_parts_per_tx,
+                max_in_flight_per_signer=settings.max_in_flight_per_signer,
+                defer_seconds=settings.defer_seconds,
+                interval=settings.submit_interval,
+            ),
+        )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        thread = None
+        if submitter is not None:
+            thread = threading.Thread(target=submitter.run, args=(stop,), name="submitter", daemon=True)
+            thread.start()
         yield
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=10)
         services.index_engine.dispose()
         services.service_engine.dispose()
 
@@ -58,6 +101,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.state.services = services
     install_error_handlers(app)
     app.include_router(queries.router)
+    app.include_router(writes.router)
 
     @app.middleware("http")
     async def block_header(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -68,3 +112,23 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return response
 
     return app
+
+
+def load_signers(settings: ServiceSettings, manifest: Manifest) -> dict[str, Signer]:
+    """The site keys in settings.keys_dir, opened with the keystore passphrase. Public development keys are
+    refused unless the manifest describes a development chain."""
+    if settings.keys_dir is None:
+        return {}
+    if settings.keystore_passphrase is not None:
+        passphrase = settings.keystore_passphrase.get_secret_value()
+    else:
+        passphrase = read_passphrase(settings.keystore_passphrase_file)
+    signers: dict[str, Signer] = {}
+    for keystore in list_keystores(settings.keys_dir):
+        if keystore.org_slug is None:
+            continue  # not a site key (the operator's)
+        if keystore.address in dev_key_addresses() and not manifest.dev_chain:
+            raise ConfigError(f"refusing the public development key {keystore.address} on chain {manifest.chain_id}, not a dev chain")
+        signers[keystore.address] = LocalSigner.from_keystore(keystore.path, passphrase)
+    log.info("signing with %d site keys", len(signers))
+    return signers

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Optional
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.engine import Connection, Engine
 
 from ledger_service.auth import Principal, authenticate
 from ledger_service.read import indexed_block
+from ledger_service.outbox import Outbox
 from ledger_service.settings import ServiceSettings
+from ledger_service.vault import Vault
 from partledger.manifest import Manifest
 
 
@@ -24,6 +26,8 @@ class Services:
     index_engine: Engine
     service_engine: Engine
     head: Callable[[], int | None]  # the node's head block, None when it does not answer
+    outbox: Optional[Outbox] = None  # None: a read-only instance
+    vault: Optional[Vault] = None
 
 
 @dataclass

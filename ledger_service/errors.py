@@ -45,6 +45,18 @@ class BadRequest(ApiError):
     code = "invalid_request"
 
 
+class Conflict(ApiError):
+    code = "conflict"
+
+
+class Unprocessable(ApiError):
+    code = "unprocessable"
+
+
+class PayloadTooLarge(ApiError):
+    code = "payload_too_large"
+
+
 class Unavailable(ApiError):
     code = "unavailable"
 
@@ -54,6 +66,9 @@ STATUS = {
     Forbidden: 403,
     NotFound: 404,
     BadRequest: 400,
+    Conflict: 409,
+    Unprocessable: 422,
+    PayloadTooLarge: 413,
     ValidationError: 400,
     Unavailable: 503,
     ChainUnavailable: 503,

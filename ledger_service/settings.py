@@ -5,15 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PARTLEDGER_", extra="forbid")
 
-    manifest: Path  # the deployment manifest: chain id, contract addresses
+    manifest: Path  # the deployment manifest: chain id, contract addresses, confirmations, gas price
     index_db_url: str  # the indexer's SQL mirror (read only here)
     service_db_url: str  # the service's own private tables: API keys, outbox, clear VINs
     rpc_url: Optional[str] = None  # default: the manifest's
     max_page_size: int = 1_000
     default_page_size: int = 100
+
+    # Write path. Without a key directory the service only reads.
+    keys_dir: Optional[Path] = None  # v3 keystores of the site keys the service signs with (<org>/<site>.json)
+    keystore_passphrase: Optional[SecretStr] = None  # or keystore_passphrase_file
+    keystore_passphrase_file: Optional[Path] = None
+    vin_key_file: Optional[Path] = None  # base64 AES-256 key for clear VINs at rest, kept outside the database
+    max_parts_per_tx: int = 200
+    max_rows_per_request: int = 100_000
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_in_flight_per_signer: int = 8
+    submitter: bool = True  # run the submitter inside the service process
+    submit_interval: float = 0.05
+    defer_seconds: float = 30.0  # how long a command that would revert waits for in-flight transactions

@@ -1,10 +1,11 @@
-"""The service's private tables (never on chain, never in the indexer's mirror): API keys for now."""
+"""The service's private tables (never on chain, never in the indexer's mirror): API keys, idempotency records,
+the durable outbox (commands, their items, signed transactions) and encrypted clear VINs."""
 
 from __future__ import annotations
 
 from typing import Optional
 
-from sqlalchemy import MetaData
+from sqlalchemy import BigInteger, Integer, LargeBinary, MetaData, UniqueConstraint
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -14,6 +15,7 @@ class ServiceTable(SQLModel, registry=registry(metadata=MetaData())):
 
 
 SERVICE_METADATA = ServiceTable.metadata
+BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class ApiKey(ServiceTable, table=True):
@@ -29,3 +31,89 @@ class ApiKey(ServiceTable, table=True):
     sites: Optional[str] = None  # JSON list of site key addresses it may act through; None: every site of the org
     created_at: float
     revoked_at: Optional[float] = None
+
+
+class IdempotencyRecord(ServiceTable, table=True):
+    """The first answer to a request carrying an Idempotency-Key, replayed for every repeat of it."""
+
+    __tablename__ = "idempotency_records"
+
+    org_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    key: str = Field(primary_key=True, max_length=255)
+    request_sha256: str = Field(max_length=64)
+    state: str = Field(max_length=10)  # processing | done
+    status_code: Optional[int] = None
+    response: Optional[str] = None  # JSON body of the first answer
+    created_at: float
+
+
+class Command(ServiceTable, table=True):
+    """An accepted request (202): what an organisation asked, and how it ended. Split into items for packing."""
+
+    __tablename__ = "commands"
+
+    id: str = Field(primary_key=True, max_length=36)
+    org_id: int = Field(index=True)
+    api_key_id: str = Field(max_length=16)
+    kind: str = Field(max_length=24)
+    site_key: str = Field(max_length=42)
+    part_count: int
+    summary: str  # JSON: the request's arguments that are not per part (to, doc hash, gtin, lot, ...)
+    created_at: float
+
+
+class CommandItem(ServiceTable, table=True):
+    """Up to max_parts_per_tx parts of one command, the unit the submitter packs into transactions."""
+
+    __tablename__ = "command_items"
+
+    id: Optional[int] = Field(default=None, sa_type=BigId, primary_key=True)
+    command_id: str = Field(index=True, max_length=36)
+    signer: str = Field(max_length=42)
+    kind: str = Field(max_length=24)
+    pack_key: str  # items with equal signer, kind and pack key may share a transaction
+    payload: str  # JSON: per-part lists and call arguments
+    part_count: int
+    state: str = Field(max_length=10, index=True)  # pending | signed | sent | mined | confirmed | rejected
+    tx_id: Optional[int] = Field(default=None, index=True)
+    not_before: float = 0.0
+    error_name: Optional[str] = None
+    error_args: Optional[str] = None  # JSON
+    error_message: Optional[str] = None
+    created_at: float
+    updated_at: float
+
+
+class ChainTransaction(ServiceTable, table=True):
+    """A signed transaction. The nonce is assigned in the same SQL transaction that stores the signed bytes, so
+    a restart re-sends exactly these bytes and never signs this nonce again."""
+
+    __tablename__ = "chain_transactions"
+    __table_args__ = (UniqueConstraint("signer", "nonce", name="uq_chain_transactions_signer_nonce"),)
+
+    id: Optional[int] = Field(default=None, sa_type=BigId, primary_key=True)
+    signer: str = Field(max_length=42)
+    nonce: int = Field(sa_type=BigInteger)
+    tx_hash: bytes = Field(sa_type=LargeBinary, index=True)
+    raw: bytes = Field(sa_type=LargeBinary)
+    kind: str = Field(max_length=24)
+    part_count: int
+    state: str = Field(max_length=10, index=True)  # signed | sent | mined | confirmed | reverted | void
+    block_number: Optional[int] = Field(default=None, sa_type=BigInteger)
+    gas_used: Optional[int] = None
+    error_name: Optional[str] = None
+    created_at: float
+    sent_at: Optional[float] = None
+
+
+class PrivateVin(ServiceTable, table=True):
+    """A clear VIN and its salt, encrypted (AES-GCM, key outside the database), readable by its workshop only."""
+
+    __tablename__ = "private_vins"
+
+    vin_hash: bytes = Field(sa_type=LargeBinary, primary_key=True)
+    org_id: int = Field(index=True)
+    part_id: bytes = Field(sa_type=LargeBinary, index=True)
+    command_id: str = Field(max_length=36)
+    ciphertext: bytes = Field(sa_type=LargeBinary)  # nonce(12) || AES-GCM(VIN || salt)
+    created_at: float

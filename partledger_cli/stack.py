@@ -22,6 +22,7 @@ from ledger_service.app import create_app
 from ledger_service.auth import create_api_key
 from ledger_service import migrate as service_migrate
 from ledger_service.settings import ServiceSettings
+from ledger_service.vault import write_key_file
 from partledger.anvil import AnvilConfig, stop_pid
 from partledger.db import make_engine
 from partledger.errors import DevnetError
@@ -53,6 +54,9 @@ def service_env(paths: DevnetPaths) -> dict[str, str]:
         "PARTLEDGER_MANIFEST": str(paths.manifest),
         "PARTLEDGER_INDEX_DB_URL": f"sqlite:///{paths.run / 'index.db'}",
         "PARTLEDGER_SERVICE_DB_URL": f"sqlite:///{paths.run / 'service.db'}",
+        "PARTLEDGER_KEYS_DIR": str(paths.keys),
+        "PARTLEDGER_KEYSTORE_PASSPHRASE_FILE": str(paths.passphrase),
+        "PARTLEDGER_VIN_KEY_FILE": str(paths.run / "vin.key"),
     }
 
 
@@ -60,6 +64,8 @@ def stack_up(paths: DevnetPaths, *, anvil_port: int, api_port: int) -> dict[str,
     if running_pid(paths) is None:
         devnet_up(AnvilConfig(port=anvil_port), paths)
     env = service_env(paths)
+    if not Path(env["PARTLEDGER_VIN_KEY_FILE"]).exists():
+        write_key_file(Path(env["PARTLEDGER_VIN_KEY_FILE"]))
     service_engine = make_engine(env["PARTLEDGER_SERVICE_DB_URL"])
     service_migrate.upgrade(service_engine)
     keys_file = paths.run / "api-keys.json"

@@ -1,0 +1,238 @@
+"""The durable outbox: an accepted command is in SQL before the 202 answer, split into items the submitter packs.
+
+Accepting a command checks, in order: the organisation's role, a site key the service can sign with for it, and
+the parts' current state as the indexer has it; then writes the command, its items and the idempotency record in
+ONE transaction. Nothing here talks to the chain: the API keeps accepting while the node is down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from indexer.tables import Lot, Part, SiteKey
+from ledger_service.auth import Principal
+from ledger_service.errors import Conflict, Forbidden, NotFound, Unprocessable
+from ledger_service.operations import OPERATIONS, Operation
+from ledger_service.tables import ChainTransaction, Command, CommandItem, IdempotencyRecord
+from partledger.model import PartStatus, Role
+
+T_IDEM, T_CMD, T_ITEM, T_TX = IdempotencyRecord.__table__, Command.__table__, CommandItem.__table__, ChainTransaction.__table__
+T_PART, T_KEY, T_LOT = Part.__table__, SiteKey.__table__, Lot.__table__
+STALE_PROCESSING_SECONDS = 120.0
+PRECHECK_CHUNK = 900  # bound parameters per IN (...) query, under SQLite's limit
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A validated request, ready to be written: kind, the parts it touches, per-item payloads."""
+
+    kind: str
+    summary: dict[str, Any]  # arguments shared by all its parts
+    part_ids: list[bytes]  # parts whose state to pre-check (empty for registrations and non-part commands)
+    items: list[dict[str, Any]]  # payloads, each at most max_parts_per_tx parts
+    part_count: int
+    after_write: Callable[[Connection, str], None] | None = None  # more rows in the same transaction (clear VINs)
+
+
+class Outbox:
+    def __init__(self, *, service_engine: Engine, index_engine: Engine, signers: Iterable[str], max_parts_per_tx: int) -> None:
+        self.service_engine = service_engine
+        self.index_engine = index_engine
+        self.signers = frozenset(signers)
+        self.max_parts_per_tx = max_parts_per_tx
+
+    # --- choosing the key -----------------------------------------------------------------------------------
+
+    def signer_for(self, principal: Principal, site: str | None) -> str:
+        """The site key the command will be signed with: an active key of the caller's organisation that this
+        service holds, within the API key's sites, matching `site` (an address or a site name) when given."""
+        with self.index_engine.connect() as conn:
+            keys = conn.execute(
+                select(T_KEY.c.address, T_KEY.c.site).where(T_KEY.c.org_id == principal.org_id, T_KEY.c.revoked_block.is_(None)).order_by(T_KEY.c.added_block)
+            ).all()
+        usable = [key for key in keys if key.address in self.signers and (principal.sites is None or key.address in principal.sites)]
+        if site is not None:
+            usable = [key for key in usable if site in (key.address, key.site)]
+        if not usable:
+            where = f" for site {site!r}" if site else ""
+            raise Forbidden(f"this service holds no active site key of organisation {principal.org_id}{where} that the API key may use", code="no_site_key")
+        return usable[0].address
+
+    # --- pre-checks -----------------------------------------------------------------------------------------
+
+    def precheck(self, principal: Principal, op: Operation, part_ids: list[bytes]) -> None:
+        if op.roles and not principal.roles & op.roles:
+            raise Forbidden(f"{op.kind} needs one of the roles {_role_names(op.roles)}", code="missing_role")
+        if not part_ids:
+            return
+        if len(set(part_ids)) != len(part_ids):
+            raise Unprocessable("a part appears twice in the request", code="duplicate_parts")
+        found: dict[bytes, Any] = {}
+        with self.index_engine.connect() as conn:
+            for start in range(0, len(part_ids), PRECHECK_CHUNK):
+                chunk = part_ids[start : start + PRECHECK_CHUNK]
+                rows = conn.execute(select(T_PART.c.part_id, T_PART.c.status, T_PART.c.custodian, T_PART.c.recipient, T_PART.c.recalled).where(T_PART.c.part_id.in_(chunk)))
+                found.update({bytes(row.part_id): row for row in rows})
+        unknown = [pid for pid in part_ids if pid not in found]
+        if unknown:
+            raise Unprocessable(f"{len(unknown)} part(s) are not registered", code="unknown_part", details=[{"part_id": "0x" + pid.hex()} for pid in unknown[:100]])
+        problems = []
+        for pid in part_ids:
+            row = found[pid]
+            holder = row.recipient if op.holder == "recipient" else row.custodian
+            reason = None
+            if PartStatus(row.status) not in op.from_statuses:
+                reason = f"status is {PartStatus(row.status).name.lower()}"
+            elif holder != principal.org_id:
+                reason = f"{op.holder} is organisation {holder}"
+            elif op.blocked_by_recall and row.recalled:
+                reason = "its lot is recalled"
+            if reason:
+                problems.append({"part_id": "0x" + pid.hex(), "reason": reason})
+        if problems:
+            raise Conflict(f"{len(problems)} part(s) are not in a state to {op.kind}", code="invalid_state", details=problems[:100])
+
+    def precheck_recall(self, principal: Principal, lot: int) -> None:
+        if not principal.roles & (Role.MANUFACTURER | Role.REGULATOR):
+            raise Forbidden("recall needs one of the roles manufacturer, regulator", code="missing_role")
+        with self.index_engine.connect() as conn:
+            row = conn.execute(select(T_LOT.c.manufacturer, T_LOT.c.recalled).where(T_LOT.c.lot == lot)).first()
+        if row is None:
+            raise NotFound(f"no lot {lot}", code="unknown_lot")
+        if row.manufacturer != principal.org_id and not principal.roles & Role.REGULATOR:
+            raise Forbidden("only the lot's manufacturer or a regulator may recall it", code="not_lot_manufacturer")
+        if row.recalled:
+            raise Conflict(f"lot {lot} is recalled already", code="lot_recalled")
+
+    # --- writing --------------------------------------------------------------------------------------------
+
+    def accept(self, principal: Principal, draft: Draft, *, signer: str, idempotency_key: str | None, request_sha256: str) -> dict[str, Any]:
+        """Writes the command; with an Idempotency-Key, a repeat returns the first answer (422 if its body
+        differs, 409 while the first is still being processed)."""
+        if idempotency_key is not None:
+            replay = self._claim(principal.org_id, idempotency_key, request_sha256)
+            if replay is not None:
+                return replay
+        command_id = str(uuid.uuid4())
+        now = time.time()
+        try:
+            with self.service_engine.begin() as conn:
+                conn.execute(insert(T_CMD).values(
+                    id=command_id, org_id=principal.org_id, api_key_id=principal.key_id, kind=draft.kind, site_key=signer,
+                    part_count=draft.part_count, summary=json.dumps(draft.summary), created_at=now,
+                ))  # fmt: skip
+                conn.execute(insert(T_ITEM), [
+                    {"command_id": command_id, "signer": signer, "kind": draft.kind, "pack_key": pack_key(draft.kind, payload, command_id),
+                     "payload": json.dumps(payload), "part_count": len(payload.get("parts", payload.get("serials", ()))) or 1,
+                     "state": "pending", "tx_id": None, "not_before": 0.0, "created_at": now, "updated_at": now}
+                    for payload in draft.items
+                ])  # fmt: skip
+                if draft.after_write is not None:
+                    draft.after_write(conn, command_id)
+                answer = {"command_id": command_id, "status": "accepted", "kind": draft.kind, "parts": draft.part_count}
+                if idempotency_key is not None:
+                    self._finish(conn, principal.org_id, idempotency_key, 202, answer)
+        except BaseException:
+            if idempotency_key is not None:
+                self._release(principal.org_id, idempotency_key)
+            raise
+        return answer
+
+    def _claim(self, org_id: int, key: str, request_sha256: str) -> dict[str, Any] | None:
+        """Claims an Idempotency-Key, or returns the stored answer of the request that claimed it first."""
+        now = time.time()
+        try:
+            with self.service_engine.begin() as conn:
+                conn.execute(insert(T_IDEM).values(org_id=org_id, key=key, request_sha256=request_sha256, state="processing", created_at=now))
+            return None
+        except IntegrityError:
+            pass
+        with self.service_engine.begin() as conn:
+            row = conn.execute(select(T_IDEM).where(T_IDEM.c.org_id == org_id, T_IDEM.c.key == key)).mappings().first()
+            if row is None:  # released between our insert and this read: try once more
+                return self._claim(org_id, key, request_sha256)
+            if row["request_sha256"] != request_sha256:
+                raise Unprocessable("this Idempotency-Key was used with a different request", code="idempotency_key_reused")
+            if row["state"] == "processing":
+                if now - row["created_at"] < STALE_PROCESSING_SECONDS:
+                    raise Conflict("a request with this Idempotency-Key is still being processed", code="idempotency_in_progress")
+                conn.execute(update(T_IDEM).where(T_IDEM.c.org_id == org_id, T_IDEM.c.key == key).values(created_at=now))
+                return None  # its first holder died mid-way: take it over
+            return json.loads(row["response"]) | {"idempotent_replay": True}
+
+    def _finish(self, conn: Connection, org_id: int, key: str, status_code: int, answer: dict[str, Any]) -> None:
+        conn.execute(update(T_IDEM).where(T_IDEM.c.org_id == org_id, T_IDEM.c.key == key).values(state="done", status_code=status_code, response=json.dumps(answer)))
+
+    def _release(self, org_id: int, key: str) -> None:
+        with self.service_engine.begin() as conn:
+            conn.execute(delete(T_IDEM).where(T_IDEM.c.org_id == org_id, T_IDEM.c.key == key, T_IDEM.c.state == "processing"))
+
+    # --- following a command --------------------------------------------------------------------------------
+
+    def view(self, principal: Principal, command_id: str) -> dict[str, Any]:
+        with self.service_engine.connect() as conn:
+            command = conn.execute(select(T_CMD).where(T_CMD.c.id == command_id)).mappings().first()
+            if command is None or (command["org_id"] != principal.org_id and not principal.sees_everything):
+                raise NotFound(f"no command {command_id}", code="unknown_command")
+            items = conn.execute(select(T_ITEM).where(T_ITEM.c.command_id == command_id).order_by(T_ITEM.c.id)).mappings().all()
+            tx_ids = {item["tx_id"] for item in items if item["tx_id"] is not None}
+            txs = {row["id"]: row for row in conn.execute(select(T_TX).where(T_TX.c.id.in_(tx_ids))).mappings()} if tx_ids else {}
+        return command_view(command, items, txs)
+
+
+def command_view(command: Any, items: list[Any], txs: dict[int, Any]) -> dict[str, Any]:
+    states = [item["state"] for item in items]
+    if "rejected" in states:
+        status = "rejected"
+    elif all(state == "confirmed" for state in states):
+        status = "confirmed"
+    elif any(state in ("sent", "mined", "confirmed") for state in states):
+        status = "submitted"
+    else:
+        status = "accepted"
+    transactions = sorted({("0x" + bytes(txs[i["tx_id"]]["tx_hash"]).hex(), txs[i["tx_id"]]["block_number"]) for i in items if i["tx_id"] in txs and i["state"] != "pending"}, key=str)
+    errors = [
+        {"error": item["error_name"], "args": json.loads(item["error_args"]) if item["error_args"] else [], "message": item["error_message"]}
+        for item in items if item["state"] == "rejected"
+    ]  # fmt: skip
+    blocks = [block for _, block in transactions if block is not None]
+    return {
+        "command_id": command["id"],
+        "kind": command["kind"],
+        "status": status,
+        "organisation": command["org_id"],
+        "site_key": command["site_key"],
+        "parts": command["part_count"],
+        "summary": json.loads(command["summary"]),
+        "accepted_at": command["created_at"],
+        "items": [{"parts": item["part_count"], "state": item["state"]} for item in items],
+        "transactions": [{"tx_hash": tx_hash, "block": block} for tx_hash, block in transactions],
+        "block": max(blocks) if status == "confirmed" and blocks else None,
+        "errors": errors,
+    }
+
+
+def pack_key(kind: str, payload: dict[str, Any], command_id: str) -> str:
+    """Items with the same pack key (and signer and kind) may share a transaction."""
+    values = [command_id if name == "unique" else payload.get(name) for name in OPERATIONS[kind].pack_args]
+    return json.dumps(values)
+
+
+def request_digest(method: str, path: str, body: bytes) -> str:
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).hexdigest()
+
+
+def _role_names(roles: Role) -> str:
+    return ", ".join(role.name.lower() for role in Role if roles & role)
+
+

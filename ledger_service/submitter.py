@@ -1,0 +1,332 @@
+"""The submitter: packs pending outbox items into bulk contract calls, signs them with the site's key, sends them,
+and follows them to confirmation — surviving a crash at any point.
+
+Per signer, items are taken in acceptance order; a contiguous run of items of the same kind and pack key (the same
+recipient, the same GTIN and lot, ...) becomes one transaction of at most max_parts_per_tx parts. The nonce is
+chosen in the SQL transaction that stores the signed bytes (unique on signer + nonce), and only then are the bytes
+sent. After a restart the recorded bytes are sent again as they are: "already known" means sent, "nonce too low"
+with our hash on chain means mined; a nonce is signed again only when its transaction can no longer be on chain.
+A call that would revert is simulated first (eth_estimateGas), and the item holding the part the error names is
+rejected with the contract's error, or deferred while other transactions in flight may still change the state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils import keccak
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Engine
+from web3 import Web3
+from web3.exceptions import ContractLogicError, Web3RPCError
+
+from ledger_service.operations import contract_arguments
+from ledger_service.tables import ChainTransaction, CommandItem
+from partledger.artifacts import load_artifact
+from partledger.chain import revert_of, rpc_error_message
+from partledger.errors import ChainError, ChainUnavailable, ContractRevert
+from partledger.failpoints import failpoint
+from partledger.manifest import Manifest
+from wallets.errors import SignerUnavailable
+from wallets.signer import Signer
+
+log = logging.getLogger("partledger.submitter")
+T_ITEM, T_TX = CommandItem.__table__, ChainTransaction.__table__
+RESEND_AFTER_SECONDS = 5.0
+DEFER_STEP_SECONDS = 0.5
+BLOCK_GAS_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class SubmitterConfig:
+    max_parts_per_tx: int = 200
+    max_in_flight_per_signer: int = 8
+    defer_seconds: float = 30.0
+    interval: float = 0.05
+
+
+class Submitter:
+    def __init__(self, *, engine: Engine, w3: Web3, signers: dict[str, Signer], manifest: Manifest, config: SubmitterConfig) -> None:
+        self.engine = engine
+        self.w3 = w3
+        self.signers = signers
+        self.manifest = manifest
+        self.config = config
+        self.contracts = {
+            name: w3.eth.contract(address=manifest.address(name), abi=load_artifact(name).abi)
+            for name in ("PartLedger", "EvidenceLedger")
+        }
+        self._block_gas_limit: int | None = None
+
+    # --- the loop -------------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        delay = self.config.interval
+        while not stop.is_set():
+            try:
+                busy = self.step()
+                delay = self.config.interval
+            except (ChainUnavailable, SignerUnavailable) as exc:
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                busy = False
+                delay = min(max(delay * 2, 0.5), 5.0)
+            except Exception:  # noqa: BLE001 - the loop must outlive any one bad step; it is logged
+                log.exception("submitter step failed")
+                busy = False
+                delay = 1.0
+            if not busy:
+                stop.wait(delay)
+
+    def step(self) -> bool:
+        """One pass: follow what was sent, send what was signed, pack and send what is pending. True if it did
+        anything (so that the loop goes on at once)."""
+        try:
+            progressed = self.follow()
+            progressed |= self.resend()
+            for signer in sorted(self.signers):
+                progressed |= self.submit_next(signer)
+        except (OSError, Web3RPCError) as exc:
+            raise ChainUnavailable(f"the JSON-RPC node failed: {type(exc).__name__}") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith(("requests", "urllib3")):
+                raise ChainUnavailable(f"cannot reach the JSON-RPC node: {type(exc).__name__}") from None
+            raise
+        return progressed
+
+    # --- following sent transactions ------------------------------------------------------------------------
+
+    def follow(self) -> bool:
+        with self.engine.connect() as conn:
+            open_txs = conn.execute(select(T_TX).where(T_TX.c.state.in_(("sent", "mined")))).mappings().all()
+        if not open_txs:
+            return False
+        head = self.w3.eth.block_number
+        progressed = False
+        for tx in open_txs:
+            receipt = self._receipt(bytes(tx["tx_hash"]))
+            if receipt is None:
+                if tx["state"] == "mined":  # its block was reorganised away: it is pending again
+                    self._set_tx(tx["id"], "sent", items_state="sent", block_number=None)
+                elif time.time() - (tx["sent_at"] or 0) > RESEND_AFTER_SECONDS:
+                    self._send(tx)  # the node may have lost it (restart): the same bytes again
+                continue
+            block = receipt["blockNumber"]
+            failpoint("submitter.before_receipt")  # mined, its receipt not recorded
+            if receipt["status"] == 0:
+                self._reverted(tx, block)
+                progressed = True
+            elif head - block >= self.manifest.confirmations:
+                self._set_tx(tx["id"], "confirmed", items_state="confirmed", block_number=block, gas_used=receipt["gasUsed"])
+                progressed = True
+            elif tx["state"] == "sent":
+                self._set_tx(tx["id"], "mined", items_state="mined", block_number=block, gas_used=receipt["gasUsed"])
+                progressed = True
+        return progressed
+
+    def _receipt(self, tx_hash: bytes) -> Any:
+        try:
+            return self.w3.eth.get_transaction_receipt(tx_hash)
+        except Exception as exc:  # web3 raises TransactionNotFound for "not mined yet"
+            if type(exc).__name__ == "TransactionNotFound":
+                return None
+            raise
+
+    def _reverted(self, tx: Any, block: int) -> None:
+        """A transaction that reverted on chain: its nonce is spent; the item the error names is rejected, the
+        others go back to pending."""
+        decoded = self._replay(tx, block)
+        with self.engine.begin() as conn:
+            conn.execute(update(T_TX).where(T_TX.c.id == tx["id"]).values(state="reverted", block_number=block, error_name=decoded.name))
+            items = conn.execute(select(T_ITEM).where(T_ITEM.c.tx_id == tx["id"])).mappings().all()
+            culprit = _culprit(items, decoded)
+            now = time.time()
+            for item in items:
+                if culprit is None or item["id"] == culprit:
+                    conn.execute(update(T_ITEM).where(T_ITEM.c.id == item["id"]).values(state="rejected", **_error_columns(decoded), updated_at=now))
+                else:
+                    conn.execute(update(T_ITEM).where(T_ITEM.c.id == item["id"]).values(state="pending", tx_id=None, updated_at=now))
+        log.warning("transaction %s reverted with %s", "0x" + bytes(tx["tx_hash"]).hex(), decoded)
+
+    def _replay(self, tx: Any, block: int) -> ContractRevert:
+        signed = self.w3.eth.get_transaction(bytes(tx["tx_hash"]))
+        try:
+            self.w3.eth.call({"from": signed["from"], "to": signed["to"], "data": signed["input"], "gas": signed["gas"]}, block - 1)
+        except ContractLogicError as exc:
+            return revert_of(exc) or ContractRevert("Unknown")
+        return ContractRevert("Unknown")
+
+    # --- sending --------------------------------------------------------------------------------------------
+
+    def resend(self) -> bool:
+        with self.engine.connect() as conn:
+            signed = conn.execute(select(T_TX).where(T_TX.c.state == "signed").order_by(T_TX.c.signer, T_TX.c.nonce)).mappings().all()
+        for tx in signed:
+            self._send(tx)
+        return bool(signed)
+
+    def _send(self, tx: Any) -> None:
+        try:
+            self.w3.eth.send_raw_transaction(bytes(tx["raw"]))
+        except Web3RPCError as exc:
+            message = rpc_error_message(exc).lower()
+            if "already known" in message or "already imported" in message or "known transaction" in message:
+                pass  # sent before (a restart between sending and recording it)
+            elif "nonce too low" in message or "nonce is too low" in message:
+                if self._receipt(bytes(tx["tx_hash"])) is None:
+                    # Another transaction took this nonce, so ours can never be mined: free its items.
+                    self._void(tx, "nonce taken by another transaction")
+                    return
+            else:
+                self._void(tx, f"the node refused the transaction: {message}")
+                return
+        failpoint("submitter.after_send")  # sent, not recorded as sent
+        with self.engine.begin() as conn:
+            conn.execute(update(T_TX).where(T_TX.c.id == tx["id"], T_TX.c.state.in_(("signed", "sent"))).values(state="sent", sent_at=time.time()))
+            conn.execute(update(T_ITEM).where(T_ITEM.c.tx_id == tx["id"], T_ITEM.c.state == "signed").values(state="sent", updated_at=time.time()))
+
+    def _void(self, tx: Any, reason: str) -> None:
+        log.warning("transaction %s void: %s", "0x" + bytes(tx["tx_hash"]).hex(), reason)
+        with self.engine.begin() as conn:
+            conn.execute(update(T_TX).where(T_TX.c.id == tx["id"]).values(state="void", error_name=reason[:200]))
+            conn.execute(update(T_ITEM).where(T_ITEM.c.tx_id == tx["id"]).values(state="pending", tx_id=None, updated_at=time.time()))
+
+    # --- packing and signing --------------------------------------------------------------------------------
+
+    def submit_next(self, signer: str) -> bool:
+        """Packs the oldest pending run of items of `signer` into one transaction, simulates, signs and sends it."""
+        now = time.time()
+        with self.engine.connect() as conn:
+            in_flight = conn.execute(select(func.count()).where(T_TX.c.signer == signer, T_TX.c.state.in_(("signed", "sent")))).scalar()
+            if in_flight >= self.config.max_in_flight_per_signer:
+                return False
+            candidates = conn.execute(
+                select(T_ITEM).where(T_ITEM.c.signer == signer, T_ITEM.c.state == "pending").order_by(T_ITEM.c.id).limit(1_000)
+            ).mappings().all()
+        run = _next_run([item for item in candidates if item["not_before"] <= now] if candidates else [], self.config.max_parts_per_tx)
+        if not run:
+            return False
+        payloads = [json.loads(item["payload"]) for item in run]
+        contract_name, function, arguments = contract_arguments(run[0]["kind"], payloads)
+        contract = self.contracts[contract_name]
+        data = contract.encode_abi(function, args=arguments)
+        call = {"from": signer, "to": contract.address, "data": data, "value": 0}
+        try:
+            gas = self.w3.eth.estimate_gas(call, "pending")
+        except ContractLogicError as exc:
+            self._refused_before_sending(run, revert_of(exc) or ContractRevert("Unknown"))
+            return True
+        self._sign_and_send(signer, run, call, gas)
+        return True
+
+    def _refused_before_sending(self, run: list[Any], decoded: ContractRevert) -> None:
+        """The simulation reverted: reject (or, while other transactions may still change the state, defer) the
+        item the error names — or the whole run when the error names no part."""
+        culprit = _culprit(run, decoded)
+        now = time.time()
+        with self.engine.begin() as conn:
+            others_in_flight = conn.execute(select(func.count()).where(T_TX.c.state.in_(("signed", "sent", "mined")))).scalar() > 0
+            for item in run:
+                if culprit is not None and item["id"] != culprit:
+                    continue
+                if others_in_flight and now - item["created_at"] < self.config.defer_seconds:
+                    conn.execute(update(T_ITEM).where(T_ITEM.c.id == item["id"]).values(not_before=now + DEFER_STEP_SECONDS, updated_at=now))
+                else:
+                    conn.execute(update(T_ITEM).where(T_ITEM.c.id == item["id"]).values(state="rejected", **_error_columns(decoded), updated_at=now))
+
+    def _sign_and_send(self, signer: str, run: list[Any], call: dict[str, Any], gas: int) -> None:
+        limit = self._gas_limit()
+        transaction = {
+            "to": call["to"], "data": call["data"], "value": 0, "gas": min(int(gas * 1.2) + 10_000, limit),
+            "gasPrice": self.manifest.gas_price, "chainId": self.manifest.chain_id,
+        }  # fmt: skip
+        with self.engine.begin() as conn:
+            nonce = self._next_nonce(conn, signer)
+            signed = self.signers[signer].sign_transaction({**transaction, "nonce": nonce})
+            raw = bytes(signed.raw_transaction)
+            tx_id = conn.execute(insert(T_TX).values(
+                signer=signer, nonce=nonce, tx_hash=keccak(raw), raw=raw, kind=run[0]["kind"],
+                part_count=sum(item["part_count"] for item in run), state="signed", created_at=time.time(),
+            )).inserted_primary_key[0]  # fmt: skip
+            claimed = conn.execute(
+                update(T_ITEM).where(T_ITEM.c.id.in_([item["id"] for item in run]), T_ITEM.c.state == "pending").values(state="signed", tx_id=tx_id, updated_at=time.time())
+            ).rowcount
+            if claimed != len(run):
+                raise ChainError("outbox items changed while being packed")  # rolls back: nothing signed is kept
+        failpoint("submitter.after_sign")  # signed and recorded, not sent
+        with self.engine.connect() as conn:
+            tx = conn.execute(select(T_TX).where(T_TX.c.id == tx_id)).mappings().one()
+        self._send(tx)
+
+    def _next_nonce(self, conn: Any, signer: str) -> int:
+        """The lowest nonce at or above the chain's count for `signer` that no live recorded transaction holds."""
+        chain_nonce = self.w3.eth.get_transaction_count(signer, "latest")
+        taken = {
+            row[0]
+            for row in conn.execute(select(T_TX.c.nonce).where(T_TX.c.signer == signer, T_TX.c.state != "void", T_TX.c.nonce >= chain_nonce))
+        }
+        nonce = chain_nonce
+        while nonce in taken:
+            nonce += 1
+        return nonce
+
+    def _gas_limit(self) -> int:
+        if self._block_gas_limit is None:
+            self._block_gas_limit = int(self.w3.eth.get_block("latest")["gasLimit"] * BLOCK_GAS_SHARE)
+        return self._block_gas_limit
+
+    def _set_tx(self, tx_id: int, state: str, *, items_state: str, block_number: int | None, gas_used: int | None = None) -> None:
+        with self.engine.begin() as conn:
+            values: dict[str, Any] = {"state": state, "block_number": block_number}
+            if gas_used is not None:
+                values["gas_used"] = gas_used
+            conn.execute(update(T_TX).where(T_TX.c.id == tx_id).values(**values))
+            conn.execute(update(T_ITEM).where(T_ITEM.c.tx_id == tx_id).values(state=items_state, updated_at=time.time()))
+
+
+def _next_run(items: list[Any], max_parts: int) -> list[Any]:
+    """The oldest item and the items right after it with the same kind and pack key, up to max_parts parts."""
+    if not items:
+        return []
+    first = items[0]
+    run, parts = [first], first["part_count"]
+    for item in items[1:]:
+        if item["kind"] != first["kind"] or item["pack_key"] != first["pack_key"] or parts + item["part_count"] > max_parts:
+            break
+        run.append(item)
+        parts += item["part_count"]
+    return run
+
+
+def _culprit(items: list[Any], decoded: ContractRevert) -> int | None:
+    """The item holding the part (or serial) a custom error names first, if any."""
+    if not decoded.args_ or not isinstance(decoded.args_[0], bytes) or len(decoded.args_[0]) != 32:
+        return None
+    named = "0x" + decoded.args_[0].hex()
+    for item in items:
+        payload = json.loads(item["payload"])
+        if named in payload.get("parts", ()) or named in payload.get("part_ids", ()):
+            return item["id"]
+    return None
+
+
+def _error_columns(decoded: ContractRevert) -> dict[str, Any]:
+    return {
+        "error_name": decoded.name,
+        "error_args": json.dumps([_jsonable(value) for value in decoded.args_]),
+        "error_message": str(decoded),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    return value
+
+

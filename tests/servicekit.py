@@ -1,0 +1,149 @@
+"""The whole write path in a test: site keystores registered on the live Anvil, the indexer following in a thread,
+the service built by create_app with its submitter, and helpers to call it and wait for commands."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from indexer import migrate as index_migrate
+from indexer.runner import Indexer, IndexerConfig
+from indexer.sink import Sink
+from indexer.source import JsonRpcSource
+from ledger_service.app import create_app
+from ledger_service.auth import create_api_key
+from ledger_service.settings import ServiceSettings
+from ledger_service.vault import write_key_file
+from partledger.db import make_engine
+from partledger.ids import ascii32
+from partledger.manifest import Manifest, save_manifest
+from tests.chainkit import Ledger
+from wallets.keystore import create_keystore
+
+PASSPHRASE = "test-keystore-passphrase-5d1c"
+
+
+@dataclass
+class Stack:
+    ledger: Ledger
+    workdir: Path
+    index_db_url: str
+    service_db_url: str
+    site_keys: dict[str, str] = field(default_factory=dict)  # org name -> address of its service-held key
+    api_keys: dict[str, str] = field(default_factory=dict)  # org name -> API key
+    client: TestClient | None = None
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.workdir / "keys"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.workdir / "manifest.json"
+
+    def settings(self, **overrides: Any) -> ServiceSettings:
+        return ServiceSettings(
+            manifest=self.manifest_path,
+            index_db_url=self.index_db_url,
+            service_db_url=self.service_db_url,
+            keys_dir=self.keys_dir,
+            keystore_passphrase=PASSPHRASE,
+            vin_key_file=self.workdir / "vin.key",
+            submit_interval=0.02,
+            **overrides,
+        )
+
+    def env(self) -> dict[str, str]:
+        """The same settings as environment variables, for a service run as a real process."""
+        return {
+            "PARTLEDGER_MANIFEST": str(self.manifest_path),
+            "PARTLEDGER_INDEX_DB_URL": self.index_db_url,
+            "PARTLEDGER_SERVICE_DB_URL": self.service_db_url,
+            "PARTLEDGER_KEYS_DIR": str(self.keys_dir),
+            "PARTLEDGER_KEYSTORE_PASSPHRASE": PASSPHRASE,
+            "PARTLEDGER_VIN_KEY_FILE": str(self.workdir / "vin.key"),
+            "PARTLEDGER_SUBMIT_INTERVAL": "0.02",
+        }
+
+    def headers(self, org: str, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_keys[org]}", **extra}
+
+
+def prepare_stack(ledger: Ledger, workdir: Path, index_db_url: str, service_db_url: str) -> Stack:
+    """Keystores for one service-held site key per organisation (registered on chain by the operator), the manifest
+    with the node's URL, a VIN key, migrated databases and one API key per organisation."""
+    stack = Stack(ledger, workdir, index_db_url, service_db_url)
+    for name, org in ledger.orgs.items():
+        account = create_keystore(stack.keys_dir / name / "service-site.json", PASSPHRASE, light=True)
+        ledger.act(ledger.operator, ledger.registry.functions.addSiteKey(org.id, account.address, ascii32("service-site")))
+        stack.site_keys[name] = account.address
+    save_manifest(Manifest(**{**ledger.manifest.__dict__, "rpc_url": ledger.w3.provider.endpoint_uri}), stack.manifest_path)
+    write_key_file(workdir / "vin.key")
+    index_migrate.upgrade(make_engine(index_db_url))
+    from ledger_service import migrate as service_migrate
+
+    service_engine = make_engine(service_db_url)
+    service_migrate.upgrade(service_engine)
+    stack.api_keys = {name: create_api_key(service_engine, org_id=org.id) for name, org in ledger.orgs.items()}
+    return stack
+
+
+class IndexerThread:
+    """The indexer following the chain in a background thread (in-process, as `partledger index` would)."""
+
+    def __init__(self, ledger: Ledger, db_url: str) -> None:
+        self.indexer = Indexer(
+            source=JsonRpcSource(ledger.w3.provider.endpoint_uri),
+            sink=Sink(make_engine(db_url), ledger.manifest.chain_id),
+            manifest=ledger.manifest,
+            config=IndexerConfig(poll_interval=0.05),
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.indexer.run, kwargs={"stop": self._stop.is_set}, daemon=True)
+
+    def __enter__(self) -> IndexerThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def wait_for(self, block: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.indexer.sink.state()
+            if state is not None and state.block_number >= block:
+                return
+            time.sleep(0.02)
+        raise TimeoutError(f"indexer did not reach block {block}")
+
+
+@contextmanager
+def running_service(stack: Stack, **overrides: Any) -> Iterator[TestClient]:
+    """The service (with its submitter thread) and the indexer, both running, for the duration of the block."""
+    with IndexerThread(stack.ledger, stack.index_db_url) as indexer, TestClient(create_app(stack.settings(**overrides))) as client:
+        stack.client = client
+        client.indexer = indexer  # type: ignore[attr-defined]
+        yield client
+
+
+def wait_command(stack: Stack, org: str, command_id: str, *, until: tuple[str, ...] = ("confirmed", "rejected"), timeout: float = 60.0) -> dict[str, Any]:
+    """Polls GET /v1/commands/{id} until its status is one of `until`; then waits for the indexer to have its block."""
+    assert stack.client is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = stack.client.get(f"/v1/commands/{command_id}", headers=stack.headers(org)).json()
+        if view["status"] in until:
+            if view["status"] == "confirmed" and view["block"] is not None:
+                stack.client.indexer.wait_for(view["block"])  # type: ignore[attr-defined]
+            return view
+        time.sleep(0.02)
+    raise TimeoutError(f"command {command_id} still {view['status']} after {timeout}s")
