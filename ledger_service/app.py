@@ -15,12 +15,16 @@ from ledger_service import migrate
 from ledger_service.deps import Services
 from ledger_service.errors import install_error_handlers
 from ledger_service.outbox import Outbox
+from ledger_service.evidence import Notary
+from ledger_service.routes import evidence as evidence_routes
 from ledger_service.routes import queries, writes
 from ledger_service.settings import ServiceSettings
 from ledger_service.submitter import Submitter, SubmitterConfig
 from ledger_service.vault import Vault
 from partledger.db import make_engine
+from partledger.artifacts import load_artifact
 from partledger.deploy import dev_key_addresses
+from partledger.eip712 import read_domain
 from partledger.errors import ConfigError
 from partledger.manifest import Manifest, load_manifest
 from wallets.keystore import read_passphrase
@@ -63,11 +67,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         )
     if settings.vin_key_file is not None:
         services.vault = Vault.from_key_file(settings.vin_key_file)
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 10}))
+    if services.outbox is not None:
+        evidence = w3.eth.contract(address=manifest.address("EvidenceLedger"), abi=load_artifact("EvidenceLedger").abi)
+        services.notary = Notary(outbox=services.outbox, signers=signers, read_domain=lambda: read_domain(evidence))
     submitter = None
     if signers and settings.submitter:
         submitter = Submitter(
             engine=services.service_engine,
-            w3=Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 10})),
+            w3=w3,
             signers=signers,
             manifest=manifest,
             config=SubmitterConfig(
@@ -102,6 +110,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(queries.router)
     app.include_router(writes.router)
+    app.include_router(evidence_routes.router)
 
     @app.middleware("http")
     async def block_header(request: Request, call_next):  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ledger_service.auth import Principal, authenticate
 from ledger_service.read import indexed_block
+from ledger_service.evidence import Notary
 from ledger_service.outbox import Outbox
 from ledger_service.settings import ServiceSettings
 from ledger_service.vault import Vault
@@ -28,6 +29,7 @@ class Services:
     head: Callable[[], int | None]  # the node's head block, None when it does not answer
     outbox: Optional[Outbox] = None  # None: a read-only instance
     vault: Optional[Vault] = None
+    notary: Optional[Notary] = None
 
 
 @dataclass

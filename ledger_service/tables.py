@@ -117,3 +117,20 @@ class PrivateVin(ServiceTable, table=True):
     command_id: str = Field(max_length=36)
     ciphertext: bytes = Field(sa_type=LargeBinary)  # nonce(12) || AES-GCM(VIN || salt)
     created_at: float
+
+
+class DocumentProposal(ServiceTable, table=True):
+    """A trade document one party proposed (and signed); anchored once the other party countersigns."""
+
+    __tablename__ = "document_proposals"
+
+    id: str = Field(primary_key=True, max_length=36)
+    issuer: int = Field(index=True)
+    counterparty: int = Field(index=True)
+    attestation: str  # JSON of the EIP-712 Attestation message, hex for bytes
+    issuer_signer: str = Field(max_length=42)
+    issuer_signature: bytes = Field(sa_type=LargeBinary)
+    counterparty_signer: Optional[str] = Field(default=None, max_length=42)
+    counterparty_signature: Optional[bytes] = Field(default=None, sa_type=LargeBinary)
+    command_id: Optional[str] = Field(default=None, max_length=36)
+    created_at: float

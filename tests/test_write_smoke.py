@@ -21,3 +21,26 @@ def test_register_ship_receive_through_the_api(ledger, db_url, tmp_path):
         assert part["custodian"]["id"] == ledger.orgs["warehouse"].id and part["status"] == "in_stock"
         refused = client.post("/v1/parts/ship", headers=stack.headers("maker"), json={"part_ids": ids, "to_org": 2})
         assert refused.status_code == 409 and refused.json()["error"]["code"] == "invalid_state"
+
+
+def test_document_proposed_by_one_party_countersigned_by_the_other_is_anchored(ledger, tmp_path):
+    from eth_utils import keccak
+
+    from partledger.documents import new_salt, salted_document_hash
+
+    stack = prepare_stack(ledger, tmp_path, f"sqlite:///{tmp_path / 'index.db'}", f"sqlite:///{tmp_path / 'service.db'}")
+    doc_hash = "0x" + salted_document_hash(b"%PDF-1.7 invoice 2026-0042", new_salt()).hex()
+    with running_service(stack) as client:
+        proposal = client.post("/v1/documents/proposals", headers=stack.headers("maker"), json={"doc_hash": doc_hash, "doc_type": "invoice", "counterparty": ledger.orgs["distributor"].id})
+        assert proposal.status_code == 201, proposal.text
+        proposal_id = proposal.json()["proposal_id"]
+        assert proposal.json()["status"] == "awaiting_countersignature"
+        wrong = client.post(f"/v1/documents/proposals/{proposal_id}/countersign", headers=stack.headers("warehouse"), json={})
+        assert wrong.status_code == 404
+        signed = client.post(f"/v1/documents/proposals/{proposal_id}/countersign", headers=stack.headers("distributor"), json={})
+        assert signed.status_code == 202, signed.text
+        view = wait_command(stack, "distributor", signed.json()["command_id"])
+        assert view["status"] == "confirmed", view
+        documents = client.get("/v1/evidence", headers=stack.headers("auditor"), params={"doc_hash": doc_hash}).json()["items"]
+        assert [d["doc_type"] for d in documents] == ["invoice"]
+        assert documents[0]["issuer"]["id"] == ledger.orgs["maker"].id and documents[0]["counterparty_signer"] == stack.site_keys["distributor"]

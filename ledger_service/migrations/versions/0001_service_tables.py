@@ -87,6 +87,23 @@ def upgrade() -> None:
     with op.batch_alter_table('commands', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_commands_org_id'), ['org_id'], unique=False)
 
+    op.create_table('document_proposals',
+    sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
+    sa.Column('issuer', sa.Integer(), nullable=False),
+    sa.Column('counterparty', sa.Integer(), nullable=False),
+    sa.Column('attestation', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('issuer_signer', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
+    sa.Column('issuer_signature', sa.LargeBinary(), nullable=False),
+    sa.Column('counterparty_signer', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=True),
+    sa.Column('counterparty_signature', sa.LargeBinary(), nullable=True),
+    sa.Column('command_id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=True),
+    sa.Column('created_at', sa.Float(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('document_proposals', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_document_proposals_counterparty'), ['counterparty'], unique=False)
+        batch_op.create_index(batch_op.f('ix_document_proposals_issuer'), ['issuer'], unique=False)
+
     op.create_table('idempotency_records',
     sa.Column('org_id', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
@@ -119,6 +136,11 @@ def downgrade() -> None:
 
     op.drop_table('private_vins')
     op.drop_table('idempotency_records')
+    with op.batch_alter_table('document_proposals', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_document_proposals_issuer'))
+        batch_op.drop_index(batch_op.f('ix_document_proposals_counterparty'))
+
+    op.drop_table('document_proposals')
     with op.batch_alter_table('commands', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_commands_org_id'))
 
