@@ -6,28 +6,24 @@ for the life of the process; a second writer refuses to start. Both are released
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
-from sqlalchemy import text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from indexer.decoder import LogDecoder
 from indexer.sink import Sink
 from indexer.source import BlockHeader, ChainSource, RangeTooLarge
-from partledger.errors import ChainError, ChainMismatch, ChainUnavailable, PartLedgerError
+from partledger.dblock import ExclusiveLock, LockHeld
+from partledger.errors import ChainError, ChainMismatch, ChainUnavailable
 from partledger.manifest import Manifest
 
 log = logging.getLogger("partledger.indexer")
-_ADVISORY_KEY = 0x5041_5254_4C45_4447  # "PARTLEDG"
 
 
-class IndexerLocked(PartLedgerError):
+class IndexerLocked(LockHeld):
     """Another indexer process writes to this database."""
 
 
@@ -44,37 +40,11 @@ class IndexerConfig:
     poll_interval: float = 0.5
 
 
-class IndexerLock:
+class IndexerLock(ExclusiveLock):
     """Exclusive right to write the mirror, held until release() or process exit."""
 
     def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._file: int | None = None
-        self._connection = None
-        url = make_url(str(engine.url))
-        if url.get_backend_name() == "sqlite":
-            path = Path(url.database or "")
-            lock_path = path.with_name(path.name + ".indexer-lock")
-            self._file = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(self._file)
-                raise IndexerLocked(f"another indexer holds {lock_path}; one writer per database") from None
-        else:
-            self._connection = engine.connect()
-            if not self._connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": _ADVISORY_KEY}).scalar():
-                self._connection.close()
-                raise IndexerLocked("another indexer holds this database's advisory lock; one writer per database")
-            self._connection.commit()
-
-    def release(self) -> None:
-        if self._file is not None:
-            os.close(self._file)
-            self._file = None
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        super().__init__(engine, "indexer", error=IndexerLocked)
 
 
 class Indexer:
@@ -113,22 +83,30 @@ class Indexer:
         if target <= state.block_number:
             return 0
         first = state.block_number + 1
-        window_start = max(first, head - self.config.finality_depth + 1)
+        # The window reaches back to head - finality_depth: the common ancestor of a reorganisation as deep as the
+        # finality depth must be among the stored blocks (and prune_below keeps exactly that block).
+        window_start = max(first, head - self.config.finality_depth)
+        # The target's hash before the logs are read, compared with its hash after: a reorganisation between the two
+        # reads could swap blocks without our logs for blocks with them, which _consistent cannot see.
+        (before,) = self.source.headers([target])
         raw_logs = self._fetch_logs(first, target)
-        numbers = sorted(set(range(window_start, target + 1)) | {target})
+        decoded = [record for record in map(self.decoder.decode, raw_logs) if record is not None]
+        # Documents keep their block's time, also below the reorg window: those headers are read too (and pruned
+        # from indexed_blocks by the same write).
+        dated = {record.block_number for record in decoded if record.event == "DocumentAnchored" and record.block_number < window_start}
+        numbers = sorted(set(range(window_start, target + 1)) | {target} | dated)
         headers = self.source.headers(numbers)
         if any(header is None for header in headers):
             return 0  # the chain shrank under us (a reorg in progress): look again
         by_number = {header.number: header for header in headers if header is not None}
-        if not self._consistent(state.block_hash, state.block_number, by_number, raw_logs):
+        if before is None or before.hash != by_number[target].hash or not self._consistent(state.block_hash, state.block_number, by_number, raw_logs):
             log.info("chain changed while reading blocks %d-%d; reading again", first, target)
             return 0
-        decoded = [record for record in map(self.decoder.decode, raw_logs) if record is not None]
         window = [by_number[n] for n in range(window_start, target + 1)]
         self.sink.write(
             decoded,
             cursor=by_number[target],
-            headers=window,
+            headers=[by_number[n] for n in sorted(dated)] + window,
             head=head,
             journal_from=window_start,
             prune_below=head - self.config.finality_depth,

@@ -9,6 +9,7 @@ from typing import AsyncIterator
 
 import requests
 from fastapi import FastAPI, Request
+from sqlalchemy.engine import Engine
 from web3 import Web3
 
 from ledger_service import migrate
@@ -22,6 +23,7 @@ from ledger_service.settings import ServiceSettings
 from ledger_service.submitter import Submitter, SubmitterConfig
 from ledger_service.vault import Vault
 from partledger.db import make_engine
+from partledger.dblock import ExclusiveLock, LockHeld
 from partledger.artifacts import load_artifact
 from partledger.deploy import dev_key_addresses
 from partledger.eip712 import read_domain
@@ -32,6 +34,7 @@ from wallets.rotation import list_keystores
 from wallets.signer import LocalSigner, Signer
 
 log = logging.getLogger("partledger.service")
+LEADER_RETRY_SECONDS = 3.0
 
 
 class ChainHead:
@@ -91,7 +94,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         stop = threading.Event()
         thread = None
         if submitter is not None:
-            thread = threading.Thread(target=submitter.run, args=(stop,), name="submitter", daemon=True)
+            thread = threading.Thread(target=run_as_leader, args=(submitter, services.service_engine, stop), name="submitter", daemon=True)
             thread.start()
         yield
         stop.set()
@@ -141,3 +144,23 @@ def load_signers(settings: ServiceSettings, manifest: Manifest) -> dict[str, Sig
         signers[keystore.address] = LocalSigner.from_keystore(keystore.path, passphrase)
     log.info("signing with %d site keys", len(signers))
     return signers
+
+
+def run_as_leader(submitter: Submitter, engine: Engine, stop: threading.Event) -> None:
+    """Runs the submitter while this process holds the database's submitter lock. Every other worker or replica
+    serves the API only, and tries again every few seconds, so a new leader takes over when one dies."""
+    while not stop.is_set():
+        try:
+            lock = ExclusiveLock(engine, "submitter")
+        except LockHeld:
+            stop.wait(LEADER_RETRY_SECONDS)
+            continue
+        except Exception:  # noqa: BLE001 - the database may be down for a while; try again
+            log.exception("cannot take the submitter lock")
+            stop.wait(LEADER_RETRY_SECONDS)
+            continue
+        try:
+            log.info("this process runs the submitter")
+            submitter.run(stop)
+        finally:
+            lock.release()
