@@ -202,7 +202,7 @@ class Sink:
             batch.documents.append({
                 "doc_hash": a[0], "doc_type": a[1], "issuer": a[2], "counterparty": a[3],
                 "previous": a[4] if any(a[4]) else None, "parts_root": a[5] if any(a[5]) else None,
-                "nonce": a[6], "deadline": a[7], "issuer_signer": args["issuerSigner"],
+                "nonce": a[6], "deadline": str(a[7]), "issuer_signer": args["issuerSigner"],
                 "counterparty_signer": args["counterpartySigner"], "issuer_signature": args["issuerSignature"],
                 "counterparty_signature": args["counterpartySignature"], "block_number": log.block_number,
                 "block_time": batch.block_times.get(log.block_number, 0), "tx_hash": log.tx_hash, "log_index": log.log_index,

@@ -166,7 +166,7 @@ class Document(IndexTable, table=True):
     previous: Optional[bytes] = Field(default=None, sa_type=LargeBinary)
     parts_root: Optional[bytes] = Field(default=None, sa_type=LargeBinary)
     nonce: bytes = Field(sa_type=LargeBinary)
-    deadline: int = Field(sa_type=BigInteger)
+    deadline: str = Field(max_length=20)  # a uint64 in decimal: past BIGINT's range, and "never" is 2**64 - 1
     issuer_signer: str = Field(max_length=42)
     counterparty_signer: str = Field(max_length=42)
     issuer_signature: bytes = Field(sa_type=LargeBinary)

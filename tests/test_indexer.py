@@ -113,3 +113,25 @@ def test_indexer_shrinks_log_ranges_the_node_refuses(ledger, tmp_path):
     serials = {row["serial"] for row in rows(engine, Part, Part.part_id)}
     assert {f"R{index}" for index in range(6)} <= serials
     assert part_id(GTIN_A, "R0") in {row["part_id"] for row in rows(engine, Part, Part.part_id)}
+
+
+def test_document_with_the_largest_uint64_deadline_is_mirrored_exactly(db_url):
+    """Any member may anchor a document that never expires (deadline 2**64 - 1): past a signed BIGINT's range."""
+    from indexer.decoder import DecodedLog
+    from indexer.source import BlockHeader
+    from indexer.tables import Document
+
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    sink = Sink(engine, 31337)
+    sink.start(BlockHeader(0, b"\1" * 32, bytes(32), 0))
+    attestation = (b"\2" * 32, 2, 1, 2, bytes(32), bytes(32), b"\3" * 32, 2**64 - 1)
+    log = DecodedLog(
+        contract="EvidenceLedger", event="DocumentAnchored", block_number=1, block_hash=b"\4" * 32, tx_hash=b"\5" * 32, log_index=0,
+        args={"docHash": attestation[0], "issuer": 1, "counterparty": 2, "attestation": attestation, "issuerSigner": "0x" + "11" * 20,
+              "counterpartySigner": "0x" + "22" * 20, "issuerSignature": b"\6" * 65, "counterpartySignature": b"\7" * 65},
+    )  # fmt: skip
+    header = BlockHeader(1, b"\4" * 32, b"\1" * 32, 1_700_000_000)
+    sink.write([log], cursor=header, headers=[header], head=1, journal_from=0, prune_below=0)
+    (row,) = rows(engine, Document, Document.doc_hash)
+    assert int(row["deadline"]) == 2**64 - 1 and row["block_time"] == 1_700_000_000

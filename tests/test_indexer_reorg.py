@@ -415,7 +415,7 @@ def read_mirror(engine: Engine) -> Mirror:
             mirror.recalls[row["lot"]] = (row["org_id"], row["site_key"], row["notice_hash"], row["block_number"], row["tx_hash"])
         for row in rows("documents"):
             mirror.documents[row["doc_hash"]] = (
-                row["doc_type"], row["issuer"], row["counterparty"], row["previous"], row["parts_root"], row["nonce"], row["deadline"],
+                row["doc_type"], row["issuer"], row["counterparty"], row["previous"], row["parts_root"], row["nonce"], int(row["deadline"]),
                 row["issuer_signer"], row["counterparty_signer"], row["issuer_signature"], row["counterparty_signature"],
                 row["block_number"], row["block_time"], row["tx_hash"], row["log_index"],
             )  # fmt: skip

@@ -49,7 +49,7 @@ def upgrade() -> None:
     sa.Column('previous', sa.LargeBinary(), nullable=True),
     sa.Column('parts_root', sa.LargeBinary(), nullable=True),
     sa.Column('nonce', sa.LargeBinary(), nullable=False),
-    sa.Column('deadline', sa.BigInteger(), nullable=False),
+    sa.Column('deadline', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
     sa.Column('issuer_signer', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
     sa.Column('counterparty_signer', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
     sa.Column('issuer_signature', sa.LargeBinary(), nullable=False),
