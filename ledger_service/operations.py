@@ -43,7 +43,8 @@ OPERATIONS: dict[str, Operation] = {
         Operation("recycle", "recycleParts", "PartLedger", Role.RECYCLER, frozenset({S.IN_STOCK, S.QUARANTINED}), pack_args=("doc_hash",)),
         Operation("recall", "recallLot", "PartLedger", Role.MANUFACTURER | Role.REGULATOR, per_part=False, pack_args=("lot", "notice_hash", "unique")),
         Operation("anchor_document", "anchorDocument", "EvidenceLedger", Role(0), per_part=False, pack_args=("unique",)),
-        Operation("anchor_batch", "anchorBatch", "EvidenceLedger", Role(0), per_part=False, pack_args=("unique",)),
+        # Any member but an auditor: the contract lets every active organisation anchor, but an auditor only reads.
+        Operation("anchor_batch", "anchorBatch", "EvidenceLedger", CUSTODY_ROLES | Role.REGULATOR, per_part=False, pack_args=("unique",)),
     )
 }  # fmt: skip
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -28,7 +28,6 @@ from partledger.model import PartStatus, Role
 
 T_IDEM, T_CMD, T_ITEM, T_TX = IdempotencyRecord.__table__, Command.__table__, CommandItem.__table__, ChainTransaction.__table__
 T_PART, T_KEY, T_LOT = Part.__table__, SiteKey.__table__, Lot.__table__
-STALE_PROCESSING_SECONDS = 120.0
 PRECHECK_CHUNK = 900  # bound parameters per IN (...) query, under SQLite's limit
 
 
@@ -118,15 +117,22 @@ class Outbox:
 
     def accept(self, principal: Principal, draft: Draft, *, signer: str, idempotency_key: str | None, request_sha256: str) -> dict[str, Any]:
         """Writes the command; with an Idempotency-Key, a repeat returns the first answer (422 if its body
-        differs, 409 while the first is still being processed)."""
+        differs). The key is claimed in the transaction that writes the command, so that a crash leaves both or
+        neither: a claim without its command would hold the client's retries off."""
         if idempotency_key is not None:
-            replay = self._claim(principal.org_id, idempotency_key, request_sha256)
+            replay = self.replay(principal.org_id, idempotency_key, request_sha256)
             if replay is not None:
                 return replay
         command_id = str(uuid.uuid4())
         now = time.time()
+        answer = {"command_id": command_id, "status": "accepted", "kind": draft.kind, "parts": draft.part_count}
         try:
             with self.service_engine.begin() as conn:
+                if idempotency_key is not None:  # first: a concurrent request with the same key waits here, then replays
+                    conn.execute(insert(T_IDEM).values(
+                        org_id=principal.org_id, key=idempotency_key, request_sha256=request_sha256, state="done",
+                        status_code=202, response=json.dumps(answer), created_at=now,
+                    ))  # fmt: skip
                 conn.execute(insert(T_CMD).values(
                     id=command_id, org_id=principal.org_id, api_key_id=principal.key_id, kind=draft.kind, site_key=signer,
                     part_count=draft.part_count, summary=json.dumps(draft.summary), created_at=now,
@@ -139,43 +145,24 @@ class Outbox:
                 ])  # fmt: skip
                 if draft.after_write is not None:
                     draft.after_write(conn, command_id)
-                answer = {"command_id": command_id, "status": "accepted", "kind": draft.kind, "parts": draft.part_count}
-                if idempotency_key is not None:
-                    self._finish(conn, principal.org_id, idempotency_key, 202, answer)
-        except BaseException:
-            if idempotency_key is not None:
-                self._release(principal.org_id, idempotency_key)
-            raise
+        except IntegrityError:
+            replay = self.replay(principal.org_id, idempotency_key, request_sha256) if idempotency_key is not None else None
+            if replay is None:
+                raise
+            return replay  # a concurrent request with the same key was written first
         return answer
 
-    def _claim(self, org_id: int, key: str, request_sha256: str) -> dict[str, Any] | None:
-        """Claims an Idempotency-Key, or returns the stored answer of the request that claimed it first."""
-        now = time.time()
-        try:
-            with self.service_engine.begin() as conn:
-                conn.execute(insert(T_IDEM).values(org_id=org_id, key=key, request_sha256=request_sha256, state="processing", created_at=now))
-            return None
-        except IntegrityError:
-            pass
-        with self.service_engine.begin() as conn:
+    def replay(self, org_id: int, key: str, request_sha256: str) -> dict[str, Any] | None:
+        """The stored answer of the first request with this Idempotency-Key, if there was one."""
+        with self.service_engine.connect() as conn:
             row = conn.execute(select(T_IDEM).where(T_IDEM.c.org_id == org_id, T_IDEM.c.key == key)).mappings().first()
-            if row is None:  # released between our insert and this read: try once more
-                return self._claim(org_id, key, request_sha256)
-            if row["request_sha256"] != request_sha256:
-                raise Unprocessable("this Idempotency-Key was used with a different request", code="idempotency_key_reused")
-            if row["state"] == "processing":
-                if now - row["created_at"] < STALE_PROCESSING_SECONDS:
-                    raise Conflict("a request with this Idempotency-Key is still being processed", code="idempotency_in_progress")
-                conn.execute(update(T_IDEM).where(T_IDEM.c.org_id == org_id, T_IDEM.c.key == key).values(created_at=now))
-                return None  # its first holder died mid-way: take it over
-            return json.loads(row["response"]) | {"idempotent_replay": True}
-
-    def _finish(self, conn: Connection, org_id: int, key: str, status_code: int, answer: dict[str, Any]) -> None:
-        conn.execute(update(T_IDEM).where(T_IDEM.c.org_id == org_id, T_IDEM.c.key == key).values(state="done", status_code=status_code, response=json.dumps(answer)))
-
-    def _release(self, org_id: int, key: str) -> None:
-        with self.service_engine.begin() as conn:
-            conn.execute(delete(T_IDEM).where(T_IDEM.c.org_id == org_id, T_IDEM.c.key == key, T_IDEM.c.state == "processing"))
+        if row is None:
+            return None
+        if row["request_sha256"] != request_sha256:
+            raise Unprocessable("this Idempotency-Key was used with a different request", code="idempotency_key_reused")
+        if row["response"] is None:  # a claim written ahead of its command (before this version)
+            raise Conflict("a request with this Idempotency-Key is still being processed", code="idempotency_in_progress")
+        return json.loads(row["response"]) | {"idempotent_replay": True}
 
     # --- following a command --------------------------------------------------------------------------------
 

@@ -228,8 +228,11 @@ class Submitter:
         item the error names — or the whole run when the error names no part."""
         culprit = _culprit(run, decoded)
         now = time.time()
-        with self.engine.begin() as conn:
+        # Read before the write transaction: on SQLite a transaction that reads and then writes fails at once
+        # ("database is locked", whatever the busy timeout) if the API committed in between.
+        with self.engine.connect() as conn:
             others_in_flight = conn.execute(select(func.count()).where(T_TX.c.state.in_(("signed", "sent", "mined")))).scalar() > 0
+        with self.engine.begin() as conn:
             for item in run:
                 if culprit is not None and item["id"] != culprit:
                     continue
@@ -244,7 +247,16 @@ class Submitter:
             "to": call["to"], "data": call["data"], "value": 0, "gas": min(int(gas * 1.2) + 10_000, limit),
             "gasPrice": self.manifest.gas_price, "chainId": self.manifest.chain_id,
         }  # fmt: skip
+        ids = [item["id"] for item in run]
         with self.engine.begin() as conn:
+            # Claim the items first: this write takes SQLite's write lock before anything is read, so that the
+            # INSERT below cannot fail on a stale snapshot ("database is locked" at once, whatever the busy
+            # timeout) when the API commits a command meanwhile.
+            claimed = conn.execute(
+                update(T_ITEM).where(T_ITEM.c.id.in_(ids), T_ITEM.c.state == "pending").values(state="signed", updated_at=time.time())
+            ).rowcount
+            if claimed != len(run):
+                raise ChainError("outbox items changed while being packed")  # rolls back: nothing signed is kept
             nonce = self._next_nonce(conn, signer)
             signed = self.signers[signer].sign_transaction({**transaction, "nonce": nonce})
             raw = bytes(signed.raw_transaction)
@@ -252,11 +264,7 @@ class Submitter:
                 signer=signer, nonce=nonce, tx_hash=keccak(raw), raw=raw, kind=run[0]["kind"],
                 part_count=sum(item["part_count"] for item in run), state="signed", created_at=time.time(),
             )).inserted_primary_key[0]  # fmt: skip
-            claimed = conn.execute(
-                update(T_ITEM).where(T_ITEM.c.id.in_([item["id"] for item in run]), T_ITEM.c.state == "pending").values(state="signed", tx_id=tx_id, updated_at=time.time())
-            ).rowcount
-            if claimed != len(run):
-                raise ChainError("outbox items changed while being packed")  # rolls back: nothing signed is kept
+            conn.execute(update(T_ITEM).where(T_ITEM.c.id.in_(ids)).values(tx_id=tx_id))
         failpoint("submitter.after_sign")  # signed and recorded, not sent
         with self.engine.connect() as conn:
             tx = conn.execute(select(T_TX).where(T_TX.c.id == tx_id)).mappings().one()

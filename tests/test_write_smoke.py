@@ -44,3 +44,13 @@ def test_document_proposed_by_one_party_countersigned_by_the_other_is_anchored(l
         documents = client.get("/v1/evidence", headers=stack.headers("auditor"), params={"doc_hash": doc_hash}).json()["items"]
         assert [d["doc_type"] for d in documents] == ["invoice"]
         assert documents[0]["issuer"]["id"] == ledger.orgs["maker"].id and documents[0]["counterparty_signer"] == stack.site_keys["distributor"]
+
+
+def test_json_nested_too_deeply_is_a_4xx_on_every_endpoint_never_a_crash(ledger, tmp_path):
+    stack = prepare_stack(ledger, tmp_path, f"sqlite:///{tmp_path / 'index.db'}", f"sqlite:///{tmp_path / 'service.db'}")
+    body = b"[" * 100_000 + b"]" * 100_000
+    with running_service(stack) as client:
+        for path in ("/v1/documents/proposals", "/v1/documents/proposals/x/countersign", "/v1/parts/ship", "/v1/batches"):
+            response = client.post(path, headers={**stack.headers("maker"), "Content-Type": "application/json"}, content=body)
+            assert 400 <= response.status_code < 500, (path, response.status_code)
+        assert client.get("/v1/health").status_code == 200

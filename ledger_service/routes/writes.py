@@ -10,9 +10,12 @@ import csv
 import io
 import secrets
 import time
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Optional
 
-from fastapi import APIRouter, Header, Request
+import pydantic_core
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import insert
 
@@ -25,7 +28,39 @@ from ledger_service.tables import PrivateVin
 from partledger.errors import ValidationError
 from partledger.ids import normalize_gtin, normalize_vin, part_id, validate_lot, validate_serial, vin_hash
 
-router = APIRouter(prefix="/v1", tags=["commands"])
+
+class _BodyLimitedRoute(APIRoute):
+    """Refuses, before FastAPI reads and parses a body: one whose Content-Length is over max_body_bytes (413
+    whatever it holds; _raw_body checks bodies sent without a length once read), and JSON nested too deeply."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def limited(request: Request) -> Response:
+            limit = request.app.state.services.settings.max_body_bytes
+            length = request.headers.get("content-length", "")
+            if length.isdigit() and int(length) > limit:
+                raise PayloadTooLarge(f"request body over {limit} bytes")
+            _refuse_deep_json(await request.body())
+            return await handler(request)
+
+        return limited
+
+
+def _refuse_deep_json(body: bytes) -> None:
+    """The stdlib JSON parser that FastAPI uses recurses in C, and importing web3 (its py_ecc) raises Python's
+    recursion limit to 100000: a body nested ~100k deep overflows the C stack and kills the process. A body with
+    enough brackets to nest deeply is parsed first by pydantic-core, whose parser stops at a fixed depth."""
+    if body.count(b"[") + body.count(b"{") < 256:
+        return
+    try:
+        pydantic_core.from_json(body)
+    except ValueError as exc:
+        if "recursion limit" in str(exc):
+            raise Unprocessable("the JSON body is nested too deeply", code="invalid_request") from None
+
+
+router = APIRouter(prefix="/v1", tags=["commands"], route_class=_BodyLimitedRoute)
 HEX32 = r"^0x[0-9a-fA-F]{64}$"
 IdempotencyKey = Annotated[Optional[str], Header(alias="Idempotency-Key", max_length=255)]
 
@@ -93,11 +128,22 @@ def _outbox(services: ServicesDep) -> Outbox:
     return services.outbox
 
 
-async def _accept(request: Request, services: ServicesDep, principal: Principal, draft: Draft, site: str | None, idempotency_key: str | None) -> dict[str, Any]:
+async def _accept(
+    request: Request, services: ServicesDep, principal: Principal, draft: Draft, site: str | None, idempotency_key: str | None,
+    precheck: Callable[[], None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     outbox = _outbox(services)
+    digest = request_digest(request.method, request.url.path, await request.body())
+    if idempotency_key is not None:
+        # A retry gets the first answer even when the command took effect meanwhile and the pre-checks below
+        # would now refuse it (the parts have moved, the lot is recalled).
+        replay = outbox.replay(principal.org_id, idempotency_key, digest)
+        if replay is not None:
+            return replay
+    if precheck is not None:
+        precheck()
     signer = outbox.signer_for(principal, site)
     outbox.precheck(principal, OPERATIONS[draft.kind], draft.part_ids)
-    digest = request_digest(request.method, request.url.path, await request.body())
     return outbox.accept(principal, draft, signer=signer, idempotency_key=idempotency_key, request_sha256=digest)
 
 
@@ -180,12 +226,12 @@ async def register_parts_csv(request: Request, principal: CurrentPrincipal, serv
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or [name.strip().lower() for name in reader.fieldnames] != ["gtin", "serial", "lot"]:
         raise BadRequest("the CSV header must be: gtin,serial,lot", code="invalid_csv")
-    rows = list(reader)
+    rows = [(reader.line_num, row) for row in reader]  # the line in the file: the reader skips blank lines
     if not rows:
         raise BadRequest("the CSV has no rows", code="invalid_csv")
     errors = []
-    first = rows[0]
-    for number, row in enumerate(rows, start=2):
+    first: dict[str, Any] | None = None  # the first valid row, whose GTIN and lot every other row must have
+    for number, row in rows:
         if None in row or any(value is None for value in row.values()):
             errors.append({"row": number, "code": "invalid_row", "message": "wrong number of columns"})
             continue
@@ -196,11 +242,13 @@ async def register_parts_csv(request: Request, principal: CurrentPrincipal, serv
         except ValidationError as exc:
             errors.append({"row": number, "code": exc.code, "message": str(exc)})
             continue
-        if normalize_gtin(row["gtin"]) != normalize_gtin(first["gtin"]) or row["lot"] != first["lot"]:
+        if first is None:
+            first = row
+        elif normalize_gtin(row["gtin"]) != normalize_gtin(first["gtin"]) or row["lot"] != first["lot"]:
             errors.append({"row": number, "code": "mixed_batch", "message": "every row of one upload must have the GTIN and lot of the first row"})
-    if errors:
+    if errors or first is None:
         raise Unprocessable(f"{len(errors)} CSV row(s) are invalid", code="invalid_rows", details=errors[:1000])
-    draft = _registration_draft(first["gtin"], first["lot"], [row["serial"] for row in rows], services)
+    draft = _registration_draft(first["gtin"], first["lot"], [row["serial"] for _, row in rows], services)
     return await _accept(request, services, principal, draft, site, idempotency_key)
 
 
@@ -233,10 +281,10 @@ async def install_parts(request: Request, body: InstallBody, principal: CurrentP
 @router.post("/lots/recall", status_code=202, summary="Recall a lot (its manufacturer or a regulator)")
 async def recall_lot(request: Request, body: RecallBody, principal: CurrentPrincipal, services: ServicesDep, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     await _raw_body(request, services)
-    _outbox(services).precheck_recall(principal, body.lot)
+    outbox = _outbox(services)
     payload = {"lot": body.lot, "notice_hash": body.notice_hash}
     draft = Draft(kind="recall", summary=payload, part_ids=[], items=[payload], part_count=0)
-    return await _accept(request, services, principal, draft, body.site, idempotency_key)
+    return await _accept(request, services, principal, draft, body.site, idempotency_key, precheck=lambda: outbox.precheck_recall(principal, body.lot))
 
 
 @router.post("/batches", status_code=202, summary="Anchor the Merkle root of a batch of records", tags=["evidence"])
