@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: run stop test contracts gas deps clean
+.PHONY: run stop test contracts gas deps system-deps clean
 
 deps: $(VENV)/.installed node_modules/.installed
 
@@ -30,8 +30,24 @@ stop: deps
 	$(BIN)/partledger down
 
 ## The whole test suite (CI runs exactly this).
-test: deps
+test: deps system-deps
 	$(PY) -m pytest
+
+# Debian packages the tests use: Chromium (the verification page in a headless browser) and a CJK font (Chinese on
+# label sheets and pages). Installed when missing and running as root; otherwise one line says what to install.
+SYSTEM_PACKAGES := chromium fonts-wqy-microhei
+system-deps:
+	@missing=""; for package in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "ok installed" || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "make: installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null || exit 1; \
+	  else \
+	    echo "make: the tests need the Debian packages$$missing: run apt-get install -y$$missing as root"; exit 1; \
+	  fi; \
+	fi
 
 ## Recompile contracts/src into the committed contracts/artifacts.
 contracts: node_modules/.installed

@@ -1,1 +1,10 @@
-"""Labels: GS1 Digital Link URIs, QR codes and printable label sheets for serialised parts (issue #5)."""
+"""Labels: what goes on a serialised part so that anyone with a phone can check it.
+
+digital_link  GS1 Digital Link URIs (build, parse, GS1 percent-encoding)
+signature     the manufacturer's EIP-712 label signature, compact (EIP-2098) in the URI's `sig`
+qr            QR codes (segno): PNG, SVG, and the module runs the PDF sheets draw
+lot           signing the labels of a lot through a wallets Signer
+sheets        print-ready PDF sheets (reportlab): A4 24-up and 60 x 40 mm thermal
+
+Downstream of the shared core and the wallets only; the resolver that verifies labels is in ledger_service.
+"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -19,6 +20,9 @@ from ledger_service.outbox import Outbox
 from ledger_service.evidence import Notary
 from ledger_service.routes import evidence as evidence_routes
 from ledger_service.routes import queries, writes
+from ledger_service.routes import resolver
+from ledger_service.routes import proofs
+from ledger_service.audit import install_audit_log
 from ledger_service.settings import ServiceSettings
 from ledger_service.submitter import Submitter, SubmitterConfig
 from ledger_service.vault import Vault
@@ -35,6 +39,7 @@ from wallets.signer import LocalSigner, Signer
 
 log = logging.getLogger("partledger.service")
 LEADER_RETRY_SECONDS = 3.0
+RECURSION_LIMIT = 5_000
 
 
 class ChainHead:
@@ -53,6 +58,9 @@ class ChainHead:
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
+    # Importing web3 (its py_ecc) raises the recursion limit to 100,000, deep enough for a nested JSON body to
+    # overflow the C stack and kill the process: bring it back to where the parser fails cleanly instead.
+    sys.setrecursionlimit(min(sys.getrecursionlimit(), RECURSION_LIMIT))
     manifest = load_manifest(settings.manifest)
     rpc_url = settings.rpc_url or manifest.rpc_url
     services = Services(
@@ -111,9 +119,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
+    app.include_router(resolver.router)  # first: the public resolver is the hottest path, matched before the rest
     app.include_router(queries.router)
     app.include_router(writes.router)
     app.include_router(evidence_routes.router)
+    app.include_router(proofs.router)
+    install_audit_log(app)
 
     @app.middleware("http")
     async def block_header(request: Request, call_next):  # type: ignore[no-untyped-def]

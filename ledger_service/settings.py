@@ -31,3 +31,7 @@ class ServiceSettings(BaseSettings):
     submitter: bool = True  # run the submitter inside the service process
     submit_interval: float = 0.05
     defer_seconds: float = 30.0  # how long a command that would revert waits for in-flight transactions
+
+    # Labels and consumer verification (the Digital Link resolver, /v1/scan).
+    public_rate_limit: str = "60/minute"  # per client on the public endpoints: N/second|minute|hour (burst N)
+    scan_key_file: Optional[Path] = None  # base64 key for client fingerprints; default: derived from vin_key_file

@@ -29,6 +29,7 @@ class AnvilConfig:
     gas_price: int = 0
     hardfork: str = "prague"
     accounts: int = 10
+    state_path: Path | None = None  # --state: loaded at start when it exists, dumped on exit (SIGTERM)
 
     @property
     def url(self) -> str:
@@ -49,6 +50,8 @@ class AnvilConfig:
             arguments.append("--disable-min-priority-fee")
         if self.block_time is not None:
             arguments += ["--block-time", str(self.block_time)]
+        if self.state_path is not None:
+            arguments += ["--state", str(self.state_path)]
         return arguments
 
 

@@ -19,7 +19,9 @@ from partledger.manifest import load_manifest, save_manifest
 from partledger_cli.devnet import default_paths, devnet_down, devnet_status, devnet_up
 from partledger_cli.wallet import wallet_app
 from partledger_cli.index import index_command
+from partledger_cli.labels import labels_app
 from partledger_cli.org import org_app
+from partledger_cli.proof import register_proof_commands
 from partledger_cli.stack import down_command, serve_command, up_command
 from wallets.keystore import load_keystore, read_passphrase
 
@@ -31,9 +33,11 @@ app.add_typer(manifest_app, name="manifest")
 app.add_typer(wallet_app, name="wallet")
 app.command("index")(index_command)
 app.add_typer(org_app, name="org")
+app.add_typer(labels_app, name="labels")
 app.command("up")(up_command)
 app.command("down")(down_command)
 app.command("serve")(serve_command)
+register_proof_commands(app)
 console = Console()
 
 

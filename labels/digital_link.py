@@ -1,0 +1,138 @@
+"""GS1 Digital Link URIs of serialised parts: ``https://{resolver}/01/{gtin14}/21/{serial}?sig={signature}``.
+
+What a label's QR code carries, and what the resolver (ledger_service) parses back. The rules, from the GS1 Digital
+Link URI syntax standard (1.x):
+- the primary key is the GTIN (AI 01), always written as 14 digits; parsing also accepts GTIN-8/12/13 and pads them,
+  and refuses a wrong check digit;
+- the serial (AI 21) is 1 to 20 characters of GS1 character set 82; in the path every character other than the URI
+  unreserved ones (A-Z a-z 0-9 - . _) is percent-encoded, so that ``/``, ``%``, ``?`` or ``&`` inside a serial can
+  neither end the path segment nor start the query;
+- an optional batch/lot qualifier (AI 10) between them is accepted when parsing (``/01/{gtin}/10/{lot}/21/{serial}``);
+  the URIs built here leave it out, it is printed human-readable instead, to keep the code small;
+- the query string may carry other attributes; PartLedger's is ``sig``, the manufacturer's compact label signature
+  (labels.signature), and the resolver's ``linkType``. A resolver passes unknown attributes over.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote, urlsplit
+
+from partledger.errors import ValidationError
+from partledger.ids import normalize_gtin, validate_lot, validate_serial
+
+CODE = "invalid_digital_link"
+SIGNATURE_PARAMETER = "sig"
+_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+MAX_URI_LENGTH = 2048
+
+
+@dataclass(frozen=True)
+class DigitalLink:
+    """A parsed Digital Link: the part's identifiers and the query attributes PartLedger reads."""
+
+    gtin: str  # 14 digits, check digit verified
+    serial: str
+    lot: str | None = None
+    signature: str | None = None  # the `sig` attribute as written (base64url); decoded by labels.signature
+    link_type: str | None = None
+
+    @property
+    def path(self) -> str:
+        """The canonical path, /01/{gtin14}/21/{serial percent-encoded}."""
+        return f"/01/{self.gtin}/21/{encode_segment(self.serial)}"
+
+
+def encode_segment(value: str) -> str:
+    """A GS1 AI value percent-encoded for a path segment: every character but A-Z a-z 0-9 - . _ escaped."""
+    return quote(value, safe="")
+
+
+def decode_segment(raw: str, what: str) -> str:
+    """A percent-encoded path segment, strictly: a bare '%' or a non-ASCII byte is refused."""
+    if _PERCENT.search(raw):
+        raise ValidationError(CODE, f"the {what} has a '%' that starts no percent-escape")
+    try:
+        data = raw.encode("ascii")
+    except UnicodeEncodeError:
+        raise ValidationError(CODE, f"the {what} has characters that a URI must percent-encode") from None
+    out = bytearray()
+    index = 0
+    while index < len(data):
+        if data[index] == 0x25:  # '%'
+            out.append(int(data[index + 1 : index + 3], 16))
+            index += 3
+        else:
+            out.append(data[index])
+            index += 1
+    try:
+        return out.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValidationError(CODE, f"the {what} is not ASCII once decoded") from None
+
+
+def build_uri(resolver: str, *, gtin: str, serial: str, signature: str | None = None) -> str:
+    """The Digital Link of a part at `resolver` (scheme, host and an optional path prefix, e.g. https://id.example.com)."""
+    parts = urlsplit(resolver)
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+        raise ValidationError("invalid_resolver", f"the resolver must be an http(s) URL with no query, got {resolver!r}")
+    link = DigitalLink(gtin=normalize_gtin(gtin), serial=validate_serial(serial))
+    uri = resolver.rstrip("/") + link.path
+    if signature is not None:
+        uri += f"?{SIGNATURE_PARAMETER}={signature}"
+    return uri
+
+
+def parse_uri(uri: str) -> DigitalLink:
+    """A Digital Link from a whole URI (what a QR code holds); ValidationError (code invalid_digital_link) otherwise."""
+    if len(uri) > MAX_URI_LENGTH:
+        raise ValidationError(CODE, f"a Digital Link is at most {MAX_URI_LENGTH} characters")
+    try:
+        parts = urlsplit(uri.strip())
+    except ValueError:
+        raise ValidationError(CODE, "not a URI") from None
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise ValidationError(CODE, "a Digital Link is an http(s) URI with a host")
+    return parse_path(parts.path, parts.query)
+
+
+def parse_path(path: str, query: str = "") -> DigitalLink:
+    """A Digital Link from its raw (still percent-encoded) path and query string.
+
+    The path ends in the key and its qualifiers: .../01/{gtin}[/10/{lot}]/21/{serial}; whatever comes before is the
+    resolver's own prefix.
+    """
+    if len(path) + len(query) > MAX_URI_LENGTH:
+        raise ValidationError(CODE, f"a Digital Link is at most {MAX_URI_LENGTH} characters")
+    segments = path.split("/")
+    if len(segments) >= 5 and segments[-2] == "21":
+        serial_raw = segments[-1]
+        head = segments[:-2]
+    else:
+        raise ValidationError(CODE, "the path must end in /01/{gtin}/21/{serial}")
+    lot = None
+    if len(head) >= 4 and head[-2] == "10":
+        lot = validate_lot(decode_segment(head[-1], "lot"))
+        head = head[:-2]
+    if len(head) < 3 or head[-2] != "01":
+        raise ValidationError(CODE, "the path must end in /01/{gtin}/21/{serial}")
+    gtin = normalize_gtin(decode_segment(head[-1], "GTIN"))
+    serial = validate_serial(decode_segment(serial_raw, "serial"))
+    attributes = _query(query)
+    return DigitalLink(gtin=gtin, serial=serial, lot=lot, signature=attributes.get(SIGNATURE_PARAMETER), link_type=attributes.get("linkType"))
+
+
+def _query(query: str) -> dict[str, str]:
+    if not query:
+        return {}
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, encoding="ascii", errors="strict", max_num_fields=32)
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError(CODE, "the query string is malformed") from None
+    attributes: dict[str, str] = {}
+    for name, value in pairs:
+        if name in (SIGNATURE_PARAMETER, "linkType") and name in attributes:
+            raise ValidationError(CODE, f"the query string gives {name} twice")
+        attributes.setdefault(name, value)
+    return attributes

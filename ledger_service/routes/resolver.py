@@ -1,0 +1,393 @@
+"""The GS1 Digital Link resolver and the scan endpoints: where a consumer's phone lands when it reads a label.
+
+Public, rate-limited per client (429 with Retry-After), public data only:
+    GET  /01/{gtin}/21/{serial}?sig=...   the verdict: the page for a browser (zh/en), JSON for Accept:
+                                          application/json, the RFC 9264 linkset for ?linkType=linkset or
+                                          Accept: application/linkset+json; 404 for an unknown part (with its verdict),
+                                          400 for a malformed address
+    POST /v1/scan                         the same verdict for an app: {uri, vin?, context?, lat?, lon?}
+    POST /v1/scan/image                   a photo (image/* body or multipart field "image"): every QR code in it
+                                          decoded (zxing-cpp) and verified
+For members (API key):
+    GET  /v1/scan-flags                   clone-detection flags on the caller's parts (auditors, regulators: all)
+    GET  /v1/scans/{scan_id}              a scan record with its Merkle inclusion proof and anchoring
+
+Every verification is recorded as a scan (ledger_service.scans) and judged for clones (ledger_service.clones).
+The scan keeper thread runs with the app (this router's lifespan).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal, Optional
+
+import orjson
+import zxingcpp
+from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import OperationalError
+
+from labels.digital_link import DigitalLink, parse_path, parse_uri
+from labels.signature import label_domain
+from ledger_service import scans, verify_page
+from ledger_service.clones import CONTEXTS, TRAVEL_WINDOW_SECONDS, ScanFacts, assess_scan, coarse
+from ledger_service.deps import CurrentPrincipal, Services
+from ledger_service.errors import BadRequest, PayloadTooLarge, Unprocessable
+from ledger_service.ratelimit import Rate, RateLimiter, retry_after
+from ledger_service.scans import ScanBook, ScanRecord, client_fingerprint, fingerprint_key
+from ledger_service.verify import Verification, Verifier
+from partledger.errors import ValidationError
+
+log = logging.getLogger("partledger.service.resolver")
+
+MAX_IMAGE_BYTES = 12 * 1024 * 1024
+MAX_IMAGE_PIXELS = 40_000_000
+DECODE_EDGE = 2400  # photos are scaled down to this longest edge before decoding (a QR code needs far fewer pixels)
+IMAGE_COST = 5.0  # rate-limit tokens an image costs: decoding one costs as much as a few page views
+
+
+class RateLimited(Exception):
+    def __init__(self, wait: float) -> None:
+        super().__init__("rate limited")
+        self.retry_after = retry_after(wait)
+
+
+class ScanDesk:
+    """Per app: the verifier, the scan book and its keeper thread, the rate limiter, the fingerprint key."""
+
+    def __init__(self, services: Services) -> None:
+        settings = services.settings
+        self.services = services
+        domain = label_domain(chain_id=services.manifest.chain_id, part_ledger=services.manifest.address("PartLedger"))
+        self.verifier = Verifier(index_engine=services.index_engine, service_engine=services.service_engine, vault=services.vault, domain=domain)
+        self.book = ScanBook(services.service_engine)
+        self.limiter = RateLimiter(Rate.parse(settings.public_rate_limit))
+        self.key = fingerprint_key(scan_key_file=settings.scan_key_file, vin_key_file=settings.vin_key_file)
+        # SQLite reads come from the local page cache in microseconds: cheaper on the event loop than a hop to the
+        # thread pool (a quarter of a scan's cost). A networked database's round trips go to the pool.
+        self.inline = services.index_engine.dialect.name == "sqlite" and services.service_engine.dialect.name == "sqlite"
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self.book.run, args=(self._stop,), kwargs={"outbox": self.services.outbox, "index_engine": self.services.index_engine},
+                name="scan-keeper", daemon=True,
+            )  # fmt: skip
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    async def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`function` (which reads the databases) inline or in the thread pool, as `inline` says."""
+        if self.inline:
+            return function(*args, **kwargs)
+        return await run_in_threadpool(function, *args, **kwargs)
+
+    def limit(self, request: Request, cost: float = 1.0) -> None:
+        wait = self.limiter.acquire(_client(request), cost)
+        if wait > 0:
+            raise RateLimited(wait)
+
+    def check(
+        self,
+        link: DigitalLink,
+        request: Request,
+        *,
+        source: str,
+        vin: Optional[str] = None,
+        context: Optional[str] = None,
+        lat: Optional[float] = None,
+        lon: Optional[float] = None,
+    ) -> tuple[Verification, bytes]:
+        """The verdict with its clone flags, recorded as a scan; returns it and the scan id."""
+        found = self.verifier.verify(link, vin=vin)
+        now = self.book.clock()
+        facts = ScanFacts(at=now, lat=coarse(lat), lon=coarse(lon), context=context, vin_match=found.vin_match)
+        history = self.book.history(found.part_id, since=now - TRAVEL_WINDOW_SECONDS) if facts.lat is not None and found.registered else []
+        found.flags = assess_scan(facts, registered=found.registered, status=found.status, history=history) if found.manufacturer_id is not None else []
+        scan_id = secrets.token_bytes(16)
+        self.book.record(
+            ScanRecord(
+                scan_id=scan_id, part_id=found.part_id, gtin=link.gtin, serial=link.serial, manufacturer=found.manufacturer_id,
+                scanned_at=now, verdict=found.verdict.value, source=source, context=context, lat=facts.lat, lon=facts.lon,
+                fingerprint=client_fingerprint(self.key, address=_client(request), user_agent=request.headers.get("user-agent", "")),
+                client_ip=request.client.host if request.client else None, flags=found.flags,
+            )
+        )  # fmt: skip
+        request.state.block = found.block
+        return found, scan_id
+
+
+_DESK_LOCK = threading.Lock()
+
+
+def desk_of(app: Any) -> ScanDesk:
+    desk = getattr(app.state, "scan_desk", None)
+    if desk is None:
+        with _DESK_LOCK:
+            desk = getattr(app.state, "scan_desk", None)
+            if desk is None:
+                desk = ScanDesk(app.state.services)
+                app.state.scan_desk = desk
+    return desk
+
+
+@asynccontextmanager
+async def scan_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    desk = desk_of(app)
+    desk.start()
+    try:
+        yield
+    finally:
+        desk.stop()
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+# --- answers -------------------------------------------------------------------------------------------------
+
+
+def _json(body: Any, status: int = 200, headers: Optional[dict[str, str]] = None, media_type: str = "application/json") -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=media_type)
+
+
+def _language(request: Request) -> str:
+    return verify_page.choose_language(query=request.query_params.get("lang"), cookie=request.cookies.get("lang"), accept_language=request.headers.get("accept-language"))
+
+
+def _html(page: str, *, status: int, nonce: str, lang: str, headers: Optional[dict[str, str]] = None) -> Response:
+    csp = (
+        f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; connect-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    )
+    merged = {"Content-Security-Policy": csp, "Content-Language": "zh-CN" if lang == "zh" else "en", "X-Content-Type-Options": "nosniff", **(headers or {})}
+    return Response(page, status_code=status, headers=merged, media_type="text/html; charset=utf-8")
+
+
+def _wants_html(request: Request) -> bool:
+    return request.method == "GET" and verify_page.negotiate(request.headers.get("accept"), request.query_params.get("linkType")) == "html"
+
+
+def _problem(request: Request, status: int, code: str, message: str, headers: Optional[dict[str, str]] = None) -> Response:
+    if _wants_html(request):
+        nonce, lang = secrets.token_urlsafe(16), _language(request)
+        kind = "limited" if status == 429 else "malformed"
+        page = verify_page.render_problem_page(lang=lang, nonce=nonce, kind=kind, code=code, retry_after=(headers or {}).get("Retry-After", ""))
+        return _html(page, status=status, nonce=nonce, lang=lang, headers=headers)
+    return _json({"error": {"code": code, "message": message}}, status, headers)
+
+
+class PublicRoute(APIRoute):
+    """The public endpoints' errors, answered in the form the client asked for (page or JSON): a malformed address
+    is a 400, a client over its limit a 429 with Retry-After, a database that does not answer a 503; never a 500."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await original(request)
+            except ValidationError as exc:
+                return _problem(request, 400, exc.code, str(exc))
+            except RateLimited as exc:
+                return _problem(request, 429, "rate_limited", "too many requests from this client", {"Retry-After": exc.retry_after})
+            except OperationalError:
+                log.exception("database unavailable")
+                return _problem(request, 503, "unavailable", "the ledger mirror is unavailable; try again shortly", {"Retry-After": "5"})
+
+        return handler
+
+
+router = APIRouter(lifespan=scan_lifespan)  # everything, for the service (create_app)
+public_router = APIRouter(lifespan=scan_lifespan)  # the public endpoints alone, for the public tier (ledger_service.public_app)
+public = APIRouter(route_class=PublicRoute, tags=["verification"])
+members = APIRouter(prefix="/v1", tags=["verification"])
+
+ANSWER_HEADERS = {"Cache-Control": "no-store", "Vary": "Accept, Accept-Language, Cookie"}
+
+
+def _float(request: Request, name: str, low: float, high: float) -> Optional[float]:
+    text = request.query_params.get(name)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValidationError("invalid_location", f"{name} must be a number") from None
+    if not low <= value <= high:
+        raise ValidationError("invalid_location", f"{name} must be between {low:g} and {high:g}")
+    return value
+
+
+def _context(value: Optional[str]) -> Optional[str]:
+    if value is not None and value not in CONTEXTS:
+        raise ValidationError("invalid_context", f"context must be one of {', '.join(CONTEXTS)}")
+    return value
+
+
+@public.get(
+    "/01/{key_path:path}",
+    summary="GS1 Digital Link resolver: /01/{gtin}/21/{serial}?sig=... — the verification page, JSON verdict or linkset",
+    responses={200: {"description": "the verdict"}, 400: {"description": "not a valid Digital Link"}, 404: {"description": "not registered — possibly counterfeit"},
+               429: {"description": "rate limited (Retry-After)"}},
+)  # fmt: skip
+async def resolve(request: Request, key_path: str) -> Response:
+    desk = desk_of(request.app)
+    desk.limit(request)
+    raw_path = (request.scope.get("raw_path") or request.url.path.encode()).split(b"?", 1)[0].decode("latin-1")
+    link = parse_path(raw_path, request.scope.get("query_string", b"").decode("latin-1"))
+    form = verify_page.negotiate(request.headers.get("accept"), link.link_type)
+    base_url = str(request.base_url)
+    headers = {**ANSWER_HEADERS, "Link": verify_page.link_header(base_url=base_url, link=link) or ""}
+    if form == "linkset":
+        return _json(verify_page.linkset(link, base_url=base_url, query=request.url.query), 200, headers, "application/linkset+json")
+    found, scan_id = await desk.run(
+        desk.check, link, request, source="page" if form == "html" else "json", context=_context(request.query_params.get("context")),
+        lat=_float(request, "lat", -90, 90), lon=_float(request, "lon", -180, 180),
+    )  # fmt: skip
+    headers["X-PartLedger-Block"] = str(found.block)
+    if form == "json":
+        return _json(found.public() | {"scan_id": "0x" + scan_id.hex()}, found.http_status, headers)
+    nonce, lang = secrets.token_urlsafe(16), _language(request)
+    return _html(verify_page.render_page(found, lang=lang, nonce=nonce), status=found.http_status, nonce=nonce, lang=lang, headers=headers)
+
+
+class ScanBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    uri: str = Field(min_length=1, max_length=2048, description="the Digital Link read from the label")
+    vin: Optional[str] = Field(default=None, min_length=17, max_length=17, description="the scanner's vehicle, to check an installed part against")
+    context: Optional[Literal["purchase", "vehicle"]] = Field(default=None, description="purchase: buying or receiving the part as new; vehicle: a fitted part")
+    lat: Optional[float] = Field(default=None, ge=-90, le=90, description="coarse latitude (kept to 0.1 degree)")
+    lon: Optional[float] = Field(default=None, ge=-180, le=180, description="coarse longitude (kept to 0.1 degree)")
+
+
+@public.post("/v1/scan", summary="Verify a scanned Digital Link (with an optional VIN, context and coarse location)")
+async def scan(request: Request, body: ScanBody) -> Response:
+    desk = desk_of(request.app)
+    desk.limit(request)
+    link = parse_uri(body.uri)
+    found, scan_id = await desk.run(desk.check, link, request, source="api", vin=body.vin, context=body.context, lat=body.lat, lon=body.lon)
+    return _json(found.public() | {"scan_id": "0x" + scan_id.hex()}, found.http_status, {**ANSWER_HEADERS, "X-PartLedger-Block": str(found.block)})
+
+
+@public.post(
+    "/v1/scan/image",
+    summary="Decode the QR codes in a photo (image/* body, or multipart field 'image') and verify each",
+    openapi_extra={"requestBody": {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}},
+                                               "multipart/form-data": {"schema": {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}}}}}}},
+)  # fmt: skip
+async def scan_image(request: Request) -> Response:
+    desk = desk_of(request.app)
+    desk.limit(request, IMAGE_COST)
+    data = await _image_bytes(request)
+    texts = await run_in_threadpool(decode_qr_codes, data)
+    if not texts:
+        raise Unprocessable("no QR code could be read in the image", code="no_qr_code")
+    codes = []
+    for text in texts:
+        try:
+            link = parse_uri(text)
+        except ValidationError as exc:
+            codes.append({"text": text[:2048], "error": {"code": exc.code, "message": str(exc)}})
+            continue
+        found, scan_id = await desk.run(desk.check, link, request, source="image")
+        codes.append({"text": text, "verdict": found.public() | {"scan_id": "0x" + scan_id.hex()}})
+    return _json({"codes": codes}, 200, ANSWER_HEADERS)
+
+
+async def _image_bytes(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_IMAGE_BYTES:
+        raise PayloadTooLarge(f"an image may be at most {MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
+    kind = request.headers.get("content-type", "").lower()
+    if kind.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=4, max_part_size=MAX_IMAGE_BYTES)
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str):
+            raise BadRequest("the multipart form needs a file field named 'image'", code="invalid_image")
+        data = await upload.read(MAX_IMAGE_BYTES + 1)
+    elif kind.startswith("image/"):
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_IMAGE_BYTES:
+                raise PayloadTooLarge(f"an image may be at most {MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
+            chunks.append(chunk)
+        data = b"".join(chunks)
+    else:
+        raise BadRequest("send the photo as an image/* body or as multipart/form-data with a field 'image'", code="invalid_image")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise PayloadTooLarge(f"an image may be at most {MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
+    if not data:
+        raise BadRequest("the image is empty", code="invalid_image")
+    return data
+
+
+def decode_qr_codes(data: bytes) -> list[str]:
+    """The texts of the QR codes in an image (JPEG, PNG, WebP, ...), photos scaled down first; BadRequest when the
+    bytes are no image or a suspiciously huge one."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise BadRequest(f"the image has more than {MAX_IMAGE_PIXELS // 1_000_000} megapixels", code="invalid_image")
+            image.draft("L", (DECODE_EDGE, DECODE_EDGE))  # JPEG: decode at a reduced scale directly
+            gray = image.convert("L")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise BadRequest("the upload is not a readable image", code="invalid_image") from None
+    if max(gray.size) > DECODE_EDGE:
+        gray.thumbnail((DECODE_EDGE, DECODE_EDGE))
+    seen: list[str] = []
+    for result in zxingcpp.read_barcodes(gray, formats=zxingcpp.BarcodeFormat.QRCode):
+        if result.valid and result.text not in seen:
+            seen.append(result.text)
+    return seen
+
+
+# --- members -------------------------------------------------------------------------------------------------
+
+
+@members.get("/scan-flags", summary="Clone-detection flags on your parts' scans (auditors, regulators: all), newest first")
+def scan_flags(
+    request: Request,
+    principal: CurrentPrincipal,
+    kind: Annotated[Optional[str], Query(description="scanned_after_scrap, scanned_as_new_after_installation, vin_mismatch, impossible_travel, unregistered_serial")] = None,
+    since: Annotated[Optional[float], Query(ge=0, description="unix time")] = None,
+    part_id: Annotated[Optional[str], Query(pattern=r"^0x[0-9a-fA-F]{64}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[Optional[str], Query(max_length=200)] = None,
+) -> Response:
+    desk = desk_of(request.app)
+    desk.book.flush()
+    with desk.services.service_engine.connect() as conn:
+        page = scans.list_flags(conn, principal, kind=kind, since=since, part_id=bytes.fromhex(part_id[2:]) if part_id else None, limit=limit, cursor=cursor)
+    return _json(page)
+
+
+@members.get("/scans/{scan_id}", summary="A scan record, its Merkle leaf and inclusion proof, and where its batch root is anchored")
+def scan_record(request: Request, principal: CurrentPrincipal, scan_id: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{32}$")]) -> Response:
+    desk = desk_of(request.app)
+    desk.book.flush()
+    services = desk.services
+    with services.service_engine.connect() as conn, services.index_engine.connect() as index_conn:
+        return _json(scans.scan_proof(conn, index_conn, principal, bytes.fromhex(scan_id[2:])))
+
+
+router.include_router(public)
+router.include_router(members)
+public_router.include_router(public)
+

@@ -1,0 +1,294 @@
+"""The verdict on a scanned label, from the label's signature and the ledger's state (the indexer's mirror).
+
+Read side of the flow: it reads the mirror's parts, lots, recalls and site keys (with their validity intervals) and,
+for a VIN check, the service's encrypted private_vins. The verdict, in order of precedence:
+
+    unknown            no part with this GTIN and serial: "not registered, possibly counterfeit" (HTTP 404)
+    unsigned           the label carries no signature (PartLedger labels always do)
+    signature_invalid  the signature is malformed, or not by a site key of the part's manufacturer
+    key_revoked        by such a key, but one revoked at or before the part's registration block: the label cannot
+                       have been made while the key was valid (a label is made for a registered part; a key revoked
+                       later leaves the labels it made valid, which is what lets a site rotate its key)
+    scrapped           scrapped or recycled: a label on a part in use is a copy
+    recalled           the part's lot is recalled (with the notice hash, block and who recalled it)
+    quarantined        held back (QC failure or suspected counterfeit)
+    installed          in a vehicle; with the scanner's VIN, whether it is that vehicle's
+    sold               sold over the counter
+    genuine            in stock or in transit between consortium members
+
+Only public data leaves this module in `Verification.public()`: existence, manufacturer, lifecycle status, recall
+status and notice. Custodians, lots, site keys, VIN hashes never do.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from sha3 import keccak_256
+from sqlalchemy import select
+from sqlalchemy.engine import Connection, Engine
+
+from indexer.tables import IndexerState, Organisation, Part, Recall, SiteKey
+from labels.digital_link import DigitalLink
+from labels.signature import recover_signer
+from ledger_service.clones import Flag
+from ledger_service.tables import PrivateVin
+from ledger_service.vault import Vault
+from partledger.eip712 import Eip712Domain
+from partledger.ids import ascii32, normalize_vin, vin_hash
+from partledger.model import PartStatus
+
+T_PART, T_KEY, T_ORG, T_RECALL, T_STATE = Part.__table__, SiteKey.__table__, Organisation.__table__, Recall.__table__, IndexerState.__table__
+T_VIN = PrivateVin.__table__
+KEY_CACHE_SECONDS = 2.0  # how stale a site key's revocation may be seen (a revocation is an operator's act, not a race)
+NAME_CACHE_SECONDS = 30.0
+
+
+class Verdict(str, enum.Enum):
+    GENUINE = "genuine"
+    SOLD = "sold"
+    INSTALLED = "installed"
+    RECALLED = "recalled"
+    QUARANTINED = "quarantined"
+    SCRAPPED = "scrapped"
+    SIGNATURE_INVALID = "signature_invalid"
+    KEY_REVOKED = "key_revoked"
+    UNSIGNED = "unsigned"
+    UNKNOWN = "unknown"
+
+
+SEVERITY = {
+    Verdict.GENUINE: "ok",
+    Verdict.SOLD: "ok",
+    Verdict.INSTALLED: "ok",
+    Verdict.QUARANTINED: "warning",
+    Verdict.UNSIGNED: "warning",
+    Verdict.RECALLED: "danger",
+    Verdict.SCRAPPED: "danger",
+    Verdict.SIGNATURE_INVALID: "danger",
+    Verdict.KEY_REVOKED: "danger",
+    Verdict.UNKNOWN: "danger",
+}
+
+
+@dataclass(frozen=True)
+class RecallNotice:
+    notice_hash: bytes
+    block: int
+    by: Optional[str]
+
+
+@dataclass
+class Verification:
+    verdict: Verdict
+    link: DigitalLink
+    part_id: bytes
+    block: int
+    registered: bool
+    manufacturer_id: Optional[int] = None  # the part's, or for an unknown serial the GTIN's (never shown then)
+    manufacturer: Optional[str] = None
+    status: Optional[PartStatus] = None
+    recalled: bool = False
+    recall: Optional[RecallNotice] = None
+    signature: str = "missing"  # valid | invalid | revoked | missing
+    vin_match: Optional[bool] = None  # None: no VIN given, or nothing to compare it with
+    vin_checked: bool = False
+    flags: list[Flag] = field(default_factory=list)
+
+    @property
+    def http_status(self) -> int:
+        return 404 if self.verdict is Verdict.UNKNOWN else 200
+
+    @property
+    def public_flags(self) -> list[Flag]:
+        """The flags the scanner is told of: none on an unknown serial (what is flagged to the GTIN's manufacturer
+        there would only tell the public which GTINs are in use)."""
+        return self.flags if self.registered else []
+
+    @property
+    def suspicious(self) -> bool:
+        return bool(self.public_flags) or SEVERITY[self.verdict] == "danger"
+
+    @property
+    def severity(self) -> str:
+        return "danger" if self.public_flags else SEVERITY[self.verdict]
+
+    def public(self) -> dict[str, Any]:
+        """The verdict as the public JSON answer: public-class data only."""
+        answer: dict[str, Any] = {
+            "verdict": self.verdict.value,
+            "severity": self.severity,
+            "suspicious": self.suspicious,
+            "flags": [flag.kind for flag in self.public_flags],
+            "gtin": self.link.gtin,
+            "serial": self.link.serial,
+            "signature": self.signature,
+            "block": self.block,
+        }
+        if self.registered:
+            answer["part"] = {
+                "part_id": "0x" + self.part_id.hex(),
+                "manufacturer": {"id": self.manufacturer_id, "name": self.manufacturer},
+                "status": self.status.name.lower() if self.status is not None else None,
+                "recalled": self.recalled,
+            }
+        if self.recall is not None:
+            answer["recall"] = {"notice_hash": "0x" + self.recall.notice_hash.hex(), "block": self.recall.block, "by": self.recall.by}
+        if self.vin_checked:
+            answer["vin_match"] = self.vin_match
+        return answer
+
+
+class _TtlCache:
+    def __init__(self, seconds: float, size: int = 10_000) -> None:
+        self._seconds, self._size = seconds, size
+        self._entries: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, load: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        entry = self._entries.get(key)
+        if entry is not None and now - entry[0] < self._seconds:
+            return entry[1]
+        value = load()
+        with self._lock:
+            if len(self._entries) >= self._size:
+                self._entries.clear()
+            self._entries[key] = (now, value)
+        return value
+
+
+class Verifier:
+    """Verdicts against one deployment (its label domain) and its mirror."""
+
+    def __init__(self, *, index_engine: Engine, service_engine: Engine, vault: Optional[Vault], domain: Eip712Domain) -> None:
+        self.index_engine = index_engine
+        self.service_engine = service_engine
+        self.vault = vault
+        self.domain = domain
+        self._keys = _TtlCache(KEY_CACHE_SECONDS)
+        self._names = _TtlCache(NAME_CACHE_SECONDS)
+        self._gtins = _TtlCache(NAME_CACHE_SECONDS)
+        self._recalls = _TtlCache(NAME_CACHE_SECONDS)
+        self._reads = _HotReads(index_engine)
+
+    def verify(self, link: DigitalLink, *, vin: Optional[str] = None) -> Verification:
+        """The verdict on `link`. A VIN (in clear, from the scanner) is checked against an installed part's
+        salted hash; ValidationError when it is no VIN."""
+        vin = normalize_vin(vin) if vin else None
+        pid = keccak_256(int(link.gtin).to_bytes(32, "big") + ascii32(link.serial)).digest()  # = part_id, without re-validating
+        with self.index_engine.connect() as conn:
+            row = self._reads.part(conn, pid, self.domain.chainId)
+            if row is None:
+                block = self._reads.block(conn, self.domain.chainId)
+                maker = self._gtins.get(link.gtin, lambda: conn.execute(select(T_PART.c.manufacturer).where(T_PART.c.gtin == link.gtin).limit(1)).scalar())
+                return Verification(Verdict.UNKNOWN, link, pid, block, registered=False, manufacturer_id=maker, signature=self._signature_shape(link))
+            manufacturer, status_number, recalled, on_chain_vin, registered_block, lot, block = row
+            status = PartStatus(status_number)
+            found = Verification(
+                Verdict.GENUINE, link, pid, -1 if block is None else int(block), registered=True, manufacturer_id=manufacturer,
+                manufacturer=self._org_name(conn, manufacturer), status=status, recalled=bool(recalled),
+            )  # fmt: skip
+            found.signature = self._signature(conn, link, manufacturer=manufacturer, registered_block=registered_block)
+            if recalled:
+                found.recall = self._recalls.get(lot, lambda: self._recall(conn, lot))
+        if vin is not None and status is PartStatus.INSTALLED:
+            found.vin_checked = True
+            found.vin_match = self._vin_matches(vin, on_chain_vin)
+        found.verdict = _verdict(found)
+        return found
+
+    def _signature_shape(self, link: DigitalLink) -> str:
+        if link.signature is None:
+            return "missing"
+        return "invalid" if recover_signer(self.domain, link.gtin, link.serial, link.signature) is None else "unchecked"
+
+    def _signature(self, conn: Any, link: DigitalLink, *, manufacturer: int, registered_block: int) -> str:
+        if link.signature is None:
+            return "missing"
+        signer = recover_signer(self.domain, link.gtin, link.serial, link.signature)
+        if signer is None:
+            return "invalid"
+        key = self._keys.get(signer, lambda: conn.execute(select(T_KEY.c.org_id, T_KEY.c.revoked_block).where(T_KEY.c.address == signer)).first())
+        if key is None or key.org_id != manufacturer:
+            return "invalid"
+        if key.revoked_block is not None and key.revoked_block <= registered_block:
+            return "revoked"
+        return "valid"
+
+    def _recall(self, conn: Connection, lot: int) -> Optional[RecallNotice]:
+        row = conn.execute(select(T_RECALL.c.notice_hash, T_RECALL.c.block_number, T_RECALL.c.org_id).where(T_RECALL.c.lot == lot)).first()
+        return None if row is None else RecallNotice(bytes(row.notice_hash), row.block_number, self._org_name(conn, row.org_id))
+
+    def _org_name(self, conn: Any, org_id: Optional[int]) -> Optional[str]:
+        if org_id is None:
+            return None
+        return self._names.get(org_id, lambda: conn.execute(select(T_ORG.c.name).where(T_ORG.c.org_id == org_id)).scalar())
+
+    def _vin_matches(self, vin: str, on_chain: Optional[bytes]) -> Optional[bool]:
+        """Whether `vin` is the vehicle's: the salt is read from the workshop's encrypted record and the salted
+        hash recomputed. None when the service holds no record (installed through another service) or no key."""
+        if on_chain is None or self.vault is None:
+            return None
+        on_chain = bytes(on_chain)
+        with self.service_engine.connect() as conn:
+            sealed = conn.execute(select(T_VIN.c.ciphertext).where(T_VIN.c.vin_hash == on_chain)).scalar()
+        if sealed is None:
+            return None
+        salt = self.vault.open(bytes(sealed), on_chain)[-32:]
+        return vin_hash(vin, salt) == on_chain
+
+
+class _HotReads:
+    """The two reads every scan makes, as plain SQL through the driver: SQLAlchemy's statement machinery costs ten
+    times the query itself on SQLite, and this is the service's hottest path (see benchmarks/verify_bench.py)."""
+
+    def __init__(self, engine: Engine) -> None:
+        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        self._part = (
+            "SELECT p.manufacturer, p.status, p.recalled, p.vin_hash, p.registered_block, p.lot, "
+            f"(SELECT s.block_number FROM {T_STATE.name} s WHERE s.chain_id = {mark}) FROM {T_PART.name} p WHERE p.part_id = {mark}"
+        )
+        self._block = f"SELECT block_number FROM {T_STATE.name} WHERE chain_id = {mark}"
+
+    def part(self, conn: Connection, part_id: bytes, chain_id: int) -> Optional[tuple[Any, ...]]:
+        rows = self._run(conn, self._part, (chain_id, part_id))
+        return tuple(rows[0]) if rows else None
+
+    def block(self, conn: Connection, chain_id: int) -> int:
+        rows = self._run(conn, self._block, (chain_id,))
+        return int(rows[0][0]) if rows and rows[0][0] is not None else -1
+
+    @staticmethod
+    def _run(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
+
+def _verdict(found: Verification) -> Verdict:
+    if found.signature == "missing":
+        return Verdict.UNSIGNED
+    if found.signature == "invalid":
+        return Verdict.SIGNATURE_INVALID
+    if found.signature == "revoked":
+        return Verdict.KEY_REVOKED
+    status = found.status
+    if status in (PartStatus.SCRAPPED, PartStatus.RECYCLED):
+        return Verdict.SCRAPPED
+    if found.recalled:
+        return Verdict.RECALLED
+    if status is PartStatus.QUARANTINED:
+        return Verdict.QUARANTINED
+    if status is PartStatus.INSTALLED:
+        return Verdict.INSTALLED
+    if status is PartStatus.SOLD:
+        return Verdict.SOLD
+    return Verdict.GENUINE

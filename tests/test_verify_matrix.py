@@ -1,0 +1,270 @@
+"""The verdict matrix against the live stack (Anvil, indexer, service): one part in each lifecycle state, a recalled
+lot, a forged signature, another organisation's key, a revoked key, an unsigned label, an unknown serial and
+malformed addresses, each with its exact verdict, HTTP status and page text; the linkset; public data only; the
+rate limit."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+import pytest
+from eth_utils import keccak
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from partledger.ids import part_id
+from tests.chainkit import GTIN_A, GTIN_B
+from tests.labelkit import BROWSER_EN, BROWSER_ZH, JSON, caught_up, forged_uri, label_uri, live_stack, register, target
+from tests.servicekit import wait_command
+
+VIN = "LSVAU2180N2183294"
+OTHER_VIN = "LFV2A21K8M4123456"
+NOTICE = keccak(text="recall notice 2026-07: brake caliper bolt torque")
+
+
+@pytest.fixture(scope="module")
+def world(deployed, tmp_path_factory):
+    """Parts in every state, made with the organisations' dev keys (the installation through the API, so that the
+    service holds the encrypted VIN)."""
+    ledger = deployed
+    with live_stack(ledger, tmp_path_factory.mktemp("matrix"), public_rate_limit="10000/minute") as (stack, client):
+        o = ledger.orgs
+        maker, maker_spare = o["maker"].keys
+        fn = ledger.parts.functions
+        serials = ["STOCK", "TRANSIT", "SOLD", "INSTALLED", "QUAR", "SCRAP", "RECYCLED", "REMOVED", 'ODD/%&"?+.1']
+        register(ledger, maker, gtin=GTIN_A, lot="LOT-M", serials=serials)
+        register(ledger, maker, gtin=GTIN_A, lot="LOT-R", serials=["RECALL-1", "RECALL-INST"])
+        pid = {s: part_id(GTIN_A, s) for s in serials + ["RECALL-1", "RECALL-INST"]}
+        ledger.act(maker, fn.shipParts([pid["TRANSIT"]], o["distributor"].id, bytes(32)))
+        ledger.act(maker, fn.shipParts([pid["SOLD"]], o["distributor"].id, bytes(32)))
+        ledger.act(o["distributor"].key, fn.receiveParts([pid["SOLD"]], bytes(32)))
+        ledger.act(o["distributor"].key, fn.sellParts([pid["SOLD"]], bytes(32)))
+        ledger.act(maker, fn.shipParts([pid["INSTALLED"], pid["REMOVED"], pid["RECALL-INST"]], o["workshop"].id, bytes(32)))
+        ledger.act(o["workshop"].key, fn.receiveParts([pid["INSTALLED"], pid["REMOVED"], pid["RECALL-INST"]], bytes(32)))
+        ledger.act(maker, fn.quarantineParts([pid["QUAR"]], bytes(32)))
+        ledger.act(maker, fn.scrapParts([pid["SCRAP"]], bytes(32)))
+        ledger.act(maker, fn.shipParts([pid["RECYCLED"]], o["recycler"].id, bytes(32)))
+        ledger.act(o["recycler"].key, fn.receiveParts([pid["RECYCLED"]], bytes(32)))
+        ledger.act(o["recycler"].key, fn.recycleParts([pid["RECYCLED"]], bytes(32)))
+        caught_up(client, ledger)
+        items = [{"part_id": "0x" + pid[s].hex(), "vin": v} for s, v in (("INSTALLED", VIN), ("REMOVED", OTHER_VIN), ("RECALL-INST", VIN))]
+        accepted = client.post("/v1/parts/install", headers=stack.headers("workshop"), json={"items": items})
+        assert accepted.status_code == 202, accepted.text
+        assert wait_command(stack, "workshop", accepted.json()["command_id"])["status"] == "confirmed"
+        ledger.act(o["workshop"].key, fn.removeParts([pid["REMOVED"]], bytes(32)))
+        ledger.act(maker, fn.recallLot(ledger.lot_number(o["maker"], "LOT-R"), NOTICE))
+        # The spare key signs a label while valid, is revoked, and then a part is registered after the revocation.
+        early = label_uri(ledger, gtin=GTIN_A, serial="STOCK", key=maker_spare)
+        ledger.act(ledger.operator, ledger.registry.functions.revokeSiteKey(maker_spare))
+        register(ledger, maker, gtin=GTIN_A, lot="LOT-M", serials=["LATE"])
+        caught_up(client, ledger)
+        yield {"ledger": ledger, "stack": stack, "client": client, "maker": maker, "spare": maker_spare, "early": early}
+
+
+def uri(world, serial: str, *, key: str | None = "maker", gtin: str = GTIN_A) -> str:
+    ledger = world["ledger"]
+    address = {"maker": world["maker"], "spare": world["spare"], "maker2": ledger.orgs["maker2"].key, None: None}[key]
+    return label_uri(ledger, gtin=gtin, serial=serial, key=address)
+
+
+# (case, how to build the URI, verdict, HTTP status, English title, Chinese title)
+CASES = [
+    ("in stock", lambda w: uri(w, "STOCK"), "genuine", 200, "Genuine part", "正品配件"),
+    ("in transit", lambda w: uri(w, "TRANSIT"), "genuine", 200, "Genuine part", "正品配件"),
+    ("removed, back in stock", lambda w: uri(w, "REMOVED"), "genuine", 200, "Genuine part", "正品配件"),
+    ("odd serial, percent-encoded", lambda w: uri(w, 'ODD/%&"?+.1'), "genuine", 200, "Genuine part", "正品配件"),
+    ("sold", lambda w: uri(w, "SOLD"), "sold", 200, "Genuine part — sold", "正品配件 — 已售出"),
+    ("installed", lambda w: uri(w, "INSTALLED"), "installed", 200, "Genuine part — installed in a vehicle", "正品配件 — 已装车"),
+    ("quarantined", lambda w: uri(w, "QUAR"), "quarantined", 200, "On hold — do not install", "已隔离 — 请勿安装"),
+    ("scrapped", lambda w: uri(w, "SCRAP"), "scrapped", 200, "Destroyed part", "已销毁的配件"),
+    ("recycled", lambda w: uri(w, "RECYCLED"), "scrapped", 200, "Destroyed part", "已销毁的配件"),
+    ("recalled", lambda w: uri(w, "RECALL-1"), "recalled", 200, "Recalled — do not use", "已召回 — 请勿使用"),
+    ("recalled and installed", lambda w: uri(w, "RECALL-INST"), "recalled", 200, "Recalled — do not use", "已召回 — 请勿使用"),
+    ("forged signature", lambda w: forged_uri(w["ledger"], gtin=GTIN_A, serial="STOCK"), "signature_invalid", 200, "Invalid label — possibly counterfeit", "标签无效 — 可能是假冒"),
+    ("signature of another serial", lambda w: uri(w, "SOLD").replace("/21/SOLD", "/21/STOCK"), "signature_invalid", 200, "Invalid label — possibly counterfeit", "标签无效 — 可能是假冒"),
+    ("another manufacturer's key", lambda w: uri(w, "STOCK", key="maker2"), "signature_invalid", 200, "Invalid label — possibly counterfeit", "标签无效 — 可能是假冒"),
+    ("garbage signature", lambda w: uri(w, "STOCK", key=None) + "?sig=not-a-signature", "signature_invalid", 200, "Invalid label — possibly counterfeit", "标签无效 — 可能是假冒"),
+    ("key revoked before the part existed", lambda w: uri(w, "LATE", key="spare"), "key_revoked", 200, "Invalid label — possibly counterfeit", "标签无效 — 可能是假冒"),
+    ("key revoked after signing", lambda w: w["early"], "genuine", 200, "Genuine part", "正品配件"),
+    ("unsigned", lambda w: uri(w, "STOCK", key=None), "unsigned", 200, "Label without manufacturer signature", "标签缺少厂商签名"),
+    ("unknown serial", lambda w: uri(w, "NEVER-MADE"), "unknown", 404, "Not registered — possibly counterfeit", "未登记 — 可能是假冒"),
+    ("unknown GTIN", lambda w: uri(w, "STOCK", gtin=GTIN_B), "unknown", 404, "Not registered — possibly counterfeit", "未登记 — 可能是假冒"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "make", "verdict", "status", "english", "chinese"), CASES, ids=[c[0] for c in CASES])
+def test_verdict_json_and_page(world, case, make, verdict, status, english, chinese):
+    client, path = world["client"], target(make(world))
+    answer = client.get(path, headers=JSON)
+    assert (answer.status_code, answer.headers["content-type"]) == (status, "application/json"), answer.text
+    body = answer.json()
+    assert body["verdict"] == verdict
+    assert answer.headers["link"].endswith('rel="linkset"; type="application/linkset+json"')
+    assert answer.headers["cache-control"] == "no-store"
+    zh = client.get(path, headers=BROWSER_ZH)
+    en = client.get(path, headers=BROWSER_EN)
+    for page, lang, title in ((zh, "zh-CN", chinese), (en, "en", english)):
+        assert page.status_code == status and page.headers["content-type"] == "text/html; charset=utf-8"
+        assert f'<html lang="{lang}">' in page.text and f'data-verdict="{verdict}"' in page.text
+        assert f"<title>{title}</title>" in page.text.replace("&#x27;", "'")
+        heading = re.search(r'<h1 id="verdict-title">(.*?)</h1>', page.text).group(1)
+        assert f'<span lang="zh" class="zh">{chinese}</span><span lang="en" class="en">{english}</span>' == heading
+        assert "nonce-" in page.headers["content-security-policy"]
+
+
+def test_scrapped_page_says_a_label_on_a_part_in_use_is_a_copy(world):
+    page = world["client"].get(target(uri(world, "SCRAP")), headers=BROWSER_EN)
+    assert "This part was destroyed: a label on a part in use is a copy." in page.text
+    assert "该配件已被销毁：在用配件上的此标签是复制品。" in page.text
+
+
+def test_recalled_part_shows_the_recall_notice(world):
+    body = world["client"].get(target(uri(world, "RECALL-1")), headers=JSON).json()
+    assert body["recall"]["notice_hash"] == "0x" + NOTICE.hex() and body["recall"]["by"] == world["ledger"].orgs["maker"].name
+    page = world["client"].get(target(uri(world, "RECALL-1")), headers=BROWSER_ZH).text
+    assert "0x" + NOTICE.hex() in page and "召回通知" in page
+
+
+def test_unknown_part_page_says_not_registered_possibly_counterfeit(world):
+    page = world["client"].get(target(uri(world, "NEVER-MADE")), headers=BROWSER_EN)
+    assert page.status_code == 404 and "Not registered — possibly counterfeit" in page.text
+    assert "No part with this GTIN and serial number is registered in the consortium ledger." in page.text
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("/01/04012345000017/21/STOCK", "invalid_gtin"),  # wrong check digit
+        ("/01/0401234500001X/21/STOCK", "invalid_gtin"),
+        ("/01/4012345/21/STOCK", "invalid_gtin"),  # 7 digits
+        ("/01/04012345000016/21/", "invalid_serial"),
+        ("/01/04012345000016/21/SERIAL-LONGER-THAN-20", "invalid_serial"),
+        ("/01/04012345000016/21/A%20B", "invalid_serial"),  # space: outside GS1 character set 82
+        ("/01/04012345000016/21/%E4%B8%AD", "invalid_digital_link"),  # not ASCII
+        ("/01/04012345000016/21/A%ZZ", "invalid_digital_link"),
+        ("/01/04012345000016", "invalid_digital_link"),
+        ("/01/04012345000016/22/X", "invalid_digital_link"),
+        ("/01/04012345000016/21/STOCK?sig=a&sig=b", "invalid_digital_link"),
+        ("/01/04012345000016/21/STOCK?lat=91&lon=0", "invalid_location"),
+        ("/01/04012345000016/21/STOCK?context=resale", "invalid_context"),
+    ],
+)
+def test_malformed_address_is_400_never_500(world, path, code):
+    client = world["client"]
+    answer = client.get(path, headers=JSON)
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == code, answer.text
+    page = client.get(path, headers=BROWSER_EN)
+    assert page.status_code == 400 and "Not a valid part label address" in page.text and code in page.text
+    assert "无效的配件标签地址" in client.get(path, headers=BROWSER_ZH).text
+
+
+def test_gtin_13_is_read_as_its_gtin_14(world):
+    body = world["client"].get(target(uri(world, "STOCK")).replace(f"/01/{GTIN_A}/", f"/01/{GTIN_A[1:]}/"), headers=JSON).json()
+    assert body["verdict"] == "genuine" and body["gtin"] == GTIN_A
+
+
+def test_installed_part_checks_the_scanners_vin_against_the_salted_hash(world):
+    client, link = world["client"], uri(world, "INSTALLED")
+    match = client.post("/v1/scan", json={"uri": link, "vin": VIN.lower(), "context": "vehicle"}).json()
+    assert (match["verdict"], match["vin_match"], match["flags"]) == ("installed", True, [])
+    mismatch = client.post("/v1/scan", json={"uri": link, "vin": OTHER_VIN}).json()
+    assert (mismatch["verdict"], mismatch["vin_match"], mismatch["flags"], mismatch["suspicious"]) == ("installed", False, ["vin_mismatch"], True)
+    assert VIN not in str(match) and "vin_hash" not in str(match)
+    bad = client.post("/v1/scan", json={"uri": link, "vin": "LSVAU2180N218329I"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_vin"
+
+
+def test_public_answers_hold_public_data_only(world):
+    client = world["client"]
+    body = client.get(target(uri(world, "INSTALLED")), headers=JSON).json()
+    assert set(body) == {"verdict", "severity", "suspicious", "flags", "gtin", "serial", "signature", "block", "part", "scan_id"}
+    assert set(body["part"]) == {"part_id", "manufacturer", "status", "recalled"}
+    page = client.get(target(uri(world, "INSTALLED")), headers=BROWSER_EN).text
+    ledger = world["ledger"]
+    for secret in (world["stack"].site_keys["workshop"], world["maker"], "LOT-M", VIN, "custodian", "vin_hash"):
+        assert secret not in page and secret not in str(body)
+    unknown = client.get(target(uri(world, "NEVER-MADE")), headers=JSON).json()
+    assert "part" not in unknown and ledger.orgs["maker"].name not in str(unknown)
+
+
+def test_linkset_by_link_type_and_by_accept(world):
+    client, path = world["client"], target(uri(world, "STOCK"))
+    for answer in (client.get(path + "&linkType=linkset"), client.get(path, headers={"Accept": "application/linkset+json"})):
+        assert answer.status_code == 200 and answer.headers["content-type"] == "application/linkset+json"
+        (links,) = answer.json()["linkset"]
+        assert links["anchor"] == f"http://testserver/01/{GTIN_A}/21/STOCK"
+        page, data = links["https://gs1.org/voc/verificationService"]
+        assert (page["type"], page["hreflang"], data["type"]) == ("text/html", ["zh", "en"], "application/json")
+        assert links["https://gs1.org/voc/defaultLink"][0]["href"].startswith(f"http://testserver/01/{GTIN_A}/21/STOCK?sig=")
+
+
+def test_language_choice_by_query_and_cookie_beats_accept_language(world):
+    client, path = world["client"], target(uri(world, "STOCK"))
+    assert '<html lang="en">' in client.get(path + "&lang=en", headers=BROWSER_ZH).text
+    assert '<html lang="zh-CN">' in client.get(path, headers={**BROWSER_EN, "Cookie": "lang=zh"}).text
+    assert '<html lang="zh-CN">' in client.get(path, headers={"Accept": "text/html"}).text  # no preference: Chinese
+
+
+def test_public_endpoints_are_rate_limited_per_client(deployed, tmp_path):
+    ledger = deployed
+    with live_stack(ledger, tmp_path, public_rate_limit="3/minute") as (stack, client):
+        register(ledger, ledger.orgs["maker"].key, gtin=GTIN_A, lot="LOT-RL", serials=["RL-1"])
+        caught_up(client, ledger)
+        path = target(label_uri(ledger, gtin=GTIN_A, serial="RL-1", key=ledger.orgs["maker"].key))
+        assert [client.get(path, headers=JSON).status_code for _ in range(3)] == [200, 200, 200]
+        limited = client.get(path, headers=JSON)
+        assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(limited.headers["retry-after"]) <= 20
+        page = client.get(path, headers=BROWSER_EN)
+        assert page.status_code == 429 and "Too many checks" in page.text
+        assert client.post("/v1/scan", json={"uri": "http://x/01/04012345000016/21/A"}).status_code == 429
+        assert client.get("/v1/health").status_code == 200  # member and health endpoints are not limited here
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    gtin=st.one_of(st.text(alphabet="0123456789", min_size=0, max_size=15), st.text(max_size=8)),
+    serial=st.text(max_size=30),
+    query=st.text(max_size=40),
+    accept=st.sampled_from(["application/json", "text/html", "application/linkset+json", "*/*", ""]),
+)
+def test_any_address_under_01_gets_a_verdict_or_a_400_never_a_500(world, gtin, serial, query, accept):
+    path = f"/01/{quote(gtin, safe='')}/21/{quote(serial, safe='%')}" + (f"?{quote(query, safe='=&%')}" if query else "")
+    answer = world["client"].get(path, headers={"Accept": accept} if accept else {})
+    assert answer.status_code in (200, 400, 404), (path, answer.status_code, answer.text[:300])
+
+
+def test_public_tier_serves_the_same_verdicts_and_nothing_for_members(world):
+    from fastapi.testclient import TestClient
+
+    from ledger_service.public_app import create_public_app
+
+    stack = world["stack"]
+    with TestClient(create_public_app(stack.settings(public_rate_limit="1000/minute"))) as public:
+        for serial, verdict in (("STOCK", "genuine"), ("SCRAP", "scrapped"), ("INSTALLED", "installed")):
+            answer = public.get(target(uri(world, serial)), headers=JSON)
+            assert (answer.status_code, answer.json()["verdict"]) == (200, verdict)
+            assert int(answer.headers["x-partledger-block"]) == answer.json()["block"] > 0
+        assert public.post("/v1/scan", json={"uri": uri(world, "SOLD")}).json()["verdict"] == "sold"
+        assert public.get(target(uri(world, "NEVER-MADE")), headers=BROWSER_EN).status_code == 404
+        for member_path in ("/v1/scan-flags", "/v1/parts", "/v1/health", "/v1/commands/x"):
+            assert public.get(member_path, headers=stack.headers("maker")).status_code == 404
+        assert public.post("/v1/parts/register", headers=stack.headers("maker"), json={}).status_code == 404
+
+
+def test_verdicts_scans_and_flags_on_postgresql(ledger, postgres, tmp_path):
+    from tests.pgcluster import unique_name
+    from tests.servicekit import prepare_stack, running_service
+
+    stack = prepare_stack(ledger, tmp_path, postgres.create_database(unique_name("idx")), postgres.create_database(unique_name("svc")))
+    maker = ledger.orgs["maker"].key
+    register(ledger, maker, gtin=GTIN_A, lot="LOT-PG", serials=["PG-1", "PG-SCRAP"])
+    ledger.act(maker, ledger.parts.functions.scrapParts([part_id(GTIN_A, "PG-SCRAP")], bytes(32)))
+    with running_service(stack, public_rate_limit="1000/minute") as client:
+        caught_up(client, ledger)
+        for serial, verdict, status in (("PG-1", "genuine", 200), ("PG-SCRAP", "scrapped", 200), ("PG-NONE", "unknown", 404)):
+            answer = client.get(target(label_uri(ledger, gtin=GTIN_A, serial=serial, key=maker)), headers=JSON)
+            assert (answer.status_code, answer.json()["verdict"], answer.json()["signature"]) == (status, verdict, "valid" if status == 200 else "unchecked")
+        flags = client.get("/v1/scan-flags", headers=stack.headers("maker")).json()["items"]
+        assert sorted(item["flag"] for item in flags) == ["scanned_after_scrap", "unregistered_serial"]
