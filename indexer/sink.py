@@ -36,7 +36,6 @@ from indexer.tables import (
     SiteKey,
     UndoEntry,
 )
-from partledger.ids import text32
 from partledger.model import PartStatus
 
 T_ORG, T_KEY, T_LOT, T_PART = Organisation.__table__, SiteKey.__table__, Lot.__table__, Part.__table__
@@ -188,13 +187,13 @@ class Sink:
             for position, serial in enumerate(args["serials"]):
                 part_id = part_id_of(gtin, serial)
                 batch.new_parts[part_id] = {
-                    "part_id": part_id, "gtin": str(gtin).zfill(14), "serial": text32(serial), "lot": lot,
+                    "part_id": part_id, "gtin": str(gtin).zfill(14), "serial": _text(serial), "lot": lot,
                     "manufacturer": org_id, "recalled": False, "registered_block": log.block_number,
                     **state_after("registered", org_id, None, None, args["siteKey"]), "updated_block": log.block_number,
                 }
                 self._event_row(batch, log, position, part_id, "registered", org_id, None, None, None)
         elif name == "LotOpened":
-            batch.lots.append({"lot": args["lot"], "manufacturer": args["manufacturer"], "lot_code": text32(args["lotCode"]), "opened_block": log.block_number, "recalled": False})
+            batch.lots.append({"lot": args["lot"], "manufacturer": args["manufacturer"], "lot_code": _text(args["lotCode"]), "opened_block": log.block_number, "recalled": False})
         elif name == "LotRecalled":
             batch.recalls.append({"lot": args["lot"], "org_id": args["orgId"], "site_key": args["siteKey"], "notice_hash": args["noticeHash"], "block_number": log.block_number, "tx_hash": log.tx_hash})
         elif name == "DocumentAnchored":
@@ -364,10 +363,12 @@ def _none_if_zero(value: bytes | None) -> bytes | None:
 
 
 def _text(raw: bytes) -> str:
-    try:
-        return text32(raw)
-    except UnicodeDecodeError:
-        return "0x" + raw.hex()
+    """A padded bytes32 identifier as text when it is printable ASCII (what the service writes), else as 0x-hex:
+    the contract accepts any 32 bytes, and no identifier a member sends may stop the mirror."""
+    trimmed = bytes(raw).rstrip(b"\0")
+    if trimmed and all(0x20 <= byte < 0x7F for byte in trimmed):
+        return trimmed.decode("ascii")
+    return "0x" + bytes(raw).hex()
 
 
 def vars_of(header: BlockHeader) -> dict[str, Any]:

@@ -75,7 +75,7 @@ class Part(IndexTable, table=True):
 
     part_id: bytes = Field(sa_type=LargeBinary, primary_key=True)
     gtin: str = Field(max_length=14, index=True)
-    serial: str = Field(max_length=20)
+    serial: str = Field(max_length=66)  # GS1 serials are 20 characters; anything else the chain holds shows as 0x-hex
     lot: int = Field(sa_type=BigInteger)
     manufacturer: int = Field(index=True)
     status: int = Field(index=True)

@@ -41,6 +41,7 @@ class ExclusiveLock:
                 raise error(f"another {name} holds {lock_path}; one {name} per database") from None
         else:
             key = int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "big", signed=True)
+            self._key = key
             self._connection = engine.connect()
             try:
                 held = self._connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
@@ -58,5 +59,8 @@ class ExclusiveLock:
             os.close(self._file)
             self._file = None
         if self._connection is not None:
+            # The advisory lock belongs to the server session: unlock it, or the pooled connection keeps it.
+            self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+            self._connection.commit()
             self._connection.close()
             self._connection = None

@@ -144,7 +144,7 @@ def upgrade() -> None:
     op.create_table('parts',
     sa.Column('part_id', sa.LargeBinary(), nullable=False),
     sa.Column('gtin', sqlmodel.sql.sqltypes.AutoString(length=14), nullable=False),
-    sa.Column('serial', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
+    sa.Column('serial', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
     sa.Column('lot', sa.BigInteger(), nullable=False),
     sa.Column('manufacturer', sa.Integer(), nullable=False),
     sa.Column('status', sa.Integer(), nullable=False),
