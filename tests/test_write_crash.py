@@ -1,0 +1,430 @@
+"""The write path's crash safety with real processes: the service (`python -m partledger_cli serve`) SIGKILLed dozens
+of times at the submitter's failpoints during a stream of 2,000 parts, and the chain node stopped for 30 s in the
+middle of a stream while the API keeps accepting.
+
+Each test runs its own Anvil (with --state, so that it can be stopped and started again on the same port); the
+indexer follows in a thread of the test process. Clients retry a request that got no answer with the same
+Idempotency-Key. In the end every command the API accepted (202) is confirmed and on chain exactly once — counted
+from the contract's event logs — and each site key's nonces on chain are gapless: the chain's transaction count is
+the number of transactions the service did not void, and their nonces are 0..n-1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import func, select
+from web3.exceptions import TransactionNotFound
+
+from ledger_service.tables import ChainTransaction, Command, CommandItem
+from partledger.anvil import AnvilConfig, AnvilNode, free_port
+from partledger.artifacts import REPO_ROOT
+from partledger.chain import connect
+from partledger.db import make_engine
+from partledger.ids import part_id, part_id_unchecked
+from tests.chainkit import ANVIL_ACCOUNTS, GTIN_B, Ledger, build_ledger
+from tests.servicekit import IndexerThread, Stack, prepare_stack
+
+pytestmark = pytest.mark.chain
+
+FAILPOINTS = ("submitter.after_sign", "submitter.after_send", "submitter.before_receipt")
+KILLS_PER_FAILPOINT = 20
+KILL_PROBABILITY = 0.2  # per pass through the armed failpoint; one failpoint is armed per run of the service
+STREAM_PARTS = 2_000
+PARTS_PER_REQUEST = 20
+PARTS_PER_TX = 10  # small transactions: some 600 of them, so that each failpoint is passed often
+AHEAD = 10  # registrations posted ahead of the oldest batch not yet shipped
+OUTAGE_SECONDS = 30.0
+T_TX, T_ITEM, T_CMD = ChainTransaction.__table__, CommandItem.__table__, Command.__table__
+
+
+# --- the chain node ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Chain:
+    """A dedicated Anvil that dumps its state on SIGTERM and loads it again when started on the same port."""
+
+    node: AnvilNode
+    ledger: Ledger
+
+    def stop(self) -> None:
+        self.node.stop()
+
+    def start(self) -> None:
+        self.node = AnvilNode.start(self.node.config)
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Iterator[Chain]:
+    config = AnvilConfig(port=free_port(), accounts=ANVIL_ACCOUNTS, state_path=tmp_path / "anvil-state.json")
+    node = AnvilNode.start(config, log_path=tmp_path / "anvil.log")
+    chain = Chain(node, build_ledger(connect(node.url)))
+    try:
+        yield chain
+    finally:
+        chain.node.stop()
+
+
+@pytest.fixture
+def stack(chain: Chain, tmp_path: Path, request: pytest.FixtureRequest) -> Stack:
+    """The service's databases on SQLite; PARTLEDGER_CRASH_SERVICE_DB=postgresql puts the service's own on
+    PostgreSQL instead, for a run on demand (the suite's time allows one kind only)."""
+    service_db_url = f"sqlite:///{tmp_path / 'service.db'}"
+    if os.environ.get("PARTLEDGER_CRASH_SERVICE_DB") == "postgresql":
+        from tests.pgcluster import unique_name
+
+        service_db_url = request.getfixturevalue("postgres").create_database(unique_name("crash"))
+    return prepare_stack(chain.ledger, tmp_path, f"sqlite:///{tmp_path / 'index.db'}", service_db_url)
+
+
+# --- the service as a process, and a client that retries ---------------------------------------------------------
+
+
+class Service:
+    """`python -m partledger_cli serve` with the stack's environment, started again whenever it dies. Each run arms
+    at most one failpoint — the one with the fewest kills still under its target — so that a SIGKILL is
+    attributed to it exactly."""
+
+    def __init__(self, stack: Stack, workdir: Path, *, env: dict[str, str] | None = None, kill_targets: dict[str, int] | None = None) -> None:
+        self.stack = stack
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **stack.env(), **(env or {})}
+        self.env.pop("PARTLEDGER_FAILPOINTS", None)
+        self.log_path = workdir / "service.log"
+        self.kill_targets = kill_targets or {}
+        self.kills: Counter[str] = Counter()
+        self.runs = 0
+        self.startup_seconds: list[float] = []
+        self.unanswered = 0  # requests that got no answer and were sent again
+        self.replays = 0  # POSTs answered from the idempotency record: the first attempt's 202 was lost
+        self.armed: str | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.http = requests.Session()
+
+    # lifecycle
+
+    def start(self) -> None:
+        """Starts a run and waits until it answers; a run that dies on the way is counted and replaced."""
+        while True:
+            self._spawn()
+            started = time.monotonic()
+            deadline = started + 120
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:  # type: ignore[union-attr]
+                    break
+                try:
+                    if requests.get(self.url + "/v1/health", timeout=2).status_code == 200:
+                        self.startup_seconds.append(time.monotonic() - started)
+                        return
+                except requests.RequestException:
+                    pass
+                time.sleep(0.05)
+            else:
+                raise AssertionError(f"the service did not answer within 120 s\n{self.log_tail()}")
+            self._reap()
+
+    def _spawn(self) -> None:
+        below = [name for name in FAILPOINTS if self.kills[name] < self.kill_targets.get(name, 0)]
+        self.armed = min(below, key=lambda name: (self.kills[name], FAILPOINTS.index(name))) if below else None
+        env = dict(self.env)
+        if self.armed is not None:
+            env["PARTLEDGER_FAILPOINTS"] = f"{self.armed}={KILL_PROBABILITY}"
+        self.runs += 1
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== run {self.runs}, failpoint {self.armed}, {time.strftime('%H:%M:%S')} ===\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "partledger_cli", "serve", "--port", str(self.port)],
+                cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def _reap(self) -> None:
+        """Counts a run that died by its failpoint's SIGKILL; any other end is a failure."""
+        assert self.process is not None
+        code = self.process.wait()
+        if code != -signal.SIGKILL or self.armed is None:
+            raise AssertionError(f"the service exited with {code} (failpoint {self.armed})\n{self.log_tail()}")
+        self.kills[self.armed] += 1
+
+    def ensure_running(self) -> None:
+        if self.process is None:
+            self.start()
+        elif self.process.poll() is not None:
+            self._reap()
+            self.start()
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    # requests
+
+    def request(self, method: str, path: str, *, org: str | None = None, timeout: float = 30.0, **kwargs: Any) -> requests.Response:
+        """One request, sent again (identically) until it gets an answer; the service is restarted when it died."""
+        headers = {**(self.stack.headers(org) if org else {}), **kwargs.pop("headers", {})}
+        unexplained = 0
+        while True:
+            self.ensure_running()
+            try:
+                return self.http.request(method, self.url + path, headers=headers, timeout=timeout, **kwargs)
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):  # no (whole) answer
+                self.unanswered += 1
+                if self._died_within(5.0):
+                    continue
+                unexplained += 1  # a stale pooled connection: try again, a few times
+                if unexplained > 3:
+                    raise
+
+    def _died_within(self, seconds: float) -> bool:
+        assert self.process is not None
+        try:
+            self.process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def post(self, path: str, org: str, body: dict[str, Any]) -> str:
+        """POSTs a command with a fresh Idempotency-Key (kept for every retry); returns the id of the 202."""
+        reply = self.request("POST", path, org=org, json=body, headers={"Idempotency-Key": str(uuid.uuid4())})
+        assert reply.status_code == 202, f"{path}: {reply.status_code} {reply.text}"
+        self.replays += bool(reply.json().get("idempotent_replay"))
+        return reply.json()["command_id"]
+
+    def wait_confirmed(self, org: str, command_id: str, *, timeout: float = 120.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.request("GET", f"/v1/commands/{command_id}", org=org).json()
+            assert view["status"] != "rejected", view
+            if view["status"] == "confirmed":
+                return view
+            assert time.monotonic() < deadline, f"command {command_id} still {view['status']} after {timeout:.0f}s: {view}"
+            time.sleep(0.1)
+
+
+@dataclass
+class Accepted:
+    """Every command the API answered 202, per organisation, with the parts each one carries."""
+
+    commands: list[tuple[str, str, str]] = field(default_factory=list)  # (org, kind, command id)
+    parts: dict[str, Counter[bytes]] = field(default_factory=lambda: {"register": Counter(), "ship": Counter(), "receive": Counter()})
+
+    def add(self, org: str, kind: str, command_id: str, ids: list[bytes]) -> None:
+        self.commands.append((org, kind, command_id))
+        self.parts[kind].update(ids)
+
+
+def serials_of(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}{index:05d}" for index in range(count)]
+
+
+def hex_ids(serials: list[str]) -> list[str]:
+    return ["0x" + part_id(GTIN_B, serial).hex() for serial in serials]
+
+
+def chunks(values: list[Any], size: int) -> list[list[Any]]:
+    return [values[start : start + size] for start in range(0, len(values), size)]
+
+
+# --- what must hold in the end ----------------------------------------------------------------------------------
+
+
+def on_chain(ledger: Ledger) -> dict[str, Counter[bytes]]:
+    """How many times each part was registered, shipped and received, from the contract's event logs."""
+    events = ledger.parts.events
+    counts: dict[str, Counter[bytes]] = {"register": Counter(), "ship": Counter(), "receive": Counter()}
+    for entry in events.PartsRegistered().get_logs(from_block=0):
+        counts["register"].update(part_id_unchecked(entry["args"]["gtin"], serial) for serial in entry["args"]["serials"])
+    for kind, event in (("ship", events.PartsShipped), ("receive", events.PartsReceived)):
+        for entry in event().get_logs(from_block=0):
+            counts[kind].update(bytes(pid) for pid in entry["args"]["partIds"])
+    return counts
+
+
+def assert_exactly_once_and_gapless(service: Service, stack: Stack, accepted: Accepted) -> dict[str, Any]:
+    """Every accepted command confirmed; every part it carries on chain exactly once; nothing else on chain; each
+    signer's nonces gapless. Returns a few numbers for the report."""
+    ledger = stack.ledger
+    for org, _, command_id in accepted.commands:
+        view = service.request("GET", f"/v1/commands/{command_id}", org=org).json()
+        assert view["status"] == "confirmed", view
+    for kind, counts in accepted.parts.items():
+        assert set(counts.values()) <= {1}, f"a part was accepted twice for {kind}"
+    chain_counts = on_chain(ledger)
+    for kind in ("register", "ship", "receive"):
+        twice = [pid.hex() for pid, count in chain_counts[kind].items() if count != 1]
+        assert not twice, f"{len(twice)} part(s) {kind}ed more than once on chain, e.g. {twice[:3]}"
+        assert set(chain_counts[kind]) == set(accepted.parts[kind]), f"{kind}: on chain {len(chain_counts[kind])}, accepted {len(accepted.parts[kind])}"
+
+    engine = make_engine(stack.service_db_url)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(T_CMD)).scalar() == len(accepted.commands), "a retry wrote a second command"
+        states = Counter(row[0] for row in conn.execute(select(T_ITEM.c.state)))
+        assert set(states) == {"confirmed"}, states
+        txs = conn.execute(select(T_TX).order_by(T_TX.c.signer, T_TX.c.nonce)).mappings().all()
+    engine.dispose()
+    live = [tx for tx in txs if tx["state"] != "void"]
+    assert {tx["state"] for tx in live} == {"confirmed"}, Counter(tx["state"] for tx in live)
+    for org, signer in stack.site_keys.items():
+        nonces = [tx["nonce"] for tx in live if tx["signer"] == signer]
+        assert nonces == list(range(len(nonces))), f"{org}: nonces {nonces}"
+        assert ledger.w3.eth.get_transaction_count(signer) == len(nonces), org
+    for tx in live:
+        receipt = ledger.w3.eth.get_transaction_receipt(bytes(tx["tx_hash"]))
+        assert receipt["status"] == 1 and receipt["blockNumber"] == tx["block_number"], tx["id"]
+    for tx in txs:
+        if tx["state"] == "void":  # its nonce went to another transaction: these bytes must never be mined
+            with pytest.raises(TransactionNotFound):
+                ledger.w3.eth.get_transaction(bytes(tx["tx_hash"]))
+    return {"transactions": len(live), "void": len(txs) - len(live), "commands": len(accepted.commands)}
+
+
+# --- the tests --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(1800)  # some 60 service starts: minutes on a loaded machine
+def test_sigkilled_service_loses_and_duplicates_nothing(chain: Chain, stack: Stack, tmp_path: Path) -> None:
+    """2,000 parts registered, shipped and received in 300 requests while the service is SIGKILLed at least 20
+    times at each submitter failpoint (after the outbox write and before sending; after sending and before
+    recording it; with the receipt on chain and not recorded), and started again each time. The three kinds of
+    command interleave: a batch is shipped once its registration is indexed, received once its shipment is."""
+    service = Service(
+        stack, tmp_path, env={"PARTLEDGER_MAX_PARTS_PER_TX": str(PARTS_PER_TX)}, kill_targets=dict.fromkeys(FAILPOINTS, KILLS_PER_FAILPOINT)
+    )
+    accepted = Accepted()
+    warehouse = chain.ledger.orgs["warehouse"].id
+    serials = chunks(serials_of("K", STREAM_PARTS), PARTS_PER_REQUEST)
+    batches = [hex_ids(chunk) for chunk in serials]
+
+    def post(kind: str, org: str, number: int) -> str:
+        ids = batches[number]
+        if kind == "register":
+            body: dict[str, Any] = {"gtin": GTIN_B, "lot": f"CRASH-{number // 10}", "serials": serials[number]}
+        else:
+            body = {"part_ids": ids} | ({"to_org": warehouse} if kind == "ship" else {})
+        command_id = service.post(f"/v1/parts/{kind}", org, body)
+        accepted.add(org, kind, command_id, [bytes.fromhex(h[2:]) for h in ids])
+        return command_id
+
+    with IndexerThread(chain.ledger, stack.index_db_url) as indexer:
+
+        def done(command_id: str) -> bool:
+            """Confirmed, and its block indexed (so that the next step's pre-check sees it)."""
+            view = service.request("GET", f"/v1/commands/{command_id}", org="maker").json()
+            assert view["status"] != "rejected", view
+            state = indexer.indexer.sink.state()
+            return view["status"] == "confirmed" and state is not None and state.block_number >= view["block"]
+
+        try:
+            service.start()
+            registered: deque[tuple[int, str]] = deque()
+            shipped: deque[tuple[int, str]] = deque()
+            following = 0
+            while following < len(batches) or registered or shipped:
+                moved = False
+                if following < len(batches) and len(registered) < AHEAD:
+                    registered.append((following, post("register", "maker", following)))
+                    following += 1
+                    moved = True
+                if registered and done(registered[0][1]):
+                    number, _ = registered.popleft()
+                    shipped.append((number, post("ship", "maker", number)))
+                    moved = True
+                if shipped and done(shipped[0][1]):
+                    post("receive", "warehouse", shipped.popleft()[0])
+                    moved = True
+                if not moved:
+                    time.sleep(0.1)
+            for org, _, command_id in accepted.commands:
+                service.wait_confirmed(org, command_id)
+            report = assert_exactly_once_and_gapless(service, stack, accepted)
+            startup = sum(service.startup_seconds) / len(service.startup_seconds)
+            print(f"\nSIGKILL test: kills {dict(service.kills)}, runs {service.runs} (start {startup:.1f}s on average), "
+                  f"requests sent again {service.unanswered}, replayed 202s {service.replays}, {report}")  # fmt: skip
+            for name in FAILPOINTS:
+                assert service.kills[name] >= KILLS_PER_FAILPOINT, dict(service.kills)
+        finally:
+            service.stop()
+
+
+def test_api_accepts_while_chain_node_is_down(chain: Chain, stack: Stack, tmp_path: Path) -> None:
+    """The node stopped for 30 s in the middle of a stream: every POST is still answered 202 and health reports
+    degraded; once the node is back (same port, same state), everything accepted is on chain exactly once."""
+    service = Service(stack, tmp_path)
+    accepted = Accepted()
+    warehouse = chain.ledger.orgs["warehouse"].id
+    batches = chunks(serials_of("N", 600), PARTS_PER_REQUEST)
+    before, during = batches[:10], batches[10:]
+
+    def register(serials: list[str]) -> str:
+        command_id = service.post("/v1/parts/register", "maker", {"gtin": GTIN_B, "lot": "OUTAGE", "serials": serials})
+        accepted.add("maker", "register", command_id, [bytes.fromhex(h[2:]) for h in hex_ids(serials)])
+        return command_id
+
+    def ship(serials: list[str]) -> str:
+        ids = hex_ids(serials)
+        command_id = service.post("/v1/parts/ship", "maker", {"part_ids": ids, "to_org": warehouse})
+        accepted.add("maker", "ship", command_id, [bytes.fromhex(h[2:]) for h in ids])
+        return command_id
+
+    with IndexerThread(chain.ledger, stack.index_db_url) as indexer:
+        try:
+            service.start()
+            first = [register(serials) for serials in before]
+            for command_id in first:
+                indexer.wait_for(service.wait_confirmed("maker", command_id)["block"])
+            ship(before[0])
+
+            chain.stop()
+            down_at = time.monotonic()
+            health = service.request("GET", "/v1/health").json()
+            assert health["status"] == "degraded" and health["head"] is None, health
+            # Registrations, and ships of parts registered before the outage, spread over the outage.
+            work = [(register, serials) for serials in during] + [(ship, serials) for serials in before[1:]]
+            for index, (action, serials) in enumerate(work):
+                time.sleep(max(0.0, down_at + OUTAGE_SECONDS * index / len(work) - time.monotonic()))
+                action(serials)
+            health = service.request("GET", "/v1/health").json()
+            assert health["status"] == "degraded" and health["head"] is None, health
+            commands = service.request("GET", f"/v1/commands/{accepted.commands[-1][2]}", org="maker").json()
+            assert commands["status"] == "accepted", commands
+            time.sleep(max(0.0, down_at + OUTAGE_SECONDS - time.monotonic()))
+            chain.start()
+
+            for org, _, command_id in accepted.commands:
+                indexer.wait_for(service.wait_confirmed(org, command_id)["block"])
+            for serials in before:  # the shipments made during the outage can be received now
+                ids = hex_ids(serials)
+                accepted.add("warehouse", "receive", service.post("/v1/parts/receive", "warehouse", {"part_ids": ids}), [bytes.fromhex(h[2:]) for h in ids])
+            for org, _, command_id in accepted.commands:
+                service.wait_confirmed(org, command_id)
+            report = assert_exactly_once_and_gapless(service, stack, accepted)
+            deadline = time.monotonic() + 30
+            while (health := service.request("GET", "/v1/health").json())["status"] != "ok":
+                assert time.monotonic() < deadline, health
+                time.sleep(0.2)
+            print(f"\nnode outage test: {report}")
+        finally:
+            service.stop()
