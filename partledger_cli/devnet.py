@@ -12,7 +12,7 @@ from typing import Any
 from web3 import Web3
 
 from partledger.anvil import AnvilConfig, AnvilNode, stop_pid, wait_until_ready
-from partledger.artifacts import REPO_ROOT, all_artifacts, load_artifact
+from partledger.artifacts import all_artifacts, load_artifact
 from partledger.chain import connect, send_call
 from partledger.deploy import deploy_contracts
 from partledger.errors import DevnetError
@@ -21,41 +21,9 @@ from partledger.manifest import Manifest, save_manifest
 from partledger.model import Role
 from wallets.keystore import create_keystore, write_passphrase_file
 
-DEVNET_DIR = REPO_ROOT / "hardhat-free-devnet"
+from partledger_cli.paths import DEVNET_DIR, DevnetPaths, default_paths  # noqa: E402 - re-exported
+
 CONSORTIUM_FILE = DEVNET_DIR / "consortium.json"
-
-
-@dataclass(frozen=True)
-class DevnetPaths:
-    run: Path
-
-    @property
-    def pid(self) -> Path:
-        return self.run / "anvil.pid"
-
-    @property
-    def log(self) -> Path:
-        return self.run / "anvil.log"
-
-    @property
-    def manifest(self) -> Path:
-        return self.run / "manifest.json"
-
-    @property
-    def consortium(self) -> Path:
-        return self.run / "consortium.json"
-
-    @property
-    def keys(self) -> Path:
-        return self.run / "keys"
-
-    @property
-    def passphrase(self) -> Path:
-        return self.run / "passphrase"
-
-
-def default_paths() -> DevnetPaths:
-    return DevnetPaths(Path(os.environ.get("PARTLEDGER_DEVNET_DIR", DEVNET_DIR / "run")))
 
 
 def running_pid(paths: DevnetPaths) -> int | None:

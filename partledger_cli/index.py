@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,7 +16,7 @@ from indexer.sink import Sink
 from indexer.source import JsonRpcSource
 from partledger.db import make_engine
 from partledger.manifest import load_manifest
-from partledger_cli.devnet import default_paths
+from partledger_cli.paths import default_paths
 
 
 def default_db_url() -> str:
@@ -60,3 +61,14 @@ def index_command(
             typer.echo(f"indexed chain {loaded.chain_id} up to block {state.block_number}")
     finally:
         lock.release()
+
+
+def main() -> None:
+    """`partledger index` alone, without importing the rest of the CLI (web3, FastAPI): it restarts fast."""
+    from partledger.errors import PartLedgerError
+
+    try:
+        typer.run(index_command)
+    except PartLedgerError as exc:
+        print(f"partledger: error: {exc}", file=sys.stderr)
+        sys.exit(1)
