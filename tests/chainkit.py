@@ -3,7 +3,6 @@ accounts, and helpers to act as a key and to expect an exact custom error."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -146,6 +145,3 @@ def snapshot(w3: Web3) -> str:
 
 def revert_to(w3: Web3, snapshot_id: str) -> None:
     assert w3.provider.make_request("evm_revert", [snapshot_id])["result"] is True
-
-
-Call = Callable[..., Any]
