@@ -122,7 +122,7 @@ class Sink:
         with self.engine.begin() as conn:
             conn.execute(
                 insert(T_STATE).values(
-                    chain_id=self.chain_id, block_number=block.number, block_hash=block.hash, head_seen=block.number,
+                    chain_id=self.chain_id, block_number=block.number, block_hash=block.hash, written_block=block.number, head_seen=block.number,
                     healthy=True, message="", updated_at=time.time(),
                 )
             )
@@ -143,6 +143,11 @@ class Sink:
         batch = _Batch(self.chain_id, journal_from)
         batch.block_times = {header.number: header.timestamp for header in headers}
         with self.engine.begin() as conn:
+            previous, written = conn.execute(select(T_STATE.c.block_number, T_STATE.c.written_block).where(T_STATE.c.chain_id == self.chain_id)).one()
+            if written > previous:
+                # The cursor was moved back over rows already written (a replay): undo them first, so that the
+                # range is re-applied exactly once and every state is what the chain says at the new cursor.
+                self._undo_above(conn, previous)
             for log in logs:
                 self._apply(conn, batch, log)
             self._flush(conn, batch)
@@ -155,7 +160,10 @@ class Sink:
             conn.execute(
                 update(T_STATE)
                 .where(T_STATE.c.chain_id == self.chain_id)
-                .values(block_number=cursor.number, block_hash=cursor.hash, head_seen=head, healthy=True, message="", updated_at=time.time())
+                .values(
+                    block_number=cursor.number, block_hash=cursor.hash, written_block=cursor.number, head_seen=head,
+                    healthy=True, message="", updated_at=time.time(),
+                )
             )
 
     def set_health(self, *, healthy: bool, message: str, head: int | None = None) -> None:
@@ -304,33 +312,41 @@ class Sink:
 
     def rollback(self, ancestor: BlockHeader) -> int:
         """Undoes every block above `ancestor` and puts the cursor on it; returns how many part states changed."""
-        above = ancestor.number
         with self.engine.begin() as conn:
-            for entry in conn.execute(select(T_UNDO).where(T_UNDO.c.block_number > above).order_by(T_UNDO.c.id.desc())).mappings().all():
-                key = json.loads(entry["key"])
-                conn.execute(delete(T_ORG).where(T_ORG.c.org_id == key["org_id"]))
-                if entry["before"] is not None:
-                    conn.execute(insert(T_ORG).values(**json.loads(entry["before"])))
-            conn.execute(delete(T_UNDO).where(T_UNDO.c.block_number > above))
-            conn.execute(delete(T_KEY).where(T_KEY.c.added_block > above))
-            conn.execute(update(T_KEY).where(T_KEY.c.revoked_block > above).values(revoked_block=None, revoked_by=None))
-            affected = [row[0] for row in conn.execute(select(T_PART.c.part_id).where(T_PART.c.updated_block > above))]
-            for table in (T_EVENT, T_DOC, T_BATCH, T_NONCE, T_RECALL):
-                conn.execute(delete(table).where(table.c.block_number > above))
-            conn.execute(delete(T_SHIP).where(T_SHIP.c.shipped_block > above))
-            conn.execute(update(T_SHIP).where(T_SHIP.c.closed_block > above).values(outcome=None, closed_block=None))
-            conn.execute(delete(T_INSTALL).where(T_INSTALL.c.installed_block > above))
-            conn.execute(update(T_INSTALL).where(T_INSTALL.c.removed_block > above).values(removed_block=None))
-            conn.execute(delete(T_PART).where(T_PART.c.registered_block > above))
-            conn.execute(delete(T_LOT).where(T_LOT.c.opened_block > above))
-            recalled = {row[0] for row in conn.execute(select(T_RECALL.c.lot))}
-            conn.execute(update(T_LOT).values(recalled=T_LOT.c.lot.in_(recalled) if recalled else False))
-            conn.execute(update(T_PART).values(recalled=T_PART.c.lot.in_(recalled) if recalled else False))
-            self._recompute_parts(conn, affected)
-            conn.execute(delete(T_BLOCK).where(T_BLOCK.c.number > above))
+            changed = self._undo_above(conn, ancestor.number)
             conn.execute(
-                update(T_STATE).where(T_STATE.c.chain_id == self.chain_id).values(block_number=above, block_hash=ancestor.hash, updated_at=time.time())
+                update(T_STATE).where(T_STATE.c.chain_id == self.chain_id).values(block_number=ancestor.number, block_hash=ancestor.hash, updated_at=time.time())
             )
+        return changed
+
+    def _undo_above(self, conn: Connection, above: int) -> int:
+        """Removes every row written for blocks above `above` and recomputes what they changed; returns how many
+        part states changed. Organisations come back from the undo log, which covers the reorg window only: below
+        it, a replay leaves an organisation as its later events made it until they are applied again."""
+        for entry in conn.execute(select(T_UNDO).where(T_UNDO.c.block_number > above).order_by(T_UNDO.c.id.desc())).mappings().all():
+            key = json.loads(entry["key"])
+            conn.execute(delete(T_ORG).where(T_ORG.c.org_id == key["org_id"]))
+            if entry["before"] is not None:
+                conn.execute(insert(T_ORG).values(**json.loads(entry["before"])))
+        conn.execute(delete(T_ORG).where(T_ORG.c.registered_block > above))
+        conn.execute(delete(T_UNDO).where(T_UNDO.c.block_number > above))
+        conn.execute(delete(T_KEY).where(T_KEY.c.added_block > above))
+        conn.execute(update(T_KEY).where(T_KEY.c.revoked_block > above).values(revoked_block=None, revoked_by=None))
+        affected = [row[0] for row in conn.execute(select(T_PART.c.part_id).where(T_PART.c.updated_block > above))]
+        for table in (T_EVENT, T_DOC, T_BATCH, T_NONCE, T_RECALL):
+            conn.execute(delete(table).where(table.c.block_number > above))
+        conn.execute(delete(T_SHIP).where(T_SHIP.c.shipped_block > above))
+        conn.execute(update(T_SHIP).where(T_SHIP.c.closed_block > above).values(outcome=None, closed_block=None))
+        conn.execute(delete(T_INSTALL).where(T_INSTALL.c.installed_block > above))
+        conn.execute(update(T_INSTALL).where(T_INSTALL.c.removed_block > above).values(removed_block=None))
+        conn.execute(delete(T_PART).where(T_PART.c.registered_block > above))
+        conn.execute(delete(T_LOT).where(T_LOT.c.opened_block > above))
+        recalled = {row[0] for row in conn.execute(select(T_RECALL.c.lot))}
+        conn.execute(update(T_LOT).values(recalled=T_LOT.c.lot.in_(recalled) if recalled else False))
+        conn.execute(update(T_PART).values(recalled=T_PART.c.lot.in_(recalled) if recalled else False))
+        self._recompute_parts(conn, affected)
+        conn.execute(delete(T_BLOCK).where(T_BLOCK.c.number > above))
+        conn.execute(update(T_STATE).where(T_STATE.c.chain_id == self.chain_id).values(written_block=above))
         return len(affected)
 
     def _recompute_parts(self, conn: Connection, part_ids: list[bytes]) -> None:

@@ -223,13 +223,15 @@ class UndoEntry(IndexTable, table=True):
 
 
 class IndexerState(IndexTable, table=True):
-    """The cursor (last block fully written) and the indexer's health, one row per chain."""
+    """The cursor (last block fully written), the highest block whose rows are in the mirror (above the cursor
+    only when the cursor was moved back to replay a range), and the indexer's health, one row per chain."""
 
     __tablename__ = "indexer_state"
 
     chain_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     block_number: int = Field(sa_type=BigInteger)
     block_hash: bytes = Field(sa_type=LargeBinary)
+    written_block: int = Field(sa_type=BigInteger, default=0, sa_column_kwargs={"server_default": "0"})
     head_seen: int = Field(sa_type=BigInteger, default=0)
     healthy: bool = True
     message: str = ""
