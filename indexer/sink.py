@@ -382,8 +382,10 @@ def _text(raw: bytes) -> str:
     """A padded bytes32 identifier as text when it is printable ASCII (what the service writes), else as 0x-hex:
     the contract accepts any 32 bytes, and no identifier a member sends may stop the mirror."""
     trimmed = bytes(raw).rstrip(b"\0")
-    if trimmed and all(0x20 <= byte < 0x7F for byte in trimmed):
-        return trimmed.decode("ascii")
+    if trimmed and trimmed.isascii():
+        text = trimmed.decode("ascii")
+        if text.isprintable():  # for ASCII: 0x20..0x7E
+            return text
     return "0x" + bytes(raw).hex()
 
 
