@@ -174,6 +174,9 @@ class Indexer:
                 continue
             delay = self.config.poll_interval
             state = self.sink.state()
+            if state is not None and not state.healthy:
+                # The node answers again: the mirror is current as far as it goes, even before a new block.
+                self.sink.set_health(healthy=True, message="")
             if until_block is not None and state is not None and state.block_number >= until_block:
                 return
             if indexed == 0:

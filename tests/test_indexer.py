@@ -135,3 +135,45 @@ def test_document_with_the_largest_uint64_deadline_is_mirrored_exactly(db_url):
     sink.write([log], cursor=header, headers=[header], head=1, journal_from=0, prune_below=0)
     (row,) = rows(engine, Document, Document.doc_hash)
     assert int(row["deadline"]) == 2**64 - 1 and row["block_time"] == 1_700_000_000
+
+
+def test_indexer_is_healthy_again_as_soon_as_the_node_answers_after_an_outage(tmp_path):
+    """A node outage marks the mirror unhealthy; when the node is back, health returns without waiting for a block
+    (a permissioned chain may produce none for a while)."""
+    import threading
+    import time
+
+    from partledger.anvil import AnvilConfig, AnvilNode, free_port
+    from partledger.chain import connect
+    from tests.chainkit import ANVIL_ACCOUNTS, build_ledger
+
+    def wait_for(predicate, what, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    config = AnvilConfig(port=free_port(), accounts=ANVIL_ACCOUNTS, state_path=tmp_path / "anvil-state.json")
+    node = AnvilNode.start(config)
+    stop = threading.Event()
+    try:
+        ledger = build_ledger(connect(node.url))
+        engine = make_engine(f"sqlite:///{tmp_path / 'i.db'}")
+        migrate.upgrade(engine)
+        indexer = Indexer(source=JsonRpcSource(node.url), sink=Sink(engine, ledger.manifest.chain_id), manifest=ledger.manifest, config=IndexerConfig(poll_interval=0.05))
+        thread = threading.Thread(target=indexer.run, kwargs={"stop": stop.is_set}, daemon=True)
+        thread.start()
+        head = ledger.w3.eth.block_number
+        wait_for(lambda: (state := indexer.sink.state()) is not None and state.block_number == head, "catch-up")
+        node.stop()
+        wait_for(lambda: not indexer.sink.state().healthy, "the outage to show")
+        assert indexer.sink.state().message
+        node = AnvilNode.start(config)
+        assert connect(node.url).eth.block_number == head  # the same chain, and no new block
+        wait_for(lambda: indexer.sink.state().healthy, "health after the outage")
+        assert indexer.sink.state().message == "" and indexer.sink.state().block_number == head
+    finally:
+        stop.set()
+        node.stop()
