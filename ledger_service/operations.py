@@ -24,13 +24,14 @@ class Operation:
     blocked_by_recall: bool = False
     pack_args: tuple[str, ...] = ()  # arguments equal across the items of one transaction
     per_part: bool = True  # takes a list of part ids
+    registers: bool = False  # creates its parts: none of them may exist yet
 
 
 S = PartStatus
 OPERATIONS: dict[str, Operation] = {
     op.kind: op
     for op in (
-        Operation("register", "registerParts", "PartLedger", Role.MANUFACTURER, pack_args=("gtin", "lot")),
+        Operation("register", "registerParts", "PartLedger", Role.MANUFACTURER, pack_args=("gtin", "lot"), registers=True),
         Operation("ship", "shipParts", "PartLedger", CUSTODY_ROLES, frozenset({S.IN_STOCK}), pack_args=("to", "doc_hash")),
         Operation("receive", "receiveParts", "PartLedger", CUSTODY_ROLES, frozenset({S.IN_TRANSIT}), holder="recipient", pack_args=("doc_hash",)),
         Operation("cancel", "cancelShipments", "PartLedger", CUSTODY_ROLES, frozenset({S.IN_TRANSIT}), pack_args=("doc_hash",)),

@@ -1,8 +1,11 @@
 """The durable outbox: an accepted command is in SQL before the 202 answer, split into items the submitter packs.
 
-Accepting a command checks, in order: the organisation's role, a site key the service can sign with for it, and
-the parts' current state as the indexer has it; then writes the command, its items and the idempotency record in
-ONE transaction. Nothing here talks to the chain: the API keeps accepting while the node is down.
+Accepting a command checks, in order: a site key the service can sign with for the caller, the organisation's role,
+and what the indexer's mirror says of the command's subject (the parts' state; for a registration, that no part is
+registered yet; for a shipment, the recipient; for a batch or a recall, that it did not happen already); then writes
+the command, its items and the idempotency record in ONE transaction. Nothing here talks to the chain: the API keeps
+accepting while the node is down. What the mirror cannot see yet (a command accepted but not mined, a block not yet
+indexed) the contract refuses, and the command ends rejected with its custom error.
 """
 
 from __future__ import annotations
@@ -19,15 +22,15 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from indexer.tables import Lot, Part, SiteKey
+from indexer.tables import Batch, Lot, Organisation, Part, SiteKey
 from ledger_service.auth import Principal
 from ledger_service.errors import Conflict, Forbidden, NotFound, Unprocessable
 from ledger_service.operations import OPERATIONS, Operation
 from ledger_service.tables import ChainTransaction, Command, CommandItem, IdempotencyRecord
-from partledger.model import PartStatus, Role
+from partledger.model import CUSTODY_ROLES, PartStatus, Role
 
 T_IDEM, T_CMD, T_ITEM, T_TX = IdempotencyRecord.__table__, Command.__table__, CommandItem.__table__, ChainTransaction.__table__
-T_PART, T_KEY, T_LOT = Part.__table__, SiteKey.__table__, Lot.__table__
+T_PART, T_KEY, T_LOT, T_ORG, T_BATCH = Part.__table__, SiteKey.__table__, Lot.__table__, Organisation.__table__, Batch.__table__
 PRECHECK_CHUNK = 900  # bound parameters per IN (...) query, under SQLite's limit
 
 
@@ -37,7 +40,7 @@ class Draft:
 
     kind: str
     summary: dict[str, Any]  # arguments shared by all its parts
-    part_ids: list[bytes]  # parts whose state to pre-check (empty for registrations and non-part commands)
+    part_ids: list[bytes]  # parts whose state to pre-check (for a registration: the new ones; empty for non-part commands)
     items: list[dict[str, Any]]  # payloads, each at most max_parts_per_tx parts
     part_count: int
     after_write: Callable[[Connection, str], None] | None = None  # more rows in the same transaction (clear VINs)
@@ -69,7 +72,10 @@ class Outbox:
 
     # --- pre-checks -----------------------------------------------------------------------------------------
 
-    def precheck(self, principal: Principal, op: Operation, part_ids: list[bytes]) -> None:
+    def precheck(self, principal: Principal, op: Operation, part_ids: list[bytes], *, to: int | None = None) -> None:
+        """The role, then each part as the mirror has it: for a registration, none may exist yet; otherwise each must
+        be in a state `op` starts from, held by the caller. Then a shipment's recipient `to`: another active member
+        that holds parts, and for parts of a recalled lot their manufacturer or a recycler."""
         if op.roles and not principal.roles & op.roles:
             raise Forbidden(f"{op.kind} needs one of the roles {_role_names(op.roles)}", code="missing_role")
         if not part_ids:
@@ -80,8 +86,15 @@ class Outbox:
         with self.index_engine.connect() as conn:
             for start in range(0, len(part_ids), PRECHECK_CHUNK):
                 chunk = part_ids[start : start + PRECHECK_CHUNK]
-                rows = conn.execute(select(T_PART.c.part_id, T_PART.c.status, T_PART.c.custodian, T_PART.c.recipient, T_PART.c.recalled).where(T_PART.c.part_id.in_(chunk)))
+                rows = conn.execute(
+                    select(T_PART.c.part_id, T_PART.c.status, T_PART.c.custodian, T_PART.c.recipient, T_PART.c.recalled, T_PART.c.manufacturer).where(T_PART.c.part_id.in_(chunk))
+                )  # fmt: skip
                 found.update({bytes(row.part_id): row for row in rows})
+        if op.registers:
+            taken = [{"part_id": "0x" + pid.hex(), "manufacturer": found[pid].manufacturer, "status": PartStatus(found[pid].status).name.lower()} for pid in part_ids if pid in found]
+            if taken:
+                raise Conflict(f"{len(taken)} part(s) are registered already", code="already_registered", details=taken[:100])
+            return
         unknown = [pid for pid in part_ids if pid not in found]
         if unknown:
             raise Unprocessable(f"{len(unknown)} part(s) are not registered", code="unknown_part", details=[{"part_id": "0x" + pid.hex()} for pid in unknown[:100]])
@@ -98,8 +111,32 @@ class Outbox:
                 reason = "its lot is recalled"
             if reason:
                 problems.append({"part_id": "0x" + pid.hex(), "reason": reason})
+        if not problems and to is not None:
+            to_roles = self._recipient_roles(principal, to)
+            problems = [
+                {"part_id": "0x" + pid.hex(), "reason": "its lot is recalled: it may go back to its manufacturer or to a recycler only"}
+                for pid in part_ids if found[pid].recalled and not to_roles & Role.RECYCLER and to != found[pid].manufacturer
+            ]  # fmt: skip
         if problems:
             raise Conflict(f"{len(problems)} part(s) are not in a state to {op.kind}", code="invalid_state", details=problems[:100])
+
+    def _recipient_roles(self, principal: Principal, to: int) -> Role:
+        """The roles of a shipment's recipient, which must be another active member that holds parts."""
+        if to == principal.org_id:
+            raise Unprocessable("parts are shipped to another organisation, not to the shipper", code="shipment_to_self")
+        with self.index_engine.connect() as conn:
+            row = conn.execute(select(T_ORG.c.roles, T_ORG.c.suspended).where(T_ORG.c.org_id == to)).first()
+        if row is None or row.suspended:
+            raise Unprocessable(f"organisation {to} is not an active member", code="unknown_recipient")
+        if not Role(row.roles) & CUSTODY_ROLES:
+            raise Unprocessable(f"organisation {to} holds no parts (its roles: {_role_names(Role(row.roles))})", code="recipient_cannot_hold_parts")
+        return Role(row.roles)
+
+    def precheck_batch(self, root: bytes) -> None:
+        with self.index_engine.connect() as conn:
+            block = conn.execute(select(T_BATCH.c.block_number).where(T_BATCH.c.root == root)).scalar()
+        if block is not None:
+            raise Conflict(f"this batch root was anchored in block {block}", code="batch_anchored")
 
     def precheck_recall(self, principal: Principal, lot: int) -> None:
         if not principal.roles & (Role.MANUFACTURER | Role.REGULATOR):
@@ -199,6 +236,8 @@ def command_view(command: Any, items: list[Any], txs: dict[int, Any]) -> dict[st
         "status": status,
         "organisation": command["org_id"],
         "site_key": command["site_key"],
+        # Keys that signed (or were to sign) in its stead: the site's replacement after site_key was revoked.
+        "re_signed_by": sorted({item["signer"] for item in items} - {command["site_key"]}),
         "parts": command["part_count"],
         "summary": json.loads(command["summary"]),
         "accepted_at": command["created_at"],

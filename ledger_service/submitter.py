@@ -8,6 +8,12 @@ sent. After a restart the recorded bytes are sent again as they are: "already kn
 with our hash on chain means mined; a nonce is signed again only when its transaction can no longer be on chain.
 A call that would revert is simulated first (eth_estimateGas), and the item holding the part the error names is
 rejected with the contract's error, or deferred while other transactions in flight may still change the state.
+
+A site key revoked on chain (ConsortiumRegistryKeyRevoked naming the signer, from a simulation or from a transaction
+that reverted) is retired: its transactions not yet mined can only revert now, so they are void; every item it was
+to sign, or signed in vain, moves to another active key of the same organisation and site that this service holds
+(a rotation's new key, or a standby key), or, with none, is rejected with the chain's error and the reason. Nothing
+is signed with a key after the chain refused it.
 """
 
 from __future__ import annotations
@@ -59,9 +65,10 @@ class Submitter:
         self.config = config
         self.contracts = {
             name: w3.eth.contract(address=manifest.address(name), abi=load_artifact(name).abi)
-            for name in ("PartLedger", "EvidenceLedger")
+            for name in ("PartLedger", "EvidenceLedger", "ConsortiumRegistry")
         }
         self._block_gas_limit: int | None = None
+        self._retired: dict[str, ContractRevert] = {}  # revoked signers, and the chain's refusal
 
     # --- the loop -------------------------------------------------------------------------------------------
 
@@ -140,25 +147,72 @@ class Submitter:
         """A transaction that reverted on chain: its nonce is spent; the item the error names is rejected, the
         others go back to pending."""
         decoded = self._replay(tx, block)
+        revoked = _revokes(decoded, tx["signer"])
         with self.engine.begin() as conn:
             conn.execute(update(T_TX).where(T_TX.c.id == tx["id"]).values(state="reverted", block_number=block, error_name=decoded.name))
             items = conn.execute(select(T_ITEM).where(T_ITEM.c.tx_id == tx["id"])).mappings().all()
             culprit = _culprit(items, decoded)
             now = time.time()
             for item in items:
-                if culprit is None or item["id"] == culprit:
+                if not revoked and (culprit is None or item["id"] == culprit):
                     conn.execute(update(T_ITEM).where(T_ITEM.c.id == item["id"]).values(state="rejected", **_error_columns(decoded), updated_at=now))
                 else:
                     conn.execute(update(T_ITEM).where(T_ITEM.c.id == item["id"]).values(state="pending", tx_id=None, updated_at=now))
         log.warning("transaction %s reverted with %s", "0x" + bytes(tx["tx_hash"]).hex(), decoded)
+        if revoked:
+            self._retire_signer(tx["signer"], decoded)
 
     def _replay(self, tx: Any, block: int) -> ContractRevert:
+        """Why a transaction reverted: the call replayed on the state before its block, or, when that passes (a
+        transaction earlier in the same block changed the state: a key revoked, a part taken), after it."""
         signed = self.w3.eth.get_transaction(bytes(tx["tx_hash"]))
-        try:
-            self.w3.eth.call({"from": signed["from"], "to": signed["to"], "data": signed["input"], "gas": signed["gas"]}, block - 1)
-        except ContractLogicError as exc:
-            return revert_of(exc) or ContractRevert("Unknown")
+        call = {"from": signed["from"], "to": signed["to"], "data": signed["input"], "gas": signed["gas"]}
+        for state in (block - 1, block):
+            try:
+                self.w3.eth.call(call, state)
+            except ContractLogicError as exc:
+                return revert_of(exc) or ContractRevert("Unknown")
         return ContractRevert("Unknown")
+
+    # --- revoked site keys ----------------------------------------------------------------------------------
+
+    def _retire_signer(self, signer: str, decoded: ContractRevert) -> None:
+        """`signer` was revoked on chain (decoded: ConsortiumRegistryKeyRevoked(signer, block)). Its transactions
+        not yet mined are void (they can only revert now); the items it was to sign go to the site's replacement
+        key, or are rejected with the chain's error and why."""
+        self._retired[signer] = decoded
+        with self.engine.connect() as conn:
+            unmined = conn.execute(select(T_TX).where(T_TX.c.signer == signer, T_TX.c.state.in_(("signed", "sent")))).mappings().all()
+        for tx in unmined:
+            if self._receipt(bytes(tx["tx_hash"])) is None:
+                self._void(tx, f"site key {signer} was revoked")
+        replacement, org_id, site = self._replacement(signer)
+        now = time.time()
+        pending = (T_ITEM.c.signer == signer, T_ITEM.c.state == "pending")
+        with self.engine.begin() as conn:
+            if replacement is not None:
+                moved = conn.execute(update(T_ITEM).where(*pending).values(signer=replacement, not_before=0.0, updated_at=now)).rowcount
+            else:
+                block = decoded.args_[1] if len(decoded.args_) > 1 else "?"
+                reason = (
+                    f"{decoded}: site key {signer} of organisation {org_id} was revoked in block {block}, and this service "
+                    f"holds no other active key of that organisation for site {site!r} to sign with"
+                )
+                values = _error_columns(decoded) | {"error_message": reason}
+                moved = conn.execute(update(T_ITEM).where(*pending).values(state="rejected", updated_at=now, **values)).rowcount
+        log.warning("site key %s revoked: %d item(s) %s", signer, moved, f"moved to {replacement}" if replacement else "rejected (no replacement key)")
+
+    def _replacement(self, signer: str) -> tuple[str | None, int, str]:
+        """(an active key this service holds for the same organisation and site as `signer`, or None; the
+        organisation; the site), as the registry has them now."""
+        registry = self.contracts["ConsortiumRegistry"].functions
+        org_id, site, _, _ = registry.siteKey(signer).call()
+        for address in sorted(self.signers):
+            if address != signer:
+                other_org, other_site, _, revoked_block = registry.siteKey(address).call()
+                if (other_org, other_site, revoked_block) == (org_id, site, 0):
+                    return address, org_id, _site_name(site)
+        return None, org_id, _site_name(site)
 
     # --- sending --------------------------------------------------------------------------------------------
 
@@ -170,6 +224,8 @@ class Submitter:
         return bool(signed)
 
     def _send(self, tx: Any) -> None:
+        if tx["signer"] in self._retired:
+            return  # revoked: its transactions can only revert; _retire_signer voided those not mined
         try:
             self.w3.eth.send_raw_transaction(bytes(tx["raw"]))
         except Web3RPCError as exc:
@@ -210,6 +266,9 @@ class Submitter:
         run = _next_run([item for item in candidates if item["not_before"] <= now] if candidates else [], self.config.max_parts_per_tx)
         if not run:
             return False
+        if signer in self._retired:  # accepted for a key the chain revoked already (the mirror did not show it yet)
+            self._retire_signer(signer, self._retired[signer])
+            return True
         payloads = [json.loads(item["payload"]) for item in run]
         contract_name, function, arguments = contract_arguments(run[0]["kind"], payloads)
         contract = self.contracts[contract_name]
@@ -218,7 +277,11 @@ class Submitter:
         try:
             gas = self.w3.eth.estimate_gas(call, "pending")
         except ContractLogicError as exc:
-            self._refused_before_sending(run, revert_of(exc) or ContractRevert("Unknown"))
+            decoded = revert_of(exc) or ContractRevert("Unknown")
+            if _revokes(decoded, signer):
+                self._retire_signer(signer, decoded)
+            else:
+                self._refused_before_sending(run, decoded)
             return True
         self._sign_and_send(signer, run, call, gas)
         return True
@@ -308,6 +371,15 @@ def _next_run(items: list[Any], max_parts: int) -> list[Any]:
         run.append(item)
         parts += item["part_count"]
     return run
+
+
+def _revokes(decoded: ContractRevert, signer: str) -> bool:
+    """Whether the chain refused because `signer` itself is revoked."""
+    return decoded.name == "ConsortiumRegistryKeyRevoked" and bool(decoded.args_) and str(decoded.args_[0]).lower() == signer.lower()
+
+
+def _site_name(site: bytes) -> str:
+    return bytes(site).rstrip(b"\0").decode("ascii", errors="replace")
 
 
 def _culprit(items: list[Any], decoded: ContractRevert) -> int | None:

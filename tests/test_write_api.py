@@ -200,10 +200,18 @@ def test_register_json_puts_the_parts_in_stock_at_the_manufacturer(stack, ledger
     assert on_chain(ledger, part_id(GTIN_A, "J4"))[0] == S.NONE
 
 
-def test_registering_a_serial_already_on_chain_is_rejected_by_the_contract_with_its_part_id(stack, ledger):
-    [existing] = ledger.register(ledger.orgs["maker"], ["DUP-1"], lot="L-D")
-    with serve(stack):
-        view = rejected(stack, "maker", post(stack, "maker", "/v1/parts/register", {"gtin": GTIN_A, "lot": "L-D", "serials": ["DUP-1"]}))
+def test_registering_a_serial_already_on_chain_is_refused_at_once_or_by_the_contract_with_its_part_id(stack, ledger):
+    maker = ledger.orgs["maker"]
+    [existing] = ledger.register(maker, ["DUP-1"], lot="L-D")
+    with serve(stack, submitter=False) as client:
+        error = refused(post(stack, "maker", "/v1/parts/register", {"gtin": GTIN_A, "lot": "L-D", "serials": ["DUP-0", "DUP-1"]}), 409, "already_registered")
+        assert error["details"] == [{"part_id": hexid(existing), "manufacturer": maker.id, "status": "in_stock"}]
+        # Registered on chain after the pre-check passed: the contract refuses.
+        command = accepted(post(stack, "maker", "/v1/parts/register", {"gtin": GTIN_A, "lot": "L-D", "serials": ["DUP-2"]}))
+        [existing] = ledger.register(maker, ["DUP-2"], lot="L-D")
+        with submitting(client):
+            view = wait_command(stack, "maker", command)
+    assert view["status"] == "rejected"
     assert view["errors"] == [{"error": "PartLedgerPartAlreadyRegistered", "args": [hexid(existing)], "message": view["errors"][0]["message"]}]
     assert "PartLedgerPartAlreadyRegistered" in view["errors"][0]["message"]
     assert view["transactions"] == [] and view["block"] is None
@@ -413,8 +421,8 @@ def test_batches_anchor_a_merkle_root_once(stack, ledger):
         assert view["kind"] == "anchor_batch" and view["summary"] == {"root": root, "record_count": 1_000, "batch_kind": "scan"}
         assert ledger.evidence.functions.batch(bytes.fromhex(root[2:])).call() == (view["block"], warehouse.id, 1_000)
 
-        view = rejected(stack, "warehouse", post(stack, "warehouse", "/v1/batches", body))
-        assert [(error["error"], error["args"]) for error in view["errors"]] == [("EvidenceLedgerBatchAlreadyAnchored", [root])]
+        error = refused(post(stack, "warehouse", "/v1/batches", body), 409, "batch_anchored")
+        assert error["message"] == f"this batch root was anchored in block {view['block']}"
 
 
 # --- following commands -----------------------------------------------------------------------------------------
@@ -455,10 +463,10 @@ def test_a_race_the_pre_check_cannot_see_is_rejected_with_the_contracts_error_an
 
 def test_packed_commands_share_one_transaction_and_a_bad_part_rejects_only_its_own_command(stack, ledger):
     maker = ledger.orgs["maker"]
-    [bad] = ledger.register(maker, ["PK-BAD"], lot="L-PK")
     batches = [["PK1", "PK2"], ["PK3"], ["PK4", "PK-BAD"], ["PK5"], ["PK6", "PK7"]]
     with serve(stack, submitter=False) as client:
         commands = [accepted(post(stack, "maker", "/v1/parts/register", {"gtin": GTIN_A, "lot": "L-PK", "serials": serials})) for serials in batches]
+        [bad] = ledger.register(maker, ["PK-BAD"], lot="L-PK")  # after the pre-check: only the contract sees it
         with submitting(client):
             views = [wait_command(stack, "maker", command) for command in commands]
     assert [view["status"] for view in views] == ["confirmed", "confirmed", "rejected", "confirmed", "confirmed"]

@@ -38,7 +38,6 @@ from tests.test_write_api import (
     post,
     post_csv,
     refused,
-    rejected,
     serve,
     stack,  # noqa: F401 - the fixture
 )
@@ -317,7 +316,7 @@ def test_logs_never_contain_private_keys_passphrases_api_keys_or_clear_vins(ledg
         refused(post(stack, "workshop", "/v1/parts/install", {"items": [{"part_id": hexid(pids[0]), "vin": vins[2] + "X"}]}), 422, "invalid_request")
         confirmed(stack, "workshop", post(stack, "workshop", "/v1/parts/remove", {"part_ids": ids_of(pids[:1])}))
         confirmed(stack, "workshop", post(stack, "workshop", "/v1/parts/install", {"items": [{"part_id": hexid(pids[0]), "vin": vins[1]}]}))
-        rejected(stack, "maker", post(stack, "maker", "/v1/parts/register", {"gtin": GTIN_A, "lot": "L-LOG", "serials": ["LG1"]}))
+        refused(post(stack, "maker", "/v1/parts/register", {"gtin": GTIN_A, "lot": "L-LOG", "serials": ["LG1"]}), 409, "already_registered")
         client.get(f"/v1/commands/{registered['command_id']}", headers=stack.headers("auditor"))
         revoked = stack.api_keys["distributor"]
         revoke_api_key(client.app.state.services.service_engine, revoked.split("_")[1])

@@ -1,7 +1,12 @@
 """Write endpoints: every site event and trade-evidence step, accepted into the durable outbox (202).
 
 Each endpoint validates its body, pre-checks role and part states, and answers 202 with the command id to follow
-at GET /v1/commands/{id}. An Idempotency-Key header makes a retry safe.
+at GET /v1/commands/{id}. An Idempotency-Key header makes a retry safe: the same key with the same request answers
+the first command again, with another request 422 idempotency_key_reused. A request repeated without a key is a new
+request (two equal shipments a month apart are legitimate), yet it cannot take effect twice: every write is a
+transition that cannot start from the state it leaves, so the repeat is refused at once once the first is indexed
+(409 invalid_state, already_registered, batch_anchored, lot_recalled), or by the contract while the first is in
+flight (the command ends rejected with the custom error).
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ class PartsBody(Body):
 
 
 class ShipBody(PartsBody):
-    to_org: int = Field(ge=1, description="the organisation that must receive the parts")
+    to_org: int = Field(ge=1, lt=2**32, description="the organisation that must receive the parts")
 
 
 class RegisterBody(Body):
@@ -97,7 +102,7 @@ class InstallBody(Body):
 
 
 class RecallBody(Body):
-    lot: int = Field(ge=1, description="the lot number (see GET /v1/parts?lot=...)")
+    lot: int = Field(ge=1, lt=2**63, description="the lot number (see GET /v1/parts?lot=...)")
     notice_hash: Annotated[str, Field(pattern=HEX32)]
 
 
@@ -140,10 +145,10 @@ async def _accept(
         replay = outbox.replay(principal.org_id, idempotency_key, digest)
         if replay is not None:
             return replay
+    signer = outbox.signer_for(principal, site)
+    outbox.precheck(principal, OPERATIONS[draft.kind], draft.part_ids, to=draft.summary.get("to"))
     if precheck is not None:
         precheck()
-    signer = outbox.signer_for(principal, site)
-    outbox.precheck(principal, OPERATIONS[draft.kind], draft.part_ids)
     return outbox.accept(principal, draft, signer=signer, idempotency_key=idempotency_key, request_sha256=digest)
 
 
@@ -198,10 +203,11 @@ def _registration_draft(gtin: str, lot: str, serials: list[str], services: Servi
         raise Unprocessable(f"{len(errors)} row(s) are invalid", code="invalid_rows", details=errors[:1000])
     if len(set(serials)) != len(serials):
         raise Unprocessable("a serial appears twice in the request", code="duplicate_parts")
-    ids = ["0x" + part_id(gtin14, serial).hex() for serial in serials]
+    pids = [part_id(gtin14, serial) for serial in serials]
+    ids = ["0x" + pid.hex() for pid in pids]
     size = services.settings.max_parts_per_tx
     items = [{"gtin": gtin14, "lot": lot, "serials": chunk, "part_ids": id_chunk} for chunk, id_chunk in zip(_chunks(serials, size), _chunks(ids, size))]
-    return Draft(kind="register", summary={"gtin": gtin14, "lot": lot}, part_ids=[], items=items, part_count=len(serials))
+    return Draft(kind="register", summary={"gtin": gtin14, "lot": lot}, part_ids=pids, items=items, part_count=len(serials))
 
 
 @router.post("/parts/register", status_code=202, summary="Register serialised parts of one GTIN and lot (JSON)")
@@ -292,7 +298,8 @@ async def anchor_batch(request: Request, body: BatchBody, principal: CurrentPrin
     await _raw_body(request, services)
     payload = {"root": body.root, "record_count": body.record_count, "batch_kind": body.kind}
     draft = Draft(kind="anchor_batch", summary=payload, part_ids=[], items=[payload], part_count=0)
-    return await _accept(request, services, principal, draft, body.site, idempotency_key)
+    outbox = _outbox(services)
+    return await _accept(request, services, principal, draft, body.site, idempotency_key, precheck=lambda: outbox.precheck_batch(bytes.fromhex(body.root[2:])))
 
 
 @router.get("/commands/{command_id}", summary="Follow a command: accepted → submitted (tx) → confirmed (block) or rejected (contract error)")

@@ -1,0 +1,281 @@
+"""Key compromise drill: a manufacturer's plant streams registrations through the API while the operator revokes the
+plant's site key with `partledger wallet revoke` (the real CLI, as a subprocess) — twice: first the key in use, whose
+commands the plant's standby key (a second key added for the same site) takes over; then that standby key too, when
+the site has no key left. At each revocation the key has transactions signed and sent but not mined (the node mines
+only when the test says so) and commands accepted but not signed.
+
+In the end every accepted command is confirmed or rejected with the chain's error and a reason, none is lost; nothing
+a revoked key signed is on chain after its revocation; and the verify page flags labels signed by a revoked key on
+parts registered after its revocation, while the labels it signed before stay genuine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+from sqlalchemy import func, select
+
+from labels.digital_link import build_uri
+from labels.signature import label_domain, sign_label
+from ledger_service.tables import ChainTransaction, CommandItem
+from partledger.db import make_engine
+from partledger.ids import ascii32, part_id
+from partledger.manifest import Manifest, load_manifest, save_manifest
+from partledger.model import PartStatus
+from tests.chainkit import GTIN_A, Ledger, dev_account
+from tests.labelkit import JSON, target
+from tests.servicekit import PASSPHRASE, Stack, prepare_stack, running_service, wait_command
+from tests.test_write_api import caught_up
+from wallets.keystore import create_keystore
+from wallets.signer import LocalSigner
+
+T_TX, T_ITEM = ChainTransaction.__table__, CommandItem.__table__
+SERIALS_PER_COMMAND = 3
+CONFIRMED_BEFORE_EACH_REVOCATION = 8
+OPEN_COMMANDS = 12  # the plant posts ahead of the chain by at most this many commands
+TIMEOUT = 60.0
+
+
+class Miner:
+    """Anvil with automine off, mining a block every 50 ms unless paused, so that transactions can be held in the
+    node's pool, signed and sent but not mined, at the moment of a revocation."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.rpc = ledger.w3.provider.make_request
+        self.running = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Miner:
+        self.rpc("evm_setAutomine", [False])
+        self.running.set()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.rpc("evm_setAutomine", [True])
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.running.is_set():
+                self.rpc("evm_mine", [])
+            time.sleep(0.05)
+
+    def mine(self) -> None:
+        self.rpc("evm_mine", [])
+
+
+class Plant:
+    """The site's stream: registration commands, each of its own lot (so that each is a transaction of its own),
+    posted one after another until stopped, at most OPEN_COMMANDS of them not yet mined or rejected."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.engine = make_engine(stack.service_db_url)
+        self.accepted: list[tuple[str, list[str]]] = []  # (command id, serials)
+        self.refused: list[tuple[int, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Plant:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        number = 0
+        while not self._stop.is_set():
+            if count(self.engine, T_ITEM, T_ITEM.c.state.in_(("pending", "signed", "sent"))) >= OPEN_COMMANDS:
+                time.sleep(0.02)
+                continue
+            number += 1
+            serials = [f"KC{number:03d}-{index}" for index in range(SERIALS_PER_COMMAND)]
+            body = {"gtin": GTIN_A, "lot": f"KC-{number:03d}", "serials": serials}
+            response = self.stack.client.post("/v1/parts/register", headers=self.stack.headers("maker"), json=body)  # type: ignore[union-attr]
+            if response.status_code == 202:
+                self.accepted.append((response.json()["command_id"], serials))
+            else:
+                self.refused.append((response.status_code, response.json()["error"]["code"]))
+                time.sleep(0.1)
+            time.sleep(0.01)
+
+
+def wait_until(predicate: Any, what: str, timeout: float = TIMEOUT) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise TimeoutError(what)
+
+
+def count(engine: Any, table: Any, *where: Any) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+
+
+@pytest.fixture
+def drill(ledger: Ledger, tmp_path: Path) -> dict[str, Any]:
+    """A stack whose maker site 'service-site' has two service-held keys (the second a standby), and the operator's
+    keystore and a manifest for the CLI. The operator pays a gas price of 1 where the sites pay 0: on a node that
+    orders its pool by fee (Anvil, Besu) the revocation is mined ahead of the compromised key's queued transactions."""
+    stack = prepare_stack(ledger, tmp_path, f"sqlite:///{tmp_path / 'index.db'}", f"sqlite:///{tmp_path / 'service.db'}")
+    standby = create_keystore(stack.keys_dir / "maker" / "service-site.2.json", PASSPHRASE, light=True)
+    ledger.act(ledger.operator, ledger.registry.functions.addSiteKey(ledger.orgs["maker"].id, standby.address, ascii32("service-site")))
+    operator = tmp_path / "operator" / "operator.json"
+    operator.parent.mkdir()
+    operator.write_text(json.dumps(Account.encrypt(dev_account(0).key, PASSPHRASE, kdf="scrypt", iterations=2**4)))
+    (tmp_path / "operator" / "passphrase").write_text(PASSPHRASE + "\n")
+    manifest = tmp_path / "operator" / "manifest.json"
+    save_manifest(Manifest(**{**load_manifest(stack.manifest_path).__dict__, "gas_price": 1}), manifest)
+    return {"stack": stack, "primary": stack.site_keys["maker"], "standby": standby.address, "operator": operator, "manifest": manifest}
+
+
+def revoke_mid_stream(drill: dict[str, Any], miner: Miner, key: str, *, confirmed_before: int) -> int:
+    """Holds the node's mining until `key` has transactions sent but not mined and commands waiting to be signed,
+    then revokes it with the CLI and lets the node mine again. The revocation block."""
+    stack, ledger = drill["stack"], drill["stack"].ledger
+    engine = make_engine(stack.service_db_url)
+    wait_until(lambda: count(engine, T_ITEM, T_ITEM.c.state == "confirmed", T_ITEM.c.signer == key) >= confirmed_before, f"{key} confirms")
+    miner.running.clear()
+    wait_until(
+        lambda: count(engine, T_TX, T_TX.c.signer == key, T_TX.c.state == "sent") >= 3
+        and count(engine, T_ITEM, T_ITEM.c.signer == key, T_ITEM.c.state == "pending") >= 2,
+        f"{key} has transactions in the pool and commands waiting",
+    )  # fmt: skip
+    operator = dev_account(0).address
+    latest = ledger.w3.eth.get_transaction_count(operator, "latest")
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "partledger_cli", "wallet", "revoke", "--address", key, "--operator-keystore", str(drill["operator"]),
+         "--manifest", str(drill["manifest"]), "--passphrase-file", str(drill["operator"].parent / "passphrase")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: ledger.w3.eth.get_transaction_count(operator, "pending") > latest or cli.poll() is not None, "the revocation is sent")
+        drill.setdefault("waiting", []).append(count(engine, T_ITEM, T_ITEM.c.signer == key, T_ITEM.c.state == "pending"))
+        miner.mine()
+        miner.running.set()
+        stdout, stderr = cli.communicate(timeout=TIMEOUT)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert cli.returncode == 0, stderr
+    match = re.fullmatch(rf"revoked {key}  in block (\d+)  \(org {ledger.orgs['maker'].id}, site service-site\)\n", stdout)
+    assert match, stdout
+    return int(match.group(1))
+
+
+def transactions_of(ledger: Ledger, key: str, first: int, last: int) -> list[tuple[int, int, int]]:
+    """(block, index, status) of every transaction sent by `key` in blocks first..last."""
+    found = []
+    for number in range(first, last + 1):
+        block = ledger.w3.eth.get_block(number, full_transactions=True)
+        for tx in block["transactions"]:
+            if tx["from"] == key:
+                found.append((number, tx["transactionIndex"], ledger.w3.eth.get_transaction_receipt(tx["hash"])["status"]))
+    return found
+
+
+def verdict(stack: Stack, signer: LocalSigner, serial: str) -> str:
+    ledger = stack.ledger
+    domain = label_domain(chain_id=ledger.manifest.chain_id, part_ledger=ledger.manifest.address("PartLedger"))
+    uri = build_uri("http://testserver", gtin=GTIN_A, serial=serial, signature=sign_label(signer, domain, gtin=GTIN_A, serial=serial))
+    answer = stack.client.get(target(uri), headers=JSON)  # type: ignore[union-attr]
+    assert answer.status_code == 200, answer.text
+    return answer.json()["verdict"]
+
+
+def test_pending_commands_of_a_revoked_key_are_re_signed_by_the_sites_replacement_or_rejected_with_a_reason(drill):
+    stack, primary, standby = drill["stack"], drill["primary"], drill["standby"]
+    ledger = stack.ledger
+    engine = make_engine(stack.service_db_url)
+    with running_service(stack, public_rate_limit="10000/minute") as client, Miner(ledger) as miner, Plant(stack) as plant:
+        caught_up(stack)
+        first_revocation = revoke_mid_stream(drill, miner, primary, confirmed_before=CONFIRMED_BEFORE_EACH_REVOCATION)
+        second_revocation = revoke_mid_stream(drill, miner, standby, confirmed_before=CONFIRMED_BEFORE_EACH_REVOCATION)
+        # The stream goes on until the mirror has the second revocation and the API refuses at once.
+        wait_until(lambda: plant.refused, "the API refuses the site's writes")
+        plant.stop()
+        views = {command: wait_command(stack, "maker", command, timeout=TIMEOUT) for command, _ in plant.accepted}
+        caught_up(stack)
+        head = ledger.w3.eth.block_number
+
+        # Labels signed by each key, on parts registered before its revocation and after it.
+        primary_signer = LocalSigner.from_keystore(stack.keys_dir / "maker" / "service-site.json", PASSPHRASE)
+        standby_signer = LocalSigner.from_keystore(stack.keys_dir / "maker" / "service-site.2.json", PASSPHRASE)
+        by_block = {}
+        for command, serials in plant.accepted:
+            if views[command]["status"] == "confirmed":
+                by_block.setdefault(views[command]["block"], serials[0])
+        before_first = by_block[min(block for block in by_block if block < first_revocation)]
+        between = by_block[min(block for block in by_block if first_revocation < block < second_revocation)]
+        ledger.act(ledger.orgs["maker"].key, ledger.parts.functions.registerParts(int(GTIN_A), ascii32("KC-LATE"), [ascii32("KC-LATE")]))
+        caught_up(stack)
+        verdicts = {
+            (signer_name, serial_name): verdict(stack, signer, serial)
+            for signer_name, signer in (("primary", primary_signer), ("standby", standby_signer))
+            for serial_name, serial in (("before", before_first), ("between", between), ("after", "KC-LATE"))
+        }  # fmt: skip
+
+    statuses = [view["status"] for view in views.values()]
+    re_signed = [view for view in views.values() if view["re_signed_by"] == [standby]]
+    rejected = [view for view in views.values() if view["status"] == "rejected"]
+    figures = {
+        "accepted": len(views), "confirmed": statuses.count("confirmed"), "re-signed": len(re_signed),
+        "rejected": len(rejected), "lost": len(views) - statuses.count("confirmed") - len(rejected),
+        "re-signed and confirmed": sum(view["status"] == "confirmed" for view in re_signed), "refused at once": len(plant.refused),
+        "in the pool at each revocation (reverted)": [count(engine, T_TX, T_TX.c.signer == key, T_TX.c.state == "reverted") for key in (primary, standby)],
+        "waiting to be signed at each revocation": drill["waiting"],
+    }  # fmt: skip
+    print(f"\nkey compromise drill: {figures}; revoked in blocks {first_revocation} and {second_revocation}")
+    assert figures["lost"] == 0 and figures["re-signed"] >= 2 and figures["rejected"] >= 2
+    assert set(plant.refused) == {(403, "no_site_key")}
+
+    # Re-signed commands were accepted for the primary key and confirmed by the standby key after the revocation.
+    for view in re_signed:
+        assert view["site_key"] == primary
+        if view["status"] == "confirmed":
+            assert first_revocation < view["block"] < second_revocation
+            assert {ledger.w3.eth.get_transaction(tx["tx_hash"])["from"] for tx in view["transactions"] if tx["block"] == view["block"]} == {standby}
+    # Rejected: with the chain's error, its arguments and the reason.
+    for view in rejected:
+        assert [(error["error"], error["args"]) for error in view["errors"]] == [("ConsortiumRegistryKeyRevoked", [standby, second_revocation])]
+        assert "holds no other active key of that organisation for site 'service-site'" in view["errors"][0]["message"]
+
+    # Nothing signed by a revoked key took effect after its revocation: in the revocation block, its transactions
+    # after the revocation reverted; in any later block it has none.
+    for key, revoked in ((primary, first_revocation), (standby, second_revocation)):
+        first_in_block = ledger.w3.eth.get_block(revoked, full_transactions=True)["transactions"][0]
+        assert first_in_block["from"] == dev_account(0).address  # the operator's revocation, first in its block
+        sent = transactions_of(ledger, key, revoked, head)
+        assert {block for block, _, _ in sent} <= {revoked}
+        assert [status for _, _, status in sent] == [0] * len(sent)
+        assert count(engine, T_TX, T_TX.c.signer == key, T_TX.c.state == "reverted") == len(sent) >= 1  # signed, not yet mined: refused
+    # The chain has each confirmed command's parts, once; no rejected command's.
+    registered = [s.rstrip(b"\0").decode() for log in ledger.parts.events.PartsRegistered.get_logs(from_block=0) for s in log["args"]["serials"]]
+    confirmed_serials = [s for command, serials in plant.accepted if views[command]["status"] == "confirmed" for s in serials]
+    assert sorted(s for s in registered if s.startswith("KC") and s != "KC-LATE") == sorted(confirmed_serials)
+    assert all(ledger.status(part_id(GTIN_A, serials[0]))[0] == PartStatus.NONE for command, serials in plant.accepted if views[command]["status"] == "rejected")
+
+    assert verdicts == {
+        ("primary", "before"): "genuine", ("primary", "between"): "key_revoked", ("primary", "after"): "key_revoked",
+        ("standby", "before"): "genuine", ("standby", "between"): "genuine", ("standby", "after"): "key_revoked",
+    }  # fmt: skip
