@@ -12,11 +12,17 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from partledger.errors import ChainUnavailable, ValidationError
 
 log = logging.getLogger("partledger.service")
+RETRY_AFTER_SECONDS = "5"
+# The database cannot be reached, or dropped the connection (a restart, a failover), or no pooled connection came
+# free in time: worth trying again shortly, so a 503 with Retry-After, never a 500.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 
 
 class ApiError(Exception):
@@ -82,10 +88,59 @@ def _body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": error}
 
 
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
+        }
+    },
+}
+ERROR_RESPONSES = {
+    "422": "the request does not match the API schema (invalid_request), or its rows or parts are refused",
+    "4XX": "refused: 400 invalid, 401 no or unknown API key, 403 not allowed, 404 unknown, 409 conflict, 413 too large",
+    "503": "the chain node or a database does not answer (Retry-After)",
+}
+
+
+def describe_errors(app: FastAPI) -> None:
+    """Documents in the app's OpenAPI schema the error body every refusal carries, in place of FastAPI's default
+    422 body (which this service never sends), for the statuses above; a status a route documents itself stays."""
+    build_schema = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build_schema()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["Error"] = ERROR_SCHEMA
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for status, description in ERROR_RESPONSES.items():
+                    documented = responses.get(status)
+                    if documented is None or status == "422":
+                        responses[status] = {"description": description, "content": content}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    describe_errors(app)
+
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        if STATUS[type(exc)] == 503:
+            headers = {"Retry-After": RETRY_AFTER_SECONDS}
         return JSONResponse(_body(exc.code, exc.message, exc.details), status_code=STATUS[type(exc)], headers=headers)
 
     @app.exception_handler(ValidationError)
@@ -94,7 +149,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ChainUnavailable)
     async def chain_unavailable(_: Request, exc: ChainUnavailable) -> JSONResponse:
-        return JSONResponse(_body("chain_unavailable", str(exc)), status_code=503, headers={"Retry-After": "5"})
+        return JSONResponse(_body("chain_unavailable", str(exc)), status_code=503, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+    for database_error in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(database_error, database_unavailable)
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -111,6 +169,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(_body("invalid_request", "the request is nested too deeply"), status_code=400)
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, DATABASE_UNAVAILABLE):  # raised in a middleware (the audit log's), outside the table above
+            return await database_unavailable(request, exc)
         log.exception("unexpected error")
         return JSONResponse(_body("internal_error", "an unexpected error occurred; it was logged"), status_code=500)
+
+
+async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    body = _body("database_unavailable", "the service's database is unavailable; try again shortly")
+    return JSONResponse(body, status_code=503, headers={"Retry-After": RETRY_AFTER_SECONDS})

@@ -21,7 +21,7 @@ class ProposalBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     doc_hash: Annotated[str, Field(pattern=HEX32, description="keccak256(salt || keccak256(content)), see partledger.documents")]
     doc_type: str = Field(description=", ".join(t.name.lower() for t in DocType))
-    counterparty: int = Field(ge=1)
+    counterparty: int = Field(ge=1, lt=2**32)
     previous: Optional[Annotated[str, Field(pattern=HEX32)]] = None
     parts_root: Optional[Annotated[str, Field(pattern=HEX32)]] = Field(default=None, description="StandardMerkleTree root of the part ids covered")
     valid_for: int = Field(default=7 * 24 * 3600, description="seconds the counterparty has to countersign")

@@ -31,7 +31,7 @@ router = APIRouter()
 T_DOC, T_EVENT, T_BATCH = Document.__table__, PartEvent.__table__, Batch.__table__
 HEX32 = r"^0x[0-9a-fA-F]{64}$"
 Hash32 = Annotated[str, Path(pattern=HEX32, description="0x + 64 hex digits")]
-ChainTo = Annotated[Optional[int], Query(ge=0, description="add the block headers up to this (checkpointed) block")]
+ChainTo = Annotated[Optional[int], Query(ge=0, lt=2**63, description="add the block headers up to this (checkpointed) block")]
 PAGE_SECURITY = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; "
     "img-src 'self' data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
@@ -90,7 +90,7 @@ def document_proof(doc_hash: Hash32, principal: CurrentPrincipal, snapshot: Inde
 
 
 @router.get("/v1/proofs/events/{tx_hash}/{log_index}", tags=["proofs"], summary="Proof bundle of a lifecycle event (any PartLedger log)")
-def event_proof(tx_hash: Hash32, log_index: Annotated[int, Path(ge=0)], principal: CurrentPrincipal, snapshot: IndexReadDep, request: Request, services: ServicesDep, chain_to: ChainTo = None) -> JSONResponse:
+def event_proof(tx_hash: Hash32, log_index: Annotated[int, Path(ge=0, lt=2**63)], principal: CurrentPrincipal, snapshot: IndexReadDep, request: Request, services: ServicesDep, chain_to: ChainTo = None) -> JSONResponse:
     """The bundle of the log at `log_index` (block-wide, as eth_getLogs numbers it) of a transaction, for the
     organisations it involves, auditors and regulators."""
     if not principal.sees_everything and not _involved(snapshot.conn, principal.org_id, _bytes32(tx_hash), log_index):
@@ -189,8 +189,8 @@ def _auditor(principal: Principal) -> None:
 
 
 @router.get("/v1/audit/log", tags=["audit"], summary="Auditor and regulator reads: who, what, when, and the batch anchoring each")
-def audit_log(principal: CurrentPrincipal, request: Request, org: Annotated[Optional[int], Query(ge=1)] = None,
-              after: Annotated[int, Query(ge=0, description="entries after this id")] = 0,
+def audit_log(principal: CurrentPrincipal, request: Request, org: Annotated[Optional[int], Query(ge=1, lt=2**32)] = None,
+              after: Annotated[int, Query(ge=0, lt=2**63, description="entries after this id")] = 0,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:  # fmt: skip
     _auditor(principal)
     items = audit_log_of(request.app).entries(org_id=org, after_id=after, limit=limit)
@@ -204,7 +204,7 @@ def anchor_audit_log(principal: CurrentPrincipal, request: Request) -> dict[str,
 
 
 @router.get("/v1/audit/log/{entry_id}/proof", tags=["audit"], summary="Proof bundle of one audit-log entry (a batched record)")
-def audit_entry_proof(entry_id: Annotated[int, Path(ge=1)], principal: CurrentPrincipal, snapshot: IndexReadDep, request: Request, services: ServicesDep, chain_to: ChainTo = None) -> JSONResponse:
+def audit_entry_proof(entry_id: Annotated[int, Path(ge=1, lt=2**63)], principal: CurrentPrincipal, snapshot: IndexReadDep, request: Request, services: ServicesDep, chain_to: ChainTo = None) -> JSONResponse:
     _auditor(principal)
     proof = audit_log_of(request.app).entry_proof(entry_id)
     if proof is None:

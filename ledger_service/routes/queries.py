@@ -85,8 +85,8 @@ def list_parts(
     principal: CurrentPrincipal,
     snapshot: IndexReadDep,
     services: ServicesDep,
-    lot: Annotated[Optional[int], Query(ge=1)] = None,
-    custodian: Annotated[Optional[int], Query(ge=1)] = None,
+    lot: Annotated[Optional[int], Query(ge=1, lt=2**63)] = None,
+    custodian: Annotated[Optional[int], Query(ge=1, lt=2**32)] = None,
     status: StatusName = None,
     gtin: Optional[str] = None,
     limit: Limit = None,
@@ -102,14 +102,14 @@ def list_parts(
 
 
 @router.get("/inventory", tags=["parts"])
-def inventory(principal: CurrentPrincipal, snapshot: IndexReadDep, org: Annotated[Optional[int], Query(ge=1)] = None) -> dict[str, Any]:
+def inventory(principal: CurrentPrincipal, snapshot: IndexReadDep, org: Annotated[Optional[int], Query(ge=1, lt=2**32)] = None) -> dict[str, Any]:
     """Parts held per site of the caller's organisation (auditors, regulators: any organisation's)."""
     return {"block": snapshot.block, **read.inventory(snapshot.conn, principal, org)}
 
 
 @router.get("/lots/{lot}/recall-impact", tags=["recalls"])
 def recall_impact(
-    lot: Annotated[int, Path(ge=1)], principal: CurrentPrincipal, snapshot: IndexReadDep, services: ServicesDep,
+    lot: Annotated[int, Path(ge=1, lt=2**63)], principal: CurrentPrincipal, snapshot: IndexReadDep, services: ServicesDep,
     limit: Limit = None, cursor: Cursor = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Every part of a lot, where it is and which vehicles it is in: for its manufacturer, regulators, auditors."""
@@ -121,10 +121,10 @@ def list_evidence(
     principal: CurrentPrincipal,
     snapshot: IndexReadDep,
     services: ServicesDep,
-    party: Annotated[Optional[int], Query(ge=1)] = None,
+    party: Annotated[Optional[int], Query(ge=1, lt=2**32)] = None,
     doc_type: Annotated[Optional[str], Query(description="purchase_order, invoice, delivery_note, ...")] = None,
-    from_time: Annotated[Optional[int], Query(ge=0, description="unix time, inclusive")] = None,
-    to_time: Annotated[Optional[int], Query(ge=0, description="unix time, exclusive")] = None,
+    from_time: Annotated[Optional[int], Query(ge=0, lt=2**63, description="unix time, inclusive")] = None,
+    to_time: Annotated[Optional[int], Query(ge=0, lt=2**63, description="unix time, exclusive")] = None,
     doc_hash: Optional[str] = None,
     limit: Limit = None,
     cursor: Cursor = None,

@@ -1,0 +1,112 @@
+"""Schemathesis against the live OpenAPI schema of the service (every operation, as a member with a real API key
+and as a stranger without one): no answer is a 5xx, and every answer matches the schema (status code documented,
+content type, body).
+
+The service runs with its submitter and the indexer on the session's Anvil (chain rolled back afterwards), over
+SQLite, with a few parts registered and shipped so that the reads have something to find. The number of examples
+per operation is bounded (EXAMPLES, PARTLEDGER_FUZZ_EXAMPLES for a deeper run) so that the file runs in about a
+minute; every failure is collected, with the request that caused it, and reported at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
+from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
+
+from tests.chainkit import GTIN_A, Ledger, revert_to, snapshot
+from tests.servicekit import Stack, prepare_stack, running_service
+
+EXAMPLES = int(os.environ.get("PARTLEDGER_FUZZ_EXAMPLES", "10"))  # per operation, mode and caller; more for a deeper run
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+@dataclass
+class Findings:
+    requests: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # operation and check -> the first failing request
+    without_negative: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def fuzz_stack(deployed: Ledger, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    snapshot_id = snapshot(deployed.w3)
+    workdir = tmp_path_factory.mktemp("fuzz")
+    stack = prepare_stack(deployed, workdir, f"sqlite:///{workdir / 'index.db'}", f"sqlite:///{workdir / 'service.db'}")
+    maker = deployed.orgs["maker"]
+    deployed.register(maker, [f"FZ{n:04d}" for n in range(6)], gtin=GTIN_A, lot="FUZZ-1")
+    deployed.act(maker.key, deployed.parts.functions.shipParts(deployed.register(maker, ["FZ-SHIP"], lot="FUZZ-1"), deployed.orgs["warehouse"].id, bytes(32)))
+    try:
+        with running_service(stack) as client:
+            client.indexer.wait_for(deployed.w3.eth.block_number)  # type: ignore[attr-defined]
+            yield stack
+    finally:
+        revert_to(deployed.w3, snapshot_id)
+
+
+def fuzz(stack: Stack, *, authorization: str | None) -> Findings:
+    """Every operation of the live schema, positive and negative data, EXAMPLES each; failures collected."""
+    assert stack.client is not None
+    schema = schemathesis.openapi.from_asgi("/openapi.json", stack.client.app)
+    findings = Findings()
+    fixed_headers = {"authorization": authorization} if authorization else None
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 30, "the schema lost operations"
+    for operation in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            strategy = operation.as_strategy(generation_mode=mode, headers=fixed_headers)
+
+            @settings(max_examples=EXAMPLES, deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck), database=None)
+            @given(case=strategy)
+            def run(case: schemathesis.Case) -> None:
+                try:
+                    response = case.call(headers={"Authorization": authorization} if authorization else None)
+                except Exception as exc:  # noqa: BLE001 - the in-process transport re-raises what would be a 500
+                    findings.requests += 1
+                    key = f"{operation.label} [{mode.value}]: server error {type(exc).__name__}"
+                    findings.failures.setdefault(key, f"{exc}\n    {case.as_curl_command()}")
+                    return
+                findings.requests += 1
+                findings.by_status[response.status_code] = findings.by_status.get(response.status_code, 0) + 1
+                try:
+                    case.validate_response(response, checks=CHECKS)
+                except FailureGroup as group:
+                    for failure in group.exceptions:
+                        key = f"{operation.label} [{mode.value}]: {failure.title}"
+                        findings.failures.setdefault(key, f"{failure.message}\n    {case.as_curl_command()}\n    -> {response.status_code} {response.text[:300]}")
+
+            try:
+                run()
+            except Unsatisfiable:
+                # No invalid request exists for an operation without parameters or body (GET /v1/health).
+                assert mode is GenerationMode.NEGATIVE, f"no valid request could be generated for {operation.label}"
+                findings.without_negative.append(operation.label)
+    return findings
+
+
+def report(findings: Findings) -> str:
+    lines = [f"{findings.requests} requests, statuses {dict(sorted(findings.by_status.items()))}"]
+    lines += [f"- {key}\n    {detail}" for key, detail in sorted(findings.failures.items())]
+    return "\n".join(lines)
+
+
+def test_fuzzing_as_a_member_finds_no_5xx_and_no_schema_violation(fuzz_stack: Stack):
+    findings = fuzz(fuzz_stack, authorization=f"Bearer {fuzz_stack.api_keys['maker']}")
+    print(report(findings))
+    assert not findings.failures, report(findings)
+
+
+def test_fuzzing_without_a_key_finds_no_5xx_and_no_schema_violation(fuzz_stack: Stack):
+    findings = fuzz(fuzz_stack, authorization=None)
+    print(report(findings))
+    assert not findings.failures, report(findings)
