@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, insert, select, update
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from indexer.tables import Organisation
 from ledger_service.audit_tables import AuditBatch, AuditLogEntry
@@ -216,28 +217,57 @@ def audit_log_of(app: FastAPI) -> AuditLog:
 
 def install_audit_log(app: FastAPI) -> None:
     """Logs every /v1 request of an auditor or regulator key (health excepted) before its answer leaves."""
+    app.add_middleware(AuditReads)
 
-    @app.middleware("http")
-    async def audit_reads(request: Request, call_next):  # type: ignore[no-untyped-def]
-        path = request.url.path
-        authorization = request.headers.get("authorization")
+
+class AuditReads:
+    """The audit log's middleware, pure ASGI: a request without an Authorization header (every public scan) passes
+    at the cost of a header lookup. An auditor's or regulator's read is recorded when its answer starts, before
+    any of it is sent; when it cannot be recorded, a 503 goes out instead and the answer is dropped."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        authorization = _authorization(scope) if scope["type"] == "http" else None
+        path = scope.get("path", "")
         if authorization is None or not path.startswith("/v1/") or path == "/v1/health":
-            return await call_next(request)  # public reads (the resolver's scans among them) are nobody's audit trail
-        audit = audit_log_of(request.app)
+            await self.app(scope, receive, send)  # public reads (the resolver's scans among them) are nobody's audit trail
+            return
+        audit = audit_log_of(scope["app"])
         principal = await run_in_threadpool(audit.audited_principal, authorization)
-        response = await call_next(request)
-        if principal is None or response.status_code == 401:
-            return response
-        target = path + (f"?{request.url.query}" if request.url.query else "")
-        try:
-            await run_in_threadpool(audit.record, principal, method=request.method, target=target, status=response.status_code)
-        except Exception:  # noqa: BLE001 - an unlogged auditor read must not leave
-            log.exception("could not write the audit log")
-            body = {"error": {"code": "audit_log_unavailable", "message": "the audit log could not record this read; it was refused"}}
-            return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
-        try:
-            if await run_in_threadpool(audit.batch_due):
-                await run_in_threadpool(audit.anchor_pending)
-        except Exception:  # noqa: BLE001 - anchoring is retried on the next read; the read itself is logged
-            log.exception("could not anchor the audit log")
-        return response
+        if principal is None:
+            await self.app(scope, receive, send)
+            return
+        refused = False
+
+        async def send_logged(message: Message) -> None:
+            nonlocal refused
+            if refused:
+                return  # the rest of an answer that was not logged
+            if message["type"] == "http.response.start" and message["status"] != 401:
+                url = Request(scope).url
+                target = url.path + (f"?{url.query}" if url.query else "")
+                try:
+                    await run_in_threadpool(audit.record, principal, method=scope["method"], target=target, status=message["status"])
+                except Exception:  # noqa: BLE001 - an unlogged auditor read must not leave
+                    log.exception("could not write the audit log")
+                    refused = True
+                    body = {"error": {"code": "audit_log_unavailable", "message": "the audit log could not record this read; it was refused"}}
+                    await JSONResponse(body, status_code=503, headers={"Retry-After": "5"})(scope, receive, send)
+                    return
+                try:
+                    if await run_in_threadpool(audit.batch_due):
+                        await run_in_threadpool(audit.anchor_pending)
+                except Exception:  # noqa: BLE001 - anchoring is retried on the next read; the read itself is logged
+                    log.exception("could not anchor the audit log")
+            await send(message)
+
+        await self.app(scope, receive, send_logged)
+
+
+def _authorization(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return value.decode("latin-1")
+    return None

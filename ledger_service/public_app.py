@@ -48,6 +48,7 @@ def create_public_app(settings: ServiceSettings) -> FastAPI:
     app.state.services = services
     install_error_handlers(app)
     app.include_router(resolver.public_router)
+    app.add_middleware(resolver.ResolverFastPath)
     return app
 
 

@@ -78,14 +78,19 @@ class ScanRecord:
     lon: Optional[float] = None
     flags: list[Flag] = field(default_factory=list)
 
-    def row(self) -> dict[str, Any]:
-        return {
-            "scan_id": self.scan_id, "part_id": self.part_id, "gtin": self.gtin, "serial": self.serial,
-            "manufacturer": self.manufacturer, "scanned_at": self.scanned_at, "verdict": self.verdict,
-            "flags": ",".join(flag.kind for flag in self.flags), "source": self.source, "context": self.context,
-            "lat": self.lat, "lon": self.lon, "fingerprint": self.fingerprint, "client_ip": self.client_ip,
-            "batch_root": None, "proof": None,
-        }  # fmt: skip
+    def values(self) -> tuple[Any, ...]:
+        """The row's values in ROW_COLUMNS order."""
+        return (
+            self.scan_id, self.part_id, self.gtin, self.serial, self.manufacturer, self.scanned_at, self.verdict,
+            ",".join(flag.kind for flag in self.flags), self.source, self.context, self.lat, self.lon, self.fingerprint,
+            self.client_ip, None, None,
+        )  # fmt: skip
+
+
+ROW_COLUMNS = (
+    "scan_id", "part_id", "gtin", "serial", "manufacturer", "scanned_at", "verdict", "flags", "source", "context", "lat", "lon",
+    "fingerprint", "client_ip", "batch_root", "proof",
+)  # fmt: skip
 
 
 def scan_leaf(row: Any) -> tuple[Any, ...]:
@@ -130,6 +135,9 @@ class ScanBook:
         self._queue: list[ScanRecord] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        # The flush's INSERT as the driver's own SQL, values as tuples: insert() would build a dict and run bind processors per row
+        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        self._insert_sql = f"INSERT INTO {T_SCAN.name} ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join(mark for _ in ROW_COLUMNS)})"
 
     # --- recording ------------------------------------------------------------------------------------------
 
@@ -164,7 +172,7 @@ class ScanBook:
                 return 0
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(insert(T_SCAN), [record.row() for record in batch])
+                    conn.exec_driver_sql(self._insert_sql, [record.values() for record in batch])
                     flags = [
                         {"scan_id": r.scan_id, "part_id": r.part_id, "manufacturer": r.manufacturer, "kind": flag.kind,
                          "detail": json.dumps(flag.detail), "created_at": r.scanned_at}

@@ -23,14 +23,18 @@ status and notice. Custodians, lots, site keys, VIN hashes never do.
 from __future__ import annotations
 
 import enum
+import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from sha3 import keccak_256
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from indexer.tables import IndexerState, Organisation, Part, Recall, SiteKey
 from labels.digital_link import DigitalLink
@@ -44,6 +48,7 @@ from partledger.model import PartStatus
 
 T_PART, T_KEY, T_ORG, T_RECALL, T_STATE = Part.__table__, SiteKey.__table__, Organisation.__table__, Recall.__table__, IndexerState.__table__
 T_VIN = PrivateVin.__table__
+log = logging.getLogger("partledger.service.verify")
 KEY_CACHE_SECONDS = 2.0  # how stale a site key's revocation may be seen (a revocation is an operator's act, not a race)
 NAME_CACHE_SECONDS = 30.0
 
@@ -165,7 +170,9 @@ class _TtlCache:
 class Verifier:
     """Verdicts against one deployment (its label domain) and its mirror."""
 
-    def __init__(self, *, index_engine: Engine, service_engine: Engine, vault: Optional[Vault], domain: Eip712Domain) -> None:
+    def __init__(self, *, index_engine: Engine, service_engine: Engine, vault: Optional[Vault], domain: Eip712Domain, pin_connection: bool = False) -> None:
+        """pin_connection: every verification runs on one thread (the event loop's, SQLite read inline), which may
+        then keep one connection of the mirror for its hot reads instead of taking one from the pool each time."""
         self.index_engine = index_engine
         self.service_engine = service_engine
         self.vault = vault
@@ -174,14 +181,17 @@ class Verifier:
         self._names = _TtlCache(NAME_CACHE_SECONDS)
         self._gtins = _TtlCache(NAME_CACHE_SECONDS)
         self._recalls = _TtlCache(NAME_CACHE_SECONDS)
-        self._reads = _HotReads(index_engine)
+        self._reads = _HotReads(index_engine, pin=pin_connection)
+
+    def close(self) -> None:
+        self._reads.close()
 
     def verify(self, link: DigitalLink, *, vin: Optional[str] = None) -> Verification:
         """The verdict on `link`. A VIN (in clear, from the scanner) is checked against an installed part's
         salted hash; ValidationError when it is no VIN."""
         vin = normalize_vin(vin) if vin else None
         pid = keccak_256(int(link.gtin).to_bytes(32, "big") + ascii32(link.serial)).digest()  # = part_id, without re-validating
-        with self.index_engine.connect() as conn:
+        with self._reads.reader() as conn:
             row = self._reads.part(conn, pid, self.domain.chainId)
             if row is None:
                 block = self._reads.block(conn, self.domain.chainId)
@@ -220,7 +230,7 @@ class Verifier:
             return "revoked"
         return "valid"
 
-    def _recall(self, conn: Connection, lot: int) -> Optional[RecallNotice]:
+    def _recall(self, conn: Any, lot: int) -> Optional[RecallNotice]:
         row = conn.execute(select(T_RECALL.c.notice_hash, T_RECALL.c.block_number, T_RECALL.c.org_id).where(T_RECALL.c.lot == lot)).first()
         return None if row is None else RecallNotice(bytes(row.notice_hash), row.block_number, self._org_name(conn, row.org_id))
 
@@ -243,34 +253,91 @@ class Verifier:
         return vin_hash(vin, salt) == on_chain
 
 
+class _Reader:
+    """The mirror as one verification reads it: the hot reads as plain SQL on a DBAPI cursor (the pinned one, else
+    one of this reader's pooled connection), the cache misses through an SQLAlchemy connection opened on the first
+    miss only."""
+
+    def __init__(self, engine: Engine, pinned_cursor: Any) -> None:
+        self._engine = engine
+        self._pinned_cursor = pinned_cursor
+        self._conn: Optional[Connection] = None
+
+    def rows(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        if self._pinned_cursor is not None:
+            self._pinned_cursor.execute(sql, params)
+            return self._pinned_cursor.fetchall()
+        cursor = self._connection().connection.cursor()
+        try:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
+    def execute(self, statement: Any) -> Any:
+        return self._connection().execute(statement)
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
 class _HotReads:
     """The two reads every scan makes, as plain SQL through the driver: SQLAlchemy's statement machinery costs ten
-    times the query itself on SQLite, and this is the service's hottest path (see benchmarks/verify_bench.py)."""
+    times the query itself on SQLite, and this is the service's hottest path (see benchmarks/verify_bench.py).
+    A driver error is raised as SQLAlchemy raises it (an OperationalError is the resolver's 503)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, pin: bool) -> None:
         mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        self._engine = engine
+        self._pin = pin
+        self._pinned: Any = None  # a pooled connection kept checked out (pin=True), made on first use, and its cursor
+        self._pinned_cursor: Any = None
         self._part = (
             "SELECT p.manufacturer, p.status, p.recalled, p.vin_hash, p.registered_block, p.lot, "
             f"(SELECT s.block_number FROM {T_STATE.name} s WHERE s.chain_id = {mark}) FROM {T_PART.name} p WHERE p.part_id = {mark}"
         )
         self._block = f"SELECT block_number FROM {T_STATE.name} WHERE chain_id = {mark}"
 
-    def part(self, conn: Connection, part_id: bytes, chain_id: int) -> Optional[tuple[Any, ...]]:
-        rows = self._run(conn, self._part, (chain_id, part_id))
+    @contextmanager
+    def reader(self) -> Iterator[_Reader]:
+        if self._pin and self._pinned is None:
+            self._pinned = self._engine.raw_connection()
+            self._pinned_cursor = self._pinned.driver_connection.cursor()
+        reader = _Reader(self._engine, self._pinned_cursor)
+        try:
+            yield reader
+        finally:
+            reader.close()
+
+    def part(self, reader: _Reader, part_id: bytes, chain_id: int) -> Optional[tuple[Any, ...]]:
+        rows = self._run(reader, self._part, (chain_id, part_id))
         return tuple(rows[0]) if rows else None
 
-    def block(self, conn: Connection, chain_id: int) -> int:
-        rows = self._run(conn, self._block, (chain_id,))
+    def block(self, reader: _Reader, chain_id: int) -> int:
+        rows = self._run(reader, self._block, (chain_id,))
         return int(rows[0][0]) if rows and rows[0][0] is not None else -1
 
-    @staticmethod
-    def _run(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
-        cursor = conn.connection.cursor()
+    def _run(self, reader: _Reader, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        dbapi = self._engine.dialect.loaded_dbapi
         try:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-        finally:
-            cursor.close()
+            return reader.rows(sql, params)
+        except dbapi.Error as exc:
+            self.close()  # the next read takes a fresh connection
+            raise DBAPIError.instance(sql, params, exc, dbapi.Error, dialect=self._engine.dialect) from exc
+
+    def close(self) -> None:
+        pinned, self._pinned, self._pinned_cursor = self._pinned, None, None
+        if pinned is not None:
+            try:
+                pinned.invalidate()
+            except Exception:  # noqa: BLE001 - a connection that is already gone
+                log.debug("closing the pinned mirror connection failed", exc_info=True)
 
 
 def _verdict(found: Verification) -> Verdict:

@@ -31,6 +31,9 @@ import zxingcpp
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
+from starlette._utils import get_route_path
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import OperationalError
@@ -52,6 +55,8 @@ MAX_IMAGE_BYTES = 12 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
 DECODE_EDGE = 2400  # photos are scaled down to this longest edge before decoding (a QR code needs far fewer pixels)
 IMAGE_COST = 5.0  # rate-limit tokens an image costs: decoding one costs as much as a few page views
+MAX_FINGERPRINTS = 10_000  # client fingerprints remembered per process
+MAX_BASE_URLS = 256  # base URLs remembered (by scheme, host and root path)
 
 
 class RateLimited(Exception):
@@ -67,13 +72,17 @@ class ScanDesk:
         settings = services.settings
         self.services = services
         domain = label_domain(chain_id=services.manifest.chain_id, part_ledger=services.manifest.address("PartLedger"))
-        self.verifier = Verifier(index_engine=services.index_engine, service_engine=services.service_engine, vault=services.vault, domain=domain)
         self.book = ScanBook(services.service_engine)
         self.limiter = RateLimiter(Rate.parse(settings.public_rate_limit))
         self.key = fingerprint_key(scan_key_file=settings.scan_key_file, vin_key_file=settings.vin_key_file)
+        self._fingerprints: dict[tuple[str, str], bytes] = {}
         # SQLite reads come from the local page cache in microseconds: cheaper on the event loop than a hop to the
         # thread pool (a quarter of a scan's cost). A networked database's round trips go to the pool.
         self.inline = services.index_engine.dialect.name == "sqlite" and services.service_engine.dialect.name == "sqlite"
+        self.verifier = Verifier(
+            index_engine=services.index_engine, service_engine=services.service_engine, vault=services.vault, domain=domain,
+            pin_connection=self.inline,  # verifications then all run on the event loop's thread: one connection is theirs
+        )  # fmt: skip
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -89,6 +98,7 @@ class ScanDesk:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.verifier.close()
 
     async def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """`function` (which reads the databases) inline or in the thread pool, as `inline` says."""
@@ -119,16 +129,27 @@ class ScanDesk:
         history = self.book.history(found.part_id, since=now - TRAVEL_WINDOW_SECONDS) if facts.lat is not None and found.registered else []
         found.flags = assess_scan(facts, registered=found.registered, status=found.status, history=history) if found.manufacturer_id is not None else []
         scan_id = secrets.token_bytes(16)
+        client = request.client
         self.book.record(
             ScanRecord(
                 scan_id=scan_id, part_id=found.part_id, gtin=link.gtin, serial=link.serial, manufacturer=found.manufacturer_id,
                 scanned_at=now, verdict=found.verdict.value, source=source, context=context, lat=facts.lat, lon=facts.lon,
-                fingerprint=client_fingerprint(self.key, address=_client(request), user_agent=request.headers.get("user-agent", "")),
-                client_ip=request.client.host if request.client else None, flags=found.flags,
+                fingerprint=self.fingerprint(address=client.host if client else "unknown", user_agent=request.headers.get("user-agent", "")),
+                client_ip=client.host if client else None, flags=found.flags,
             )
         )  # fmt: skip
         request.state.block = found.block
         return found, scan_id
+
+    def fingerprint(self, *, address: str, user_agent: str) -> bytes:
+        """client_fingerprint, remembered: a client scans again and again, and an HMAC costs more than a lookup."""
+        key = (address, user_agent[:256])  # all of the user agent that the fingerprint reads
+        known = self._fingerprints.get(key)
+        if known is None:
+            if len(self._fingerprints) >= MAX_FINGERPRINTS:
+                self._fingerprints.clear()
+            known = self._fingerprints[key] = client_fingerprint(self.key, address=address, user_agent=user_agent)
+        return known
 
 
 _DESK_LOCK = threading.Lock()
@@ -200,17 +221,22 @@ class PublicRoute(APIRoute):
         original = super().get_route_handler()
 
         async def handler(request: Request) -> Response:
-            try:
-                return await original(request)
-            except ValidationError as exc:
-                return _problem(request, 400, exc.code, str(exc))
-            except RateLimited as exc:
-                return _problem(request, 429, "rate_limited", "too many requests from this client", {"Retry-After": exc.retry_after})
-            except OperationalError:
-                log.exception("database unavailable")
-                return _problem(request, 503, "unavailable", "the ledger mirror is unavailable; try again shortly", {"Retry-After": "5"})
+            return await answer_public(request, original)
 
         return handler
+
+
+async def answer_public(request: Request, endpoint: Callable[[Request], Coroutine[Any, Any, Response]]) -> Response:
+    """`endpoint`'s answer, or the answer to its error as the public endpoints give it (see PublicRoute)."""
+    try:
+        return await endpoint(request)
+    except ValidationError as exc:
+        return _problem(request, 400, exc.code, str(exc))
+    except RateLimited as exc:
+        return _problem(request, 429, "rate_limited", "too many requests from this client", {"Retry-After": exc.retry_after})
+    except OperationalError:
+        log.exception("database unavailable")
+        return _problem(request, 503, "unavailable", "the ledger mirror is unavailable; try again shortly", {"Retry-After": "5"})
 
 
 router = APIRouter(lifespan=scan_lifespan)  # everything, for the service (create_app)
@@ -221,8 +247,17 @@ members = APIRouter(prefix="/v1", tags=["verification"])
 ANSWER_HEADERS = {"Cache-Control": "no-store", "Vary": "Accept, Accept-Language, Cookie"}
 
 
+def _query_value(request: Request, name: str) -> Optional[str]:
+    """request.query_params.get(name), without parsing the query string when `name` cannot be in it (no such
+    substring, no percent-escape): a scan's query is its signature alone."""
+    raw = request.scope.get("query_string", b"")
+    if b"%" not in raw and name.encode() not in raw:
+        return None
+    return request.query_params.get(name)
+
+
 def _float(request: Request, name: str, low: float, high: float) -> Optional[float]:
-    text = request.query_params.get(name)
+    text = _query_value(request, name)
     if text is None:
         return None
     try:
@@ -247,17 +282,22 @@ def _context(value: Optional[str]) -> Optional[str]:
                429: {"description": "rate limited (Retry-After)"}},
 )  # fmt: skip
 async def resolve(request: Request, key_path: str) -> Response:
+    return await resolve_request(request)
+
+
+async def resolve_request(request: Request) -> Response:
+    """The resolver's answer to a GET of a Digital Link (the address is read from the raw path: key_path is decoded)."""
     desk = desk_of(request.app)
     desk.limit(request)
     raw_path = (request.scope.get("raw_path") or request.url.path.encode()).split(b"?", 1)[0].decode("latin-1")
     link = parse_path(raw_path, request.scope.get("query_string", b"").decode("latin-1"))
     form = verify_page.negotiate(request.headers.get("accept"), link.link_type)
-    base_url = str(request.base_url)
+    base_url = _base_url(request)
     headers = {**ANSWER_HEADERS, "Link": verify_page.link_header(base_url=base_url, link=link) or ""}
     if form == "linkset":
         return _json(verify_page.linkset(link, base_url=base_url, query=request.url.query), 200, headers, "application/linkset+json")
     found, scan_id = await desk.run(
-        desk.check, link, request, source="page" if form == "html" else "json", context=_context(request.query_params.get("context")),
+        desk.check, link, request, source="page" if form == "html" else "json", context=_context(_query_value(request, "context")),
         lat=_float(request, "lat", -90, 90), lon=_float(request, "lon", -180, 180),
     )  # fmt: skip
     headers["X-PartLedger-Block"] = str(found.block)
@@ -265,6 +305,41 @@ async def resolve(request: Request, key_path: str) -> Response:
         return _json(found.public() | {"scan_id": "0x" + scan_id.hex()}, found.http_status, headers)
     nonce, lang = secrets.token_urlsafe(16), _language(request)
     return _html(verify_page.render_page(found, lang=lang, nonce=nonce), status=found.http_status, nonce=nonce, lang=lang, headers=headers)
+
+
+_BASE_URLS: dict[tuple[Any, ...], str] = {}
+
+
+def _base_url(request: Request) -> str:
+    """str(request.base_url), remembered by what it is made of (building a URL costs more than the lookup)."""
+    scope = request.scope
+    server = scope.get("server")  # a tuple or a list (ASGI)
+    key = (scope.get("scheme"), None if server is None else tuple(server), request.headers.get("host"), scope.get("app_root_path", scope.get("root_path", "")))
+    known = _BASE_URLS.get(key)
+    if known is None:
+        if len(_BASE_URLS) >= MAX_BASE_URLS:
+            _BASE_URLS.clear()  # the host header is the client's to choose
+        known = _BASE_URLS[key] = str(request.base_url)
+    return known
+
+
+_RESOLVER_PATH = compile_path("/01/{key_path:path}")[0]  # what the declared route matches
+
+
+class ResolverFastPath:
+    """GET /01/... (every scan of a label) answered by resolve_request in front of FastAPI's router: routing and
+    dependency solving cost about a third of a scan's own CPU, and the resolver needs neither. The declared route (for OpenAPI)
+    matches the same paths; errors are answered as PublicRoute answers them. Other methods go on to the router."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and _RESOLVER_PATH.match(get_route_path(scope)):
+            response = await answer_public(Request(scope, receive), resolve_request)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class ScanBody(BaseModel):
