@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
+from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 import requests
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from sqlalchemy.engine import Engine
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from web3 import Web3
 
 from ledger_service import migrate
@@ -31,7 +35,7 @@ from partledger.dblock import ExclusiveLock, LockHeld
 from partledger.artifacts import load_artifact
 from partledger.deploy import dev_key_addresses
 from partledger.eip712 import read_domain
-from partledger.errors import ConfigError
+from partledger.errors import ConfigError, PartLedgerError
 from partledger.manifest import Manifest, load_manifest
 from wallets.keystore import read_passphrase
 from wallets.rotation import list_keystores
@@ -40,6 +44,7 @@ from wallets.signer import LocalSigner, Signer
 log = logging.getLogger("partledger.service")
 LEADER_RETRY_SECONDS = 3.0
 RECURSION_LIMIT = 5_000
+KEY_REFRESH_SECONDS = 5.0  # how often a request naming a site without a held key may look for new keystores
 
 
 class ChainHead:
@@ -73,8 +78,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     migrate.upgrade(services.service_engine)
     signers = load_signers(settings, manifest)
     if signers:
+        refresh_keys = key_refresher(settings, manifest, signers)
         services.outbox = Outbox(
-            service_engine=services.service_engine, index_engine=services.index_engine, signers=signers, max_parts_per_tx=settings.max_parts_per_tx
+            service_engine=services.service_engine, index_engine=services.index_engine, signers=signers, max_parts_per_tx=settings.max_parts_per_tx,
+            refresh_keys=refresh_keys,
         )
     if settings.vin_key_file is not None:
         services.vault = Vault.from_key_file(settings.vin_key_file)
@@ -88,6 +95,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             engine=services.service_engine,
             w3=w3,
             signers=signers,
+            refresh_keys=refresh_keys,
             manifest=manifest,
             config=SubmitterConfig(
                 max_parts_per_tx=settings.max_parts_per_tx,
@@ -124,22 +132,39 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.include_router(writes.router)
     app.include_router(evidence_routes.router)
     app.include_router(proofs.router)
+    app.add_middleware(resolver.ResolverFastPath)  # innermost: the audit log and the block header see it as any route
     install_audit_log(app)
-
-    @app.middleware("http")
-    async def block_header(request: Request, call_next):  # type: ignore[no-untyped-def]
-        response = await call_next(request)
-        block = getattr(request.state, "block", None)
-        if block is not None:
-            response.headers["X-PartLedger-Block"] = str(block)
-        return response
-
+    app.add_middleware(BlockHeader)
     return app
 
 
-def load_signers(settings: ServiceSettings, manifest: Manifest) -> dict[str, Signer]:
-    """The site keys in settings.keys_dir, opened with the keystore passphrase. Public development keys are
-    refused unless the manifest describes a development chain."""
+class BlockHeader:
+    """Every answer to a request that read the mirror carries X-PartLedger-Block: the block its data reflects (set in
+    request.state.block by the route or its dependency). Pure ASGI: the header is added to the response's start
+    message as it passes, at the cost of a dictionary lookup (BaseHTTPMiddleware costs a task and a queue a request)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})  # the dictionary behind request.state, shared with the routes
+
+        async def send_with_block(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                block = state.get("block")
+                if block is not None:
+                    MutableHeaders(scope=message)["X-PartLedger-Block"] = str(block)
+            await send(message)
+
+        await self.app(scope, receive, send_with_block)
+
+
+def load_signers(settings: ServiceSettings, manifest: Manifest, known: Mapping[str, Signer] | None = None) -> dict[str, Signer]:
+    """The site keys in settings.keys_dir not in `known`, opened with the keystore passphrase. Public development
+    keys are refused unless the manifest describes a development chain."""
     if settings.keys_dir is None:
         return {}
     if settings.keystore_passphrase is not None:
@@ -148,13 +173,37 @@ def load_signers(settings: ServiceSettings, manifest: Manifest) -> dict[str, Sig
         passphrase = read_passphrase(settings.keystore_passphrase_file)
     signers: dict[str, Signer] = {}
     for keystore in list_keystores(settings.keys_dir):
-        if keystore.org_slug is None:
-            continue  # not a site key (the operator's)
+        if keystore.org_slug is None or (known is not None and keystore.address in known):
+            continue  # not a site key (the operator's), or already open
         if keystore.address in dev_key_addresses() and not manifest.dev_chain:
             raise ConfigError(f"refusing the public development key {keystore.address} on chain {manifest.chain_id}, not a dev chain")
         signers[keystore.address] = LocalSigner.from_keystore(keystore.path, passphrase)
-    log.info("signing with %d site keys", len(signers))
+    log.info("signing with %d %ssite keys", len(signers), "more " if known else "")
     return signers
+
+
+def key_refresher(settings: ServiceSettings, manifest: Manifest, signers: dict[str, Signer]) -> Callable[..., bool]:
+    """A function that opens keystores added to the key directory since (a site's replacement key after
+    `partledger wallet rotate`) into `signers`, in place, so that the service signs with them without a restart;
+    it returns whether it found any. Unless forced (the submitter, once per revoked key), at most one look every
+    few seconds: a request naming a site the service holds no key for must not cost a directory scan each."""
+    lock = threading.Lock()
+    last = [0.0]
+
+    def refresh(*, force: bool = False) -> bool:
+        with lock:
+            if not force and time.monotonic() - last[0] < KEY_REFRESH_SECONDS:
+                return False
+            last[0] = time.monotonic()
+            try:
+                found = load_signers(settings, manifest, known=signers)
+            except (PartLedgerError, OSError, ValueError) as exc:
+                log.warning("cannot read new site keys: %s", exc)
+                return False
+            signers.update(found)  # one C-level update: readers iterate copies (sorted) or test membership
+            return bool(found)
+
+    return refresh
 
 
 def run_as_leader(submitter: Submitter, engine: Engine, stop: threading.Event) -> None:

@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,17 +47,32 @@ class Draft:
 
 
 class Outbox:
-    def __init__(self, *, service_engine: Engine, index_engine: Engine, signers: Iterable[str], max_parts_per_tx: int) -> None:
+    def __init__(
+        self, *, service_engine: Engine, index_engine: Engine, signers: Collection[str], max_parts_per_tx: int,
+        refresh_keys: Callable[[], bool] | None = None,
+    ) -> None:
+        """`signers`: the addresses of the keys the service holds (a live view: keys added later count);
+        `refresh_keys`: looks for keystores added since, true if it found some."""
         self.service_engine = service_engine
         self.index_engine = index_engine
-        self.signers = frozenset(signers)
+        self.signers = signers
+        self.refresh_keys = refresh_keys
         self.max_parts_per_tx = max_parts_per_tx
 
     # --- choosing the key -----------------------------------------------------------------------------------
 
     def signer_for(self, principal: Principal, site: str | None) -> str:
         """The site key the command will be signed with: an active key of the caller's organisation that this
-        service holds, within the API key's sites, matching `site` (an address or a site name) when given."""
+        service holds, within the API key's sites, matching `site` (an address or a site name) when given. When
+        there is none, keystores added since (a replacement key) are looked for once."""
+        try:
+            return self._signer_for(principal, site)
+        except Forbidden:
+            if self.refresh_keys is None or not self.refresh_keys():
+                raise
+        return self._signer_for(principal, site)
+
+    def _signer_for(self, principal: Principal, site: str | None) -> str:
         with self.index_engine.connect() as conn:
             keys = conn.execute(
                 select(T_KEY.c.address, T_KEY.c.site).where(T_KEY.c.org_id == principal.org_id, T_KEY.c.revoked_block.is_(None)).order_by(T_KEY.c.added_block)

@@ -22,6 +22,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,10 +58,15 @@ class SubmitterConfig:
 
 
 class Submitter:
-    def __init__(self, *, engine: Engine, w3: Web3, signers: dict[str, Signer], manifest: Manifest, config: SubmitterConfig) -> None:
+    def __init__(
+        self, *, engine: Engine, w3: Web3, signers: dict[str, Signer], manifest: Manifest, config: SubmitterConfig,
+        refresh_keys: Callable[..., bool] | None = None,
+    ) -> None:
+        """`signers` may grow while it runs: `refresh_keys(force=True)` opens keystores added since into it."""
         self.engine = engine
         self.w3 = w3
         self.signers = signers
+        self.refresh_keys = refresh_keys
         self.manifest = manifest
         self.config = config
         self.contracts = {
@@ -207,11 +213,16 @@ class Submitter:
         organisation; the site), as the registry has them now."""
         registry = self.contracts["ConsortiumRegistry"].functions
         org_id, site, _, _ = registry.siteKey(signer).call()
-        for address in sorted(self.signers):
-            if address != signer:
-                other_org, other_site, _, revoked_block = registry.siteKey(address).call()
-                if (other_org, other_site, revoked_block) == (org_id, site, 0):
-                    return address, org_id, _site_name(site)
+        for attempt in range(2):
+            if attempt == 1:
+                if self.refresh_keys is None:
+                    break
+                self.refresh_keys(force=True)  # keystores added since (a replacement from `partledger wallet rotate`)
+            for address in sorted(self.signers):
+                if address != signer and address not in self._retired:
+                    other_org, other_site, _, revoked_block = registry.siteKey(address).call()
+                    if (other_org, other_site, revoked_block) == (org_id, site, 0):
+                        return address, org_id, _site_name(site)
         return None, org_id, _site_name(site)
 
     # --- sending --------------------------------------------------------------------------------------------

@@ -88,7 +88,8 @@ def wallet_rotate_command(
     passphrase_file: Annotated[Optional[Path], typer.Option(help="secret file with the passphrase for the new keystore (and the operator's, unless given apart)")] = None,
     operator_passphrase_file: Annotated[Optional[Path], typer.Option(help="secret file with the operator keystore's passphrase")] = None,
 ) -> None:
-    """Replace a site key: a new one is added on chain for the same organisation and site, then the old one revoked."""
+    """Replace a site key: a new one is added on chain for the same organisation and site, then the old one revoked
+    (when it is not already: a key revoked in haste after a compromise gets its replacement this way)."""
     passphrase = read_passphrase(passphrase_file)
     operator = _operator(operator_keystore, read_passphrase(operator_passphrase_file) if operator_passphrase_file else passphrase)
     w3, loaded, registry = _open_registry(manifest, rpc)

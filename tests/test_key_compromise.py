@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -35,7 +36,7 @@ from tests.chainkit import GTIN_A, Ledger, dev_account
 from tests.labelkit import JSON, target
 from tests.servicekit import PASSPHRASE, Stack, prepare_stack, running_service, wait_command
 from tests.test_write_api import caught_up
-from wallets.keystore import create_keystore
+from wallets.keystore import create_keystore, keystore_address
 from wallets.signer import LocalSigner
 
 T_TX, T_ITEM = ChainTransaction.__table__, CommandItem.__table__
@@ -140,47 +141,71 @@ def drill(ledger: Ledger, tmp_path: Path) -> dict[str, Any]:
     stack = prepare_stack(ledger, tmp_path, f"sqlite:///{tmp_path / 'index.db'}", f"sqlite:///{tmp_path / 'service.db'}")
     standby = create_keystore(stack.keys_dir / "maker" / "service-site.2.json", PASSPHRASE, light=True)
     ledger.act(ledger.operator, ledger.registry.functions.addSiteKey(ledger.orgs["maker"].id, standby.address, ascii32("service-site")))
+    return with_operator(stack, tmp_path) | {"standby": standby.address}
+
+
+@pytest.fixture
+def single_key_drill(ledger: Ledger, tmp_path: Path) -> dict[str, Any]:
+    """A stack whose maker site 'service-site' has one service-held key, and the operator's keystore."""
+    stack = prepare_stack(ledger, tmp_path, f"sqlite:///{tmp_path / 'index.db'}", f"sqlite:///{tmp_path / 'service.db'}")
+    return with_operator(stack, tmp_path)
+
+
+def with_operator(stack: Stack, tmp_path: Path) -> dict[str, Any]:
     operator = tmp_path / "operator" / "operator.json"
     operator.parent.mkdir()
     operator.write_text(json.dumps(Account.encrypt(dev_account(0).key, PASSPHRASE, kdf="scrypt", iterations=2**4)))
     (tmp_path / "operator" / "passphrase").write_text(PASSPHRASE + "\n")
     manifest = tmp_path / "operator" / "manifest.json"
     save_manifest(Manifest(**{**load_manifest(stack.manifest_path).__dict__, "gas_price": 1}), manifest)
-    return {"stack": stack, "primary": stack.site_keys["maker"], "standby": standby.address, "operator": operator, "manifest": manifest}
+    return {"stack": stack, "primary": stack.site_keys["maker"], "operator": operator, "manifest": manifest}
 
 
 def revoke_mid_stream(drill: dict[str, Any], miner: Miner, key: str, *, confirmed_before: int) -> int:
     """Holds the node's mining until `key` has transactions sent but not mined and commands waiting to be signed,
     then revokes it with the CLI and lets the node mine again. The revocation block."""
+    stdout = wallet_mid_stream(drill, miner, key, ["revoke", "--address", key], confirmed_before=confirmed_before)
+    match = re.fullmatch(rf"revoked {key}  in block (\d+)  \(org {drill['stack'].ledger.orgs['maker'].id}, site service-site\)\n", stdout)
+    assert match, stdout
+    return int(match.group(1))
+
+
+def wallet_mid_stream(
+    drill: dict[str, Any], miner: Miner, key: str, command: list[str], *, confirmed_before: int, operator_transactions: int = 1,
+    before_last: Callable[[], bool] = lambda: True,
+) -> str:  # fmt: skip
+    """Holds the node's mining until `key` has transactions sent but not mined and commands waiting to be signed,
+    then runs `partledger wallet COMMAND` as the operator, mining one block for each of its `operator_transactions`
+    as it sends them (the last one once `before_last()`), and lets the node mine again. Its output."""
     stack, ledger = drill["stack"], drill["stack"].ledger
     engine = make_engine(stack.service_db_url)
     wait_until(lambda: count(engine, T_ITEM, T_ITEM.c.state == "confirmed", T_ITEM.c.signer == key) >= confirmed_before, f"{key} confirms")
     miner.running.clear()
     wait_until(
-        lambda: count(engine, T_TX, T_TX.c.signer == key, T_TX.c.state == "sent") >= 3
-        and count(engine, T_ITEM, T_ITEM.c.signer == key, T_ITEM.c.state == "pending") >= 2,
+        lambda: count(engine, T_TX, T_TX.c.signer == key, T_TX.c.state == "sent") >= 3 and count(engine, T_ITEM, T_ITEM.c.signer == key, T_ITEM.c.state == "pending") >= 2,
         f"{key} has transactions in the pool and commands waiting",
     )  # fmt: skip
     operator = dev_account(0).address
-    latest = ledger.w3.eth.get_transaction_count(operator, "latest")
     cli = subprocess.Popen(
-        [sys.executable, "-m", "partledger_cli", "wallet", "revoke", "--address", key, "--operator-keystore", str(drill["operator"]),
+        [sys.executable, "-m", "partledger_cli", "wallet", *command, "--operator-keystore", str(drill["operator"]),
          "--manifest", str(drill["manifest"]), "--passphrase-file", str(drill["operator"].parent / "passphrase")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        wait_until(lambda: ledger.w3.eth.get_transaction_count(operator, "pending") > latest or cli.poll() is not None, "the revocation is sent")
-        drill.setdefault("waiting", []).append(count(engine, T_ITEM, T_ITEM.c.signer == key, T_ITEM.c.state == "pending"))
-        miner.mine()
+        for number in range(operator_transactions):
+            latest = ledger.w3.eth.get_transaction_count(operator, "latest")
+            wait_until(lambda: ledger.w3.eth.get_transaction_count(operator, "pending") > latest or cli.poll() is not None, "the operator's transaction is sent")
+            if number == operator_transactions - 1:
+                wait_until(lambda: before_last() or cli.poll() is not None, "the moment of the last operator transaction")
+                drill.setdefault("waiting", []).append(count(engine, T_ITEM, T_ITEM.c.signer == key, T_ITEM.c.state == "pending"))
+            miner.mine()
         miner.running.set()
         stdout, stderr = cli.communicate(timeout=TIMEOUT)
     finally:
         if cli.poll() is None:
             cli.kill()
     assert cli.returncode == 0, stderr
-    match = re.fullmatch(rf"revoked {key}  in block (\d+)  \(org {ledger.orgs['maker'].id}, site service-site\)\n", stdout)
-    assert match, stdout
-    return int(match.group(1))
+    return stdout
 
 
 def transactions_of(ledger: Ledger, key: str, first: int, last: int) -> list[tuple[int, int, int]]:
@@ -279,3 +304,41 @@ def test_pending_commands_of_a_revoked_key_are_re_signed_by_the_sites_replacemen
         ("primary", "before"): "genuine", ("primary", "between"): "key_revoked", ("primary", "after"): "key_revoked",
         ("standby", "before"): "genuine", ("standby", "between"): "genuine", ("standby", "after"): "key_revoked",
     }  # fmt: skip
+
+
+def test_a_key_rotated_mid_stream_hands_its_pending_commands_to_the_new_key_without_a_restart(single_key_drill):
+    """`partledger wallet rotate` on the key in use while commands are in flight: the new keystore lands in the
+    service's key directory, the service opens it when the chain refuses the old key, and every accepted command
+    is confirmed: those the old key had signed but the chain had not mined are re-signed by the new key."""
+    drill, stack, primary = single_key_drill, single_key_drill["stack"], single_key_drill["primary"]
+    ledger = stack.ledger
+    with running_service(stack, public_rate_limit="10000/minute"), Miner(ledger) as miner, Plant(stack) as plant:
+        caught_up(stack)
+        rotate = ["rotate", "--keystore", str(stack.keys_dir / "maker" / "service-site.json")]
+        replacement = stack.keys_dir / "maker" / "service-site.2.json"
+        engine = make_engine(stack.service_db_url)
+
+        def old_key_busy() -> bool:
+            """Once the new key is on chain, the old one goes on signing until the revocation is mined: it has
+            transactions in the node's pool, or the service saw the revocation pending and moved its commands."""
+            queued = ledger.w3.eth.get_transaction_count(primary, "pending") > ledger.w3.eth.get_transaction_count(primary, "latest")
+            return queued or (replacement.exists() and count(engine, T_ITEM, T_ITEM.c.signer == keystore_address(replacement)) > 0)
+
+        stdout = wallet_mid_stream(drill, miner, primary, rotate, confirmed_before=CONFIRMED_BEFORE_EACH_REVOCATION, operator_transactions=2, before_last=old_key_busy)
+        new = re.search(r"^new (0x[0-9a-fA-F]{40})  added in block (\d+)", stdout, re.MULTILINE)
+        revoked = re.search(rf"^old {primary}  revoked in block (\d+)", stdout, re.MULTILINE)
+        assert new and revoked, stdout
+        wait_until(lambda: count(engine, T_ITEM, T_ITEM.c.state == "confirmed", T_ITEM.c.signer == new.group(1)) >= CONFIRMED_BEFORE_EACH_REVOCATION, "the new key confirms")
+        plant.stop()
+        views = {command: wait_command(stack, "maker", command, timeout=TIMEOUT) for command, _ in plant.accepted}
+
+    statuses = [view["status"] for view in views.values()]
+    re_signed = [view for view in views.values() if view["re_signed_by"] == [new.group(1)]]
+    print(f"\nkey rotated mid-stream: {len(views)} accepted, {statuses.count('confirmed')} confirmed, {len(re_signed)} re-signed by the new key, refused {len(plant.refused)}")
+    assert statuses == ["confirmed"] * len(views) and plant.refused == [], [view["errors"] for view in views.values() if view["status"] != "confirmed"]
+    assert len(re_signed) >= 1 and all(view["site_key"] == primary for view in re_signed)
+    # What the old key had in the pool when the revocation was mined first in its block reverted there; it has
+    # nothing after.
+    revocation = int(revoked.group(1))
+    sent = transactions_of(ledger, primary, revocation, ledger.w3.eth.block_number)
+    assert {block for block, _, _ in sent} <= {revocation} and [status for _, _, status in sent] == [0] * len(sent)

@@ -425,6 +425,7 @@ def world(anvil: AnvilNode, w3: Web3, tmp_path_factory: pytest.TempPathFactory) 
     world.cli("revoke bad address", "wallet", "revoke", "--address", "0x12", *on_chain, check=False)
     world.cli("list after", "wallet", "list", "--dir", str(keys), "--manifest", str(world.manifest), "--json")
     world.cli("list table", "wallet", "list", "--dir", str(keys), "--manifest", str(world.manifest))
+    world.cli("rotate revoked", "wallet", "rotate", "--keystore", str(keys / "maker" / "plant-2.json"), *on_chain)
 
     # the rotated key, served by the signing server and used through it
     world.server_log = root / "server.log"
@@ -492,12 +493,22 @@ def test_rotated_out_key_gets_key_revoked_when_it_acts_and_the_new_key_works(wor
 def test_wallet_rotate_refuses_a_revoked_key_a_non_operator_and_a_bad_passphrase_in_one_line(world: WalletWorld, w3: Web3):
     old = world.address("new plant-1")
     revoked_block = world.registry(w3).functions.siteKey(old).call()[3]
-    assert_one_line_error(world.results["rotate again"], f"cannot rotate {old}: it was revoked in block {revoked_block}")
+    assert_one_line_error(world.results["rotate again"], f"cannot rotate {old}: it was revoked in block {revoked_block} and already replaced")
     assert_one_line_error(world.results["rotate by non-operator"], "contract reverted with AccessControlUnauthorizedAccount(")
     assert_one_line_error(world.results["rotate no passphrase file"], "cannot read the passphrase file")
     assert_one_line_error(world.results["rotate wrong passphrase"], f"cannot decrypt keystore {world.operator}: wrong passphrase or damaged file")
     assert "wrong-secret-passphrase" not in world.results["rotate wrong passphrase"].stderr
-    assert sorted(path.name for path in (world.keys / "maker").iterdir()) == ["plant-1.2.json", "plant-1.json", "plant-2.json"]
+    assert sorted(path.name for path in (world.keys / "maker").iterdir()) == ["plant-1.2.json", "plant-1.json", "plant-2.2.json", "plant-2.json"]
+
+
+def test_wallet_rotate_of_a_key_revoked_in_haste_only_adds_its_replacement(world: WalletWorld, w3: Web3):
+    """After `wallet revoke` on a compromised key, `wallet rotate` on it gives the site its new key."""
+    old, new = world.address("new plant-2"), keystore_address(world.keys / "maker" / "plant-2.2.json")
+    registry = world.registry(w3)
+    old_revoked = registry.functions.siteKey(old).call()[3]
+    new_org, new_site, new_added, new_revoked = registry.functions.siteKey(new).call()
+    assert (new_org, new_site, new_revoked) == (world.org_id, ascii32("plant-2"), 0) and new_added > old_revoked > 0
+    assert f"new {new}  added in block {new_added}  (org {world.org_id}, site plant-2)" in world.results["rotate revoked"].stdout
 
 
 def test_wallet_revoke_revokes_for_good_and_a_second_revoke_fails_in_one_line(world: WalletWorld, w3: Web3):

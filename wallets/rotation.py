@@ -123,12 +123,14 @@ def rotate_site_key(
 
     Writes the new keystore (same scrypt strength as the old one, encrypted with `passphrase`) beside the old,
     adds it on chain, then revokes the old key. The old key's passphrase is not needed: a lost or stolen key
-    must be replaceable.
+    must be replaceable, also when it was already revoked in haste (`wallet revoke`): then the new key is only
+    added. A service signing from the same key directory picks the new keystore up without a restart.
     """
     old = read_site_key(registry, keystore_address(old_keystore))
-    if old.state != "active":
-        detail = f"was revoked in block {old.revoked_block}" if old.state == "revoked" else "is no site key of this consortium"
-        raise ConfigError(f"cannot rotate {old.address}: it {detail}")
+    if old.state == "unknown":
+        raise ConfigError(f"cannot rotate {old.address}: it is no site key of this consortium")
+    if old.state == "revoked" and _replaced(registry, old, old_keystore):
+        raise ConfigError(f"cannot rotate {old.address}: it was revoked in block {old.revoked_block} and already replaced")
     new_keystore = _next_keystore_path(old_keystore)
     new_account = create_keystore(new_keystore, passphrase, light=_is_light(old_keystore))
     try:
@@ -141,6 +143,8 @@ def rotate_site_key(
             f"adding the new key {new_account.address} ({new_keystore}) did not complete: {exc}; "
             f"the old key {old.address} is still active"
         ) from None
+    if old.state == "revoked":
+        return Rotation(old=old, new=read_site_key(registry, new_account.address), new_keystore=new_keystore)
     try:
         send_call(w3, operator, registry.functions.revokeSiteKey(old.address), gas_price=gas_price)
     except PartLedgerError as exc:
@@ -155,6 +159,19 @@ def revoke_site_key(w3: Web3, registry: Contract, operator: TransactionSigner, a
     """Revokes a site key for good (ContractRevert ConsortiumRegistryKeyRevoked/UnknownKey when it cannot be)."""
     send_call(w3, operator, registry.functions.revokeSiteKey(Web3.to_checksum_address(address)), gas_price=gas_price)
     return read_site_key(registry, address)
+
+
+def _replaced(registry: Contract, old: SiteKeyStatus, old_keystore: Path) -> bool:
+    """Whether a later keystore of the same site beside `old_keystore` holds an active key of old's organisation
+    and site (a rotation already done)."""
+    named = _KEYSTORE_NAME.match(old_keystore.name)
+    base = named["site"] if named else old_keystore.stem
+    for candidate in old_keystore.parent.glob(f"{base}.*.json"):
+        if candidate != old_keystore and _is_keystore(candidate):
+            status = read_site_key(registry, keystore_address(candidate))
+            if status.state == "active" and (status.org_id, status.site) == (old.org_id, old.site):
+                return True
+    return False
 
 
 def _next_keystore_path(old_keystore: Path) -> Path:
