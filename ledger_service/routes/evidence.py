@@ -6,6 +6,7 @@ from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from ledger_service.deps import CurrentPrincipal, ServicesDep
 from ledger_service.errors import BadRequest
@@ -64,6 +65,7 @@ def get_proposal(proposal_id: str, principal: CurrentPrincipal, services: Servic
 @router.post("/proposals/{proposal_id}/countersign", status_code=202, summary="Countersign as the counterparty; the document is then anchored")
 async def countersign(proposal_id: str, request: Request, body: CountersignBody, principal: CurrentPrincipal, services: ServicesDep, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     digest = request_digest(request.method, request.url.path, await request.body())
-    return _notary(services).countersign(
-        principal, proposal_id, signature=_b(body.signature), site=body.site, idempotency_key=idempotency_key, request_sha256=digest
-    )
+    return await run_in_threadpool(
+        _notary(services).countersign,
+        principal, proposal_id, signature=_b(body.signature), site=body.site, idempotency_key=idempotency_key, request_sha256=digest,
+    )  # fmt: skip

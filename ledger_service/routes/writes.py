@@ -21,6 +21,7 @@ from typing import Annotated, Any, Optional
 import pydantic_core
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import insert
 
@@ -139,6 +140,14 @@ async def _accept(
 ) -> dict[str, Any]:  # fmt: skip
     outbox = _outbox(services)
     digest = request_digest(request.method, request.url.path, await request.body())
+    # SQL and the pre-checks block: in the thread pool, so that one large command never stalls the event loop.
+    return await run_in_threadpool(_accept_blocking, outbox, principal, draft, site, idempotency_key, digest, precheck)
+
+
+def _accept_blocking(
+    outbox: Outbox, principal: Principal, draft: Draft, site: str | None, idempotency_key: str | None, digest: str,
+    precheck: Callable[[], None] | None,
+) -> dict[str, Any]:  # fmt: skip
     if idempotency_key is not None:
         # A retry gets the first answer even when the command took effect meanwhile and the pre-checks below
         # would now refuse it (the parts have moved, the lot is recalled).
@@ -213,7 +222,7 @@ def _registration_draft(gtin: str, lot: str, serials: list[str], services: Servi
 @router.post("/parts/register", status_code=202, summary="Register serialised parts of one GTIN and lot (JSON)")
 async def register_parts(request: Request, body: RegisterBody, principal: CurrentPrincipal, services: ServicesDep, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     await _raw_body(request, services)
-    draft = _registration_draft(body.gtin, body.lot, body.serials, services)
+    draft = await run_in_threadpool(_registration_draft, body.gtin, body.lot, body.serials, services)  # a keccak per serial
     return await _accept(request, services, principal, draft, body.site, idempotency_key)
 
 
@@ -225,6 +234,12 @@ async def register_parts(request: Request, body: RegisterBody, principal: Curren
 )
 async def register_parts_csv(request: Request, principal: CurrentPrincipal, services: ServicesDep, site: Optional[str] = None, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     raw = await _raw_body(request, services)
+    draft = await run_in_threadpool(_csv_draft, raw, services)
+    return await _accept(request, services, principal, draft, site, idempotency_key)
+
+
+def _csv_draft(raw: bytes, services: ServicesDep) -> Draft:
+    """The registration a CSV upload describes, or every invalid row at once."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -254,8 +269,7 @@ async def register_parts_csv(request: Request, principal: CurrentPrincipal, serv
             errors.append({"row": number, "code": "mixed_batch", "message": "every row of one upload must have the GTIN and lot of the first row"})
     if errors or first is None:
         raise Unprocessable(f"{len(errors)} CSV row(s) are invalid", code="invalid_rows", details=errors[:1000])
-    draft = _registration_draft(first["gtin"], first["lot"], [row["serial"] for _, row in rows], services)
-    return await _accept(request, services, principal, draft, site, idempotency_key)
+    return _registration_draft(first["gtin"], first["lot"], [row["serial"] for _, row in rows], services)
 
 
 @router.post("/parts/install", status_code=202, summary="Install parts in vehicles (VIN in clear; stored encrypted, hashed on chain)")
