@@ -5,7 +5,9 @@ Per signer, items are taken in acceptance order; a contiguous run of items of th
 recipient, the same GTIN and lot, ...) becomes one transaction of at most max_parts_per_tx parts. The nonce is
 chosen in the SQL transaction that stores the signed bytes (unique on signer + nonce), and only then are the bytes
 sent. After a restart the recorded bytes are sent again as they are: "already known" means sent, "nonce too low"
-with our hash on chain means mined; a nonce is signed again only when its transaction can no longer be on chain.
+with our hash on chain means mined; a nonce is signed again only when its transaction can no longer be on chain:
+"nonce too low" without our receipt must persist for a while and a few blocks (behind a load-balanced RPC, the
+node that answers may not have the block holding our transaction yet).
 A call that would revert is simulated first (eth_estimateGas), and the item holding the part the error names is
 rejected with the contract's error, or deferred while other transactions in flight may still change the state.
 
@@ -55,6 +57,7 @@ class SubmitterConfig:
     max_in_flight_per_signer: int = 8
     defer_seconds: float = 30.0
     interval: float = 0.05
+    nonce_taken_seconds: float = 30.0  # "nonce too low" and still no receipt this long (and 2 blocks) later: void
 
 
 class Submitter:
@@ -75,6 +78,7 @@ class Submitter:
         }
         self._block_gas_limit: int | None = None
         self._retired: dict[str, ContractRevert] = {}  # revoked signers, and the chain's refusal
+        self._nonce_taken: dict[int, tuple[float, int]] = {}  # tx id -> (when, block) "nonce too low" was first seen
 
     # --- the loop -------------------------------------------------------------------------------------------
 
@@ -245,8 +249,13 @@ class Submitter:
                 pass  # sent before (a restart between sending and recording it)
             elif "nonce too low" in message or "nonce is too low" in message:
                 if self._receipt(bytes(tx["tx_hash"])) is None:
-                    # Another transaction took this nonce, so ours can never be mined: free its items.
-                    self._void(tx, "nonce taken by another transaction")
+                    # Another transaction took this nonce, so ours can never be mined: free its items — once that
+                    # has held for a while and a few blocks, so that a lagging node is not taken at its word.
+                    block = self.w3.eth.block_number
+                    since, first_block = self._nonce_taken.setdefault(tx["id"], (time.monotonic(), block))
+                    if time.monotonic() - since >= self.config.nonce_taken_seconds and block >= first_block + 2:
+                        self._nonce_taken.pop(tx["id"], None)
+                        self._void(tx, "nonce taken by another transaction")
                     return
             else:
                 self._void(tx, f"the node refused the transaction: {message}")

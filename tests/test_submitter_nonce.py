@@ -1,0 +1,81 @@
+"""A nonce taken under the submitter's feet: another transaction of the same key is mined with the nonce of one the
+service signed and sent. Behind a load-balanced RPC a lagging node answers "nonce too low" for our own mined
+transaction too, so the submitter voids its transaction only when that answer, without our receipt, has held for a
+while and a few blocks; then its items are signed again with a fresh nonce, and the command is confirmed once."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from ledger_service.submitter import Submitter, SubmitterConfig
+from ledger_service.tables import ChainTransaction
+from partledger.db import make_engine
+from partledger.ids import part_id
+from partledger.model import PartStatus
+from tests.chainkit import GTIN_A, Ledger
+from tests.servicekit import PASSPHRASE, prepare_stack, running_service
+from wallets.signer import LocalSigner
+
+T_TX = ChainTransaction.__table__
+NONCE_TAKEN_SECONDS = 1.0
+
+
+def transactions(engine) -> list[dict]:
+    with engine.connect() as conn:
+        return [dict(row) for row in conn.execute(select(T_TX.c.id, T_TX.c.nonce, T_TX.c.state, T_TX.c.tx_hash).order_by(T_TX.c.id)).mappings()]
+
+
+def test_a_nonce_taken_by_another_transaction_is_voided_only_after_it_held_and_the_command_is_signed_again(ledger: Ledger, tmp_path: Path) -> None:
+    stack = prepare_stack(ledger, tmp_path, f"sqlite:///{tmp_path / 'index.db'}", f"sqlite:///{tmp_path / 'service.db'}")
+    maker_key = stack.site_keys["maker"]
+    signer = LocalSigner.from_keystore(stack.keys_dir / "maker" / "service-site.json", PASSPHRASE)
+    engine = make_engine(stack.service_db_url)
+    w3, rpc = ledger.w3, ledger.w3.provider.make_request
+    config = SubmitterConfig(nonce_taken_seconds=NONCE_TAKEN_SECONDS)
+    submitter = Submitter(engine=engine, w3=w3, signers={maker_key: signer}, manifest=stack.ledger.manifest, config=config)
+    with running_service(stack, submitter=False) as client:
+        answer = client.post("/v1/parts/register", headers=stack.headers("maker"), json={"gtin": GTIN_A, "lot": "L-NONCE", "serials": ["N-1", "N-2"]})
+        assert answer.status_code == 202, answer.text
+        command = answer.json()["command_id"]
+        rpc("evm_setAutomine", [False])
+        try:
+            while not transactions(engine):
+                submitter.step()
+            (ours,) = transactions(engine)
+            assert ours["state"] == "sent"
+            # The transaction leaves the node's pool, and another one of the same key takes its nonce.
+            rpc("anvil_dropTransaction", ["0x" + bytes(ours["tx_hash"]).hex()])
+            other = signer.sign_transaction({"to": maker_key, "value": 0, "gas": 21_000, "gasPrice": 0, "nonce": ours["nonce"], "chainId": w3.eth.chain_id})
+            w3.eth.send_raw_transaction(other.raw_transaction)
+            rpc("evm_mine", [])
+            # The submitter sends its bytes again after a while; the node says "nonce too low" and has no receipt
+            # of ours: not voided yet, however often it asks, until the answer has held long enough and 2 blocks.
+            started = time.monotonic()
+            while time.monotonic() - started < 5.0 + NONCE_TAKEN_SECONDS + 0.5:
+                submitter.step()
+                assert transactions(engine)[0]["state"] == "sent"
+                time.sleep(0.05)
+            rpc("evm_mine", [])
+            rpc("evm_mine", [])
+            deadline = time.monotonic() + 30
+            while transactions(engine)[0]["state"] == "sent" and time.monotonic() < deadline:
+                submitter.step()
+                time.sleep(0.05)
+        finally:
+            rpc("evm_setAutomine", [True])
+        for _ in range(100):
+            submitter.step()
+            view = client.get(f"/v1/commands/{command}", headers=stack.headers("maker")).json()
+            if view["status"] == "confirmed":
+                break
+            time.sleep(0.05)
+
+    assert view["status"] == "confirmed", view
+    first, second = transactions(engine)
+    assert first["state"] == "void" and second["state"] == "confirmed" and second["nonce"] == first["nonce"] + 1
+    assert {ledger.status(part_id(GTIN_A, serial))[0] for serial in ("N-1", "N-2")} == {PartStatus.IN_STOCK}
+    serials = [bytes(serial).rstrip(b"\0") for log in ledger.parts.events.PartsRegistered.get_logs(from_block=0) for serial in log["args"]["serials"]]
+    assert sorted(serial for serial in serials if serial.startswith(b"N-")) == [b"N-1", b"N-2"]  # once each
