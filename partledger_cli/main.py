@@ -16,6 +16,7 @@ from partledger.chain import connect, require_chain
 from partledger.deploy import deploy_contracts
 from partledger.errors import PartLedgerError
 from partledger.manifest import load_manifest, save_manifest
+from partledger_cli.backup import register_backup_commands
 from partledger_cli.devnet import default_paths, devnet_down, devnet_status, devnet_up
 from partledger_cli.wallet import wallet_app
 from partledger_cli.index import index_command
@@ -38,6 +39,7 @@ app.command("up")(up_command)
 app.command("down")(down_command)
 app.command("serve")(serve_command)
 register_proof_commands(app)
+register_backup_commands(app)
 console = Console()
 
 
