@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from indexer.decoder import LogDecoder
 from indexer.sink import Sink
@@ -21,6 +22,7 @@ from partledger.errors import ChainError, ChainMismatch, ChainUnavailable
 from partledger.manifest import Manifest
 
 log = logging.getLogger("partledger.indexer")
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
 
 
 class IndexerLocked(LockHeld):
@@ -158,17 +160,27 @@ class Indexer:
         changed = self.sink.rollback(ancestor)
         log.warning("reorganisation: rolled back %d blocks to %d (%d part states recomputed)", cursor - ancestor.number, ancestor.number, changed)
 
-    def run(self, *, stop: Callable[[], bool] = lambda: False, until_block: int | None = None) -> None:
-        """Indexes until `stop()` or, when `until_block` is given, until the cursor reaches it. Retries a node
-        that cannot be reached; a deep reorg or a chain mismatch ends the run."""
+    def run(self, *, stop: Callable[[], bool] = lambda: False, until_block: int | None = None, lock: ExclusiveLock | None = None) -> None:
+        """Indexes until `stop()` or, when `until_block` is given, until the cursor reaches it. Retries a node or a
+        database that cannot be reached (checking before each step that `lock`, the writer's lock, is still held);
+        a deep reorg, a chain mismatch or the lock taken by another writer ends the run."""
         self.check_chain()
         delay = self.config.poll_interval
         while not stop():
             try:
+                if lock is not None:
+                    lock.ensure()
                 indexed = self.step()
             except ChainUnavailable as exc:
                 log.warning("%s; retrying in %.1fs", exc, delay)
                 self.sink.set_health(healthy=False, message=str(exc)) if self.sink.state() else None
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            except DATABASE_UNAVAILABLE as exc:
+                # The mirror's database restarted or failed over: nothing was half-written (one transaction per
+                # write), so wait for it and go on from the cursor it has.
+                log.warning("the database is unavailable (%s); retrying in %.1fs", type(exc).__name__, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue

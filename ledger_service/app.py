@@ -221,6 +221,9 @@ def run_as_leader(submitter: Submitter, engine: Engine, stop: threading.Event) -
             continue
         try:
             log.info("this process runs the submitter")
-            submitter.run(stop)
+            submitter.run(stop, lock)
         finally:
-            lock.release()
+            try:
+                lock.release()
+            except Exception:  # noqa: BLE001 - a lost database session released it already
+                log.warning("the submitter lock's session was lost; nothing to release")

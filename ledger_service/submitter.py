@@ -31,6 +31,7 @@ from typing import Any
 from eth_utils import keccak
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
@@ -38,6 +39,7 @@ from ledger_service.operations import contract_arguments
 from ledger_service.tables import ChainTransaction, CommandItem
 from partledger.artifacts import load_artifact
 from partledger.chain import revert_of, rpc_error_message
+from partledger.dblock import ExclusiveLock, LockHeld
 from partledger.errors import ChainError, ChainUnavailable, ContractRevert
 from partledger.failpoints import failpoint
 from partledger.manifest import Manifest
@@ -47,6 +49,7 @@ from wallets.signer import Signer
 log = logging.getLogger("partledger.submitter")
 T_ITEM, T_TX = CommandItem.__table__, ChainTransaction.__table__
 RESEND_AFTER_SECONDS = 5.0
+RECHECK_CONFIRMED_SECONDS = 5.0  # how often the chain's nonce of each key is compared with what we recorded
 DEFER_STEP_SECONDS = 0.5
 BLOCK_GAS_SHARE = 0.9
 
@@ -79,15 +82,27 @@ class Submitter:
         self._block_gas_limit: int | None = None
         self._retired: dict[str, ContractRevert] = {}  # revoked signers, and the chain's refusal
         self._nonce_taken: dict[int, tuple[float, int]] = {}  # tx id -> (when, block) "nonce too low" was first seen
+        self._next_recheck = 0.0
 
     # --- the loop -------------------------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, lock: ExclusiveLock | None = None) -> None:
+        """Steps until `stop`; returns early if `lock` (the leader's) was lost to another process (its database
+        session ended, and another replica took over meanwhile)."""
         delay = self.config.interval
         while not stop.is_set():
             try:
+                if lock is not None:
+                    lock.ensure()
                 busy = self.step()
                 delay = self.config.interval
+            except LockHeld as exc:
+                log.warning("%s: this process no longer runs the submitter", exc)
+                return
+            except (OperationalError, InterfaceError) as exc:  # the service database restarts or fails over
+                log.warning("the database is unavailable (%s); retrying in %.1fs", type(exc).__name__, delay)
+                busy = False
+                delay = min(max(delay * 2, 0.5), 5.0)
             except (ChainUnavailable, SignerUnavailable) as exc:
                 log.warning("%s; retrying in %.1fs", exc, delay)
                 busy = False
@@ -103,7 +118,8 @@ class Submitter:
         """One pass: follow what was sent, send what was signed, pack and send what is pending. True if it did
         anything (so that the loop goes on at once)."""
         try:
-            progressed = self.follow()
+            progressed = self.recheck_confirmed()
+            progressed |= self.follow()
             progressed |= self.resend()
             for signer in sorted(self.signers):
                 progressed |= self.submit_next(signer)
@@ -143,6 +159,29 @@ class Submitter:
             elif tx["state"] == "sent":
                 self._set_tx(tx["id"], "mined", items_state="mined", block_number=block, gas_used=receipt["gasUsed"])
                 progressed = True
+        return progressed
+
+    def recheck_confirmed(self) -> bool:
+        """Every few seconds, each key's nonce on chain against the transactions recorded as confirmed: one the chain
+        no longer has (a node that lost its newest blocks, as a devnet restart can, or a reorganisation deeper than
+        the confirmations) goes back to sent, and its recorded bytes are sent again. Without this, its nonce would
+        stay free and every later transaction of the key would wait in the node's queue for good."""
+        if time.monotonic() < self._next_recheck:
+            return False
+        self._next_recheck = time.monotonic() + RECHECK_CONFIRMED_SECONDS
+        progressed = False
+        for signer in sorted(self.signers):
+            on_chain = self.w3.eth.get_transaction_count(signer, "latest")
+            with self.engine.connect() as conn:
+                recorded = conn.execute(
+                    select(T_TX).where(T_TX.c.signer == signer, T_TX.c.state == "confirmed", T_TX.c.nonce >= on_chain).order_by(T_TX.c.nonce)
+                ).mappings().all()
+            for tx in recorded:
+                if self._receipt(bytes(tx["tx_hash"])) is None:
+                    log.warning("transaction %s (signer %s, nonce %d) recorded as confirmed in block %s is no longer on chain: sending it again",
+                                "0x" + bytes(tx["tx_hash"]).hex(), signer, tx["nonce"], tx["block_number"])  # fmt: skip
+                    self._set_tx(tx["id"], "sent", items_state="sent", block_number=None)
+                    progressed = True
         return progressed
 
     def _receipt(self, tx_hash: bytes) -> Any:

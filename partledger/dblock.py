@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from partledger.errors import PartLedgerError
 
@@ -28,6 +28,8 @@ class ExclusiveLock:
     def __init__(self, engine: Engine, name: str, *, error: type[LockHeld] = LockHeld) -> None:
         self._file: int | None = None
         self._connection: Connection | None = None
+        self._engine, self._name, self._error = engine, name, error
+        self._held = False
         url = make_url(str(engine.url))
         if url.get_backend_name() == "sqlite":
             path = Path(url.database or "")
@@ -53,14 +55,45 @@ class ExclusiveLock:
                 self._connection.close()
                 self._connection = None
                 raise error(f"another {name} holds this database's advisory lock; one {name} per database")
+            self._held = True
+
+    def ensure(self) -> None:
+        """Checks that the lock is still held, and takes it again when its PostgreSQL session was lost (a server
+        restart ends the session and frees the lock): raises `error` if another process took it meanwhile."""
+        if self._file is not None or not self._held:
+            return  # an flock lives as long as this process; a released lock is not taken again
+        if self._connection is not None:
+            try:
+                self._connection.execute(text("SELECT 1")).scalar()
+                self._connection.commit()
+                return
+            except (OperationalError, InterfaceError):
+                self._connection.invalidate()
+                self._connection.close()
+                self._connection = None
+        connection = self._engine.connect()
+        try:
+            held = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}).scalar()
+            connection.commit()
+        except OperationalError:
+            connection.close()
+            raise
+        if not held:
+            connection.close()
+            raise self._error(f"another {self._name} took this database's advisory lock while the connection was lost; one {self._name} per database")
+        self._connection = connection
 
     def release(self) -> None:
+        self._held = False
         if self._file is not None:
             os.close(self._file)
             self._file = None
         if self._connection is not None:
             # The advisory lock belongs to the server session: unlock it, or the pooled connection keeps it.
-            self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
-            self._connection.commit()
+            try:
+                self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+                self._connection.commit()
+            except (OperationalError, InterfaceError):
+                self._connection.invalidate()  # the session is gone, and its lock with it
             self._connection.close()
             self._connection = None

@@ -53,7 +53,7 @@ def index_command(
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
         until = source.head_number() - config.confirmations if once else None
         try:
-            indexer.run(stop=lambda: bool(stopping), until_block=until)
+            indexer.run(stop=lambda: bool(stopping), until_block=until, lock=lock)
         except KeyboardInterrupt:
             pass
         state = indexer.sink.state()

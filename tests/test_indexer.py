@@ -177,3 +177,50 @@ def test_indexer_is_healthy_again_as_soon_as_the_node_answers_after_an_outage(tm
     finally:
         stop.set()
         node.stop()
+
+
+def test_indexer_waits_out_a_postgresql_restart_and_keeps_its_writer_lock(ledger, postgres):
+    """The server restarting ends the session holding the advisory lock: the indexer waits for the database, takes
+    its lock again before writing, and goes on from its cursor; a second writer is still refused."""
+    import threading
+    import time
+
+    import pytest
+
+    from indexer.runner import IndexerLock, IndexerLocked
+    from tests.pgcluster import unique_name
+
+    def wait_for(predicate, what, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if predicate():
+                    return
+            except Exception:  # noqa: BLE001 - the database is down for part of this test
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    url = postgres.create_database(unique_name("restart"))
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    lock = IndexerLock(engine)
+    indexer = Indexer(source=JsonRpcSource(ledger.w3.provider.endpoint_uri), sink=Sink(engine, ledger.manifest.chain_id), manifest=ledger.manifest, config=IndexerConfig(poll_interval=0.05))
+    stop = threading.Event()
+    thread = threading.Thread(target=indexer.run, kwargs={"stop": stop.is_set, "lock": lock}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: indexer.sink.state().block_number == ledger.w3.eth.block_number, "catch-up")
+        postgres.stop()
+        ledger.register(ledger.orgs["maker"], ["PG-RESTART"], lot="L-PG")
+        time.sleep(1.0)  # the indexer meets the outage
+        postgres.start()
+        wait_for(lambda: indexer.sink.state().block_number == ledger.w3.eth.block_number, "the block written during the outage")
+        assert thread.is_alive()
+        assert part_id(GTIN_A, "PG-RESTART") in {row["part_id"] for row in rows(engine, Part, Part.part_id)}
+        with pytest.raises(IndexerLocked):
+            IndexerLock(make_engine(url))
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        lock.release()

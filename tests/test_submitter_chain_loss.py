@@ -1,7 +1,13 @@
-"""A nonce taken under the submitter's feet: another transaction of the same key is mined with the nonce of one the
-service signed and sent. Behind a load-balanced RPC a lagging node answers "nonce too low" for our own mined
-transaction too, so the submitter voids its transaction only when that answer, without our receipt, has held for a
-while and a few blocks; then its items are signed again with a fresh nonce, and the command is confirmed once."""
+"""The chain loses what the submitter recorded, and the submitter notices.
+
+- A nonce taken under its feet: another transaction of the same key is mined with the nonce of one the service
+  signed and sent. Behind a load-balanced RPC a lagging node answers "nonce too low" for our own mined transaction
+  too, so the submitter voids its transaction only when that answer, without our receipt, has held for a while and a
+  few blocks; then its items are signed again with a fresh nonce, and the command is confirmed once.
+- Blocks lost after confirmation (a devnet node restarted from a state file missing its newest blocks, a
+  reorganisation deeper than the confirmations): the transaction goes back to sent and its bytes are sent again;
+  the key's later transactions do not wait behind the hole for good.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from partledger.db import make_engine
 from partledger.ids import part_id
 from partledger.model import PartStatus
 from tests.chainkit import GTIN_A, Ledger
-from tests.servicekit import PASSPHRASE, prepare_stack, running_service
+from tests.servicekit import PASSPHRASE, prepare_stack, running_service, wait_command
 from wallets.signer import LocalSigner
 
 T_TX = ChainTransaction.__table__
@@ -79,3 +85,25 @@ def test_a_nonce_taken_by_another_transaction_is_voided_only_after_it_held_and_t
     assert {ledger.status(part_id(GTIN_A, serial))[0] for serial in ("N-1", "N-2")} == {PartStatus.IN_STOCK}
     serials = [bytes(serial).rstrip(b"\0") for log in ledger.parts.events.PartsRegistered.get_logs(from_block=0) for serial in log["args"]["serials"]]
     assert sorted(serial for serial in serials if serial.startswith(b"N-")) == [b"N-1", b"N-2"]  # once each
+
+
+def test_a_confirmed_transaction_the_chain_lost_is_sent_again_and_the_keys_later_work_goes_on(ledger: Ledger, tmp_path: Path) -> None:
+    stack = prepare_stack(ledger, tmp_path, f"sqlite:///{tmp_path / 'index.db'}", f"sqlite:///{tmp_path / 'service.db'}")
+    engine = make_engine(stack.service_db_url)
+    rpc = ledger.w3.provider.make_request
+    with running_service(stack) as client:
+        headers = stack.headers("maker")
+        before = rpc("evm_snapshot", [])["result"]
+        first = client.post("/v1/parts/register", headers=headers, json={"gtin": GTIN_A, "lot": "L-LOST", "serials": ["LOST-1"]}).json()["command_id"]
+        assert wait_command(stack, "maker", first)["status"] == "confirmed"
+        (lost,) = transactions(engine)
+        rpc("evm_revert", [before])  # the node forgets the block with our transaction (and the transaction)
+        assert ledger.w3.eth.get_transaction_count(stack.site_keys["maker"], "latest") == lost["nonce"]
+        later = client.post("/v1/parts/register", headers=headers, json={"gtin": GTIN_A, "lot": "L-LATER", "serials": ["LATER-1"]}).json()["command_id"]
+        views = {command: wait_command(stack, "maker", command, timeout=30) for command in (first, later)}
+
+    assert [view["status"] for view in views.values()] == ["confirmed", "confirmed"], views
+    assert {ledger.status(part_id(GTIN_A, serial))[0] for serial in ("LOST-1", "LATER-1")} == {PartStatus.IN_STOCK}
+    resent, second = transactions(engine)
+    assert resent["id"] == lost["id"] and resent["tx_hash"] == lost["tx_hash"] and resent["state"] == "confirmed"  # the same bytes
+    assert second["nonce"] == lost["nonce"] + 1 and second["state"] == "confirmed"
