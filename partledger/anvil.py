@@ -30,6 +30,7 @@ class AnvilConfig:
     hardfork: str = "prague"
     accounts: int = 10
     state_path: Path | None = None  # --state: loaded at start when it exists, dumped on exit (SIGTERM)
+    prune_history: int | None = None  # keep the state of only this many recent blocks in memory (a long-running node)
 
     @property
     def url(self) -> str:
@@ -52,6 +53,8 @@ class AnvilConfig:
             arguments += ["--block-time", str(self.block_time)]
         if self.state_path is not None:
             arguments += ["--state", str(self.state_path)]
+        if self.prune_history is not None:
+            arguments += ["--prune-history", str(self.prune_history)]
         return arguments
 
 
