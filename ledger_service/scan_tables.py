@@ -23,7 +23,7 @@ class Scan(ServiceTable, table=True):
     __tablename__ = "scans"
     __table_args__ = (Index("ix_scans_part_time", "part_id", "scanned_at"), Index("ix_scans_unanchored", "manufacturer", "batch_root"))
 
-    scan_id: bytes = Field(sa_type=LargeBinary, primary_key=True)  # 16 random bytes
+    scan_id: bytes = Field(sa_type=LargeBinary, primary_key=True)  # 16 bytes: milliseconds (6), then random (10)
     part_id: bytes = Field(sa_type=LargeBinary)
     gtin: str = Field(max_length=14)
     serial: str = Field(max_length=20)
