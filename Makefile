@@ -57,5 +57,20 @@ contracts: node_modules/.installed
 gas: deps
 	$(PY) -m benchmarks.gas
 
+## Every benchmark against its floor (write path end to end, raw node, indexer, verify, 10^6-part scaling, gas):
+## tables, then one JSON line; results also in benchmarks/results/. Needs wrk (apt-get install wrk) for verify.
+.PHONY: bench bench-quick
+bench: deps
+	$(PY) -m benchmarks.bench
+
+## The same with small sizes and short durations (about two minutes).
+bench-quick: deps
+	$(PY) -m benchmarks.bench --quick
+
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .hypothesis
+
+## A bounded soak (10 minutes by default): mixed load with node and PostgreSQL restarts; the last line is one JSON object.
+.PHONY: soak
+soak: deps
+	$(PY) -m benchmarks.soak

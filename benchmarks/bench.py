@@ -1,0 +1,415 @@
+"""`make bench` (and `make bench-quick`): every benchmark in one run, side by side with its floor or baseline.
+
+Scenarios, one after the other (each on its own node and databases; `--only` picks some):
+- gas: benchmarks.gas on a fresh Anvil;
+- e2e and raw: benchmarks.e2e (the write path through API, submitter, chain and indexer, and the node's floor);
+- indexer: benchmarks.indexer_bench's workload, its fetch-and-decode floor and the indexer into SQLite and PostgreSQL;
+- verify: benchmarks.verify_bench (the JSON verify endpoint beside a bare uvicorn endpoint; needs wrk);
+- scaling: benchmarks.scaling (history and verify latency at 10^4, 10^5, 10^6 parts).
+Prints tables, then as the last line one JSON object with every figure of issue 7, the machine, `targets` (met or
+not per target) and, for each target missed, a `bottlenecks` note (from a py-spy profile of the service and the
+indexer under load when py-spy is installed, and a cProfile of the indexer). A scenario that fails leaves its
+figures null and its error under `errors`; the JSON line is printed whatever happens. Results are also written to
+benchmarks/results/ (gitignored). `--quick` uses small sizes and short durations (about two minutes in all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import importlib
+import importlib.metadata
+import io
+import json
+import os
+import platform
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.e2e import E2eConfig, py_spy, run_e2e
+from benchmarks.e2e import TARGETS as E2E_TARGETS
+from benchmarks.scaling import QUICK_SIZES, SIZES, run_scaling
+from partledger.anvil import AnvilConfig, AnvilNode, anvil_binary, free_port
+from partledger.artifacts import REPO_ROOT
+from partledger.chain import connect
+
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+SCENARIOS = ("gas", "e2e", "indexer", "verify", "scaling")
+PACKAGES = ("web3", "eth-account", "eth-abi", "coincurve", "fastapi", "starlette", "uvicorn", "pydantic", "sqlalchemy", "sqlmodel", "psycopg", "httpx", "orjson")
+# name: (comparison, threshold). Gas targets are the ones README's gas table and tests/test_gas.py hold.
+TARGETS: dict[str, tuple[str, float]] = {
+    **{name: (">=", value) for name, value in E2E_TARGETS.items()},
+    "indexer_sqlite_events_per_s": (">=", 30_000),
+    "indexer_postgres_events_per_s": (">=", 20_000),
+    "indexer_vs_floor_ratio": (">=", 0.67),
+    "verify_rps": (">=", 5_000),
+    "verify_p99_ms": ("<=", 10),
+    "verify_vs_bare_ratio": (">=", 0.6),
+    "scaling_history_latency_ratio": ("<=", 1.5),
+    "scaling_verify_latency_ratio": ("<=", 1.5),
+    "gas.register_per_part": ("<=", 26_000),
+    "gas.ship_per_part": ("<=", 9_000),
+    "gas.receive_per_part": ("<=", 9_000),
+    "gas.install_per_part": ("<=", 9_000),
+    "gas.single_transition_tx": ("<=", 50_000),
+    "gas.batch_root_anchor": ("<=", 60_000),
+}
+KEYS = (
+    "e2e_register_parts_per_s", "e2e_bulk_transitions_per_s", "e2e_single_tx_per_s", "raw_node_bulk_transitions_per_s", "e2e_vs_raw_ratio",
+    "indexer_sqlite_events_per_s", "indexer_postgres_events_per_s", "fetch_decode_floor_events_per_s", "indexer_vs_floor_ratio",
+    "verify_rps", "verify_p50_ms", "verify_p99_ms", "bare_uvicorn_rps", "verify_vs_bare_ratio",
+    "scaling_history_latency_ratio", "scaling_verify_latency_ratio",
+)  # fmt: skip
+
+
+# --- scenarios --------------------------------------------------------------------------------------------------------
+
+
+def scenario_gas(quick: bool, profile: bool) -> dict[str, Any]:
+    from benchmarks.gas import measure_gas
+    from tests.chainkit import build_ledger
+
+    node = AnvilNode.start(AnvilConfig(port=free_port(), accounts=40))
+    try:
+        return {"gas": measure_gas(build_ledger(connect(node.url)))}
+    finally:
+        node.stop()
+
+
+def scenario_e2e(quick: bool, profile: bool) -> dict[str, Any]:
+    return run_e2e(E2eConfig.quick() if quick else E2eConfig(), log=log, profile=profile)
+
+
+def scenario_indexer(quick: bool, profile: bool) -> dict[str, Any]:
+    """benchmarks.indexer_bench's measurement: its `run_indexer_bench(parts=N)` when it has one, else its parts."""
+    from benchmarks import indexer_bench
+
+    parts = 4_000 if quick else 100_000
+    runner = getattr(indexer_bench, "run_indexer_bench", None)
+    if runner is not None:
+        figures = dict(runner(parts=parts))
+    else:
+        figures = _indexer_figures(indexer_bench, parts, profile=profile)
+    return figures
+
+
+def _indexer_figures(indexer_bench: Any, parts: int, *, profile: bool) -> dict[str, Any]:
+    from tests.chainkit import build_ledger
+    from tests.pgcluster import PostgresCluster
+
+    node = AnvilNode.start(AnvilConfig(port=free_port(), accounts=40))
+    cluster = PostgresCluster()
+    try:
+        with tempfile.TemporaryDirectory(prefix="partledger-bench-indexer-") as temporary:
+            ledger = build_ledger(connect(node.url))
+            started = time.perf_counter()
+            events, _ = indexer_bench.make_workload(ledger, parts)
+            log(f"indexer: {events:,} part events on chain in {time.perf_counter() - started:.1f} s")
+            floor_s = indexer_bench.measure_floor(ledger, node.url)
+            sqlite_s, _ = indexer_bench.measure_indexer(ledger, node.url, f"sqlite:///{Path(temporary) / 'index.db'}")
+            postgres_s, _ = indexer_bench.measure_indexer(ledger, node.url, cluster.create_database("bench"))
+            figures: dict[str, Any] = {
+                "part_events": events,
+                "fetch_decode_floor_events_per_s": round(events / floor_s),
+                "indexer_sqlite_events_per_s": round(events / sqlite_s),
+                "indexer_postgres_events_per_s": round(events / postgres_s),
+                "indexer_vs_floor_ratio": round(floor_s / sqlite_s, 3),
+                "indexer_postgres_vs_floor_ratio": round(floor_s / postgres_s, 3),
+            }
+            if profile:
+                figures["indexer_profile"] = _cprofile(lambda: indexer_bench.measure_indexer(ledger, node.url, f"sqlite:///{Path(temporary) / 'profiled.db'}"))
+            return figures
+    finally:
+        cluster.destroy()
+        node.stop()
+
+
+def _cprofile(call: Callable[[], Any], top: int = 8) -> list[str]:
+    """The functions with the most cumulative time in one call (cProfile), as 'seconds  function' lines."""
+    profiler = cProfile.Profile()
+    profiler.runcall(call)
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    rows = sorted(stats.stats.items(), key=lambda item: item[1][3], reverse=True)  # type: ignore[attr-defined]
+    lines = []
+    for (filename, line, function), (_, _, _, cumulative, _) in rows:
+        if any(part in filename for part in ("/indexer/", "sqlalchemy/engine", "/psycopg/", "eth_abi", "requests/sessions")) and "migrat" not in filename and function not in ("run", "step"):
+            lines.append(f"{cumulative:7.3f} s  {Path(filename).parent.name}/{Path(filename).name}:{function}")
+        if len(lines) == top:
+            break
+    return lines
+
+
+def scenario_verify(quick: bool, profile: bool) -> dict[str, Any]:
+    """benchmarks.verify_bench.run_verify_bench(parts, duration) -> verify_rps, verify_p50_ms, verify_p99_ms,
+    bare_uvicorn_rps, verify_vs_bare_ratio (and more)."""
+    verify_bench = importlib.import_module("benchmarks.verify_bench")
+    runner = getattr(verify_bench, "run_verify_bench", None)
+    if runner is None:
+        raise RuntimeError("benchmarks.verify_bench has no run_verify_bench(parts, duration) yet")
+    if quick:
+        return dict(runner(300, 2.0, warmup=1.0, service=False))
+    return dict(runner(2_000, 15.0))
+
+
+def scenario_scaling(quick: bool, profile: bool) -> dict[str, Any]:
+    figures = run_scaling(QUICK_SIZES if quick else SIZES, samples=40 if quick else 300, log=log)
+    ratios = figures["ratios_largest_vs_smallest"]
+    return {"scaling_history_latency_ratio": ratios["history_p50_ms_ratio"], "scaling_verify_latency_ratio": ratios["verify_p50_ms_ratio"], "scaling": figures}
+
+
+RUNNERS: dict[str, Callable[[bool, bool], dict[str, Any]]] = {
+    "gas": scenario_gas, "e2e": scenario_e2e, "indexer": scenario_indexer, "verify": scenario_verify, "scaling": scenario_scaling,
+}  # fmt: skip
+
+
+# --- the machine, targets and bottlenecks -------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        anvil = subprocess.run([anvil_binary(), "--version"], capture_output=True, text=True, timeout=10).stdout.split("\n")[0].removeprefix("anvil Version: ")
+    except (OSError, subprocess.SubprocessError):
+        anvil = None
+    compiler = json.loads((REPO_ROOT / "contracts" / "compiler.json").read_text())
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "anvil": anvil,
+        "solc": compiler.get("solcVersion"),
+        "load_average": [round(value, 2) for value in os.getloadavg()],
+    }
+
+
+def value_of(results: dict[str, Any], name: str) -> Any:
+    if name.startswith("gas."):
+        return (results.get("gas") or {}).get(name.removeprefix("gas."))
+    return results.get(name)
+
+
+def judge(results: dict[str, Any]) -> dict[str, Any]:
+    targets = {}
+    for name, (comparison, threshold) in TARGETS.items():
+        value = value_of(results, name)
+        met = None if value is None else (value >= threshold if comparison == ">=" else value <= threshold)
+        targets[name] = {"value": value, "target": f"{comparison} {threshold:g}", "met": met}
+    return targets
+
+
+def bottlenecks(results: dict[str, Any], targets: dict[str, Any]) -> dict[str, str]:
+    """A note per missed target: which stage holds it back, from the profiles taken during the run."""
+    notes: dict[str, str] = {}
+    details = results.get("e2e_details") or {}
+    for name, scenario in (("e2e_register_parts_per_s", "register"), ("e2e_bulk_transitions_per_s", "bulk"), ("e2e_single_tx_per_s", "single")):
+        if targets[name]["met"] is False:
+            notes[name] = _e2e_note(scenario, details.get(scenario) or {})
+    if targets["e2e_vs_raw_ratio"]["met"] is False:
+        notes["e2e_vs_raw_ratio"] = (
+            f"The node alone moves {results.get('raw_node_bulk_transitions_per_s')} transitions/s with the same 200-part transactions; "
+            f"the service, submitter and indexer reach {results.get('e2e_bulk_transitions_per_s')}/s: see e2e_bulk_transitions_per_s for the stage that holds them back."
+        )
+    indexer_missed = [name for name in ("indexer_sqlite_events_per_s", "indexer_postgres_events_per_s", "indexer_vs_floor_ratio") if targets[name]["met"] is False]
+    for number, name in enumerate(indexer_missed):
+        profile = results.get("indexer_profile")
+        if number:
+            notes[name] = f"See {indexer_missed[0]}."
+        else:
+            notes[name] = (
+                f"Indexer catch-up of {results.get('part_events')} part events, floor (fetch + decode) {results.get('fetch_decode_floor_events_per_s')}/s: the difference is the SQL writing. "
+                + ("Cumulative time by function (cProfile, SQLite run): " + "; ".join(profile) if profile else "Run with --profile for a cProfile of the SQLite catch-up.")
+            )
+    verify = results.get("verify_details") or {}
+    for name in ("verify_rps", "verify_p99_ms", "verify_vs_bare_ratio"):
+        if targets[name]["met"] is False:
+            notes[name] = (
+                f"Verify endpoint (public tier): server CPU {verify.get('verify_server_cpu_us_per_request', 'n/a')} us per request against "
+                f"{verify.get('bare_server_cpu_us_per_request', 'n/a')} us for the bare uvicorn endpoint, so the verdict's own work (signature "
+                f"recovery, mirror lookups, the scan written behind) costs the difference; rps also falls with the machine's load "
+                f"(load average {verify.get('load_average_1m', 'n/a')} during the run). See benchmarks/verify_bench.py."
+            )
+    scaling = results.get("scaling") or {}
+    for name in ("scaling_history_latency_ratio", "scaling_verify_latency_ratio"):
+        if targets[name]["met"] is False:
+            notes[name] = f"Query plans at the largest size: {scaling.get('query_plans')}; indexes used: {scaling.get('indexes_used')}. A ratio above target with indexes used points at page-cache misses of a larger file or at noise, not at scans."
+    for name, target in targets.items():
+        if name.startswith("gas.") and target["met"] is False:
+            notes[name] = "Gas is deterministic: the contract's bulk loop for this operation (see make gas)."
+    return notes
+
+
+def _e2e_note(scenario: str, figures: dict[str, Any]) -> str:
+    """Which stage holds an end-to-end scenario back, from the py-spy profiles taken while it ran."""
+    profile = figures.get("profile") or {}
+    service, indexer = profile.get("service") or {}, profile.get("indexer") or {}
+    busy = service.get("thread_busy_pct", {})
+    note = f"{scenario}: accepted {figures.get('accepted_per_s')}/s, in the mirror {figures.get('per_s')}/s, accept-to-mirror latency p50 {figures.get('latency_p50_s')} s. "
+    timing = figures.get("signed_to_block") or {}
+    queue = timing.get("accepted_to_signed")
+    included = [f"{kind} p50 {value['p50_s']} s, max {value['max_s']} s" for kind, value in timing.items() if isinstance(value, dict) and "transactions" in value]
+    if queue:
+        note += f"Waiting in the outbox until signed: p50 {queue['p50_s']} s, p90 {queue['p90_s']} s; signed to block: {'; '.join(included)}. "
+        held = sum(value.get("over_3s", 0) for value in timing.values() if isinstance(value, dict))
+        if held:
+            note += (
+                f"The node held {held} of the service's transactions more than 3 s before a block took them (Anvil's interval "
+                "mining leaving ready transactions in its pool; they go in when the submitter re-sends them, after 5 s). "
+            )
+        if queue["p50_s"] > 1.5:
+            note += "Most of the time is lost before the node: the submitter does not sign as fast as the API accepts. "
+    if not busy:
+        return note + "No profile (pip install py-spy, and do not pass --no-profile)."
+    note += (
+        f"Service threads busy (% of the window): {busy}; its samples by activity: {service.get('category_pct')}; "
+        f"heaviest functions: {list(service.get('top_functions_pct', {}))[:3]}. "
+        f"Indexer busy {indexer.get('thread_busy_pct')}, by activity {indexer.get('category_pct')}. "
+    )
+    submitter = busy.get("submitter", 0.0)
+    others = max(busy.get("MainThread", 0.0), indexer.get("thread_busy_pct", {}).get("MainThread", 0.0))
+    if submitter >= 80:
+        return note + "The submitter thread is saturated: it is the bottleneck (per transaction: pack, eth_estimateGas, encode, sign, store, send; one per step)."
+    if submitter > others:
+        return note + (
+            "The submitter is the busiest stage and spends its time in JSON-RPC round trips (estimate, nonce, send, a receipt "
+            "per open transaction) and ABI encoding, one transaction at a time: batching those calls (JSON-RPC batches, "
+            "eth_getBlockReceipts) and encoding calldata with eth_abi directly are the levers."
+        )
+    return note + "No stage is saturated: the pipeline is latency-bound (block time, the indexer's poll, the submitter's serial round trips) or starved of CPU by other processes."
+
+
+# --- the run ----------------------------------------------------------------------------------------------------------
+
+
+def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run(scenarios: tuple[str, ...], *, quick: bool, profile: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {key: None for key in KEYS} | {"gas": None, "peak_rss_mb": {"service": None, "indexer": None, "node": None}}
+    errors: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    load_before = [round(value, 2) for value in os.getloadavg()]
+    for name in scenarios:
+        started = time.perf_counter()
+        log(f"bench: {name} ...")
+        try:
+            figures = RUNNERS[name](quick, profile)
+        except Exception as exc:  # noqa: BLE001 - one scenario failing must not lose the others' figures
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            log(traceback.format_exc())
+            figures = {}
+        if name == "verify" and figures:
+            results["verify_details"] = {k: v for k, v in figures.items() if k not in KEYS}
+            figures = {k: v for k, v in figures.items() if k in KEYS}
+        results.update(figures)
+        seconds[name] = round(time.perf_counter() - started, 1)
+        log(f"bench: {name} done in {seconds[name]} s")
+    results["machine"] = machine() | {"load_average_before": load_before}
+    results["targets"] = judge(results)
+    results["bottlenecks"] = bottlenecks(results, results["targets"])
+    results["run"] = {"quick": quick, "scenarios": list(scenarios), "seconds": seconds, "profiled": profile and py_spy() is not None, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if errors:
+        results["errors"] = errors
+    return results
+
+
+def show(results: dict[str, Any], console: Console) -> None:
+    targets = results["targets"]
+    table = Table(title="PartLedger benchmarks" + (" (quick)" if results["run"]["quick"] else ""))
+    for column in ("figure", "value", "target", "met"):
+        table.add_column(column, justify="right" if column != "figure" else "left")
+    for key in KEYS:
+        target = targets.get(key, {})
+        met = {True: "[green]met[/]", False: "[red]unmet[/]", None: "-"}[target.get("met")] if key in targets else ""
+        table.add_row(key, _number(results.get(key)), target.get("target", ""), met)
+    console.print(table)
+    if results.get("gas"):
+        gas = Table(title="gas (per part for bulk operations)")
+        gas.add_column("operation")
+        gas.add_column("gas", justify="right")
+        gas.add_column("target", justify="right")
+        for name, value in results["gas"].items():
+            gas.add_row(name, f"{value:,}", targets.get(f"gas.{name}", {}).get("target", "-"))
+        console.print(gas)
+    rss = Table(title="peak RSS (MB, process trees)")
+    for name in ("service", "indexer", "node"):
+        rss.add_column(name, justify="right")
+    rss.add_row(*(_number(results["peak_rss_mb"].get(name)) for name in ("service", "indexer", "node")))
+    console.print(rss)
+    scaling = results.get("scaling")
+    if scaling:
+        levels = Table(title="latency as the mirror grows (ms, one request at a time)")
+        for column in ("parts", "history p50", "history p99", "verify p50", "verify p99", "index MB"):
+            levels.add_column(column, justify="right")
+        for level in scaling["levels"]:
+            levels.add_row(f"{level['parts']:,}", *(str(level[k][s]) for k in ("history", "verify") for s in ("p50_ms", "p99_ms")), str(level["index_db_mb"]))
+        console.print(levels)
+        for name, steps in scaling["query_plans"].items():
+            console.print(f"  plan, {name}: {' | '.join(steps)}")
+    for name, note in results["bottlenecks"].items():
+        console.print(f"[yellow]bottleneck[/] {name}: {note}")
+    for name, error in results.get("errors", {}).items():
+        console.print(f"[red]error[/] {name}: {error}")
+    machine_info = results["machine"]
+    console.print(f"machine: {machine_info['cores']} cores, {machine_info['cpu']}, {machine_info['memory_gb']} GB, Python {machine_info['python']}, anvil {machine_info['anvil']}, solc {machine_info['solc']}, load {machine_info['load_average_before']} → {machine_info['load_average']}; {results['run']['seconds']}")
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.3f}" if isinstance(value, float) else str(value)
+
+
+def save(results: dict[str, Any], directory: Path = RESULTS) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = directory / f"bench-{'quick-' if results['run']['quick'] else ''}{stamp}.json"
+    text = json.dumps(results, indent=2)
+    path.write_text(text)
+    (directory / f"latest{'-quick' if results['run']['quick'] else ''}.json").write_text(text)
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes and short durations (about two minutes)")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated scenarios of {', '.join(SCENARIOS)}")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="directory for the JSON results")
+    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True, help="profile the stages under load (py-spy when installed, cProfile)")
+    arguments = parser.parse_args()
+    scenarios = tuple(name.strip() for name in arguments.only.split(",") if name.strip())
+    unknown = [name for name in scenarios if name not in RUNNERS]
+    if unknown:
+        print(f"bench: unknown scenario {', '.join(unknown)} (choose from {', '.join(SCENARIOS)})", file=sys.stderr)
+        return 2
+    results = run(scenarios, quick=arguments.quick, profile=arguments.profile)
+    show(results, Console(stderr=False, width=160))
+    log(f"bench: results saved to {save(results, arguments.results)}")
+    print(json.dumps(results, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
