@@ -49,6 +49,7 @@ from wallets.signer import Signer
 log = logging.getLogger("partledger.submitter")
 T_ITEM, T_TX = CommandItem.__table__, ChainTransaction.__table__
 RESEND_AFTER_SECONDS = 5.0
+SUBMIT_PER_STEP = 16  # transactions one key may sign in one pass of the loop (then the others' turn, and receipts)
 RECHECK_CONFIRMED_SECONDS = 5.0  # how often the chain's nonce of each key is compared with what we recorded
 DEFER_STEP_SECONDS = 0.5
 BLOCK_GAS_SHARE = 0.9
@@ -122,7 +123,10 @@ class Submitter:
             progressed |= self.follow()
             progressed |= self.resend()
             for signer in sorted(self.signers):
-                progressed |= self.submit_next(signer)
+                for _ in range(SUBMIT_PER_STEP):  # a few transactions per key per pass, while it has room in flight
+                    if not self.submit_next(signer):
+                        break
+                    progressed = True
         except (OSError, Web3RPCError) as exc:
             raise ChainUnavailable(f"the JSON-RPC node failed: {type(exc).__name__}") from None
         except Exception as exc:
@@ -134,13 +138,20 @@ class Submitter:
     # --- following sent transactions ------------------------------------------------------------------------
 
     def follow(self) -> bool:
+        """Receipts of what was sent: asked only for transactions whose nonce the chain has passed (one nonce
+        query per key instead of a receipt query per transaction still in the pool), and for those due a re-send."""
         with self.engine.connect() as conn:
             open_txs = conn.execute(select(T_TX).where(T_TX.c.state.in_(("sent", "mined")))).mappings().all()
         if not open_txs:
             return False
         head = self.w3.eth.block_number
+        mined_below = {signer: self.w3.eth.get_transaction_count(signer, "latest") for signer in {tx["signer"] for tx in open_txs}}
         progressed = False
         for tx in open_txs:
+            if tx["state"] == "sent" and tx["nonce"] >= mined_below[tx["signer"]]:
+                if time.time() - (tx["sent_at"] or 0) > RESEND_AFTER_SECONDS:
+                    self._send(tx)  # the node may have lost it (restart): the same bytes again
+                continue  # not mined yet: its nonce is still the key's next, or after it
             receipt = self._receipt(bytes(tx["tx_hash"]))
             if receipt is None:
                 if tx["state"] == "mined":  # its block was reorganised away: it is pending again
