@@ -31,7 +31,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -41,11 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 from eth_abi import encode
 from eth_account import Account
 from eth_utils import keccak
 
+from benchmarks.rss import PeakRss
 from partledger.anvil import AnvilConfig, AnvilNode, free_port
 from partledger.chain import connect
 from partledger.ids import ascii32, part_id, part_id_unchecked
@@ -471,38 +470,6 @@ async def scenario(api: str, mirror_path: Path, workers: Callable[[httpx.AsyncCl
 
 
 # --- peak memory ------------------------------------------------------------------------------------------------------
-
-
-class PeakRss:
-    """Samples the resident set of named process trees every 0.2 s in a thread; keeps each one's peak (MB)."""
-
-    def __init__(self) -> None:
-        self.pids: dict[str, int] = {}
-        self.peak: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def watch(self, name: str, pid: int) -> None:
-        self.pids[name] = pid
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for name, pid in list(self.pids.items()):
-                try:
-                    root = psutil.Process(pid)
-                    rss = sum(process.memory_info().rss for process in (root, *root.children(recursive=True)))
-                except psutil.Error:
-                    continue
-                self.peak[name] = max(self.peak.get(name, 0.0), rss / 2**20)
-            self._stop.wait(0.2)
 
 
 # --- where a transaction's time goes ---------------------------------------------------------------------------------

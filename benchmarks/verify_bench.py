@@ -31,14 +31,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
+from benchmarks.rss import PeakRss
 from partledger.anvil import AnvilConfig, AnvilNode, free_port
 from partledger.chain import connect
 from partledger.ids import ascii32, part_id_unchecked
@@ -143,38 +142,6 @@ def tree_cpu_seconds(root: int) -> float:
         tree.update(children)
         frontier.extend(children)
     return sum(ticks.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
-
-
-class PeakRss:
-    """The resident set of named process trees (a server's supervisor and workers), sampled every 0.2 s in a thread;
-    each one's peak in MB."""
-
-    def __init__(self) -> None:
-        self.pids: dict[str, int] = {}
-        self.peak: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="peak-rss", daemon=True)
-
-    def watch(self, name: str, pid: int) -> None:
-        self.pids[name] = pid
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            for name, pid in list(self.pids.items()):
-                try:
-                    root = psutil.Process(pid)
-                    rss = sum(process.memory_info().rss for process in (root, *root.children(recursive=True)))
-                except psutil.Error:
-                    continue
-                self.peak[name] = max(self.peak.get(name, 0.0), rss / 2**20)
 
 
 def wrk_script(paths: list[str], directory: Path, name: str = "verify") -> Path:
