@@ -48,6 +48,7 @@ from tests.servicekit import IndexerThread, prepare_stack
 TARGET_RPS, TARGET_P99_MS, TARGET_RATIO = 5_000, 10.0, 0.6
 WORKERS, CONNECTIONS, THREADS = 2, 16, 2
 BULK = 200
+MIN_PARTS = 2 * BULK + 250  # a recalled lot of BULK, 50 scrapped, 200 installed, and at least BULK genuine
 GAS = 10_000_000
 BARE_BODY = json.dumps(
     {
@@ -182,6 +183,8 @@ def _ms(value: str) -> float:
 def run_verify_bench(parts: int = 2_000, duration: float = 15.0, *, warmup: float = 3.0, service: bool = True) -> dict[str, Any]:
     """Builds the world, loads bare, the public tier and (service=True) the whole service one after the other, and
     returns the summary (the keys of the module docstring). Progress goes to stderr. RuntimeError without wrk."""
+    if parts < MIN_PARTS:
+        raise ValueError(f"at least {MIN_PARTS} parts: the world holds {BULK} parts of each lifecycle state besides the genuine ones")
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is needed (apt-get install wrk)")
     results: dict[str, Any] = {}
@@ -255,10 +258,12 @@ def summarise(results: dict[str, Any], *, parts: int, duration: float, peak_rss_
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", type=int, default=2_000)
+    parser.add_argument("--parts", type=int, default=2_000, help=f"labelled parts (at least {MIN_PARTS})")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of load per endpoint (after a warm-up)")
     parser.add_argument("--public-only", action="store_true", help="skip the whole service's runs")
     args = parser.parse_args()
+    if args.parts < MIN_PARTS:
+        parser.error(f"--parts must be at least {MIN_PARTS}")
     try:
         summary = run_verify_bench(args.parts, args.duration, service=not args.public_only)
     except RuntimeError as exc:
