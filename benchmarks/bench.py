@@ -165,9 +165,13 @@ def scenario_verify(quick: bool, profile: bool) -> dict[str, Any]:
 
 
 def scenario_scaling(quick: bool, profile: bool) -> dict[str, Any]:
-    figures = run_scaling(QUICK_SIZES if quick else SIZES, samples=40 if quick else 300, log=log)
+    sizes = SCALING_SIZES[0] or (QUICK_SIZES if quick else SIZES)
+    figures = run_scaling(sizes, samples=40 if quick else 300, log=log)
     ratios = figures["ratios_largest_vs_smallest"]
     return {"scaling_history_latency_ratio": ratios["history_p50_ms_ratio"], "scaling_verify_latency_ratio": ratios["verify_p50_ms_ratio"], "scaling": figures}
+
+
+SCALING_SIZES: list[tuple[int, ...] | None] = [None]  # --scaling-sizes, when given
 
 
 RUNNERS: dict[str, Callable[[bool, bool], dict[str, Any]]] = {
@@ -397,8 +401,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes and short durations (about two minutes)")
     parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated scenarios of {', '.join(SCENARIOS)}")
     parser.add_argument("--results", type=Path, default=RESULTS, help="directory for the JSON results")
+    parser.add_argument("--scaling-sizes", help=f"comma-separated part counts for the scaling scenario (default {','.join(map(str, SIZES))}; 10^6 needs a node with about 20 GB of memory)")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True, help="profile the stages under load (py-spy when installed, cProfile)")
     arguments = parser.parse_args()
+    if arguments.scaling_sizes:
+        try:
+            SCALING_SIZES[0] = tuple(sorted(int(size) for size in arguments.scaling_sizes.split(",")))
+        except ValueError:
+            parser.error("--scaling-sizes takes comma-separated integers, such as 10000,100000")
     scenarios = tuple(name.strip() for name in arguments.only.split(",") if name.strip())
     unknown = [name for name in scenarios if name not in RUNNERS]
     if unknown:
