@@ -120,14 +120,7 @@ def _indexer_figures(indexer_bench: Any, parts: int, *, profile: bool) -> dict[s
             floor_s = indexer_bench.measure_floor(ledger, node.url)
             sqlite_s, _ = indexer_bench.measure_indexer(ledger, node.url, f"sqlite:///{Path(temporary) / 'index.db'}")
             postgres_s, _ = indexer_bench.measure_indexer(ledger, node.url, cluster.create_database("bench"))
-            figures: dict[str, Any] = {
-                "part_events": events,
-                "fetch_decode_floor_events_per_s": round(events / floor_s),
-                "indexer_sqlite_events_per_s": round(events / sqlite_s),
-                "indexer_postgres_events_per_s": round(events / postgres_s),
-                "indexer_vs_floor_ratio": round(floor_s / sqlite_s, 3),
-                "indexer_postgres_vs_floor_ratio": round(floor_s / postgres_s, 3),
-            }
+            figures: dict[str, Any] = indexer_bench.indexer_figures(events, floor_s=floor_s, sqlite_s=sqlite_s, postgres_s=postgres_s)
             if profile:
                 figures["indexer_profile"] = _cprofile(lambda: indexer_bench.measure_indexer(ledger, node.url, f"sqlite:///{Path(temporary) / 'profiled.db'}"))
             return figures

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 
 from indexer import migrate
 from indexer.decoder import LogDecoder
-from indexer.runner import Indexer, IndexerConfig
+from indexer.runner import SQLITE_CACHE_MIB, Indexer, IndexerConfig
 from indexer.sink import Sink
 from indexer.source import JsonRpcSource
 from ledger_service.app import create_app
@@ -76,7 +76,7 @@ def measure_floor(ledger: Ledger, url: str) -> float:
 
 
 def measure_indexer(ledger: Ledger, url: str, db_url: str) -> tuple[float, Any]:
-    engine = make_engine(db_url)
+    engine = make_engine(db_url, sqlite_cache_mib=SQLITE_CACHE_MIB)  # as `partledger index` runs it
     migrate.upgrade(engine)
     indexer = Indexer(source=JsonRpcSource(url), sink=Sink(engine, ledger.manifest.chain_id), manifest=ledger.manifest, config=IndexerConfig())
     head = ledger.w3.eth.block_number
@@ -106,6 +106,18 @@ def measure_paging(ledger: Ledger, url: str, db_url: str, lot: int, workdir: Pat
     return {"pages": len(timings), "items": items, "page_ms_mean": 1000 * sum(timings) / len(timings), "page_ms_max": 1000 * max(timings)}
 
 
+def indexer_figures(events: int, *, floor_s: float, sqlite_s: float, postgres_s: float) -> dict[str, Any]:
+    """The catch-up figures from `events` part events and the seconds the floor and each indexer took."""
+    return {
+        "part_events": events,
+        "fetch_decode_floor_events_per_s": round(events / floor_s),
+        "indexer_sqlite_events_per_s": round(events / sqlite_s),
+        "indexer_postgres_events_per_s": round(events / postgres_s),
+        "indexer_vs_floor_ratio": round(floor_s / sqlite_s, 3),
+        "indexer_postgres_vs_floor_ratio": round(floor_s / postgres_s, 3),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--parts", type=int, default=100_000)
@@ -126,15 +138,8 @@ def main() -> int:
     finally:
         cluster.destroy()
         node.stop()
-    figures = {
-        "part_events": events,
-        "fetch_decode_floor_events_per_s": round(events / floor),
-        "indexer_sqlite_events_per_s": round(events / sqlite_s),
-        "indexer_postgres_events_per_s": round(events / postgres_s),
-        "indexer_vs_floor_ratio": round(floor / sqlite_s, 3),
-        "indexer_postgres_vs_floor_ratio": round(floor / postgres_s, 3),
-        "lot_paging": {k: round(v, 2) for k, v in paging.items()},
-    }
+    figures = indexer_figures(events, floor_s=floor, sqlite_s=sqlite_s, postgres_s=postgres_s)
+    figures["lot_paging"] = {k: round(v, 2) for k, v in paging.items()}
     print(f"{'fetch + decode (floor)':<28} {figures['fetch_decode_floor_events_per_s']:>10,} events/s")
     print(f"{'indexer → SQLite (WAL)':<28} {figures['indexer_sqlite_events_per_s']:>10,} events/s  ({figures['indexer_vs_floor_ratio']:.2f} of floor)")
     print(f"{'indexer → PostgreSQL':<28} {figures['indexer_postgres_events_per_s']:>10,} events/s  ({figures['indexer_postgres_vs_floor_ratio']:.2f} of floor)")

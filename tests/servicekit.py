@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi.testclient import TestClient
 
@@ -28,6 +28,8 @@ from tests.chainkit import Ledger
 from wallets.keystore import create_keystore
 
 PASSPHRASE = "test-keystore-passphrase-5d1c"
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -147,3 +149,17 @@ def wait_command(stack: Stack, org: str, command_id: str, *, until: tuple[str, .
             return view
         time.sleep(0.02)
     raise TimeoutError(f"command {command_id} still {view['status']} after {timeout}s")
+
+
+def wait_until(predicate: Callable[[], T], what: str, timeout: float = 30.0, *, ignoring: tuple[type[Exception], ...] = ()) -> T:
+    """Polls `predicate` until it returns something truthy, and returns that; an exception of a type in `ignoring`
+    counts as not yet (a database that is down for part of a test)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if value := predicate():
+                return value
+        except ignoring:
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -23,8 +23,8 @@ from partledger.merkle import leaf_hash, verify_proof
 from partledger.model import PartStatus
 from partledger.ids import part_id
 from tests.chainkit import GTIN_A
-from tests.labelkit import BEIJING, GUANGZHOU, JSON, caught_up, label_uri, live_stack, register, target, wait_until
-from tests.servicekit import wait_command
+from tests.labelkit import BEIJING, GUANGZHOU, JSON, caught_up, label_uri, live_stack, register, target
+from tests.servicekit import wait_command, wait_until
 
 S = PartStatus
 HOUR = 3600.0
@@ -169,7 +169,7 @@ def test_scans_are_anchored_as_merkle_roots_and_each_keeps_its_proof(world):
     on_chain = ledger.evidence.functions.batch(root).call()
     assert (on_chain[1], on_chain[2]) == (ledger.orgs["maker"].id, batch["scans"])  # (orgId, recordCount)
     for answer in scanned:
-        record = wait_until(lambda: (r := client.get(f"/v1/scans/{answer['scan_id']}", headers=stack.headers("maker")).json())["batch"]["anchored"] and r)
+        record = wait_until(lambda: (r := client.get(f"/v1/scans/{answer['scan_id']}", headers=stack.headers("maker")).json())["batch"]["anchored"] and r, "the scan's batch anchored")
         assert record["batch"]["root"] == batch["root"] and record["batch"]["anchored"]["org_id"] == ledger.orgs["maker"].id
         types, raw = record["leaf"]["types"], record["leaf"]["value"]
         assert tuple(types) == LEAF_TYPES

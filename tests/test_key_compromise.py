@@ -34,7 +34,7 @@ from partledger.manifest import Manifest, load_manifest, save_manifest
 from partledger.model import PartStatus
 from tests.chainkit import GTIN_A, Ledger, dev_account
 from tests.labelkit import JSON, target
-from tests.servicekit import PASSPHRASE, Stack, prepare_stack, running_service, wait_command
+from tests.servicekit import PASSPHRASE, Stack, prepare_stack, running_service, wait_command, wait_until
 from tests.test_write_api import caught_up
 from wallets.keystore import create_keystore, keystore_address
 from wallets.signer import LocalSigner
@@ -118,16 +118,6 @@ class Plant:
             time.sleep(0.01)
 
 
-def wait_until(predicate: Any, what: str, timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise TimeoutError(what)
-
-
 def count(engine: Any, table: Any, *where: Any) -> int:
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
@@ -179,11 +169,11 @@ def wallet_mid_stream(
     as it sends them (the last one once `before_last()`), and lets the node mine again. Its output."""
     stack, ledger = drill["stack"], drill["stack"].ledger
     engine = make_engine(stack.service_db_url)
-    wait_until(lambda: count(engine, T_ITEM, T_ITEM.c.state == "confirmed", T_ITEM.c.signer == key) >= confirmed_before, f"{key} confirms")
+    wait_until(lambda: count(engine, T_ITEM, T_ITEM.c.state == "confirmed", T_ITEM.c.signer == key) >= confirmed_before, f"{key} confirms", TIMEOUT)
     miner.running.clear()
     wait_until(
         lambda: count(engine, T_TX, T_TX.c.signer == key, T_TX.c.state == "sent") >= 3 and count(engine, T_ITEM, T_ITEM.c.signer == key, T_ITEM.c.state == "pending") >= 2,
-        f"{key} has transactions in the pool and commands waiting",
+        f"{key} has transactions in the pool and commands waiting", TIMEOUT,
     )  # fmt: skip
     operator = dev_account(0).address
     cli = subprocess.Popen(
@@ -194,9 +184,9 @@ def wallet_mid_stream(
     try:
         for number in range(operator_transactions):
             latest = ledger.w3.eth.get_transaction_count(operator, "latest")
-            wait_until(lambda: ledger.w3.eth.get_transaction_count(operator, "pending") > latest or cli.poll() is not None, "the operator's transaction is sent")
+            wait_until(lambda: ledger.w3.eth.get_transaction_count(operator, "pending") > latest or cli.poll() is not None, "the operator's transaction is sent", TIMEOUT)
             if number == operator_transactions - 1:
-                wait_until(lambda: before_last() or cli.poll() is not None, "the moment of the last operator transaction")
+                wait_until(lambda: before_last() or cli.poll() is not None, "the moment of the last operator transaction", TIMEOUT)
                 drill.setdefault("waiting", []).append(count(engine, T_ITEM, T_ITEM.c.signer == key, T_ITEM.c.state == "pending"))
             miner.mine()
         miner.running.set()
@@ -237,7 +227,7 @@ def test_pending_commands_of_a_revoked_key_are_re_signed_by_the_sites_replacemen
         first_revocation = revoke_mid_stream(drill, miner, primary, confirmed_before=CONFIRMED_BEFORE_EACH_REVOCATION)
         second_revocation = revoke_mid_stream(drill, miner, standby, confirmed_before=CONFIRMED_BEFORE_EACH_REVOCATION)
         # The stream goes on until the mirror has the second revocation and the API refuses at once.
-        wait_until(lambda: plant.refused, "the API refuses the site's writes")
+        wait_until(lambda: plant.refused, "the API refuses the site's writes", TIMEOUT)
         plant.stop()
         views = {command: wait_command(stack, "maker", command, timeout=TIMEOUT) for command, _ in plant.accepted}
         caught_up(stack)
@@ -328,7 +318,7 @@ def test_a_key_rotated_mid_stream_hands_its_pending_commands_to_the_new_key_with
         new = re.search(r"^new (0x[0-9a-fA-F]{40})  added in block (\d+)", stdout, re.MULTILINE)
         revoked = re.search(rf"^old {primary}  revoked in block (\d+)", stdout, re.MULTILINE)
         assert new and revoked, stdout
-        wait_until(lambda: count(engine, T_ITEM, T_ITEM.c.state == "confirmed", T_ITEM.c.signer == new.group(1)) >= CONFIRMED_BEFORE_EACH_REVOCATION, "the new key confirms")
+        wait_until(lambda: count(engine, T_ITEM, T_ITEM.c.state == "confirmed", T_ITEM.c.signer == new.group(1)) >= CONFIRMED_BEFORE_EACH_REVOCATION, "the new key confirms", TIMEOUT)
         plant.stop()
         views = {command: wait_command(stack, "maker", command, timeout=TIMEOUT) for command, _ in plant.accepted}
 
