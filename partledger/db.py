@@ -6,7 +6,7 @@ each stage owns its tables and their Alembic migrations.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
@@ -19,8 +19,10 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str, **options: Any) -> Engine:
-    """An engine for `url`; SQLite connections get WAL, a busy timeout and foreign keys, PostgreSQL a pool."""
+def make_engine(url: str, *, sqlite_cache_mib: Optional[int] = None, **options: Any) -> Engine:
+    """An engine for `url`; SQLite connections get WAL, a busy timeout and foreign keys, PostgreSQL a pool.
+    sqlite_cache_mib: each SQLite connection's page cache (SQLite's default is 2 MiB), for a writer that updates
+    B-trees all over the file (the indexer's random 32-byte part ids)."""
     try:
         parsed = make_url(url)
     except Exception:  # noqa: BLE001 - SQLAlchemy raises ArgumentError and ValueError for bad URLs
@@ -29,6 +31,8 @@ def make_engine(url: str, **options: Any) -> Engine:
     if backend == "sqlite":
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **options)
         event.listen(engine, "connect", _configure_sqlite)
+        if sqlite_cache_mib is not None:
+            event.listen(engine, "connect", lambda connection, _record: connection.execute(f"PRAGMA cache_size=-{int(sqlite_cache_mib) * 1024}"))
         # pysqlite's own transaction handling defers BEGIN; take control so that BEGIN IMMEDIATE works.
         event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN"))
         return engine

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from indexer import migrate
-from indexer.runner import Indexer, IndexerConfig, IndexerLock
+from indexer.runner import SQLITE_CACHE_MIB, Indexer, IndexerConfig, IndexerLock
 from indexer.sink import Sink
 from indexer.source import JsonRpcSource
 from partledger.db import make_engine
@@ -36,7 +36,7 @@ def index_command(
     """Mirror the chain into SQL and keep following it (until Ctrl-C or SIGTERM)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loaded = load_manifest(manifest or default_paths().manifest)
-    engine = make_engine(db or default_db_url())
+    engine = make_engine(db or default_db_url(), sqlite_cache_mib=SQLITE_CACHE_MIB)
     lock = IndexerLock(engine)
     try:
         if rebuild:

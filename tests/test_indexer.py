@@ -6,9 +6,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from eth_utils import keccak
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from indexer import migrate
-from indexer.runner import Indexer, IndexerConfig
+from indexer.runner import SQLITE_CACHE_MIB, Indexer, IndexerConfig
 from indexer.sink import Sink
 from indexer.source import JsonRpcSource, RangeTooLarge
 from indexer.tables import INDEX_METADATA, Installation, Lot, Part, PartEvent, Shipment
@@ -16,6 +17,7 @@ from partledger.db import make_engine
 from partledger.ids import part_id
 from partledger.model import PartStatus
 from tests.chainkit import GTIN_A
+from tests.servicekit import wait_until
 
 NO_DOC = bytes(32)
 
@@ -44,6 +46,15 @@ def test_migrations_create_exactly_the_tables_the_models_describe(db_url):
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), INDEX_METADATA)
     assert [d for d in diff if "alembic_version" not in str(d)] == []
+
+
+def test_the_writer_can_keep_a_larger_sqlite_page_cache_than_readers(tmp_path):
+    url = f"sqlite:///{tmp_path / 'index.db'}"
+    for engine, kib in ((make_engine(url, sqlite_cache_mib=SQLITE_CACHE_MIB), SQLITE_CACHE_MIB * 1024), (make_engine(url), 2000)):
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -kib  # negative: KiB, as SQLite counts
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        engine.dispose()
 
 
 def test_one_part_through_its_whole_life_is_mirrored_row_by_row(ledger, db_url):
@@ -141,19 +152,10 @@ def test_indexer_is_healthy_again_as_soon_as_the_node_answers_after_an_outage(tm
     """A node outage marks the mirror unhealthy; when the node is back, health returns without waiting for a block
     (a permissioned chain may produce none for a while)."""
     import threading
-    import time
 
     from partledger.anvil import AnvilConfig, AnvilNode, free_port
     from partledger.chain import connect
     from tests.chainkit import ANVIL_ACCOUNTS, build_ledger
-
-    def wait_for(predicate, what, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}")
 
     config = AnvilConfig(port=free_port(), accounts=ANVIL_ACCOUNTS, state_path=tmp_path / "anvil-state.json")
     node = AnvilNode.start(config)
@@ -166,13 +168,13 @@ def test_indexer_is_healthy_again_as_soon_as_the_node_answers_after_an_outage(tm
         thread = threading.Thread(target=indexer.run, kwargs={"stop": stop.is_set}, daemon=True)
         thread.start()
         head = ledger.w3.eth.block_number
-        wait_for(lambda: (state := indexer.sink.state()) is not None and state.block_number == head, "catch-up")
+        wait_until(lambda: (state := indexer.sink.state()) is not None and state.block_number == head, "catch-up")
         node.stop()
-        wait_for(lambda: not indexer.sink.state().healthy, "the outage to show")
+        wait_until(lambda: not indexer.sink.state().healthy, "the outage to show")
         assert indexer.sink.state().message
         node = AnvilNode.start(config)
         assert connect(node.url).eth.block_number == head  # the same chain, and no new block
-        wait_for(lambda: indexer.sink.state().healthy, "health after the outage")
+        wait_until(lambda: indexer.sink.state().healthy, "health after the outage")
         assert indexer.sink.state().message == "" and indexer.sink.state().block_number == head
     finally:
         stop.set()
@@ -190,17 +192,6 @@ def test_indexer_waits_out_a_postgresql_restart_and_keeps_its_writer_lock(ledger
     from indexer.runner import IndexerLock, IndexerLocked
     from tests.pgcluster import unique_name
 
-    def wait_for(predicate, what, timeout=60.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if predicate():
-                    return
-            except Exception:  # noqa: BLE001 - the database is down for part of this test
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}")
-
     url = postgres.create_database(unique_name("restart"))
     engine = make_engine(url)
     migrate.upgrade(engine)
@@ -210,12 +201,13 @@ def test_indexer_waits_out_a_postgresql_restart_and_keeps_its_writer_lock(ledger
     thread = threading.Thread(target=indexer.run, kwargs={"stop": stop.is_set, "lock": lock}, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: indexer.sink.state().block_number == ledger.w3.eth.block_number, "catch-up")
+        wait_until(lambda: (state := indexer.sink.state()) is not None and state.block_number == ledger.w3.eth.block_number, "catch-up", 60.0)
         postgres.stop()
         ledger.register(ledger.orgs["maker"], ["PG-RESTART"], lot="L-PG")
         time.sleep(1.0)  # the indexer meets the outage
         postgres.start()
-        wait_for(lambda: indexer.sink.state().block_number == ledger.w3.eth.block_number, "the block written during the outage")
+        # the database may still refuse the first connections after its restart
+        wait_until(lambda: indexer.sink.state().block_number == ledger.w3.eth.block_number, "the block written during the outage", 60.0, ignoring=(SQLAlchemyError,))
         assert thread.is_alive()
         assert part_id(GTIN_A, "PG-RESTART") in {row["part_id"] for row in rows(engine, Part, Part.part_id)}
         with pytest.raises(IndexerLocked):
