@@ -124,6 +124,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         version="1",
         description="Serialised auto parts, custody, recalls and trade evidence on a permissioned EVM chain.",
         lifespan=lifespan,
+        telemetry=settings.telemetry_config(),
     )
     app.state.services = services
     install_error_handlers(app)

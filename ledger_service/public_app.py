@@ -44,7 +44,8 @@ def create_public_app(settings: ServiceSettings) -> FastAPI:
         services.index_engine.dispose()
         services.service_engine.dispose()
 
-    app = FastAPI(title="PartLedger verification", version="1", description="Scan a part's label: is it genuine?", lifespan=lifespan)
+    app = FastAPI(title="PartLedger verification", version="1", description="Scan a part's label: is it genuine?", lifespan=lifespan,
+                  telemetry=settings.telemetry_config())
     app.state.services = services
     install_error_handlers(app)
     app.include_router(resolver.public_router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -35,3 +36,13 @@ class ServiceSettings(BaseSettings):
     # Labels and consumer verification (the Digital Link resolver, /v1/scan).
     public_rate_limit: str = "60/minute"  # per client on the public endpoints: N/second|minute|hour (burst N)
     scan_key_file: Optional[Path] = None  # base64 key for client fingerprints; default: derived from vin_key_file
+
+    # FastAPI's OpenTelemetry spans and metrics, for an SDK configured outside (opentelemetry-instrument, OTEL_*).
+    # None: on when the environment configures OpenTelemetry. Off, requests skip its per-request check of the
+    # providers (three environment reads: a tenth of a scan's own CPU).
+    telemetry: Optional[bool] = None
+
+    def telemetry_config(self) -> dict[str, bool]:
+        """FastAPI(telemetry=...) for these settings."""
+        on = self.telemetry if self.telemetry is not None else any(name.startswith("OTEL_") or name == "FASTAPI_OTEL_AUTO_CONFIGURE" for name in os.environ)
+        return {} if on else {"tracing": False, "metrics": False, "logs": False}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from eth_utils import keccak
 from fastapi.testclient import TestClient
@@ -46,6 +48,16 @@ def api(ledger, db_url, tmp_path):
 def get(client, keys, as_org, url, **params):
     headers = {"Authorization": f"Bearer {keys[as_org]}"} if as_org else {}
     return client.get(url, headers=headers, params=params)
+
+
+def test_fastapi_telemetry_is_on_only_where_opentelemetry_is_configured(monkeypatch, tmp_path):
+    settings = ServiceSettings(manifest=tmp_path / "m.json", index_db_url="sqlite://", service_db_url="sqlite://")
+    for name in [name for name in os.environ if name.startswith("OTEL_") or name == "FASTAPI_OTEL_AUTO_CONFIGURE"]:
+        monkeypatch.delenv(name)
+    assert settings.telemetry_config() == {"tracing": False, "metrics": False, "logs": False}
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    assert settings.telemetry_config() == {}
+    assert settings.model_copy(update={"telemetry": False}).telemetry_config()["tracing"] is False
 
 
 def test_health_reports_head_indexed_block_and_lag(api, ledger):
