@@ -118,9 +118,9 @@ def _indexer_figures(indexer_bench: Any, parts: int, *, profile: bool) -> dict[s
             events, _ = indexer_bench.make_workload(ledger, parts)
             log(f"indexer: {events:,} part events on chain in {time.perf_counter() - started:.1f} s")
             floor_s = indexer_bench.measure_floor(ledger, node.url)
-            sqlite_s, _ = indexer_bench.measure_indexer(ledger, node.url, f"sqlite:///{Path(temporary) / 'index.db'}")
-            postgres_s, _ = indexer_bench.measure_indexer(ledger, node.url, cluster.create_database("bench"))
-            figures: dict[str, Any] = indexer_bench.indexer_figures(events, floor_s=floor_s, sqlite_s=sqlite_s, postgres_s=postgres_s)
+            sqlite_s, sqlite_sql_s, _ = indexer_bench.measure_indexer(ledger, node.url, f"sqlite:///{Path(temporary) / 'index.db'}")
+            postgres_s, _, _ = indexer_bench.measure_indexer(ledger, node.url, cluster.create_database("bench"))
+            figures: dict[str, Any] = indexer_bench.indexer_figures(events, floor_s=floor_s, sqlite_s=sqlite_s, postgres_s=postgres_s, sqlite_sql_s=sqlite_sql_s)
             if profile:
                 figures["indexer_profile"] = _cprofile(lambda: indexer_bench.measure_indexer(ledger, node.url, f"sqlite:///{Path(temporary) / 'profiled.db'}"))
             return figures
