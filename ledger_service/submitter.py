@@ -16,6 +16,10 @@ that reverted) is retired: its transactions not yet mined can only revert now, s
 to sign, or signed in vain, moves to another active key of the same organisation and site that this service holds
 (a rotation's new key, or a standby key), or, with none, is rejected with the chain's error and the reason. Nothing
 is signed with a key after the chain refused it.
+
+A rejected item is final, and _reject_items is the one place an item becomes rejected: an install item's encrypted
+clear VINs (private_vins) are deleted in the same SQL transaction, as the install never happened. A voided or
+re-signed item is not rejected, so its VINs stay.
 """
 
 from __future__ import annotations
@@ -29,14 +33,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_utils import keccak
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
 from ledger_service.operations import contract_arguments
-from ledger_service.tables import ChainTransaction, CommandItem
+from ledger_service.tables import ChainTransaction, CommandItem, PrivateVin
 from partledger.artifacts import load_artifact
 from partledger.chain import revert_of, rpc_error_message
 from partledger.dblock import ExclusiveLock, LockHeld
@@ -47,12 +51,13 @@ from wallets.errors import SignerUnavailable
 from wallets.signer import Signer
 
 log = logging.getLogger("partledger.submitter")
-T_ITEM, T_TX = CommandItem.__table__, ChainTransaction.__table__
+T_ITEM, T_TX, T_VIN = CommandItem.__table__, ChainTransaction.__table__, PrivateVin.__table__
 RESEND_AFTER_SECONDS = 5.0
 SUBMIT_PER_STEP = 16  # transactions one key may sign in one pass of the loop (then the others' turn, and receipts)
 RECHECK_CONFIRMED_SECONDS = 5.0  # how often the chain's nonce of each key is compared with what we recorded
 DEFER_STEP_SECONDS = 0.5
 BLOCK_GAS_SHARE = 0.9
+DELETE_CHUNK = 900  # bound parameters per IN (...) query, under SQLite's limit
 
 
 @dataclass(frozen=True)
@@ -215,7 +220,7 @@ class Submitter:
             now = time.time()
             for item in items:
                 if not revoked and (culprit is None or item["id"] == culprit):
-                    conn.execute(update(T_ITEM).where(T_ITEM.c.id == item["id"]).values(state="rejected", **_error_columns(decoded), updated_at=now))
+                    _reject_items(conn, T_ITEM.c.id == item["id"], values=_error_columns(decoded) | {"updated_at": now})
                 else:
                     conn.execute(update(T_ITEM).where(T_ITEM.c.id == item["id"]).values(state="pending", tx_id=None, updated_at=now))
         log.warning("transaction %s reverted with %s", "0x" + bytes(tx["tx_hash"]).hex(), decoded)
@@ -259,7 +264,7 @@ class Submitter:
                     f"holds no other active key of that organisation for site {site!r} to sign with"
                 )
                 values = _error_columns(decoded) | {"error_message": reason}
-                moved = conn.execute(update(T_ITEM).where(*pending).values(state="rejected", updated_at=now, **values)).rowcount
+                moved = _reject_items(conn, *pending, values=values | {"updated_at": now})
         log.warning("site key %s revoked: %d item(s) %s", signer, moved, f"moved to {replacement}" if replacement else "rejected (no replacement key)")
 
     def _replacement(self, signer: str) -> tuple[str | None, int, str]:
@@ -372,7 +377,7 @@ class Submitter:
                 if others_in_flight and now - item["created_at"] < self.config.defer_seconds:
                     conn.execute(update(T_ITEM).where(T_ITEM.c.id == item["id"]).values(not_before=now + DEFER_STEP_SECONDS, updated_at=now))
                 else:
-                    conn.execute(update(T_ITEM).where(T_ITEM.c.id == item["id"]).values(state="rejected", **_error_columns(decoded), updated_at=now))
+                    _reject_items(conn, T_ITEM.c.id == item["id"], values=_error_columns(decoded) | {"updated_at": now})
 
     def _sign_and_send(self, signer: str, run: list[Any], call: dict[str, Any], gas: int) -> None:
         limit = self._gas_limit()
@@ -427,6 +432,22 @@ class Submitter:
                 values["gas_used"] = gas_used
             conn.execute(update(T_TX).where(T_TX.c.id == tx_id).values(**values))
             conn.execute(update(T_ITEM).where(T_ITEM.c.tx_id == tx_id).values(state=items_state, updated_at=time.time()))
+
+
+def _reject_items(conn: Connection, *where: Any, values: dict[str, Any]) -> int:
+    """Rejects the items `where` selects, with `values` (the error, updated_at), and deletes the encrypted clear VINs
+    of those that were installs: personal data of an install that did not happen is not kept. An item is one contract
+    call's share of its command, all or none on chain, so only its own parts' VINs go: the command's other items may
+    still be installed. Returns how many items it rejected."""
+    rejected = conn.execute(
+        update(T_ITEM).where(*where).values(state="rejected", **values).returning(T_ITEM.c.command_id, T_ITEM.c.kind, T_ITEM.c.payload)
+    ).all()
+    for item in rejected:
+        if item.kind == "install":
+            hashes = [bytes.fromhex(value[2:]) for value in json.loads(item.payload)["vin_hashes"]]
+            for start in range(0, len(hashes), DELETE_CHUNK):
+                conn.execute(delete(T_VIN).where(T_VIN.c.command_id == item.command_id, T_VIN.c.vin_hash.in_(hashes[start : start + DELETE_CHUNK])))
+    return len(rejected)
 
 
 def _next_run(items: list[Any], max_parts: int) -> list[Any]:

@@ -107,7 +107,8 @@ class ChainTransaction(ServiceTable, table=True):
 
 
 class PrivateVin(ServiceTable, table=True):
-    """A clear VIN and its salt, encrypted (AES-GCM, key outside the database), readable by its workshop only."""
+    """A clear VIN and its salt, encrypted (AES-GCM, key outside the database), readable by its workshop only.
+    Written with the install command; deleted when the outbox item carrying its part ends rejected (submitter)."""
 
     __tablename__ = "private_vins"
 

@@ -9,6 +9,7 @@ checks goes through the API and its service-held site keys.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy import MetaData, func, select
 from sqlalchemy.engine import Engine
 from web3 import Web3
 
+from labels.digital_link import build_uri
 from ledger_service.app import load_signers
 from ledger_service.submitter import Submitter, SubmitterConfig
 from ledger_service.tables import ChainTransaction, Command, PrivateVin
@@ -36,6 +38,7 @@ NO_DOC = bytes(32)
 DOC = "0x" + keccak(text="delivery-note-4711").hex()
 VINS = ("WVWZZZ1JZXW000001", "1HGCM82633A004352")
 S = PartStatus
+T_TX = ChainTransaction.__table__
 
 
 # --- the stack and how to talk to it ------------------------------------------------------------------------
@@ -118,6 +121,29 @@ def rejected(stack: Stack, org: str, response: httpx.Response) -> dict[str, Any]
     view = wait_command(stack, org, accepted(response))
     assert view["status"] == "rejected", view
     return view
+
+
+def settled(stack: Stack, org: str, command_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """The command once every item of it is confirmed or rejected (its status reads rejected as soon as one item is),
+    and the indexer has the chain's head."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = wait_command(stack, org, command_id, timeout=timeout)
+        if all(item["state"] in ("confirmed", "rejected") for item in view["items"]):
+            caught_up(stack)
+            return view
+        time.sleep(0.02)
+    raise TimeoutError(f"command {command_id} has items in flight after {timeout}s: {view['items']}")
+
+
+def vin_rows(stack: Stack) -> set[tuple[str, bytes]]:
+    """(command id, part id) of every encrypted clear VIN the service keeps."""
+    engine = make_engine(stack.service_db_url)
+    try:
+        with engine.connect() as conn:
+            return {(row.command_id, bytes(row.part_id)) for row in conn.execute(select(PrivateVin.__table__))}
+    finally:
+        engine.dispose()
 
 
 def refused(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -329,6 +355,82 @@ def test_install_puts_the_vin_on_chain_only_as_a_salted_hash_and_keeps_it_encryp
         for table, value in database_bytes(url):
             for vin in VINS:
                 assert vin.encode() not in value and vin.lower().encode() not in value, f"clear VIN in {table}"
+
+
+def test_an_install_the_contract_rejects_keeps_no_clear_vin_and_the_parts_installed_keep_theirs(stack, ledger):
+    """One part per item: a command of two parts, one of them quarantined after the pre-check, and a command of one
+    part quarantined the same way. The contract refuses those items and their encrypted VINs go with them; the
+    installed part keeps its VIN, which still checks on /v1/scan."""
+    workshop = ledger.orgs["workshop"]
+    kept, lost, alone = held_by(ledger, "workshop", ["IV1", "IV2", "IV3"])
+    with serve(stack, submitter=False, max_parts_per_tx=1) as client:
+        body = {"items": [{"part_id": hexid(kept), "vin": VINS[0]}, {"part_id": hexid(lost), "vin": VINS[1]}]}
+        split = accepted(post(stack, "workshop", "/v1/parts/install", body))
+        whole = accepted(post(stack, "workshop", "/v1/parts/install", {"items": [{"part_id": hexid(alone), "vin": VINS[1]}]}))
+        assert vin_rows(stack) == {(split, kept), (split, lost), (whole, alone)}
+        ledger.act(workshop.key, ledger.parts.functions.quarantineParts([lost, alone], NO_DOC))  # only the contract sees it
+        with submitting(client):
+            split_view, whole_view = settled(stack, "workshop", split), settled(stack, "workshop", whole)
+        assert split_view["items"] == [{"parts": 1, "state": "confirmed"}, {"parts": 1, "state": "rejected"}]
+        assert [(error["error"], error["args"]) for error in split_view["errors"]] == [("PartLedgerWrongStatus", [hexid(lost), int(S.QUARANTINED)])]
+        assert whole_view["items"] == [{"parts": 1, "state": "rejected"}]
+        assert [(error["error"], error["args"]) for error in whole_view["errors"]] == [("PartLedgerWrongStatus", [hexid(alone), int(S.QUARANTINED)])]
+        assert vin_rows(stack) == {(split, kept)}
+
+        def scan(serial: str, vin: str) -> dict[str, Any]:
+            response = client.post("/v1/scan", json={"uri": build_uri("http://testserver", gtin=GTIN_A, serial=serial), "vin": vin})
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        assert (scan("IV1", VINS[0].lower())["vin_match"], scan("IV1", VINS[1])["vin_match"]) == (True, False)
+    assert on_chain(ledger, kept) == (S.INSTALLED, workshop.id, 0)
+    assert [on_chain(ledger, pid) for pid in (lost, alone)] == [(S.QUARANTINED, workshop.id, 0)] * 2
+
+
+def test_an_install_that_reverts_on_chain_keeps_no_clear_vin_of_the_part_it_names(stack, ledger):
+    """A transaction of two items, mined after a transaction of the workshop's own key that quarantined one of the
+    parts: it reverts; that part's item is rejected and its VIN deleted, the other item is signed again, installed,
+    and keeps its VIN."""
+    workshop = ledger.orgs["workshop"]
+    kept, lost = held_by(ledger, "workshop", ["IR1", "IR2"])
+    rpc = ledger.w3.provider.make_request
+    with serve(stack, submitter=False, max_parts_per_tx=1) as client:
+        body = {"items": [{"part_id": hexid(kept), "vin": VINS[0]}, {"part_id": hexid(lost), "vin": VINS[1]}]}
+        command = accepted(post(stack, "workshop", "/v1/parts/install", body))
+        service = make_engine(stack.service_db_url)
+        rpc("evm_setAutomine", [False])
+        try:
+            with submitting(client):
+                deadline = time.monotonic() + 30
+                while count_rows(service, T_TX, T_TX.c.state == "sent") == 0:
+                    assert time.monotonic() < deadline, "the install was not sent"
+                    time.sleep(0.02)
+                # A higher tip than the service's zero gas price: mined first in the block.
+                quarantine = ledger.parts.functions.quarantineParts([lost], NO_DOC)
+                quarantine.transact({"from": workshop.key, "gasPrice": 10**9, "gas": 500_000})
+                rpc("evm_mine", [])
+                rpc("evm_setAutomine", [True])
+                view = settled(stack, "workshop", command)
+        finally:
+            rpc("evm_setAutomine", [True])
+    assert view["items"] == [{"parts": 1, "state": "confirmed"}, {"parts": 1, "state": "rejected"}]
+    assert [(error["error"], error["args"]) for error in view["errors"]] == [("PartLedgerWrongStatus", [hexid(lost), int(S.QUARANTINED)])]
+    assert count_rows(service, T_TX, T_TX.c.state == "reverted") == 1
+    assert vin_rows(stack) == {(command, kept)}
+    assert [on_chain(ledger, pid) for pid in (kept, lost)] == [(S.INSTALLED, workshop.id, 0), (S.QUARANTINED, workshop.id, 0)]
+
+
+def test_an_install_whose_site_key_was_revoked_without_a_replacement_keeps_no_clear_vin(stack, ledger):
+    [pid] = held_by(ledger, "workshop", ["IK1"])
+    with serve(stack, submitter=False) as client:
+        command = accepted(post(stack, "workshop", "/v1/parts/install", {"items": [{"part_id": hexid(pid), "vin": VINS[0]}]}))
+        ledger.act(ledger.operator, ledger.registry.functions.revokeSiteKey(stack.site_keys["workshop"]))
+        with submitting(client):
+            view = settled(stack, "workshop", command)
+    assert view["items"] == [{"parts": 1, "state": "rejected"}] and view["transactions"] == []
+    assert [error["error"] for error in view["errors"]] == ["ConsortiumRegistryKeyRevoked"]
+    assert vin_rows(stack) == set()
+    assert on_chain(ledger, pid) == (S.IN_STOCK, ledger.orgs["workshop"].id, 0)
 
 
 def test_remove_takes_installed_parts_back_into_the_workshop_stock(stack, ledger):
