@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from sha3 import keccak_256
 from sqlalchemy import and_, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
@@ -36,6 +35,7 @@ from indexer.tables import (
     SiteKey,
     UndoEntry,
 )
+from partledger.ids import part_id_unchecked
 from partledger.model import PartStatus
 
 T_ORG, T_KEY, T_LOT, T_PART = Organisation.__table__, SiteKey.__table__, Lot.__table__, Part.__table__
@@ -60,12 +60,6 @@ ORGANISATION_EVENTS = frozenset({"OrganisationRegistered", "OrganisationRolesCha
 EVENT_COLUMNS = ("chain_id", "block_number", "tx_hash", "log_index", "position", "part_id", "kind", "org_id", "site_key", "counterparty", "doc_hash", "vin_hash")
 PART_STATE_COLUMNS = ("status", "custodian", "recipient", "vin_hash", "site_key", "updated_block")
 KIND_STATUS = {kind: status for kind, status in PART_EVENTS.values()} | {"registered": PartStatus.IN_STOCK}
-
-
-def part_id_of(gtin: int, serial32: bytes) -> bytes:
-    """keccak256(abi.encode(uint64 gtin, bytes32 serial)), as PartLedger.sol computes it (with the C keccak of
-    safe-pysha3 directly: this runs once per registered part)."""
-    return keccak_256(gtin.to_bytes(32, "big") + serial32).digest()
 
 
 def state_after(kind: str, org_id: int, counterparty: int | None, vin_hash: bytes | None, site_key: str) -> dict[str, Any]:
@@ -193,7 +187,7 @@ class Sink:
         elif name == "PartsRegistered":
             gtin, lot, org_id = args["gtin"], args["lot"], args["manufacturer"]
             for position, serial in enumerate(args["serials"]):
-                part_id = part_id_of(gtin, serial)
+                part_id = part_id_unchecked(gtin, serial)
                 batch.new_parts[part_id] = {
                     "part_id": part_id, "gtin": str(gtin).zfill(14), "serial": _text(serial), "lot": lot,
                     "manufacturer": org_id, "recalled": False, "registered_block": log.block_number,

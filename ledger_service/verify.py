@@ -31,7 +31,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from sha3 import keccak_256
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -43,7 +42,7 @@ from ledger_service.clones import Flag
 from ledger_service.tables import PrivateVin
 from ledger_service.vault import Vault
 from partledger.eip712 import Eip712Domain
-from partledger.ids import ascii32, normalize_vin, vin_hash
+from partledger.ids import ascii32, normalize_vin, part_id_unchecked, vin_hash
 from partledger.model import PartStatus
 
 T_PART, T_KEY, T_ORG, T_RECALL, T_STATE = Part.__table__, SiteKey.__table__, Organisation.__table__, Recall.__table__, IndexerState.__table__
@@ -190,7 +189,7 @@ class Verifier:
         """The verdict on `link`. A VIN (in clear, from the scanner) is checked against an installed part's
         salted hash; ValidationError when it is no VIN."""
         vin = normalize_vin(vin) if vin else None
-        pid = keccak_256(int(link.gtin).to_bytes(32, "big") + ascii32(link.serial)).digest()  # = part_id, without re-validating
+        pid = part_id_unchecked(int(link.gtin), ascii32(link.serial))  # the link's identifiers are validated already
         with self._reads.reader() as conn:
             row = self._reads.part(conn, pid, self.domain.chainId)
             if row is None:

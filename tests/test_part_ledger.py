@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from eth_abi import encode as abi_encode
 from eth_utils import keccak
+from hypothesis import given
+from hypothesis import strategies as st
 
-from partledger.ids import ascii32
+from partledger.errors import ValidationError
+from partledger.ids import ascii32, part_id_unchecked
 from partledger.model import PartStatus
 from tests.chainkit import GTIN_A, GTIN_B, reverts
 
@@ -27,6 +31,17 @@ def deliver(ledger, ids, source, target):
 
 
 # --- registration ----------------------------------------------------------------------------------------------
+
+
+@given(st.integers(0, 2**64 - 1), st.binary(min_size=32, max_size=32))
+def test_part_id_is_the_keccak_of_abi_encode_of_gtin_and_serial(gtin, serial):
+    assert part_id_unchecked(gtin, serial) == keccak(abi_encode(["uint64", "bytes32"], [gtin, serial]))
+
+
+@pytest.mark.parametrize(("gtin", "serial"), [(2**64, bytes(32)), (-1, bytes(32)), (1, bytes(31)), (1, bytes(33))])
+def test_part_id_refuses_what_abi_encode_would(gtin, serial):
+    with pytest.raises(ValidationError):
+        part_id_unchecked(gtin, serial)
 
 
 def test_register_puts_parts_in_stock_at_manufacturer_and_opens_lot(ledger):
