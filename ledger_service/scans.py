@@ -57,6 +57,7 @@ PURGE_SECONDS = 600.0
 IP_RETENTION_SECONDS = 24 * 3600.0
 HISTORY_LIMIT = 50
 MAX_BATCH = 10_000
+ROWS_PER_INSERT = 500  # scans per INSERT statement (8,000 bound values: under PostgreSQL's 65,535 and SQLite's limit)
 MAX_QUEUE = 50_000  # scans waiting for their write; beyond this the oldest are dropped (and logged)
 ANCHOR_API_KEY = "scan-anchor"  # the api_key_id recorded on the outbox commands the keeper makes
 
@@ -135,9 +136,16 @@ class ScanBook:
         self._queue: list[ScanRecord] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        # The flush's INSERT as the driver's own SQL, values as tuples: insert() would build a dict and run bind processors per row
+        # The flush's INSERT as the driver's own SQL, values as tuples: insert() would build a dict and run bind
+        # processors per row. Many rows per statement: executemany steps SQLite once per row, releasing the GIL and
+        # taking it back from the event loop each time, and those hand-overs cost more CPU than the rows themselves.
         mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        self._insert_sql = f"INSERT INTO {T_SCAN.name} ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join(mark for _ in ROW_COLUMNS)})"
+        self._row_marks = "(" + ", ".join(mark for _ in ROW_COLUMNS) + ")"
+        self._insert_head = f"INSERT INTO {T_SCAN.name} ({', '.join(ROW_COLUMNS)}) VALUES "
+        self._insert_full = self._insert_sql(ROWS_PER_INSERT)
+
+    def _insert_sql(self, rows: int) -> str:
+        return self._insert_head + ", ".join([self._row_marks] * rows)
 
     # --- recording ------------------------------------------------------------------------------------------
 
@@ -172,7 +180,10 @@ class ScanBook:
                 return 0
             try:
                 with self.engine.begin() as conn:
-                    conn.exec_driver_sql(self._insert_sql, [record.values() for record in batch])
+                    for start in range(0, len(batch), ROWS_PER_INSERT):
+                        chunk = batch[start : start + ROWS_PER_INSERT]
+                        sql = self._insert_full if len(chunk) == ROWS_PER_INSERT else self._insert_sql(len(chunk))
+                        conn.exec_driver_sql(sql, tuple(value for record in chunk for value in record.values()))
                     flags = [
                         {"scan_id": r.scan_id, "part_id": r.part_id, "manufacturer": r.manufacturer, "kind": flag.kind,
                          "detail": json.dumps(flag.detail), "created_at": r.scanned_at}
