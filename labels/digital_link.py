@@ -26,6 +26,7 @@ CODE = "invalid_digital_link"
 SIGNATURE_PARAMETER = "sig"
 _PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 MAX_URI_LENGTH = 2048
+MAX_QUERY_FIELDS = 32
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ def encode_segment(value: str) -> str:
 
 def decode_segment(raw: str, what: str) -> str:
     """A percent-encoded path segment, strictly: a bare '%' or a non-ASCII byte is refused."""
+    if "%" not in raw and raw.isascii():
+        return raw  # most identifiers: nothing to decode
     if _PERCENT.search(raw):
         raise ValidationError(CODE, f"the {what} has a '%' that starts no percent-escape")
     try:
@@ -127,7 +130,7 @@ def _query(query: str) -> dict[str, str]:
     if not query:
         return {}
     try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, encoding="ascii", errors="strict", max_num_fields=32)
+        pairs = _plain_pairs(query) or parse_qsl(query, keep_blank_values=True, strict_parsing=True, encoding="ascii", errors="strict", max_num_fields=MAX_QUERY_FIELDS)
     except (ValueError, UnicodeDecodeError):
         raise ValidationError(CODE, "the query string is malformed") from None
     attributes: dict[str, str] = {}
@@ -136,3 +139,17 @@ def _query(query: str) -> dict[str, str]:
             raise ValidationError(CODE, f"the query string gives {name} twice")
         attributes.setdefault(name, value)
     return attributes
+
+
+def _plain_pairs(query: str) -> list[tuple[str, str]] | None:
+    """parse_qsl(query, strict) for a query with nothing to unescape (no '%', no '+': a label's `sig=...`), without
+    its per-field unquoting; None when the query needs parse_qsl itself, or would be refused by it."""
+    if "%" in query or "+" in query or query.count("&") >= MAX_QUERY_FIELDS:
+        return None
+    pairs = []
+    for field in query.split("&"):
+        name, equals, value = field.partition("=")
+        if not equals:
+            return None
+        pairs.append((name, value))
+    return pairs

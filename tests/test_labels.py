@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from urllib.parse import parse_qsl
 from xml.etree import ElementTree
 
 import pypdfium2
@@ -18,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from labels.digital_link import build_uri, parse_path, parse_uri
+from labels.digital_link import MAX_QUERY_FIELDS, _plain_pairs, build_uri, parse_path, parse_uri
 from labels.lot import LabelPart, make_labels, write_images
 from labels.qr import qr_png, qr_svg
 from labels.sheets import CJK_FONT_FILES, fit_text, write_pdf
@@ -33,6 +34,7 @@ from labels.signature import (
     sign_label,
 )
 from partledger.errors import ConfigError, ValidationError
+from partledger.ids import gtin_check_digit
 from partledger.ids import GS1_CSET82
 from wallets.signer import LocalSigner
 
@@ -48,6 +50,19 @@ def test_every_gs1_serial_survives_the_uri_round_trip(serial):
     assert re.fullmatch(r"https://id\.example\.com/dl/01/04012345000016/21/[A-Za-z0-9._%-]+\?sig=x{86}", uri)
     link = parse_uri(uri)
     assert (link.gtin, link.serial, link.signature) == (GTIN, serial, "x" * 86)
+
+
+@given(st.text(alphabet="ab=&%+2F;sig", max_size=40))
+def test_plain_query_parsing_agrees_with_parse_qsl(query):
+    plain = _plain_pairs(query)
+    if plain is not None:  # else the resolver goes to parse_qsl itself
+        assert plain == parse_qsl(query, keep_blank_values=True, strict_parsing=True, encoding="ascii", errors="strict", max_num_fields=MAX_QUERY_FIELDS)
+
+
+@given(st.text(alphabet="0123456789", min_size=7, max_size=17))
+def test_gtin_check_digit_weighs_3_1_3_from_the_right(body):
+    total = sum(int(digit) * (3 if position % 2 == 0 else 1) for position, digit in enumerate(reversed(body)))
+    assert gtin_check_digit(body) == (10 - total % 10) % 10
 
 
 def test_reserved_characters_are_percent_encoded():
