@@ -5,6 +5,8 @@ sold, installed, scrapped, a recalled lot), the indexer mirrors them into SQLite
 made. Then, one after the other on the same loopback, each under uvicorn with 2 workers (uvloop, httptools, no
 access log) and loaded by wrk with 2 threads and 16 connections:
 - bare: a raw ASGI app answering a fixed JSON body of the verdict's size (the floor of this stack on this machine);
+- essential: a raw ASGI app doing only what no verification can skip, on the same databases: the part's row read
+  by its id and the scan written behind (essential_app_from_env): the best verify/bare ratio this stack allows;
 - verify (public tier): `GET /01/{gtin}/21/{serial}?sig=...` with Accept: application/json on the public
   verification app (ledger_service.public_app: the resolver alone, as internet-facing replicas run it; rate limit
   raised out of the way), cycling through the N labels: signature recovery, part state from the mirror, the scan
@@ -31,13 +33,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import secrets
+import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
+from sqlalchemy.engine import make_url
 
 from benchmarks.rss import PeakRss
+from ledger_service.scans import FLUSH_SECONDS, ROW_COLUMNS
 from partledger.anvil import AnvilConfig, AnvilNode, free_port
 from partledger.chain import connect
 from partledger.ids import ascii32, part_id_unchecked
@@ -65,6 +73,49 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(BARE_BODY)).encode())]})
     await send({"type": "http.response.body", "body": BARE_BODY})
+
+
+def essential_app_from_env() -> Any:
+    """The least any verification must do, as a raw ASGI app on the same databases (PARTLEDGER_INDEX_DB_URL,
+    PARTLEDGER_SERVICE_DB_URL, both SQLite): read the part's row by its id, and record the scan, written behind in
+    batches by a thread as the scan keeper writes them (the same table, indexes and row). No signature, no rate
+    limit, no clone rules, no framework: what the verify/bare ratio can reach at best on this stack."""
+    index = sqlite3.connect(make_url(os.environ["PARTLEDGER_INDEX_DB_URL"]).database, check_same_thread=False)
+    service = sqlite3.connect(make_url(os.environ["PARTLEDGER_SERVICE_DB_URL"]).database, check_same_thread=False, isolation_level=None)
+    service.execute("PRAGMA journal_mode=WAL")
+    service.execute("PRAGMA synchronous=NORMAL")
+    service.execute("PRAGMA busy_timeout=30000")
+    read = "SELECT manufacturer, status, recalled FROM parts WHERE part_id = ?"
+    insert = f"INSERT INTO scans ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' for _ in ROW_COLUMNS)})"
+    queue: list[tuple[Any, ...]] = []
+
+    def keeper() -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            batch = queue[:]
+            del queue[: len(batch)]
+            if batch:
+                service.execute("BEGIN")
+                service.executemany(insert, batch)
+                service.execute("COMMIT")
+
+    threading.Thread(target=keeper, daemon=True).start()
+    headers = [(b"content-type", b"application/json")]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        _, _, gtin, _, serial = scope["path"].split("/", 4)
+        part_id = part_id_unchecked(int(gtin), ascii32(serial))
+        row = index.execute(read, (part_id,)).fetchone()
+        now = time.time()
+        scan_id = int(now * 1000).to_bytes(6, "big") + secrets.token_bytes(10)
+        queue.append((scan_id, part_id, gtin, serial, row[0], now, "genuine", "", "json", None, None, None, bytes(16), "127.0.0.1", None, None))
+        body = orjson.dumps({"verdict": "genuine", "gtin": gtin, "serial": serial, "part": {"part_id": "0x" + part_id.hex(), "manufacturer": row[0], "status": row[1], "recalled": bool(row[2])}, "scan_id": "0x" + scan_id.hex()})
+        await send({"type": "http.response.start", "status": 200, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
 
 
 def make_world(parts: int, workdir: Path) -> tuple[Any, Any, list[str], AnvilNode]:
@@ -200,6 +251,7 @@ def run_verify_bench(parts: int = 2_000, duration: float = 15.0, *, warmup: floa
             floor_script = wrk_script([f"/01/{GTIN_A}/21/A%ZZ"], workdir, "floor")
             runs = [
                 ("bare", "benchmarks.verify_bench:bare_app", False, (("bare", None),)),
+                ("essential", "benchmarks.verify_bench:essential_app_from_env", True, (("essential", verify_script),)),
                 ("public", "ledger_service.public_app:public_app_from_env", True, (("verify", verify_script),)),
             ]
             if service:
@@ -209,7 +261,7 @@ def run_verify_bench(parts: int = 2_000, duration: float = 15.0, *, warmup: floa
                 process = serve(target, port, env, factory=factory)
                 rss.watch(server, process.pid)
                 try:
-                    if factory:
+                    if factory and server != "essential":
                         probe = httpx.get(f"http://127.0.0.1:{port}{paths[BULK + 60]}", headers={"Accept": "application/json"}, timeout=5).json()
                         assert probe["verdict"] == "installed" and probe["signature"] == "valid", probe
                     for name, lua in loads:
@@ -245,6 +297,9 @@ def summarise(results: dict[str, Any], *, parts: int, duration: float, peak_rss_
         "targets": {"rps": TARGET_RPS, "p99_ms": TARGET_P99_MS, "ratio": TARGET_RATIO},
         "met": {"rps": verify["rps"] >= TARGET_RPS, "p99_ms": (verify["p99_ms"] or 1e9) <= TARGET_P99_MS, "ratio": (ratio or 0) >= TARGET_RATIO},
     }  # fmt: skip
+    essential = results.get("essential")
+    if essential is not None:
+        summary |= {"essential": essential, "essential_vs_bare_ratio": round(essential["rps"] / bare["rps"], 3) if bare["rps"] else None}
     service = results.get("verify_service")
     if service is not None:
         summary |= {
