@@ -1,7 +1,8 @@
 """Organisation API keys: `Authorization: Bearer plk_<key id>_<secret>`, stored as SHA-256 of the secret.
 
 A key acts for one organisation, with that organisation's roles as the chain mirror has them now (a suspended
-organisation's keys are refused), optionally narrowed to some of its sites.
+organisation's keys are refused), optionally narrowed to some of its sites: each named by a site key's address (that
+key only) or by the site's name (whichever key the site has, so the narrowing survives a key rotation).
 """
 
 from __future__ import annotations
@@ -9,21 +10,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
 
+from eth_utils import to_checksum_address
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 
 from indexer.tables import Organisation
 from ledger_service.errors import Unauthorized
 from ledger_service.tables import ApiKey
+from partledger.errors import ValidationError
 from partledger.model import Role
 
 KEY_PREFIX = "plk"
 T_KEY = ApiKey.__table__
 T_ORG = Organisation.__table__
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 @dataclass(frozen=True)
@@ -35,10 +40,30 @@ class Principal:
     key_id: str
     sites: tuple[str, ...] | None
 
+    def may_use(self, address: str, site: str) -> bool:
+        """Whether this key may have commands signed by the site key `address` of site `site`."""
+        return sites_allow(self.sites, address, site)
+
     @property
     def sees_everything(self) -> bool:
         """Auditors and regulators read every organisation's consortium-class data."""
         return bool(self.roles & (Role.AUDITOR | Role.REGULATOR))
+
+
+def sites_allow(sites: tuple[str, ...] | list[str] | None, address: str, site: str) -> bool:
+    """Whether an API key narrowed to `sites` (None: not narrowed) may use the site key `address` of site `site`."""
+    return sites is None or address in sites or site in sites
+
+
+def site_restriction(value: str) -> str:
+    """One of the sites an API key is narrowed to, as stored: a site key address checksummed, or a site name;
+    ValidationError otherwise."""
+    text = value.strip()
+    if _ADDRESS.fullmatch(text):
+        return to_checksum_address(text)
+    if text.lower().startswith("0x") or not text or len(text.encode()) > 32 or not text.isprintable():
+        raise ValidationError("invalid_site", f"a site is a site key address (0x and 40 hex digits) or a site name of at most 32 bytes, got {value!r}")
+    return text
 
 
 def _digest(secret: str) -> str:
@@ -51,7 +76,7 @@ def create_api_key(engine: Engine, *, org_id: int, label: str = "", sites: list[
     with engine.begin() as conn:
         conn.execute(insert(T_KEY).values(
             key_id=key_id, org_id=org_id, secret_sha256=_digest(secret), label=label,
-            sites=json.dumps(sites) if sites else None, created_at=time.time(),
+            sites=json.dumps([site_restriction(site) for site in sites]) if sites else None, created_at=time.time(),
         ))  # fmt: skip
     return f"{KEY_PREFIX}_{key_id}_{secret}"
 

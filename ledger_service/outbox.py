@@ -77,7 +77,7 @@ class Outbox:
             keys = conn.execute(
                 select(T_KEY.c.address, T_KEY.c.site).where(T_KEY.c.org_id == principal.org_id, T_KEY.c.revoked_block.is_(None)).order_by(T_KEY.c.added_block)
             ).all()
-        usable = [key for key in keys if key.address in self.signers and (principal.sites is None or key.address in principal.sites)]
+        usable = [key for key in keys if key.address in self.signers and principal.may_use(key.address, key.site)]
         if site is not None:
             usable = [key for key in usable if site in (key.address, key.site)]
         if not usable:

@@ -14,8 +14,9 @@ rejected with the contract's error, or deferred while other transactions in flig
 A site key revoked on chain (ConsortiumRegistryKeyRevoked naming the signer, from a simulation or from a transaction
 that reverted) is retired: its transactions not yet mined can only revert now, so they are void; every item it was
 to sign, or signed in vain, moves to another active key of the same organisation and site that this service holds
-(a rotation's new key, or a standby key), or, with none, is rejected with the chain's error and the reason. Nothing
-is signed with a key after the chain refused it.
+(a rotation's new key, or a standby key), or, with none, is rejected with the chain's error and the reason. A command
+whose API key is narrowed to sites that leave the replacement out (the revoked key's address) is rejected too: nothing
+is signed with a key after the chain refused it, nor with one the command's sender may not use.
 
 A rejected item is final, and _reject_items is the one place an item becomes rejected: an install item's encrypted
 clear VINs (private_vins) are deleted in the same SQL transaction, as the install never happened. A voided or
@@ -40,7 +41,8 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
 from ledger_service.operations import contract_arguments
-from ledger_service.tables import ChainTransaction, CommandItem, PrivateVin
+from ledger_service.auth import sites_allow
+from ledger_service.tables import ApiKey, ChainTransaction, Command, CommandItem, PrivateVin
 from partledger.artifacts import load_artifact
 from partledger.chain import revert_of, rpc_error_message
 from partledger.dblock import ExclusiveLock, LockHeld
@@ -52,6 +54,7 @@ from wallets.signer import Signer
 
 log = logging.getLogger("partledger.submitter")
 T_ITEM, T_TX, T_VIN = CommandItem.__table__, ChainTransaction.__table__, PrivateVin.__table__
+T_COMMAND, T_API_KEY = Command.__table__, ApiKey.__table__
 RESEND_AFTER_SECONDS = 5.0
 SUBMIT_PER_STEP = 16  # transactions one key may sign in one pass of the loop (then the others' turn, and receipts)
 RECHECK_CONFIRMED_SECONDS = 5.0  # how often the chain's nonce of each key is compared with what we recorded
@@ -256,6 +259,13 @@ class Submitter:
         pending = (T_ITEM.c.signer == signer, T_ITEM.c.state == "pending")
         with self.engine.begin() as conn:
             if replacement is not None:
+                barred = self._barred_from(conn, pending, replacement, site)
+                if barred:
+                    reason = (
+                        f"{decoded}: site key {signer} was revoked, and the API key that sent this command may not use "
+                        f"the replacement key {replacement} of site {site!r} (it is narrowed to other sites)"
+                    )
+                    _reject_items(conn, T_ITEM.c.id.in_(barred), values=_error_columns(decoded) | {"error_message": reason, "updated_at": now})
                 moved = conn.execute(update(T_ITEM).where(*pending).values(signer=replacement, not_before=0.0, updated_at=now)).rowcount
             else:
                 block = decoded.args_[1] if len(decoded.args_) > 1 else "?"
@@ -266,6 +276,17 @@ class Submitter:
                 values = _error_columns(decoded) | {"error_message": reason}
                 moved = _reject_items(conn, *pending, values=values | {"updated_at": now})
         log.warning("site key %s revoked: %d item(s) %s", signer, moved, f"moved to {replacement}" if replacement else "rejected (no replacement key)")
+
+    @staticmethod
+    def _barred_from(conn: Connection, pending: tuple[Any, ...], replacement: str, site: str) -> list[int]:
+        """The pending items (`pending`) whose command's API key is narrowed to sites that leave out the
+        replacement key: they are rejected rather than signed with a key their sender may not use."""
+        rows = conn.execute(
+            select(T_ITEM.c.id, T_API_KEY.c.sites)
+            .select_from(T_ITEM.join(T_COMMAND, T_COMMAND.c.id == T_ITEM.c.command_id).join(T_API_KEY, T_API_KEY.c.key_id == T_COMMAND.c.api_key_id))
+            .where(*pending, T_API_KEY.c.sites.is_not(None))
+        ).all()
+        return [row.id for row in rows if not sites_allow(json.loads(row.sites), replacement, site)]
 
     def _replacement(self, signer: str) -> tuple[str | None, int, str]:
         """(an active key this service holds for the same organisation and site as `signer`, or None; the

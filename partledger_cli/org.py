@@ -28,7 +28,7 @@ ServiceDb = Annotated[Optional[str], typer.Option("--service-db", help="service 
 def add_key(
     org_id: Annotated[int, typer.Option(help="organisation id on chain")],
     label: Annotated[str, typer.Option(help="what the key is for")] = "",
-    site: Annotated[Optional[list[str]], typer.Option(help="restrict to these site key addresses (repeatable)")] = None,
+    site: Annotated[Optional[list[str]], typer.Option(help="restrict to these sites (repeatable): a site name (whichever key the site has: survives `wallet rotate`) or a site key address (that key only)")] = None,
     service_db: ServiceDb = None,
 ) -> None:
     """Create an API key for an organisation; the key is printed once and only its hash is kept."""

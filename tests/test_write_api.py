@@ -24,15 +24,18 @@ from web3 import Web3
 
 from labels.digital_link import build_uri
 from ledger_service.app import load_signers
+from ledger_service.auth import create_api_key
 from ledger_service.submitter import Submitter, SubmitterConfig
 from ledger_service.tables import ChainTransaction, Command, PrivateVin
 from ledger_service.vault import Vault
 from partledger.db import make_engine
-from partledger.ids import part_id
+from partledger.errors import ValidationError
+from partledger.ids import ascii32, part_id
 from partledger.model import PartStatus
 from tests.chainkit import GTIN_A, GTIN_B, Ledger
 from tests.pgcluster import unique_name
-from tests.servicekit import Stack, prepare_stack, running_service, wait_command
+from tests.servicekit import PASSPHRASE, Stack, prepare_stack, running_service, wait_command
+from wallets.keystore import create_keystore
 
 NO_DOC = bytes(32)
 DOC = "0x" + keccak(text="delivery-note-4711").hex()
@@ -431,6 +434,37 @@ def test_an_install_whose_site_key_was_revoked_without_a_replacement_keeps_no_cl
     assert [error["error"] for error in view["errors"]] == ["ConsortiumRegistryKeyRevoked"]
     assert vin_rows(stack) == set()
     assert on_chain(ledger, pid) == (S.IN_STOCK, ledger.orgs["workshop"].id, 0)
+
+
+def test_a_revoked_keys_commands_follow_the_site_to_its_new_key_only_for_api_keys_that_may_use_it(stack, ledger):
+    """An API key narrowed to the site's name follows the site to its replacement key; one narrowed to the revoked
+    key's address does not: its command is rejected with the reason, never signed by a key it may not use."""
+    workshop, old = ledger.orgs["workshop"], stack.site_keys["workshop"]
+    pids = held_by(ledger, "workshop", ["NS1", "NS2", "NS3", "NS4"])
+    service = make_engine(stack.service_db_url)
+    by_site = {"Authorization": f"Bearer {create_api_key(service, org_id=workshop.id, sites=['service-site'])}"}
+    by_address = {"Authorization": f"Bearer {create_api_key(service, org_id=workshop.id, sites=[old.lower()])}"}  # stored checksummed
+    with pytest.raises(ValidationError):
+        create_api_key(service, org_id=workshop.id, sites=["0x1234"])
+    with serve(stack, submitter=False) as client:
+        follows = accepted(client.post("/v1/parts/scrap", headers=by_site, json={"part_ids": [hexid(pids[0])]}))
+        barred = accepted(client.post("/v1/parts/scrap", headers=by_address, json={"part_ids": [hexid(pids[1])]}))
+        new = create_keystore(stack.keys_dir / "workshop" / "service-site.2.json", PASSPHRASE, light=True)
+        ledger.act(ledger.operator, ledger.registry.functions.addSiteKey(workshop.id, new.address, ascii32("service-site")))
+        ledger.act(ledger.operator, ledger.registry.functions.revokeSiteKey(old))
+        with submitting(client):
+            moved, kept_back = settled(stack, "workshop", follows), settled(stack, "workshop", barred)
+            assert (moved["status"], moved["site_key"], moved["re_signed_by"]) == ("confirmed", old, [new.address])
+            assert (kept_back["status"], kept_back["re_signed_by"], kept_back["transactions"]) == ("rejected", [], [])
+            [error] = kept_back["errors"]
+            assert error["error"] == "ConsortiumRegistryKeyRevoked"
+            assert f"may not use the replacement key {new.address} of site 'service-site'" in error["message"]
+            # New requests: the site's name still names the site; the revoked key's address names no usable key.
+            again = confirmed(stack, "workshop", client.post("/v1/parts/scrap", headers=by_site, json={"part_ids": [hexid(pids[2])]}))
+            assert again["site_key"] == new.address
+            refused(client.post("/v1/parts/scrap", headers=by_address, json={"part_ids": [hexid(pids[3])]}), 403, "no_site_key")
+    service.dispose()
+    assert [on_chain(ledger, pid)[0] for pid in pids] == [S.SCRAPPED, S.IN_STOCK, S.SCRAPPED, S.IN_STOCK]
 
 
 def test_remove_takes_installed_parts_back_into_the_workshop_stock(stack, ledger):
