@@ -286,12 +286,15 @@ def _e2e_note(scenario: str, figures: dict[str, Any]) -> str:
     submitter = busy.get("submitter", 0.0)
     others = max(busy.get("MainThread", 0.0), indexer.get("thread_busy_pct", {}).get("MainThread", 0.0))
     if submitter >= 80:
-        return note + "The submitter thread is saturated: it is the bottleneck (per transaction: pack, eth_estimateGas, encode, sign, store, send; one per step)."
+        return note + (
+            "The submitter thread is saturated: it is the bottleneck (per pass and key: pack, one JSON-RPC batch of "
+            "eth_estimateGas, encode, sign, store, one batch of sends; receipts in batches)."
+        )
     if submitter > others:
         return note + (
-            "The submitter is the busiest stage and spends its time in JSON-RPC round trips (estimate, nonce, send, a receipt "
-            "per open transaction) and ABI encoding, one transaction at a time: batching those calls (JSON-RPC batches, "
-            "eth_getBlockReceipts) and encoding calldata with eth_abi directly are the levers."
+            "The submitter is the busiest stage: its round trips are batched per pass and key, so what is left is ABI "
+            "encoding (web3's encode_abi; eth_abi directly is the lever), its SQL (one outbox database for the API and "
+            "the submitter; PostgreSQL takes them in parallel) and the GIL it shares with the API's threads."
         )
     return note + "No stage is saturated: the pipeline is latency-bound (block time, the indexer's poll, the submitter's serial round trips) or starved of CPU by other processes."
 

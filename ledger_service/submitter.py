@@ -44,7 +44,7 @@ from ledger_service.operations import contract_arguments
 from ledger_service.auth import sites_allow
 from ledger_service.tables import ApiKey, ChainTransaction, Command, CommandItem, PrivateVin
 from partledger.artifacts import load_artifact
-from partledger.chain import revert_of, rpc_error_message
+from partledger.chain import decode_revert, revert_of
 from partledger.dblock import ExclusiveLock, LockHeld
 from partledger.errors import ChainError, ChainUnavailable, ContractRevert
 from partledger.failpoints import failpoint
@@ -56,7 +56,8 @@ log = logging.getLogger("partledger.submitter")
 T_ITEM, T_TX, T_VIN = CommandItem.__table__, ChainTransaction.__table__, PrivateVin.__table__
 T_COMMAND, T_API_KEY = Command.__table__, ApiKey.__table__
 RESEND_AFTER_SECONDS = 5.0
-SUBMIT_PER_STEP = 16  # transactions one key may sign in one pass of the loop (then the others' turn, and receipts)
+SUBMIT_PER_STEP = 64  # transactions one key may sign in one pass of the loop (one batch; then the others' turn, and receipts)
+RECEIPTS_PER_BATCH = 200
 RECHECK_CONFIRMED_SECONDS = 5.0  # how often the chain's nonce of each key is compared with what we recorded
 DEFER_STEP_SECONDS = 0.5
 BLOCK_GAS_SHARE = 0.9
@@ -131,10 +132,7 @@ class Submitter:
             progressed |= self.follow()
             progressed |= self.resend()
             for signer in sorted(self.signers):
-                for _ in range(SUBMIT_PER_STEP):  # a few transactions per key per pass, while it has room in flight
-                    if not self.submit_next(signer):
-                        break
-                    progressed = True
+                progressed |= self.submit_batch(signer)
         except (OSError, Web3RPCError) as exc:
             raise ChainUnavailable(f"the JSON-RPC node failed: {type(exc).__name__}") from None
         except Exception as exc:
@@ -147,7 +145,8 @@ class Submitter:
 
     def follow(self) -> bool:
         """Receipts of what was sent: asked only for transactions whose nonce the chain has passed (one nonce
-        query per key instead of a receipt query per transaction still in the pool), and for those due a re-send."""
+        query per key instead of a receipt query per transaction still in the pool), in JSON-RPC batches; those
+        the node seems to have lost are sent again, in one batch."""
         with self.engine.connect() as conn:
             open_txs = conn.execute(select(T_TX).where(T_TX.c.state.in_(("sent", "mined")))).mappings().all()
         if not open_txs:
@@ -155,17 +154,20 @@ class Submitter:
         head = self.w3.eth.block_number
         mined_below = {signer: self.w3.eth.get_transaction_count(signer, "latest") for signer in {tx["signer"] for tx in open_txs}}
         progressed = False
+        stale = []  # the node may have lost them (a restart): the same bytes again
+        due = []
         for tx in open_txs:
             if tx["state"] == "sent" and tx["nonce"] >= mined_below[tx["signer"]]:
                 if time.time() - (tx["sent_at"] or 0) > RESEND_AFTER_SECONDS:
-                    self._send(tx)  # the node may have lost it (restart): the same bytes again
+                    stale.append(tx)
                 continue  # not mined yet: its nonce is still the key's next, or after it
-            receipt = self._receipt(bytes(tx["tx_hash"]))
+            due.append(tx)
+        for tx, receipt in zip(due, self._receipts([bytes(tx["tx_hash"]) for tx in due])):
             if receipt is None:
                 if tx["state"] == "mined":  # its block was reorganised away: it is pending again
                     self._set_tx(tx["id"], "sent", items_state="sent", block_number=None)
                 elif time.time() - (tx["sent_at"] or 0) > RESEND_AFTER_SECONDS:
-                    self._send(tx)  # the node may have lost it (restart): the same bytes again
+                    stale.append(tx)
                 continue
             block = receipt["blockNumber"]
             failpoint("submitter.before_receipt")  # mined, its receipt not recorded
@@ -178,6 +180,7 @@ class Submitter:
             elif tx["state"] == "sent":
                 self._set_tx(tx["id"], "mined", items_state="mined", block_number=block, gas_used=receipt["gasUsed"])
                 progressed = True
+        self._send_all(stale)
         return progressed
 
     def recheck_confirmed(self) -> bool:
@@ -202,6 +205,19 @@ class Submitter:
                     self._set_tx(tx["id"], "sent", items_state="sent", block_number=None)
                     progressed = True
         return progressed
+
+    def _receipts(self, tx_hashes: list[bytes]) -> list[dict[str, int] | None]:
+        """Block number, status and gas used of each transaction's receipt (None: not mined), in one JSON-RPC
+        batch per RECEIPTS_PER_BATCH."""
+        receipts: list[dict[str, int] | None] = []
+        for start in range(0, len(tx_hashes), RECEIPTS_PER_BATCH):
+            chunk = tx_hashes[start : start + RECEIPTS_PER_BATCH]
+            for answer in self._batch([("eth_getTransactionReceipt", ["0x" + tx_hash.hex()]) for tx_hash in chunk]):
+                if "error" in answer:
+                    raise Web3RPCError(f"the node failed to answer for a receipt: {answer['error']}")
+                found = answer.get("result")
+                receipts.append(None if found is None else {key: int(found[key], 16) for key in ("blockNumber", "status", "gasUsed")})
+        return receipts
 
     def _receipt(self, tx_hash: bytes) -> Any:
         try:
@@ -310,36 +326,49 @@ class Submitter:
     def resend(self) -> bool:
         with self.engine.connect() as conn:
             signed = conn.execute(select(T_TX).where(T_TX.c.state == "signed").order_by(T_TX.c.signer, T_TX.c.nonce)).mappings().all()
-        for tx in signed:
-            self._send(tx)
+        self._send_all(signed)
         return bool(signed)
 
     def _send(self, tx: Any) -> None:
-        if tx["signer"] in self._retired:
-            return  # revoked: its transactions can only revert; _retire_signer voided those not mined
-        try:
-            self.w3.eth.send_raw_transaction(bytes(tx["raw"]))
-        except Web3RPCError as exc:
-            message = rpc_error_message(exc).lower()
-            if "already known" in message or "already imported" in message or "known transaction" in message:
-                pass  # sent before (a restart between sending and recording it)
-            elif "nonce too low" in message or "nonce is too low" in message:
-                if self._receipt(bytes(tx["tx_hash"])) is None:
-                    # Another transaction took this nonce, so ours can never be mined: free its items — once that
-                    # has held for a while and a few blocks, so that a lagging node is not taken at its word.
-                    block = self.w3.eth.block_number
-                    since, first_block = self._nonce_taken.setdefault(tx["id"], (time.monotonic(), block))
-                    if time.monotonic() - since >= self.config.nonce_taken_seconds and block >= first_block + 2:
-                        self._nonce_taken.pop(tx["id"], None)
-                        self._void(tx, "nonce taken by another transaction")
-                    return
-            else:
-                self._void(tx, f"the node refused the transaction: {message}")
-                return
+        self._send_all([tx])
+
+    def _send_all(self, txs: list[Any]) -> None:
+        """Sends recorded transactions in one JSON-RPC batch and records as sent those the node holds now."""
+        live = [tx for tx in txs if tx["signer"] not in self._retired]  # revoked: _retire_signer voided those not mined
+        answers = self._batch([("eth_sendRawTransaction", ["0x" + bytes(tx["raw"]).hex()]) for tx in live])
+        held = []
+        for tx, answer in zip(live, answers):
+            error = answer.get("error")
+            if error is not None:
+                message = str(error.get("message", error) if isinstance(error, dict) else error).lower()
+                if "already known" in message or "already imported" in message or "known transaction" in message:
+                    pass  # sent before (a restart between sending and recording it)
+                elif "nonce too low" in message or "nonce is too low" in message:
+                    if not self._mined_after_all(tx):
+                        continue
+                else:
+                    self._void(tx, f"the node refused the transaction: {message}")
+                    continue
+            held.append(tx["id"])
+        if not held:
+            return
         failpoint("submitter.after_send")  # sent, not recorded as sent
         with self.engine.begin() as conn:
-            conn.execute(update(T_TX).where(T_TX.c.id == tx["id"], T_TX.c.state.in_(("signed", "sent"))).values(state="sent", sent_at=time.time()))
-            conn.execute(update(T_ITEM).where(T_ITEM.c.tx_id == tx["id"], T_ITEM.c.state == "signed").values(state="sent", updated_at=time.time()))
+            conn.execute(update(T_TX).where(T_TX.c.id.in_(held), T_TX.c.state.in_(("signed", "sent"))).values(state="sent", sent_at=time.time()))
+            conn.execute(update(T_ITEM).where(T_ITEM.c.tx_id.in_(held), T_ITEM.c.state == "signed").values(state="sent", updated_at=time.time()))
+
+    def _mined_after_all(self, tx: Any) -> bool:
+        """The node said "nonce too low" to `tx`: true if `tx` itself was mined (sent before a restart; following
+        it records it). Otherwise another transaction has its nonce, and it never can be mined: its items are
+        freed, once that has held for a while and a few blocks, so that a lagging node is not taken at its word."""
+        if self._receipt(bytes(tx["tx_hash"])) is not None:
+            return True
+        block = self.w3.eth.block_number
+        since, first_block = self._nonce_taken.setdefault(tx["id"], (time.monotonic(), block))
+        if time.monotonic() - since >= self.config.nonce_taken_seconds and block >= first_block + 2:
+            self._nonce_taken.pop(tx["id"], None)
+            self._void(tx, "nonce taken by another transaction")
+        return False
 
     def _void(self, tx: Any, reason: str) -> None:
         log.warning("transaction %s void: %s", "0x" + bytes(tx["tx_hash"]).hex(), reason)
@@ -349,37 +378,43 @@ class Submitter:
 
     # --- packing and signing --------------------------------------------------------------------------------
 
-    def submit_next(self, signer: str) -> bool:
-        """Packs the oldest pending run of items of `signer` into one transaction, simulates, signs and sends it."""
+    def submit_batch(self, signer: str) -> bool:
+        """Packs the oldest pending items of `signer` into up to SUBMIT_PER_STEP transactions (as much as it has room
+        for in flight), simulates them in one JSON-RPC batch, then signs, records and sends in one batch those that
+        would pass. True if it did anything."""
         now = time.time()
         with self.engine.connect() as conn:
             in_flight = conn.execute(select(func.count()).where(T_TX.c.signer == signer, T_TX.c.state.in_(("signed", "sent")))).scalar()
-            if in_flight >= self.config.max_in_flight_per_signer:
+            room = min(SUBMIT_PER_STEP, self.config.max_in_flight_per_signer - in_flight)
+            if room <= 0:
                 return False
             candidates = conn.execute(
                 select(T_ITEM).where(T_ITEM.c.signer == signer, T_ITEM.c.state == "pending").order_by(T_ITEM.c.id).limit(1_000)
             ).mappings().all()
-        run = _next_run([item for item in candidates if item["not_before"] <= now] if candidates else [], self.config.max_parts_per_tx)
-        if not run:
+        runs = _next_runs([item for item in candidates if item["not_before"] <= now], self.config.max_parts_per_tx, room)
+        if not runs:
             return False
         if signer in self._retired:  # accepted for a key the chain revoked already (the mirror did not show it yet)
             self._retire_signer(signer, self._retired[signer])
             return True
-        payloads = [json.loads(item["payload"]) for item in run]
-        contract_name, function, arguments = contract_arguments(run[0]["kind"], payloads)
-        contract = self.contracts[contract_name]
-        data = contract.encode_abi(function, args=arguments)
-        call = {"from": signer, "to": contract.address, "data": data, "value": 0}
-        try:
-            gas = self.w3.eth.estimate_gas(call, "pending")
-        except ContractLogicError as exc:
-            decoded = revert_of(exc) or ContractRevert("Unknown")
+        calls = []
+        for run in runs:
+            contract_name, function, arguments = contract_arguments(run[0]["kind"], [json.loads(item["payload"]) for item in run])
+            contract = self.contracts[contract_name]
+            calls.append({"from": signer, "to": contract.address, "data": contract.encode_abi(function, args=arguments), "value": 0})
+        estimates = self._batch([("eth_estimateGas", [{**call, "value": "0x0"}, "pending"]) for call in calls])
+        passing = []
+        for run, call, answer in zip(runs, calls, estimates):
+            if "error" not in answer:
+                passing.append((run, call, int(answer["result"], 16)))
+                continue
+            decoded = _revert_in(answer["error"])
             if _revokes(decoded, signer):
-                self._retire_signer(signer, decoded)
-            else:
-                self._refused_before_sending(run, decoded)
-            return True
-        self._sign_and_send(signer, run, call, gas)
+                self._retire_signer(signer, decoded)  # every pending item of the key, these runs' too
+                return True
+            self._refused_before_sending(run, decoded)
+        if passing:
+            self._sign_and_send(signer, passing)
         return True
 
     def _refused_before_sending(self, run: list[Any], decoded: ContractRevert) -> None:
@@ -400,13 +435,11 @@ class Submitter:
                 else:
                     _reject_items(conn, T_ITEM.c.id == item["id"], values=_error_columns(decoded) | {"updated_at": now})
 
-    def _sign_and_send(self, signer: str, run: list[Any], call: dict[str, Any], gas: int) -> None:
+    def _sign_and_send(self, signer: str, runs: list[tuple[list[Any], dict[str, Any], int]]) -> None:
+        """Signs one transaction per (run, call, gas estimate), records them all with their items in one SQL
+        transaction, then sends them (the recorded bytes, so that a crash in between re-sends the same)."""
         limit = self._gas_limit()
-        transaction = {
-            "to": call["to"], "data": call["data"], "value": 0, "gas": min(int(gas * 1.2) + 10_000, limit),
-            "gasPrice": self.manifest.gas_price, "chainId": self.manifest.chain_id,
-        }  # fmt: skip
-        ids = [item["id"] for item in run]
+        ids = [item["id"] for run, _, _ in runs for item in run]
         with self.engine.begin() as conn:
             # Claim the items first: this write takes SQLite's write lock before anything is read, so that the
             # INSERT below cannot fail on a stale snapshot ("database is locked" at once, whatever the busy
@@ -414,32 +447,51 @@ class Submitter:
             claimed = conn.execute(
                 update(T_ITEM).where(T_ITEM.c.id.in_(ids), T_ITEM.c.state == "pending").values(state="signed", updated_at=time.time())
             ).rowcount
-            if claimed != len(run):
+            if claimed != len(ids):
                 raise ChainError("outbox items changed while being packed")  # rolls back: nothing signed is kept
-            nonce = self._next_nonce(conn, signer)
-            signed = self.signers[signer].sign_transaction({**transaction, "nonce": nonce})
-            raw = bytes(signed.raw_transaction)
-            tx_id = conn.execute(insert(T_TX).values(
-                signer=signer, nonce=nonce, tx_hash=keccak(raw), raw=raw, kind=run[0]["kind"],
-                part_count=sum(item["part_count"] for item in run), state="signed", created_at=time.time(),
-            )).inserted_primary_key[0]  # fmt: skip
-            conn.execute(update(T_ITEM).where(T_ITEM.c.id.in_(ids)).values(tx_id=tx_id))
+            tx_ids = []
+            for (run, call, gas), nonce in zip(runs, self._next_nonces(conn, signer, len(runs))):
+                transaction = {
+                    "to": call["to"], "data": call["data"], "value": 0, "gas": min(int(gas * 1.2) + 10_000, limit),
+                    "gasPrice": self.manifest.gas_price, "chainId": self.manifest.chain_id, "nonce": nonce,
+                }  # fmt: skip
+                raw = bytes(self.signers[signer].sign_transaction(transaction).raw_transaction)
+                tx_id = conn.execute(insert(T_TX).values(
+                    signer=signer, nonce=nonce, tx_hash=keccak(raw), raw=raw, kind=run[0]["kind"],
+                    part_count=sum(item["part_count"] for item in run), state="signed", created_at=time.time(),
+                )).inserted_primary_key[0]  # fmt: skip
+                conn.execute(update(T_ITEM).where(T_ITEM.c.id.in_([item["id"] for item in run])).values(tx_id=tx_id))
+                tx_ids.append(tx_id)
         failpoint("submitter.after_sign")  # signed and recorded, not sent
         with self.engine.connect() as conn:
-            tx = conn.execute(select(T_TX).where(T_TX.c.id == tx_id)).mappings().one()
-        self._send(tx)
+            txs = conn.execute(select(T_TX).where(T_TX.c.id.in_(tx_ids)).order_by(T_TX.c.nonce)).mappings().all()
+        self._send_all(txs)
 
-    def _next_nonce(self, conn: Any, signer: str) -> int:
-        """The lowest nonce at or above the chain's count for `signer` that no live recorded transaction holds."""
+    def _next_nonces(self, conn: Any, signer: str, count: int) -> list[int]:
+        """The `count` lowest nonces at or above the chain's count for `signer` that no live recorded transaction
+        holds."""
         chain_nonce = self.w3.eth.get_transaction_count(signer, "latest")
         taken = {
             row[0]
             for row in conn.execute(select(T_TX.c.nonce).where(T_TX.c.signer == signer, T_TX.c.state != "void", T_TX.c.nonce >= chain_nonce))
         }
+        nonces: list[int] = []
         nonce = chain_nonce
-        while nonce in taken:
+        while len(nonces) < count:
+            if nonce not in taken:
+                nonces.append(nonce)
             nonce += 1
-        return nonce
+        return nonces
+
+    def _batch(self, requests: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+        """One JSON-RPC batch: each answer ({"result": ...} or {"error": ...}) in the order of `requests`."""
+        if not requests:
+            return []
+        answers = self.w3.provider.make_batch_request(requests)  # type: ignore[attr-defined]
+        if not isinstance(answers, list) or len(answers) != len(requests):
+            error = answers.get("error") if isinstance(answers, dict) else answers
+            raise Web3RPCError(f"the node refused a batch of {len(requests)} requests: {error}")
+        return [dict(answer) for answer in answers]
 
     def _gas_limit(self) -> int:
         if self._block_gas_limit is None:
@@ -483,6 +535,37 @@ def _next_run(items: list[Any], max_parts: int) -> list[Any]:
         run.append(item)
         parts += item["part_count"]
     return run
+
+
+def _next_runs(items: list[Any], max_parts: int, count: int) -> list[list[Any]]:
+    """Up to `count` runs (_next_run) from the oldest items on. A run that names a part an earlier run of these
+    names ends the list: its transaction must be simulated after the earlier one is in the node's pool."""
+    runs: list[list[Any]] = []
+    seen: set[str] = set()
+    while items and len(runs) < count:
+        run = _next_run(items, max_parts)
+        parts = {part for item in run for part in _parts_of(item)}
+        if parts & seen:
+            break
+        seen |= parts
+        runs.append(run)
+        items = items[len(run) :]
+    return runs
+
+
+def _parts_of(item: Any) -> list[str]:
+    payload = json.loads(item["payload"])
+    return list(payload.get("parts", ())) + list(payload.get("part_ids", ()))
+
+
+def _revert_in(error: dict[str, Any]) -> ContractRevert:
+    """The contract's error in a JSON-RPC error answer to eth_estimateGas; a node error that is no revert raises
+    (the loop retries it as the node being unavailable)."""
+    message = str(error.get("message", ""))
+    if error.get("code") != 3 and "revert" not in message.lower():
+        raise Web3RPCError(f"the node failed to simulate a transaction: {message}")
+    data = error.get("data")
+    return decode_revert(data.get("data") if isinstance(data, dict) else data)
 
 
 def _revokes(decoded: ContractRevert, signer: str) -> bool:

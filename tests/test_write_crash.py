@@ -41,7 +41,7 @@ pytestmark = pytest.mark.chain
 
 FAILPOINTS = ("submitter.after_sign", "submitter.after_send", "submitter.before_receipt")
 KILLS_PER_FAILPOINT = 20
-KILL_PROBABILITY = 0.2  # per pass through the armed failpoint; one failpoint is armed per run of the service
+KILL_PROBABILITY = 0.35  # per pass through the armed failpoint (once per batch of transactions); one failpoint is armed per run of the service
 STREAM_PARTS = 2_000
 PARTS_PER_REQUEST = 20
 PARTS_PER_TX = 10  # small transactions: some 600 of them, so that each failpoint is passed often
