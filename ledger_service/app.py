@@ -27,6 +27,7 @@ from ledger_service.routes import queries, writes
 from ledger_service.routes import resolver
 from ledger_service.routes import proofs
 from ledger_service.audit import install_audit_log
+from ledger_service.schemas import keep_documented_bodies
 from ledger_service.settings import ServiceSettings
 from ledger_service.submitter import Submitter, SubmitterConfig
 from ledger_service.vault import Vault
@@ -128,6 +129,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
+    keep_documented_bodies(app)
     app.include_router(resolver.router)  # first: the public resolver is the hottest path, matched before the rest
     app.include_router(queries.router)
     app.include_router(writes.router)

@@ -235,6 +235,15 @@ def test_any_address_under_01_gets_a_verdict_or_a_400_never_a_500(world, gtin, s
     assert answer.status_code in (200, 400, 404), (path, answer.status_code, answer.text[:300])
 
 
+def test_an_address_with_a_line_break_is_malformed_not_unknown(world):
+    """The declared route's pattern (/01/{key_path:path}) stops at a line break; the resolver answers such an address
+    all the same, as the malformed Digital Link it is, not with the router's plain 404."""
+    for accept, kind in ((JSON, "application/json"), (BROWSER_EN, "text/html")):
+        answer = world["client"].get(f"/01/{GTIN_A}/21/A%0AB", headers=accept)
+        assert (answer.status_code, answer.headers["content-type"].split(";")[0]) == (400, kind)
+    assert world["client"].get(f"/01/{GTIN_A}/21/A%0AB", headers=JSON).json()["error"]["code"] == "invalid_serial"
+
+
 def test_public_tier_serves_the_same_verdicts_and_nothing_for_members(world):
     from fastapi.testclient import TestClient
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, Union
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,6 +13,7 @@ from ledger_service.errors import BadRequest
 from ledger_service.evidence import Notary
 from ledger_service.outbox import request_digest
 from ledger_service.routes.writes import HEX32, IdempotencyKey
+from ledger_service.schemas import CountersignAccepted, CountersignedCommand, Proposal
 from partledger.model import DocType
 
 router = APIRouter(prefix="/v1/documents", tags=["evidence"])
@@ -45,7 +46,7 @@ def _b(value: str | None) -> bytes | None:
     return None if value is None else bytes.fromhex(value[2:])
 
 
-@router.post("/proposals", status_code=201, summary="Propose a trade document, signed by your site key")
+@router.post("/proposals", status_code=201, responses={201: {"model": Proposal, "description": "the proposal, signed by your site key"}}, summary="Propose a trade document, signed by your site key")
 def propose(body: ProposalBody, principal: CurrentPrincipal, services: ServicesDep) -> dict[str, Any]:
     try:
         doc_type = int(DocType[body.doc_type.upper()])
@@ -57,12 +58,17 @@ def propose(body: ProposalBody, principal: CurrentPrincipal, services: ServicesD
     )  # fmt: skip
 
 
-@router.get("/proposals/{proposal_id}", summary="A proposal, its typed data and signatures")
+@router.get("/proposals/{proposal_id}", responses={200: {"model": Proposal, "description": "the proposal"}}, summary="A proposal, its typed data and signatures")
 def get_proposal(proposal_id: str, principal: CurrentPrincipal, services: ServicesDep) -> dict[str, Any]:
     return _notary(services).view(principal, proposal_id)
 
 
-@router.post("/proposals/{proposal_id}/countersign", status_code=202, summary="Countersign as the counterparty; the document is then anchored")
+@router.post(
+    "/proposals/{proposal_id}/countersign",
+    status_code=202,
+    responses={202: {"model": Union[CountersignAccepted, CountersignedCommand], "description": "the anchoring command: accepted, or as it stands when the proposal was countersigned already"}},
+    summary="Countersign as the counterparty; the document is then anchored",
+)
 async def countersign(proposal_id: str, request: Request, body: CountersignBody, principal: CurrentPrincipal, services: ServicesDep, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     digest = request_digest(request.method, request.url.path, await request.body())
     return await run_in_threadpool(

@@ -24,6 +24,7 @@ from ledger_service.audit import AUDIT_RECORD_FIELDS, AUDIT_RECORD_TYPES, AUDITE
 from ledger_service.auth import Principal
 from ledger_service.deps import CurrentPrincipal, IndexReadDep, ServicesDep
 from ledger_service.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from ledger_service.schemas import AuditAnchoring, AuditLogPage, BatchProofBundle, BatchRecordProofBundle, DocumentCheck, DocumentProofBundle, LogProofBundle
 from partledger.proofs import verifier
 from partledger.proofs.builder import BatchRecord, NotProvable, ProofBuilder, attach_document
 
@@ -78,7 +79,7 @@ def _may_see(principal: Principal, *orgs: int | None) -> bool:
 # --- proof bundles ----------------------------------------------------------------------------------------------
 
 
-@router.get("/v1/proofs/documents/{doc_hash}", tags=["proofs"], summary="Proof bundle of an anchored trade document")
+@router.get("/v1/proofs/documents/{doc_hash}", tags=["proofs"], responses={200: {"model": DocumentProofBundle, "description": "the bundle (docs/proof-bundle.md)"}}, summary="Proof bundle of an anchored trade document")
 def document_proof(doc_hash: Hash32, principal: CurrentPrincipal, snapshot: IndexReadDep, request: Request, services: ServicesDep, chain_to: ChainTo = None) -> JSONResponse:
     """The bundle (docs/proof-bundle.md) of a document the caller is a party to (auditors, regulators: any). It
     carries no salt: the holder of the file adds it (`partledger proof get --salt`) or uses POST /v1/evidence/verify."""
@@ -89,7 +90,7 @@ def document_proof(doc_hash: Hash32, principal: CurrentPrincipal, snapshot: Inde
     return JSONResponse(_provable(_builder(request, services).document, _bytes32(doc_hash), chain_to=chain_to, located=located))
 
 
-@router.get("/v1/proofs/events/{tx_hash}/{log_index}", tags=["proofs"], summary="Proof bundle of a lifecycle event (any PartLedger log)")
+@router.get("/v1/proofs/events/{tx_hash}/{log_index}", tags=["proofs"], responses={200: {"model": LogProofBundle, "description": "the bundle; its subject follows the log"}}, summary="Proof bundle of a lifecycle event (any PartLedger log)")
 def event_proof(tx_hash: Hash32, log_index: Annotated[int, Path(ge=0, lt=2**63)], principal: CurrentPrincipal, snapshot: IndexReadDep, request: Request, services: ServicesDep, chain_to: ChainTo = None) -> JSONResponse:
     """The bundle of the log at `log_index` (block-wide, as eth_getLogs numbers it) of a transaction, for the
     organisations it involves, auditors and regulators."""
@@ -112,13 +113,13 @@ def _batch_row(conn: Connection, principal: Principal, root: str) -> Any:
     return row
 
 
-@router.get("/v1/proofs/batches/{root}", tags=["proofs"], summary="Proof bundle of an anchored batch root")
+@router.get("/v1/proofs/batches/{root}", tags=["proofs"], responses={200: {"model": BatchProofBundle, "description": "the bundle"}}, summary="Proof bundle of an anchored batch root")
 def batch_proof(root: Hash32, principal: CurrentPrincipal, snapshot: IndexReadDep, request: Request, services: ServicesDep, chain_to: ChainTo = None) -> JSONResponse:
     row = _batch_row(snapshot.conn, principal, root)
     return JSONResponse(_provable(_builder(request, services).batch, _bytes32(root), chain_to=chain_to, located=(bytes(row.tx_hash), row.log_index)))
 
 
-@router.post("/v1/proofs/batches/{root}/records", tags=["proofs"], summary="Proof bundle of one record of an anchored batch")
+@router.post("/v1/proofs/batches/{root}/records", tags=["proofs"], responses={200: {"model": BatchRecordProofBundle, "description": "the bundle with the record"}}, summary="Proof bundle of one record of an anchored batch")
 def batch_record_proof(root: Hash32, body: RecordBody, principal: CurrentPrincipal, snapshot: IndexReadDep, request: Request, services: ServicesDep, chain_to: ChainTo = None) -> JSONResponse:
     """The batch's bundle with the record and its inclusion proof; 422 record_not_in_batch when the proof does not
     lead to the root."""
@@ -140,6 +141,7 @@ def batch_record_proof(root: Hash32, body: RecordBody, principal: CurrentPrincip
 @router.post(
     "/v1/evidence/verify",
     tags=["evidence"],
+    responses={200: {"model": DocumentCheck, "description": "the verifier's verdict and the bundle, with the document's salt"}},
     summary="Check a document file against the chain: find its anchor, answer the verdict and the proof bundle",
     openapi_extra={"requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}, "required": True}},
 )
@@ -188,7 +190,7 @@ def _auditor(principal: Principal) -> None:
         raise Forbidden("the audit log is for auditors and regulators", code="not_auditor")
 
 
-@router.get("/v1/audit/log", tags=["audit"], summary="Auditor and regulator reads: who, what, when, and the batch anchoring each")
+@router.get("/v1/audit/log", tags=["audit"], responses={200: {"model": AuditLogPage, "description": "log entries in id order"}}, summary="Auditor and regulator reads: who, what, when, and the batch anchoring each")
 def audit_log(principal: CurrentPrincipal, request: Request, org: Annotated[Optional[int], Query(ge=1, lt=2**32)] = None,
               after: Annotated[int, Query(ge=0, lt=2**63, description="entries after this id")] = 0,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:  # fmt: skip
@@ -197,13 +199,13 @@ def audit_log(principal: CurrentPrincipal, request: Request, org: Annotated[Opti
     return {"items": items, "record_types": list(AUDIT_RECORD_TYPES), "record_fields": list(AUDIT_RECORD_FIELDS)}
 
 
-@router.post("/v1/audit/anchor", tags=["audit"], summary="Close a batch of the waiting audit-log entries and anchor it now")
+@router.post("/v1/audit/anchor", tags=["audit"], responses={200: {"model": AuditAnchoring, "description": "the batches handed to the outbox"}}, summary="Close a batch of the waiting audit-log entries and anchor it now")
 def anchor_audit_log(principal: CurrentPrincipal, request: Request) -> dict[str, Any]:
     _auditor(principal)
     return {"submitted": audit_log_of(request.app).anchor_pending()}
 
 
-@router.get("/v1/audit/log/{entry_id}/proof", tags=["audit"], summary="Proof bundle of one audit-log entry (a batched record)")
+@router.get("/v1/audit/log/{entry_id}/proof", tags=["audit"], responses={200: {"model": BatchRecordProofBundle, "description": "the bundle of the entry's batch, with the entry"}}, summary="Proof bundle of one audit-log entry (a batched record)")
 def audit_entry_proof(entry_id: Annotated[int, Path(ge=1, lt=2**63)], principal: CurrentPrincipal, snapshot: IndexReadDep, request: Request, services: ServicesDep, chain_to: ChainTo = None) -> JSONResponse:
     _auditor(principal)
     proof = audit_log_of(request.app).entry_proof(entry_id)

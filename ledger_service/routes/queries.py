@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 from fastapi import APIRouter, Path, Query
 
 from ledger_service import read
+from ledger_service.schemas import AnchoredDocument, ConsortiumPart, Health, Inventory, MirrorPage, Organisations, PartDetail, RecallImpact
 from ledger_service.deps import CurrentPrincipal, IndexReadDep, ServicesDep
 from ledger_service.errors import BadRequest
 from partledger.ids import normalize_gtin, part_id as compute_part_id
@@ -47,7 +48,7 @@ def _page(services: ServicesDep, limit: int | None) -> int:
     return min(limit or services.settings.default_page_size, services.settings.max_page_size)
 
 
-@router.get("/health", tags=["health"])
+@router.get("/health", tags=["health"], responses={200: {"model": Health, "description": "the chain head, the indexed block and the indexer's health"}})
 def health(services: ServicesDep, snapshot: IndexReadDep) -> dict[str, Any]:
     """Chain head, indexed block, lag, and the indexer's own health. Public; 200 even when degraded."""
     state = read.indexer_state(snapshot.conn, services.manifest.chain_id)
@@ -68,19 +69,19 @@ def health(services: ServicesDep, snapshot: IndexReadDep) -> dict[str, Any]:
     }
 
 
-@router.get("/parts/{part_id}", tags=["parts"])
+@router.get("/parts/{part_id}", tags=["parts"], responses={200: {"model": PartDetail, "description": "the part; its history if the caller may see it"}})
 def get_part(part_id: PartIdPath, principal: CurrentPrincipal, snapshot: IndexReadDep) -> dict[str, Any]:
     """A part and, for organisations involved with it (and auditors, regulators), its full history."""
     return {"block": snapshot.block, **read.part_detail(snapshot.conn, principal, _bytes32(part_id, "part_id"))}
 
 
-@router.get("/parts/gs1/{gtin}/{serial}", tags=["parts"])
+@router.get("/parts/gs1/{gtin}/{serial}", tags=["parts"], responses={200: {"model": PartDetail, "description": "the part; its history if the caller may see it"}})
 def get_part_by_gs1(gtin: str, serial: str, principal: CurrentPrincipal, snapshot: IndexReadDep) -> dict[str, Any]:
     """The same, by GTIN and serial."""
     return {"block": snapshot.block, **read.part_detail(snapshot.conn, principal, compute_part_id(gtin, serial))}
 
 
-@router.get("/parts", tags=["parts"])
+@router.get("/parts", tags=["parts"], responses={200: {"model": MirrorPage[ConsortiumPart], "description": "a page of parts"}})
 def list_parts(
     principal: CurrentPrincipal,
     snapshot: IndexReadDep,
@@ -101,13 +102,13 @@ def list_parts(
     return {"block": snapshot.block, **page}
 
 
-@router.get("/inventory", tags=["parts"])
+@router.get("/inventory", tags=["parts"], responses={200: {"model": Inventory, "description": "parts held, per site and status"}})
 def inventory(principal: CurrentPrincipal, snapshot: IndexReadDep, org: Annotated[Optional[int], Query(ge=1, lt=2**32)] = None) -> dict[str, Any]:
     """Parts held per site of the caller's organisation (auditors, regulators: any organisation's)."""
     return {"block": snapshot.block, **read.inventory(snapshot.conn, principal, org)}
 
 
-@router.get("/lots/{lot}/recall-impact", tags=["recalls"])
+@router.get("/lots/{lot}/recall-impact", tags=["recalls"], responses={200: {"model": RecallImpact, "description": "the lot, its recall and a page of its parts"}})
 def recall_impact(
     lot: Annotated[int, Path(ge=1, lt=2**63)], principal: CurrentPrincipal, snapshot: IndexReadDep, services: ServicesDep,
     limit: Limit = None, cursor: Cursor = None,
@@ -116,7 +117,7 @@ def recall_impact(
     return {"block": snapshot.block, **read.recall_impact(snapshot.conn, principal, lot, limit=_page(services, limit), cursor=cursor)}
 
 
-@router.get("/evidence", tags=["evidence"])
+@router.get("/evidence", tags=["evidence"], responses={200: {"model": MirrorPage[AnchoredDocument], "description": "a page of anchored documents, newest first"}})
 def list_evidence(
     principal: CurrentPrincipal,
     snapshot: IndexReadDep,
@@ -143,7 +144,7 @@ def list_evidence(
     return {"block": snapshot.block, **page}
 
 
-@router.get("/organisations", tags=["organisations"])
+@router.get("/organisations", tags=["organisations"], responses={200: {"model": Organisations, "description": "the consortium's members"}})
 def list_organisations(_: CurrentPrincipal, snapshot: IndexReadDep) -> dict[str, Any]:
     """The consortium's members, their roles and site keys with validity intervals."""
     return {"block": snapshot.block, "items": read.organisations(snapshot.conn)}

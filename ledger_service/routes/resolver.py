@@ -32,7 +32,6 @@ from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from starlette._utils import get_route_path
-from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,6 +45,7 @@ from ledger_service.deps import CurrentPrincipal, Services
 from ledger_service.errors import BadRequest, PayloadTooLarge, Unprocessable
 from ledger_service.ratelimit import Rate, RateLimiter, retry_after
 from ledger_service.scans import ScanBook, ScanRecord, client_fingerprint, fingerprint_key
+from ledger_service.schemas import ImageScan, LabelVerdict, Linkset, Page, ScanFlag, ScanRecordProof
 from ledger_service.verify import Verification, Verifier
 from partledger.errors import ValidationError
 
@@ -247,6 +247,7 @@ public = APIRouter(route_class=PublicRoute, tags=["verification"])
 members = APIRouter(prefix="/v1", tags=["verification"])
 
 ANSWER_HEADERS = {"Cache-Control": "no-store", "Vary": "Accept, Accept-Language, Cookie"}
+HTML = {"schema": {"type": "string"}}  # the verification page, for a browser
 
 
 def _query_value(request: Request, name: str) -> Optional[str]:
@@ -280,7 +281,8 @@ def _context(value: Optional[str]) -> Optional[str]:
 @public.get(
     "/01/{key_path:path}",
     summary="GS1 Digital Link resolver: /01/{gtin}/21/{serial}?sig=... — the verification page, JSON verdict or linkset",
-    responses={200: {"description": "the verdict"}, 400: {"description": "not a valid Digital Link"}, 404: {"description": "not registered — possibly counterfeit"},
+    responses={200: {"model": LabelVerdict, "description": "the verdict", "content": {"application/linkset+json": {"schema": Linkset.model_json_schema()}, "text/html": HTML}},
+               400: {"description": "not a valid Digital Link"}, 404: {"model": LabelVerdict, "description": "not registered — possibly counterfeit", "content": {"text/html": HTML}},
                429: {"description": "rate limited (Retry-After)"}},
 )  # fmt: skip
 async def resolve(request: Request, key_path: str) -> Response:
@@ -325,19 +327,22 @@ def _base_url(request: Request) -> str:
     return known
 
 
-_RESOLVER_PATH = compile_path("/01/{key_path:path}")[0]  # what the declared route matches
+# Every path under /01/: the declared route's pattern (/01/{key_path:path}, ".*") stops at a line break, which would
+# leave a path holding an encoded one (%0A) to the router's plain 404 instead of the resolver's 400.
+_RESOLVER_PREFIX = "/01/"
 
 
 class ResolverFastPath:
     """GET /01/... (every scan of a label) answered by resolve_request in front of FastAPI's router: routing and
     dependency solving cost about a third of a scan's own CPU, and the resolver needs neither. The declared route (for OpenAPI)
-    matches the same paths; errors are answered as PublicRoute answers them. Other methods go on to the router."""
+    matches the same paths (but those with a line break); errors are answered as PublicRoute answers them. Other methods
+    go on to the router."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and _RESOLVER_PATH.match(get_route_path(scope)):
+        if scope["type"] == "http" and scope["method"] == "GET" and get_route_path(scope).startswith(_RESOLVER_PREFIX):
             response = await answer_public(Request(scope, receive), resolve_request)
             await response(scope, receive, send)
             return
@@ -353,7 +358,11 @@ class ScanBody(BaseModel):
     lon: Optional[float] = Field(default=None, ge=-180, le=180, description="coarse longitude (kept to 0.1 degree)")
 
 
-@public.post("/v1/scan", summary="Verify a scanned Digital Link (with an optional VIN, context and coarse location)")
+@public.post(
+    "/v1/scan",
+    responses={200: {"model": LabelVerdict, "description": "the verdict"}, 404: {"model": LabelVerdict, "description": "not registered — possibly counterfeit"}},
+    summary="Verify a scanned Digital Link (with an optional VIN, context and coarse location)",
+)
 async def scan(request: Request, body: ScanBody) -> Response:
     desk = desk_of(request.app)
     desk.limit(request)
@@ -365,6 +374,7 @@ async def scan(request: Request, body: ScanBody) -> Response:
 @public.post(
     "/v1/scan/image",
     summary="Decode the QR codes in a photo (image/* body, or multipart field 'image') and verify each",
+    responses={200: {"model": ImageScan, "description": "each QR code read, with its verdict or why it is no Digital Link"}},
     openapi_extra={"requestBody": {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}},
                                                "multipart/form-data": {"schema": {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}}}}}}},
 )  # fmt: skip
@@ -438,7 +448,7 @@ def decode_qr_codes(data: bytes) -> list[str]:
 # --- members -------------------------------------------------------------------------------------------------
 
 
-@members.get("/scan-flags", summary="Clone-detection flags on your parts' scans (auditors, regulators: all), newest first")
+@members.get("/scan-flags", responses={200: {"model": Page[ScanFlag], "description": "a page of flags, newest first"}}, summary="Clone-detection flags on your parts' scans (auditors, regulators: all), newest first")
 def scan_flags(
     request: Request,
     principal: CurrentPrincipal,
@@ -455,7 +465,7 @@ def scan_flags(
     return _json(page)
 
 
-@members.get("/scans/{scan_id}", summary="A scan record, its Merkle leaf and inclusion proof, and where its batch root is anchored")
+@members.get("/scans/{scan_id}", responses={200: {"model": ScanRecordProof, "description": "the scan record and its proof"}}, summary="A scan record, its Merkle leaf and inclusion proof, and where its batch root is anchored")
 def scan_record(request: Request, principal: CurrentPrincipal, scan_id: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{32}$")]) -> Response:
     desk = desk_of(request.app)
     desk.book.flush()

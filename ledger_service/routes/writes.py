@@ -30,6 +30,7 @@ from ledger_service.deps import CurrentPrincipal, ServicesDep
 from ledger_service.errors import BadRequest, PayloadTooLarge, Unprocessable
 from ledger_service.operations import OPERATIONS
 from ledger_service.outbox import Draft, Outbox, request_digest
+from ledger_service.schemas import CommandAccepted, CommandStatus
 from ledger_service.tables import PrivateVin
 from partledger.errors import ValidationError
 from partledger.ids import normalize_gtin, normalize_vin, part_id, validate_lot, validate_serial, vin_hash
@@ -69,6 +70,7 @@ def _refuse_deep_json(body: bytes) -> None:
 router = APIRouter(prefix="/v1", tags=["commands"], route_class=_BodyLimitedRoute)
 HEX32 = r"^0x[0-9a-fA-F]{64}$"
 IdempotencyKey = Annotated[Optional[str], Header(alias="Idempotency-Key", max_length=255)]
+ACCEPTED: dict[int | str, dict[str, Any]] = {202: {"model": CommandAccepted, "description": "accepted into the outbox: follow it at GET /v1/commands/{command_id}"}}
 
 
 class Body(BaseModel):
@@ -174,7 +176,7 @@ def _part_endpoint(kind: str, summary: str) -> None:
         return await _accept(request, services, principal, _part_draft(kind, body, services), body.site, idempotency_key)
 
     endpoint.__name__ = f"{kind}_parts"
-    router.add_api_route(f"/parts/{kind}", endpoint, methods=["POST"], status_code=202, summary=summary)
+    router.add_api_route(f"/parts/{kind}", endpoint, methods=["POST"], status_code=202, summary=summary, responses=ACCEPTED)
 
 
 for _kind, _summary in (
@@ -190,7 +192,7 @@ for _kind, _summary in (
     _part_endpoint(_kind, _summary)
 
 
-@router.post("/parts/ship", status_code=202, summary="Ship parts to another organisation, which must receive them")
+@router.post("/parts/ship", status_code=202, responses=ACCEPTED, summary="Ship parts to another organisation, which must receive them")
 async def ship_parts(request: Request, body: ShipBody, principal: CurrentPrincipal, services: ServicesDep, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     await _raw_body(request, services)
     draft = _part_draft("ship", body, services, to=body.to_org)
@@ -219,7 +221,7 @@ def _registration_draft(gtin: str, lot: str, serials: list[str], services: Servi
     return Draft(kind="register", summary={"gtin": gtin14, "lot": lot}, part_ids=pids, items=items, part_count=len(serials))
 
 
-@router.post("/parts/register", status_code=202, summary="Register serialised parts of one GTIN and lot (JSON)")
+@router.post("/parts/register", status_code=202, responses=ACCEPTED, summary="Register serialised parts of one GTIN and lot (JSON)")
 async def register_parts(request: Request, body: RegisterBody, principal: CurrentPrincipal, services: ServicesDep, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     await _raw_body(request, services)
     draft = await run_in_threadpool(_registration_draft, body.gtin, body.lot, body.serials, services)  # a keccak per serial
@@ -229,6 +231,7 @@ async def register_parts(request: Request, body: RegisterBody, principal: Curren
 @router.post(
     "/parts/register.csv",
     status_code=202,
+    responses=ACCEPTED,
     summary="Register parts from CSV (header gtin,serial,lot; one GTIN and lot per upload)",
     openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}},
 )
@@ -272,7 +275,7 @@ def _csv_draft(raw: bytes, services: ServicesDep) -> Draft:
     return _registration_draft(first["gtin"], first["lot"], [row["serial"] for _, row in rows], services)
 
 
-@router.post("/parts/install", status_code=202, summary="Install parts in vehicles (VIN in clear; stored encrypted, hashed on chain)")
+@router.post("/parts/install", status_code=202, responses=ACCEPTED, summary="Install parts in vehicles (VIN in clear; stored encrypted, hashed on chain)")
 async def install_parts(request: Request, body: InstallBody, principal: CurrentPrincipal, services: ServicesDep, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     await _raw_body(request, services)
     vault = services.vault
@@ -298,7 +301,7 @@ async def install_parts(request: Request, body: InstallBody, principal: CurrentP
     return await _accept(request, services, principal, draft, body.site, idempotency_key)
 
 
-@router.post("/lots/recall", status_code=202, summary="Recall a lot (its manufacturer or a regulator)")
+@router.post("/lots/recall", status_code=202, responses=ACCEPTED, summary="Recall a lot (its manufacturer or a regulator)")
 async def recall_lot(request: Request, body: RecallBody, principal: CurrentPrincipal, services: ServicesDep, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     await _raw_body(request, services)
     outbox = _outbox(services)
@@ -307,7 +310,7 @@ async def recall_lot(request: Request, body: RecallBody, principal: CurrentPrinc
     return await _accept(request, services, principal, draft, body.site, idempotency_key, precheck=lambda: outbox.precheck_recall(principal, body.lot))
 
 
-@router.post("/batches", status_code=202, summary="Anchor the Merkle root of a batch of records", tags=["evidence"])
+@router.post("/batches", status_code=202, responses=ACCEPTED, summary="Anchor the Merkle root of a batch of records", tags=["evidence"])
 async def anchor_batch(request: Request, body: BatchBody, principal: CurrentPrincipal, services: ServicesDep, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     await _raw_body(request, services)
     payload = {"root": body.root, "record_count": body.record_count, "batch_kind": body.kind}
@@ -316,7 +319,7 @@ async def anchor_batch(request: Request, body: BatchBody, principal: CurrentPrin
     return await _accept(request, services, principal, draft, body.site, idempotency_key, precheck=lambda: outbox.precheck_batch(bytes.fromhex(body.root[2:])))
 
 
-@router.get("/commands/{command_id}", summary="Follow a command: accepted → submitted (tx) → confirmed (block) or rejected (contract error)")
+@router.get("/commands/{command_id}", responses={200: {"model": CommandStatus, "description": "the command and how it stands"}}, summary="Follow a command: accepted → submitted (tx) → confirmed (block) or rejected (contract error)")
 def get_command(command_id: Annotated[str, Field(max_length=36)], principal: CurrentPrincipal, services: ServicesDep) -> dict[str, Any]:
     return _outbox(services).view(principal, command_id)
 
