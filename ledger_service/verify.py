@@ -98,7 +98,7 @@ class Verification:
     status: Optional[PartStatus] = None
     recalled: bool = False
     recall: Optional[RecallNotice] = None
-    signature: str = "missing"  # valid | invalid | revoked | missing
+    signature: str = "missing"  # valid | invalid | revoked | missing | unchecked (an unknown serial: no key to check it against)
     vin_match: Optional[bool] = None  # None: no VIN given, or nothing to compare it with
     vin_checked: bool = False
     flags: list[Flag] = field(default_factory=list)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import get_args
 from typing import Any
 
 import pytest
@@ -27,6 +28,9 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 from ledger_service.app import create_app
 from ledger_service.settings import ServiceSettings
 from partledger.manifest import save_manifest
+from ledger_service.schemas import LabelVerdict, PartStatusName, RoleName
+from ledger_service.verify import SEVERITY
+from partledger.model import PartStatus, Role
 from tests.chainkit import GTIN_A, Ledger, revert_to, snapshot
 from tests.servicekit import Stack, prepare_stack, running_service
 
@@ -151,3 +155,10 @@ def test_every_success_answer_documents_its_body(deployed: Ledger, tmp_path):
                         undocumented.append(f"{method.upper()} {path} {status} {media_type}: {schema_of}")
     assert answers >= 40, "the schema lost operations"
     assert not undocumented, "\n".join(undocumented)
+
+
+def test_the_documented_names_are_the_enums_names():
+    """The schema's lists of names are written out for readable docs; they must stay the enums' names."""
+    assert set(get_args(PartStatusName)) == {status.name.lower() for status in PartStatus if status is not PartStatus.NONE}
+    assert set(get_args(RoleName)) == {role.name.lower() for role in Role}
+    assert set(get_args(LabelVerdict.model_fields["severity"].annotation)) == set(SEVERITY.values())
