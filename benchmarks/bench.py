@@ -153,7 +153,7 @@ def scenario_verify(quick: bool, profile: bool) -> dict[str, Any]:
     if runner is None:
         raise RuntimeError("benchmarks.verify_bench has no run_verify_bench(parts, duration) yet")
     if quick:
-        return dict(runner(300, 2.0, warmup=1.0, service=False))
+        return dict(runner(verify_bench.MIN_PARTS, 2.0, warmup=1.0, service=False))
     return dict(runner(2_000, 15.0))
 
 

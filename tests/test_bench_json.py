@@ -1,14 +1,18 @@
 """`make bench` prints, as its last line, one JSON object with every figure issue 7 names, whichever scenarios ran.
 
-Only the shape is checked (gas alone runs, in a few seconds): benchmarks never assert timing in the test suite.
+Only the shape is checked (gas alone runs, in a few seconds; the quick verify scenario in about half a minute, so
+that `make bench-quick` cannot break unseen): benchmarks never assert timing in the test suite.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from benchmarks.bench import KEYS, TARGETS
 
@@ -38,3 +42,16 @@ def test_bench_last_line_has_every_issue_7_key_when_only_gas_runs(tmp_path: Path
     saved = json.loads((tmp_path / "latest.json").read_text())
     assert saved["gas"] == figures["gas"]
 
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make system-deps)")
+def test_bench_quick_verify_runs_every_tier(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench", "--quick", "--only", "verify", "--no-profile", "--results", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    assert "errors" not in figures, figures.get("errors")
+    assert figures["verify_rps"] > 0 and figures["bare_uvicorn_rps"] > 0 and figures["verify_vs_bare_ratio"] > 0
+    details = figures["verify_details"]
+    assert details["essential"]["non_2xx"] == 0 and details["verify"]["non_2xx"] == 0 and details["essential_vs_bare_ratio"] > 0
