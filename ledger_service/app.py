@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from web3 import Web3
 
 from ledger_service import migrate
-from ledger_service.deps import Services
+from ledger_service.deps import Services, settled_heap
 from ledger_service.errors import install_error_handlers
 from ledger_service.outbox import Outbox
 from ledger_service.evidence import Notary
@@ -113,7 +113,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if submitter is not None:
             thread = threading.Thread(target=run_as_leader, args=(submitter, services.service_engine, stop), name="submitter", daemon=True)
             thread.start()
-        yield
+        with settled_heap():
+            yield
         stop.set()
         if thread is not None:
             thread.join(timeout=10)

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from ledger_service import migrate
-from ledger_service.deps import Services
+from ledger_service.deps import Services, settled_heap
 from ledger_service.errors import install_error_handlers
 from ledger_service.routes import resolver
 from ledger_service.settings import ServiceSettings
@@ -40,7 +40,8 @@ def create_public_app(settings: ServiceSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
+        with settled_heap():
+            yield
         services.index_engine.dispose()
         services.service_engine.dispose()
 
