@@ -525,15 +525,20 @@ class AuditAnchoring(Exact):
 # --- scans ------------------------------------------------------------------------------------------------------
 
 
-class ScanFlag(Exact):
-    flag: str
-    detail: dict[str, Any] = Field(description="the evidence; it varies with the flag")
+class ScanView(Exact):
+    """What every view of a recorded scan shows."""
+
     scan_id: Hex16
     part_id: Hex32
     gtin: str
     serial: str
     scanned_at: float
     verdict: str = Field(description="the verdict the scan was given (a value of Verdict when it was given)")
+
+
+class ScanFlag(ScanView):
+    flag: str
+    detail: dict[str, Any] = Field(description="the evidence; it varies with the flag")
     location: Optional[tuple[float, float]] = Field(description="coarse latitude and longitude, when the scanner sent them")
     context: Optional[Literal["purchase", "vehicle"]]
     client: Hex16 = Field(description="the scanning client's pseudonym (keyed hash)")
@@ -559,13 +564,7 @@ class ScanBatchProof(Exact):
     anchored: Optional[ScanAnchoring] = Field(description="where the root is on chain, once indexed")
 
 
-class ScanRecordProof(Exact):
-    scan_id: Hex16
-    part_id: Hex32
-    gtin: str
-    serial: str
-    scanned_at: float
-    verdict: str = Field(description="the verdict the scan was given (a value of Verdict when it was given)")
+class ScanRecordProof(ScanView):
     flags: list[str]
     location: Optional[tuple[float, float]]
     client: Hex16
