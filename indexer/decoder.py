@@ -13,7 +13,7 @@ from typing import Any
 from eth_abi import decode
 from eth_utils import keccak, to_checksum_address
 
-from partledger.artifacts import load_artifact
+from partledger.artifacts import abi_type, load_artifact
 
 INDEXED_CONTRACTS = ("ConsortiumRegistry", "PartLedger", "EvidenceLedger")
 
@@ -39,12 +39,6 @@ class _EventSpec:
     address_args: frozenset[str]
 
 
-def _abi_type(item: dict[str, Any]) -> str:
-    if item["type"].startswith("tuple"):
-        return "(" + ",".join(_abi_type(component) for component in item["components"]) + ")" + item["type"][5:]
-    return item["type"]
-
-
 class LogDecoder:
     """Decodes logs of the three PartLedger contracts at the addresses of one deployment."""
 
@@ -54,7 +48,7 @@ class LogDecoder:
         self._specs: dict[tuple[str, bytes], _EventSpec] = {}
         for name in INDEXED_CONTRACTS:
             for entry in load_artifact(name).events:
-                types = [_abi_type(item) for item in entry["inputs"]]
+                types = [abi_type(item) for item in entry["inputs"]]
                 topic0 = keccak(text=f"{entry['name']}({','.join(types)})")
                 inputs = list(zip(entry["inputs"], types))
                 self._specs[(name, topic0)] = _EventSpec(
@@ -80,8 +74,8 @@ class LogDecoder:
         if spec is None:
             return None
         args: dict[str, Any] = {}
-        for (name, abi_type), topic in zip(spec.indexed, topics[1:]):
-            (args[name],) = decode([abi_type], bytes.fromhex(topic[2:]))
+        for (name, topic_type), topic in zip(spec.indexed, topics[1:]):
+            (args[name],) = decode([topic_type], bytes.fromhex(topic[2:]))
         values = decode(list(spec.data_types), bytes.fromhex(log["data"][2:]))
         args.update(zip(spec.data_names, values))
         for name in spec.address_args:

@@ -43,7 +43,7 @@ from web3.exceptions import ContractLogicError, Web3RPCError
 from ledger_service.operations import contract_arguments
 from ledger_service.auth import sites_allow
 from ledger_service.tables import ApiKey, ChainTransaction, Command, CommandItem, PrivateVin
-from partledger.artifacts import load_artifact
+from partledger.artifacts import calldata, load_artifact
 from partledger.chain import decode_revert, revert_of
 from partledger.dblock import ExclusiveLock, LockHeld
 from partledger.errors import ChainError, ChainUnavailable, ContractRevert
@@ -400,8 +400,7 @@ class Submitter:
         calls = []
         for run in runs:
             contract_name, function, arguments = contract_arguments(run[0]["kind"], [json.loads(item["payload"]) for item in run])
-            contract = self.contracts[contract_name]
-            calls.append({"from": signer, "to": contract.address, "data": contract.encode_abi(function, args=arguments), "value": 0})
+            calls.append({"from": signer, "to": self.contracts[contract_name].address, "data": calldata(contract_name, function, arguments), "value": 0})
         estimates = self._batch([("eth_estimateGas", [{**call, "value": "0x0"}, "pending"]) for call in calls])
         passing = []
         for run, call, answer in zip(runs, calls, estimates):

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eth_abi import encode
+from eth_utils import keccak
+
 from partledger.errors import ConfigError
 
 CONTRACT_NAMES = ("ConsortiumRegistry", "PartLedger", "EvidenceLedger")
@@ -56,6 +59,31 @@ def load_artifact(name: str) -> Artifact:
         raise ConfigError(f"missing contract artifact {path} (run `make contracts`)") from None
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"unreadable contract artifact {path}: {exc}") from None
+
+
+def abi_type(item: dict[str, Any]) -> str:
+    """The canonical type of an ABI input, as selectors and eth_abi spell it (a struct as "(bytes32,uint8,...)")."""
+    if item["type"].startswith("tuple"):
+        return "(" + ",".join(abi_type(component) for component in item["components"]) + ")" + item["type"][5:]
+    return item["type"]
+
+
+@functools.cache
+def function_spec(contract: str, function: str) -> tuple[bytes, tuple[str, ...]]:
+    """(selector, input types) of the one function of that name in the contract's committed ABI."""
+    entries = [entry for entry in load_artifact(contract).abi if entry["type"] == "function" and entry["name"] == function]
+    if len(entries) != 1:
+        raise ConfigError(f"{contract} has {len(entries)} functions named {function}, not one")
+    types = tuple(abi_type(item) for item in entries[0]["inputs"])
+    return keccak(text=f"{function}({','.join(types)})")[:4], types
+
+
+def calldata(contract: str, function: str, arguments: list[Any]) -> str:
+    """The call of `function` with `arguments` (eth_abi's types: bytes, int, tuples) as 0x-hex calldata, encoded by
+    eth_abi directly: web3's encode_abi validates and normalises every value first, 7 ms for a 200-part call
+    against 0.2 ms."""
+    selector, types = function_spec(contract, function)
+    return "0x" + (selector + encode(types, arguments)).hex()
 
 
 def all_artifacts() -> dict[str, Artifact]:

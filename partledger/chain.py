@@ -16,7 +16,7 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from web3.types import TxReceipt
 
-from partledger.artifacts import all_artifacts
+from partledger.artifacts import abi_type, all_artifacts
 from partledger.errors import ChainError, ChainMismatch, ChainUnavailable, ContractRevert
 
 DEV_CLIENT_PREFIXES = ("anvil/", "hardhat", "ganache")
@@ -59,17 +59,10 @@ def _error_table() -> dict[bytes, tuple[str, list[str]]]:
     }
     for artifact in all_artifacts().values():
         for entry in artifact.errors:
-            types = [_abi_type(item) for item in entry["inputs"]]
+            types = [abi_type(item) for item in entry["inputs"]]
             selector = keccak(text=f"{entry['name']}({','.join(types)})")[:4]
             table[selector] = (entry["name"], types)
     return table
-
-
-def _abi_type(item: dict[str, Any]) -> str:
-    if item["type"].startswith("tuple"):
-        inner = ",".join(_abi_type(component) for component in item["components"])
-        return f"({inner}){item['type'][5:]}"
-    return item["type"]
 
 
 def decode_revert(data: bytes | str | None) -> ContractRevert:

@@ -6,7 +6,13 @@ import json
 import subprocess
 from pathlib import Path
 
-from partledger.artifacts import CONTRACT_NAMES, REPO_ROOT, load_artifact
+from hypothesis import given
+from hypothesis import strategies as st
+from web3 import Web3
+
+from ledger_service.operations import OPERATIONS, contract_arguments
+
+from partledger.artifacts import CONTRACT_NAMES, REPO_ROOT, calldata, load_artifact
 
 ARTIFACTS = REPO_ROOT / "contracts" / "artifacts"
 
@@ -49,3 +55,34 @@ def test_every_custom_error_is_named_after_its_contract():
         assert errors, f"{name} declares no custom error"
         misnamed = sorted(error for error in errors if not error.startswith(name))
         assert not misnamed, f"{name} raises errors not named <Contract><Condition>: {misnamed}"
+
+
+HEX32 = st.binary(min_size=32, max_size=32).map(lambda raw: "0x" + raw.hex())
+SERIAL = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-", min_size=1, max_size=20)
+
+
+@st.composite
+def payloads(draw: st.DrawFn, kind: str) -> list[dict]:
+    """One to three items of a command of `kind`, as the outbox stores them."""
+    first: dict = {"parts": [], "doc_hash": draw(st.one_of(st.none(), HEX32)), "to": draw(st.integers(1, 2**32 - 1))}
+    first |= {"gtin": "04012345000016", "lot": draw(SERIAL), "notice_hash": draw(HEX32), "root": draw(HEX32), "record_count": draw(st.integers(0, 2**32 - 1)), "batch_kind": "scans"}
+    first |= {"lot": draw(st.integers(1, 2**64 - 1))} if kind == "recall" else {}
+    first |= {
+        "attestation": {"docHash": draw(HEX32), "docType": draw(st.integers(0, 255)), "issuer": draw(st.integers(1, 2**32 - 1)), "counterparty": draw(st.integers(1, 2**32 - 1)),
+                        "previous": draw(HEX32), "partsRoot": draw(HEX32), "nonce": draw(HEX32), "deadline": draw(st.integers(0, 2**64 - 1))},
+        "issuer_signature": "0x" + draw(st.binary(min_size=65, max_size=65)).hex(), "counterparty_signature": "0x" + draw(st.binary(min_size=65, max_size=65)).hex(),
+    }  # fmt: skip
+    items = []
+    for _ in range(draw(st.integers(1, 3))):
+        parts = draw(st.lists(HEX32, min_size=1, max_size=5))
+        items.append(first | {"parts": parts, "vin_hashes": draw(st.lists(HEX32, min_size=len(parts), max_size=len(parts))), "serials": draw(st.lists(SERIAL, min_size=1, max_size=5))})
+    return items
+
+
+@given(st.sampled_from(sorted(OPERATIONS)).flatmap(lambda kind: st.tuples(st.just(kind), payloads(kind))))
+def test_calldata_by_eth_abi_is_what_web3_encodes(case):
+    """The submitter encodes calls with eth_abi directly (partledger.artifacts.calldata), for every operation."""
+    kind, items = case
+    contract_name, function, arguments = contract_arguments(kind, items)
+    contract = Web3().eth.contract(abi=load_artifact(contract_name).abi)
+    assert calldata(contract_name, function, arguments) == contract.encode_abi(function, args=arguments)

@@ -39,6 +39,7 @@ from indexer.runner import Indexer, IndexerConfig
 from indexer.sink import Sink
 from indexer.source import JsonRpcSource
 from partledger.anvil import AnvilConfig, AnvilNode, free_port
+from partledger.artifacts import function_spec
 from partledger.chain import connect
 from partledger.eip712 import Attestation, attestation_typed_data, read_domain
 from partledger.ids import ascii32, gtin_check_digit, part_id_unchecked
@@ -56,12 +57,6 @@ NEW_ORG_ROLES = (
 )  # fmt: skip
 NO_DEADLINE = 2**40  # unix time far beyond any test run
 MAX_BATCH = 200
-
-
-def _abi_type(item: dict[str, Any]) -> str:
-    if item["type"].startswith("tuple"):
-        return "(" + ",".join(_abi_type(component) for component in item["components"]) + ")" + item["type"][5:]
-    return item["type"]
 
 
 # --- a chain for one test module ------------------------------------------------------------------------------------
@@ -255,9 +250,8 @@ class Workload:
         """Calldata by eth_abi directly: web3's encode_abi normalises every element and costs more than Anvil."""
         key = (contract.address, function)
         if key not in self._encoders:
-            (entry,) = [item for item in contract.abi if item.get("type") == "function" and item["name"] == function]
-            types = [_abi_type(item) for item in entry["inputs"]]
-            selector = keccak(text=f"{function}({','.join(types)})")[:4]
+            name = next(name for name, deployed in self.ledger.manifest.contracts.items() if deployed.address == contract.address)
+            selector, types = function_spec(name, function)
             self._encoders[key] = lambda args: selector + encode(types, args)
         return self._encoders[key]
 
