@@ -292,9 +292,9 @@ def _e2e_note(scenario: str, figures: dict[str, Any]) -> str:
         )
     if submitter > others:
         return note + (
-            "The submitter is the busiest stage: its round trips are batched per pass and key, so what is left is ABI "
-            "encoding (web3's encode_abi; eth_abi directly is the lever), its SQL (one outbox database for the API and "
-            "the submitter; PostgreSQL takes them in parallel) and the GIL it shares with the API's threads."
+            "The submitter is the busiest stage: its round trips are batched per pass and key and its calldata encoded "
+            "by eth_abi, so what is left is its SQL (one outbox database for the API and the submitter; PostgreSQL takes "
+            "them in parallel) and the GIL it shares with the API's threads."
         )
     return note + "No stage is saturated: the pipeline is latency-bound (block time, the indexer's poll, the submitter's serial round trips) or starved of CPU by other processes."
 
