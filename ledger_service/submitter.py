@@ -329,9 +329,6 @@ class Submitter:
         self._send_all(signed)
         return bool(signed)
 
-    def _send(self, tx: Any) -> None:
-        self._send_all([tx])
-
     def _send_all(self, txs: list[Any]) -> None:
         """Sends recorded transactions in one JSON-RPC batch and records as sent those the node holds now."""
         live = [tx for tx in txs if tx["signer"] not in self._retired]  # revoked: _retire_signer voided those not mined
