@@ -247,10 +247,13 @@ def _csv_draft(raw: bytes, services: ServicesDep) -> Draft:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise BadRequest("the CSV must be UTF-8", code="invalid_csv") from None
-    reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None or [name.strip().lower() for name in reader.fieldnames] != ["gtin", "serial", "lot"]:
-        raise BadRequest("the CSV header must be: gtin,serial,lot", code="invalid_csv")
-    rows = [(reader.line_num, row) for row in reader]  # the line in the file: the reader skips blank lines
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # newline="": the csv module reads line ends itself
+    try:
+        if reader.fieldnames is None or [name.strip().lower() for name in reader.fieldnames] != ["gtin", "serial", "lot"]:
+            raise BadRequest("the CSV header must be: gtin,serial,lot", code="invalid_csv")
+        rows = [(reader.line_num, row) for row in reader]  # the line in the file: the reader skips blank lines
+    except csv.Error as exc:  # e.g. a NUL byte, or a field the csv module cannot read
+        raise BadRequest(f"the CSV cannot be read at line {reader.line_num}: {exc}", code="invalid_csv") from None
     if not rows:
         raise BadRequest("the CSV has no rows", code="invalid_csv")
     errors = []
