@@ -1,10 +1,13 @@
 """The indexer's acceptance test: after a random workload of 10,000 operations, every table it writes equals what is
 rebuilt independently from the chain's logs, and every part agrees with the contract's own view.
 
-The reference rebuild below shares nothing with indexer/ (no decoder, no sink): it reads the logs through web3's
-ABI decoding (`contract.events.X.get_logs`) and applies the events documented in contracts/src/interfaces in chain
-order. Tables are compared row by row, surrogate autoincrement ids aside, on SQLite and on PostgreSQL. The
-workload runs once per module on a dedicated Anvil, so that the rest of the suite keeps its clean session chain.
+The reference rebuild below shares nothing with indexer/ (no decoder, no sink, not even partledger's PartStatus):
+it reads the logs through web3's ABI decoding (`contract.events.X.get_logs`) and applies the events documented in
+contracts/src/interfaces in chain order, each part's status following a table written here from the lifecycle in
+contracts/src/PartLedger.sol. The rebuild is itself checked against the contract's own `part(id)` view of every
+part, so that a table wrong in the same way here and in the indexer cannot pass. Tables are compared row by row,
+surrogate autoincrement ids aside, on SQLite and on PostgreSQL. The workload runs once per module on a dedicated
+Anvil, so that the rest of the suite keeps its clean session chain.
 
 Replaying a range (the cursor moved back over rows already written) re-applies it exactly once, inside and beyond
 the reorg window. Identifiers the contract accepts outside GS1 (long or
@@ -31,7 +34,6 @@ from indexer.runner import Indexer
 from indexer.tables import INDEX_METADATA, IndexerState
 from partledger.db import make_engine
 from partledger.ids import ascii32, part_id_unchecked
-from partledger.model import PartStatus
 from tests.chainkit import GTIN_A, Ledger
 from tests.workload import Rpc, Workload, WorkloadStats, index_to_head, start_chain
 
@@ -45,19 +47,33 @@ MIRROR_TABLES = (
 )  # fmt: skip
 SURROGATE_KEYS = frozenset({"id"})
 
-# Event -> (part_events.kind, status after it). The custodian after it is the acting organisation (the shipper's
-# own id for a shipment, which stays its custodian while in transit).
-PART_TRANSITIONS: dict[str, tuple[str, PartStatus]] = {
-    "PartsShipped": ("shipped", PartStatus.IN_TRANSIT),
-    "PartsReceived": ("received", PartStatus.IN_STOCK),
-    "ShipmentsCancelled": ("cancelled", PartStatus.IN_STOCK),
-    "PartsSold": ("sold", PartStatus.SOLD),
-    "PartsInstalled": ("installed", PartStatus.INSTALLED),
-    "PartsRemoved": ("removed", PartStatus.IN_STOCK),
-    "PartsQuarantined": ("quarantined", PartStatus.QUARANTINED),
-    "PartsReleased": ("released", PartStatus.IN_STOCK),
-    "PartsScrapped": ("scrapped", PartStatus.SCRAPPED),
-    "PartsRecycled": ("recycled", PartStatus.RECYCLED),
+# IPartLedger.PartStatus, numbered as Solidity numbers an enum: by its members' order in contracts/src/interfaces.
+NONE, IN_STOCK, IN_TRANSIT, SOLD, INSTALLED, QUARANTINED, SCRAPPED, RECYCLED = range(8)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What a part event does to each part it names, as contracts/src/PartLedger.sol enforces it."""
+
+    kind: str  # its part_events.kind in the mirror
+    leaves: frozenset[int]  # the statuses the contract lets a part leave by it
+    status: int  # the status after it
+
+
+# Read from PartLedger.sol (the `_mask(...)` a function requires, the status it writes) and the BRIEF's lifecycle,
+# not from indexer/. The custodian after each is the acting organisation (the shipper's own id for a shipment,
+# which stays its custodian while in transit).
+PART_TRANSITIONS: dict[str, Transition] = {
+    "PartsShipped": Transition("shipped", frozenset({IN_STOCK}), IN_TRANSIT),
+    "PartsReceived": Transition("received", frozenset({IN_TRANSIT}), IN_STOCK),
+    "ShipmentsCancelled": Transition("cancelled", frozenset({IN_TRANSIT}), IN_STOCK),
+    "PartsSold": Transition("sold", frozenset({IN_STOCK}), SOLD),
+    "PartsInstalled": Transition("installed", frozenset({IN_STOCK}), INSTALLED),
+    "PartsRemoved": Transition("removed", frozenset({INSTALLED}), IN_STOCK),
+    "PartsQuarantined": Transition("quarantined", frozenset({IN_STOCK}), QUARANTINED),
+    "PartsReleased": Transition("released", frozenset({QUARANTINED}), IN_STOCK),
+    "PartsScrapped": Transition("scrapped", frozenset({IN_STOCK, QUARANTINED}), SCRAPPED),
+    "PartsRecycled": Transition("recycled", frozenset({IN_STOCK, QUARANTINED}), RECYCLED),
 }
 
 
@@ -178,21 +194,25 @@ def rebuild(record: ChainRecord, *, up_to: int | None = None) -> Reference:
         elif name == "PartsRegistered":
             for position, serial in enumerate(a["serials"]):
                 part_id = part_id_unchecked(a["gtin"], serial)
+                assert part_id not in parts, f"PartsRegistered in block {log.block} registers 0x{part_id.hex()} a second time"
                 parts[part_id] = {
                     "part_id": part_id, "gtin": f"{a['gtin']:014d}", "serial": text_of(serial, hex_fallback=False),
-                    "lot": a["lot"], "manufacturer": a["manufacturer"], "status": int(PartStatus.IN_STOCK),
+                    "lot": a["lot"], "manufacturer": a["manufacturer"], "status": IN_STOCK,
                     "custodian": a["manufacturer"], "recipient": None, "recalled": False, "vin_hash": None,
                     "site_key": a["siteKey"], "registered_block": log.block, "updated_block": log.block,
                 }  # fmt: skip
                 part_event(log, position, part_id, "registered", a["manufacturer"], None, None, None)
         elif name in PART_TRANSITIONS:
-            kind, status = PART_TRANSITIONS[name]
+            transition = PART_TRANSITIONS[name]
+            kind = transition.kind
             org_id = a["from"] if name == "PartsShipped" else a["orgId"]
             doc = a["reasonHash"] if name == "PartsQuarantined" else a["docHash"]
             for position, part_id in enumerate(a["partIds"]):
                 vin = a["vinHashes"][position] if name == "PartsInstalled" else None
+                left = parts[part_id]["status"]
+                assert left in transition.leaves, f"{name} in block {log.block} moved 0x{part_id.hex()} out of status {left}, which the lifecycle table here does not allow"  # fmt: skip
                 parts[part_id].update(
-                    status=int(status), custodian=org_id, recipient=a["to"] if name == "PartsShipped" else None,
+                    status=transition.status, custodian=org_id, recipient=a["to"] if name == "PartsShipped" else None,
                     vin_hash=vin, site_key=a["siteKey"], updated_block=log.block,
                 )  # fmt: skip
                 part_event(log, position, part_id, kind, org_id, a["to"] if name == "PartsShipped" else None, doc, vin)
@@ -284,28 +304,31 @@ def assert_mirror_equals(engine: Engine, reference: Reference) -> None:
         assert_same_rows(table, db_rows(engine, table), reference.tables[table])
 
 
-def fetch_part_views(ledger: Ledger, part_ids: list[bytes]) -> dict[bytes, tuple[Any, ...]]:
-    """PartLedger.part(id) for many ids, as JSON-RPC batches of eth_call (a web3 call per part would take minutes)."""
+def fetch_part_views(ledger: Ledger, part_ids: list[bytes], *, block: int) -> dict[bytes, tuple[Any, ...]]:
+    """PartLedger.part(id) at `block` for many ids, as JSON-RPC batches of eth_call (a web3 call per part would take
+    minutes)."""
     rpc = Rpc(ledger.w3.provider.endpoint_uri)  # type: ignore[attr-defined]
     selector = keccak(text="part(bytes32)")[:4]
     views: dict[bytes, tuple[Any, ...]] = {}
     for start in range(0, len(part_ids), 1000):
         chunk = part_ids[start : start + 1000]
-        calls = [("eth_call", [{"to": ledger.parts.address, "data": "0x" + (selector + encode(["bytes32"], [pid])).hex()}, "latest"]) for pid in chunk]
+        calls = [("eth_call", [{"to": ledger.parts.address, "data": "0x" + (selector + encode(["bytes32"], [pid])).hex()}, hex(block)]) for pid in chunk]
         for pid, result in zip(chunk, rpc.batch(calls), strict=True):
             views[pid] = decode(["uint8", "uint32", "uint32", "uint64", "bytes15", "bool"], bytes.fromhex(result[2:]))
     return views
 
 
-def assert_parts_match_contract(engine: Engine, ledger: Ledger) -> None:
-    rows = db_rows(engine, "parts")
-    views = fetch_part_views(ledger, [row["part_id"] for row in rows])
+def assert_parts_match_contract(rows: list[dict[str, Any]], ledger: Ledger, *, block: int, source: str) -> None:
+    """Every part row (of the mirror, or of the rebuild) as PartLedger.part(id) shows the part at `block`: status,
+    custodian, recipient, lot, VIN tag (the hash's first 15 bytes) and the lot's recall."""
+    assert rows, f"{source} holds no part"
+    views = fetch_part_views(ledger, [row["part_id"] for row in rows], block=block)
     wrong = []
     for row in rows:
         mirrored = (row["status"], row["custodian"], row["recipient"] or 0, row["lot"], (row["vin_hash"] or bytes(32))[:15], bool(row["recalled"]))  # fmt: skip
         if mirrored != views[row["part_id"]]:
-            wrong.append(f"  0x{row['part_id'].hex()}: mirror {mirrored}, contract {views[row['part_id']]}")
-    assert not wrong, f"{len(wrong)} of {len(rows)} parts differ from PartLedger.part(id):\n" + "\n".join(wrong[:5])
+            wrong.append(f"  0x{row['part_id'].hex()}: {source} {mirrored}, contract {views[row['part_id']]}")
+    assert not wrong, f"{len(wrong)} of {len(rows)} parts of {source} differ from PartLedger.part(id) at block {block}:\n" + "\n".join(wrong[:5])
 
 
 def cursor_of(engine: Engine) -> int:
@@ -357,10 +380,17 @@ def test_workload_makes_every_kind_of_operation(chain: Chain) -> None:
     ours -= {"RoleGranted", "RoleRevoked", "RoleAdminChanged", "EIP712DomainChanged"}  # OpenZeppelin's, not indexed
     assert ours <= {log.event for log in chain.record.logs}, f"events never emitted: {ours - {log.event for log in chain.record.logs}}"
     kinds = Counter(row["kind"] for row in tables["part_events"])
-    assert set(kinds) == {"registered"} | {kind for kind, _ in PART_TRANSITIONS.values()}
+    assert set(kinds) == {"registered"} | {transition.kind for transition in PART_TRANSITIONS.values()}
+    assert {row["status"] for row in tables["parts"]} == {IN_STOCK, IN_TRANSIT, SOLD, INSTALLED, QUARANTINED, SCRAPPED, RECYCLED}
     assert len({row["lot"] for row in tables["parts"]}) >= 5 and len({row["gtin"] for row in tables["parts"]}) >= 3
     assert any(row["revoked_block"] for row in tables["site_keys"]) and tables["recalls"] and tables["cancelled_nonces"]
     assert any(row["previous"] for row in tables["documents"]) and any(row["kind"].startswith("0x") for row in tables["batches"])
+
+
+def test_the_rebuild_agrees_with_the_contracts_own_view_of_every_part(chain: Chain) -> None:
+    """The reference's status table is written from the Solidity source; the contract's state at the head is the
+    judge of it (and of the custodians, recipients, VIN tags and recalls the rebuild derives from the logs)."""
+    assert_parts_match_contract(chain.reference.tables["parts"], chain.ledger, block=chain.reference.head, source="the rebuild")
 
 
 def test_every_table_equals_the_rebuild_from_the_chain_logs(chain: Chain, db_url: str) -> None:
@@ -368,7 +398,7 @@ def test_every_table_equals_the_rebuild_from_the_chain_logs(chain: Chain, db_url
     index_to_head(chain.url, engine, chain.ledger.manifest, batch_blocks=7, max_log_range=5)
     assert cursor_of(engine) == chain.reference.head
     assert_mirror_equals(engine, chain.reference)
-    assert_parts_match_contract(engine, chain.ledger)
+    assert_parts_match_contract(db_rows(engine, "parts"), chain.ledger, block=chain.reference.head, source="the mirror")
 
 
 @pytest.mark.parametrize("depth", ["inside_the_reorg_window", "from_the_first_blocks"])
@@ -384,6 +414,7 @@ def test_replaying_a_range_re_applies_it_exactly_once(chain: Chain, db_url: str,
     while cursor_of(engine) < chain.reference.head:
         indexer.step()
     assert_mirror_equals(engine, chain.reference)
+    assert_parts_match_contract(db_rows(engine, "parts"), chain.ledger, block=chain.reference.head, source="the mirror")
 
 
 def test_identifiers_the_contract_accepts_outside_gs1_do_not_stop_the_indexer(ledger: Ledger, db_url: str) -> None:
