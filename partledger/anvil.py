@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -59,7 +60,14 @@ class AnvilConfig:
 
 
 def anvil_binary() -> str:
-    """The Anvil from node_modules (npm @foundry-rs/anvil), else one on PATH."""
+    """The Anvil binary from node_modules (npm @foundry-rs/anvil ships it in a package per platform), else one on
+    PATH. The binary itself, not the package's Node.js launcher: the launcher costs a Node.js process per node, and
+    its pid is not the pid of the process that serves the port."""
+    system = {"linux": "linux", "darwin": "darwin"}.get(platform.system().lower(), platform.system().lower())
+    machine = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower(), "")
+    packaged = REPO_ROOT / "node_modules" / "@foundry-rs" / f"anvil-{system}-{machine}" / "bin" / "anvil"
+    if packaged.exists():
+        return str(packaged)
     local = REPO_ROOT / "node_modules" / ".bin" / "anvil"
     if local.exists():
         return str(local)
