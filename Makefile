@@ -29,17 +29,23 @@ run: deps
 stop: deps
 	$(BIN)/partledger down
 
-## The whole test suite (CI runs exactly this).
+## The whole test suite (CI runs exactly this): on TEST_WORKERS pytest-xdist workers (one per core), each with its own
+## Anvil, PostgreSQL cluster, ports and temporary files. PARTLEDGER_TEST_SEED=N replays a run (printed at its start).
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+PYTEST_ARGS ?=
 test: deps system-deps
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
-# Debian packages the tests use: Chromium (the verification page in a headless browser) and a CJK font (Chinese on
-# label sheets and pages). Installed when missing and running as root; otherwise one line says what to install.
-SYSTEM_PACKAGES := chromium fonts-wqy-microhei
+# Debian packages the tests use: Chromium (pages in a headless browser), a CJK font (Chinese on label sheets and
+# pages), wrk (the verify benchmark's load), and PostgreSQL's server binaries when the machine has none. Installed when
+# missing and running as root; otherwise one line says what to install.
+SYSTEM_PACKAGES := chromium fonts-wqy-microhei wrk
+PG_SERVER_PACKAGE := postgresql-15
 system-deps:
 	@missing=""; for package in $(SYSTEM_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "ok installed" || missing="$$missing $$package"; \
 	done; \
+	ls /usr/lib/postgresql/*/bin/initdb /usr/local/bin/initdb /usr/bin/initdb >/dev/null 2>&1 || missing="$$missing $(PG_SERVER_PACKAGE)"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "make: installing$$missing"; \
@@ -58,7 +64,7 @@ gas: deps
 	$(PY) -m benchmarks.gas
 
 ## Every benchmark against its floor (write path end to end, raw node, indexer, verify, 10^6-part scaling, gas):
-## tables, then one JSON line; results also in benchmarks/results/. Needs wrk (apt-get install wrk) for verify.
+## tables, then one JSON line; results also in benchmarks/results/. Needs wrk (`make system-deps` installs it) for verify.
 .PHONY: bench bench-quick
 bench: deps
 	$(PY) -m benchmarks.bench
@@ -68,7 +74,7 @@ bench-quick: deps
 	$(PY) -m benchmarks.bench --quick
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .hypothesis
+	rm -rf $(VENV) node_modules .pytest_cache .hypothesis test-artifacts
 
 ## A bounded soak (10 minutes by default): mixed load with node and PostgreSQL restarts; the last line is one JSON object.
 .PHONY: soak

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from partledger.anvil import free_port
+from tests.ports import free_port
 
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/local/bin", "/usr/bin")
 

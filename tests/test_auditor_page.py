@@ -16,7 +16,7 @@ import uvicorn
 from typer.testing import CliRunner
 
 from ledger_service.app import create_app
-from partledger.anvil import free_port
+from tests.ports import free_port
 from partledger.proofs import verifier as v
 from partledger_cli.main import app
 from tests.chainkit import Ledger
@@ -58,8 +58,9 @@ def served(stack: Stack) -> Iterator[tuple[str, IndexerThread]]:
             thread.join(timeout=10)
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium fonts-wqy-microhei)")
 def test_an_auditor_uploads_a_pdf_sees_the_verdict_and_downloads_the_bundle(ledger: Ledger, tmp_path: Path):
+    if not CHROMIUM.exists():
+        pytest.fail("Chromium is missing: `make test` installs it (apt-get install chromium fonts-wqy-microhei)")
     from playwright.sync_api import expect, sync_playwright
 
     stack = prepare_stack(ledger, tmp_path, f"sqlite:///{tmp_path / 'index.db'}", f"sqlite:///{tmp_path / 'service.db'}")

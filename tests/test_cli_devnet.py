@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
-from partledger.anvil import free_port
+from tests.ports import free_port
 from partledger.artifacts import load_artifact
 from partledger.chain import connect
 from partledger.deploy import refuse_dev_key

@@ -45,7 +45,8 @@ from indexer.runner import DeepReorg, Indexer, IndexerConfig
 from indexer.sink import Sink
 from indexer.source import BlockHeader, JsonRpcSource
 from indexer.tables import INDEX_METADATA, IndexedBlock, Installation, Part, Recall, Shipment, SiteKey, UndoEntry
-from partledger.anvil import AnvilConfig, AnvilNode, free_port
+from partledger.anvil import AnvilConfig, AnvilNode
+from tests.ports import free_port
 from partledger.chain import connect
 from partledger.db import make_engine
 from partledger.eip712 import Attestation, attestation_typed_data, read_domain

@@ -1,6 +1,6 @@
 """The verification page in headless Chromium on a phone-sized viewport, served by a real uvicorn over the live
 stack: a Chinese phone opens a label's Digital Link, reads the verdict, switches to English, checks its VIN and
-shares its coarse location; a destroyed part's label reads as a copy. Screenshots go to test-artifacts/."""
+shares its coarse location; a destroyed part's label reads as a copy. Screenshots go to test-artifacts/<worker>/."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import pytest
 import uvicorn
 
 from ledger_service.app import create_app
-from partledger.anvil import free_port
-from partledger.artifacts import REPO_ROOT
+from tests.ports import free_port
 from partledger.ids import part_id
 from tests.chainkit import GTIN_A
 from tests.labelkit import caught_up, label_uri, live_stack, register
@@ -25,7 +24,6 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run",
 ]  # fmt: skip
-ARTIFACTS = REPO_ROOT / "test-artifacts"
 VIN = "LSVAU2180N2183294"
 PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
 
@@ -52,13 +50,12 @@ class Server:
         self.thread.join(timeout=15)
 
 
-def test_phone_reads_the_verdict_switches_language_and_checks_its_vin(deployed, tmp_path):
+def test_phone_reads_the_verdict_switches_language_and_checks_its_vin(deployed, tmp_path, artifacts_dir):
     if not CHROMIUM.exists():
         pytest.fail("Chromium is missing: `make test` installs it (apt-get install chromium fonts-wqy-microhei)")
     from playwright.sync_api import expect, sync_playwright
 
     ledger = deployed
-    ARTIFACTS.mkdir(exist_ok=True)
     with live_stack(ledger, tmp_path, public_rate_limit="1000/minute") as (stack, client):
         o, fn, maker = ledger.orgs, ledger.parts.functions, ledger.orgs["maker"].key
         register(ledger, maker, gtin=GTIN_A, lot="LOT-PHONE", serials=["PHONE-1", "PHONE-SCRAP"])
@@ -83,7 +80,7 @@ def test_phone_reads_the_verdict_switches_language_and_checks_its_vin(deployed, 
                 expect(title).to_have_text("正品配件 — 已装车", use_inner_text=True)
                 assert page.locator("#verdict").get_attribute("class") == "card verdict ok"
                 assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling on a phone
-                page.screenshot(path=str(ARTIFACTS / "verify-phone-zh.png"), full_page=True)
+                page.screenshot(path=str(artifacts_dir / "verify-phone-zh.png"), full_page=True)
 
                 page.locator("#lang-switch").click()
                 expect(title).to_have_text("Genuine part — installed in a vehicle", use_inner_text=True)
@@ -95,7 +92,7 @@ def test_phone_reads_the_verdict_switches_language_and_checks_its_vin(deployed, 
                 expect(page.locator("#vin-result")).to_have_text("The VIN matches: this is the part fitted to your vehicle.", use_inner_text=True)
                 page.locator("#share-location").click()
                 expect(page.locator("#location-result")).to_have_text("Nothing suspicious found.", use_inner_text=True)
-                page.screenshot(path=str(ARTIFACTS / "verify-phone-en.png"), full_page=True)
+                page.screenshot(path=str(artifacts_dir / "verify-phone-en.png"), full_page=True)
 
                 page.reload()  # the choice sticks (cookie)
                 expect(title).to_have_text("Genuine part — installed in a vehicle", use_inner_text=True)
@@ -104,8 +101,8 @@ def test_phone_reads_the_verdict_switches_language_and_checks_its_vin(deployed, 
                 expect(title).to_have_text("Destroyed part", use_inner_text=True)
                 expect(page.locator("#verdict-detail")).to_have_text("This part was destroyed: a label on a part in use is a copy.", use_inner_text=True)
                 expect(page.locator("#suspicious")).to_be_visible()
-                page.screenshot(path=str(ARTIFACTS / "verify-phone-scrapped-en.png"), full_page=True)
+                page.screenshot(path=str(artifacts_dir / "verify-phone-scrapped-en.png"), full_page=True)
             finally:
                 browser.close()
     for name in ("verify-phone-zh.png", "verify-phone-en.png", "verify-phone-scrapped-en.png"):
-        assert (ARTIFACTS / name).stat().st_size > 10_000
+        assert (artifacts_dir / name).stat().st_size > 10_000

@@ -38,7 +38,8 @@ from indexer import migrate
 from indexer.runner import Indexer, IndexerConfig
 from indexer.sink import Sink
 from indexer.source import JsonRpcSource
-from partledger.anvil import AnvilConfig, AnvilNode, free_port
+from partledger.anvil import AnvilConfig, AnvilNode
+from tests.ports import free_port
 from partledger.artifacts import function_spec
 from partledger.chain import connect
 from partledger.eip712 import Attestation, attestation_typed_data, read_domain
