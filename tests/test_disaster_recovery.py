@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
-import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,17 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 
 from indexer.tables import INDEX_METADATA
+from ledger_service.audit_tables import AuditBatch
 from ledger_service.auth import create_api_key
 from ledger_service.migrate import upgrade as migrate_service
 from ledger_service.tables import SERVICE_METADATA, PrivateVin
 from ledger_service.vault import Vault
-from partledger.artifacts import REPO_ROOT
 from partledger.db import make_engine
 from partledger.documents import new_salt, salted_document_hash
 from partledger.ids import part_id
 from partledger.manifest import Manifest, save_manifest
 from tests.chainkit import GTIN_A, GTIN_B, Ledger
+from tests.forkserver import ForkServer
 from tests.labelkit import BEIJING, GUANGZHOU, label_uri, target
 from tests.servicekit import Stack, prepare_stack, running_service, wait_command
 from tests.test_indexer_equality import assert_same_rows, db_rows
@@ -50,9 +52,15 @@ VINS = ("WVWZZZ1JZXW000001", "1HGCM82633A004352")
 OTHER_VIN = "VF1RFB00X57000001"
 
 
-def partledger(*arguments: str) -> subprocess.CompletedProcess[str]:
-    """The `partledger` command, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "partledger_cli", *arguments], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+@pytest.fixture
+def partledger(forkserver: ForkServer, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """The `partledger` command as a user runs it, each call a process of its own (forked from the worker's fork
+    server, so that a dozen calls do not pay a dozen interpreter start-ups)."""
+
+    def run(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return forkserver.run(list(arguments), env=dict(os.environ), workdir=tmp_path / "cli")
+
+    return run
 
 
 def succeeded(run: subprocess.CompletedProcess[str]) -> str:
@@ -94,7 +102,7 @@ def lose_database(url: str, engine: Engine) -> None:
         engine.dispose()
 
 
-def test_mirror_deleted_is_rebuilt_from_the_chain_equal_to_the_original(db_url: str, tmp_path: Path) -> None:
+def test_mirror_deleted_is_rebuilt_from_the_chain_equal_to_the_original(partledger: Callable[..., subprocess.CompletedProcess[str]], db_url: str, tmp_path: Path) -> None:
     with start_chain() as (node, ledger):
         manifest = tmp_path / "manifest.json"
         save_manifest(Manifest(**{**ledger.manifest.__dict__, "rpc_url": node.url}), manifest)
@@ -118,6 +126,9 @@ def test_mirror_deleted_is_rebuilt_from_the_chain_equal_to_the_original(db_url: 
 
 
 # --- the service's private tables, backed up and restored ---------------------------------------------------------
+
+
+AUDIT_BATCHES = AuditBatch.__table__
 
 
 def service_rows(engine: Engine) -> dict[str, list[dict[str, Any]]]:
@@ -189,10 +200,23 @@ def written(ledger: Ledger, postgres, tmp_path: Path, request: pytest.FixtureReq
                 assert answer.json()["vin_match"] is (body["vin"] == VINS[0]), answer.text
         assert client.get(target(fitted), headers={"Accept": "application/json"}).status_code == 200
         assert client.get("/v1/parts", headers=stack.headers("auditor"), params={"gtin": GTIN_A}).status_code == 200
-        assert client.post("/v1/audit/anchor", headers=stack.headers("auditor")).status_code in (200, 202)
+        # The auditor's read of /v1/parts is the one entry waiting: it becomes batch 1, handed to the outbox.
+        assert_anchored(stack, client.post("/v1/audit/anchor", headers=stack.headers("auditor")), batch_id=1, entries=1)
 
         answers = read_answers(stack, commands, proposals, scans)
     return {"stack": stack, "commands": commands, "proposals": proposals, "scans": scans, "answers": answers, "fitted": fitted, "replay_key": replay_key, "serials": serials}  # fmt: skip
+
+
+def assert_anchored(stack: Stack, answer: Any, *, batch_id: int, entries: int) -> None:
+    """POST /v1/audit/anchor answered 200 (a plain route: it never answers 202) with exactly one batch handed to the
+    outbox, `batch_id` of `entries` entries, as the service database holds it (root and outbox command)."""
+    assert answer.status_code == 200, answer.text
+    engine = make_engine(stack.service_db_url)
+    with engine.connect() as conn:
+        row = conn.execute(select(AUDIT_BATCHES).where(AUDIT_BATCHES.c.id == batch_id)).mappings().one()
+    engine.dispose()
+    assert row["command_id"] is not None and row["entry_count"] == entries
+    assert answer.json() == {"submitted": [{"batch_id": batch_id, "root": "0x" + bytes(row["root"]).hex(), "entries": entries, "command_id": row["command_id"]}]}
 
 
 def read_answers(stack: Stack, commands: list[tuple[str, str]], proposals: list[str], scans: list[str]) -> dict[str, Any]:
@@ -211,7 +235,7 @@ def read_answers(stack: Stack, commands: list[tuple[str, str]], proposals: list[
 
 
 @pytest.mark.parametrize(("written", "restore_kind"), [("sqlite", "postgresql"), ("postgresql", "sqlite")], indirect=["written"])
-def test_private_tables_backed_up_and_restored_into_the_other_kind_of_database(written: dict[str, Any], restore_kind: str, postgres, tmp_path: Path) -> None:  # fmt: skip
+def test_private_tables_backed_up_and_restored_into_the_other_kind_of_database(partledger: Callable[..., subprocess.CompletedProcess[str]], written: dict[str, Any], restore_kind: str, postgres, tmp_path: Path) -> None:  # fmt: skip
     from tests.pgcluster import unique_name
 
     stack: Stack = written["stack"]
@@ -253,14 +277,15 @@ def test_private_tables_backed_up_and_restored_into_the_other_kind_of_database(w
         assert replay.status_code == 202 and replay.json()["command_id"] == written["commands"][0][1] and replay.json()["idempotent_replay"]
         fresh = command(stack, "maker", "/v1/parts/register", {"gtin": GTIN_A, "lot": "L-DR", "serials": ["DR-AFTER"]})
         assert fresh not in {command_id for _, command_id in written["commands"]}
-        assert client.post("/v1/audit/anchor", headers=stack.headers("auditor")).status_code in (200, 202)  # new ids are free
+        # New ids are free: the one entry waiting (the first service's own POST /v1/audit/anchor) closes batch 2.
+        assert_anchored(stack, client.post("/v1/audit/anchor", headers=stack.headers("auditor")), batch_id=2, entries=1)
 
 
 # --- refusals -----------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def small_backup(tmp_path: Path) -> Path:
+def small_backup(partledger: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> Path:
     """A backup of a migrated service database holding a few API keys."""
     engine = make_engine(f"sqlite:///{tmp_path / 'small.db'}")
     migrate_service(engine)
@@ -271,7 +296,7 @@ def small_backup(tmp_path: Path) -> Path:
     return backup
 
 
-def test_restore_into_a_non_empty_database_needs_force(small_backup: Path, tmp_path: Path) -> None:
+def test_restore_into_a_non_empty_database_needs_force(partledger: Callable[..., subprocess.CompletedProcess[str]], small_backup: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'target.db'}"
     succeeded(partledger("restore", "--db", url, "--from", str(small_backup)))
     before = service_rows(make_engine(url))
@@ -282,7 +307,7 @@ def test_restore_into_a_non_empty_database_needs_force(small_backup: Path, tmp_p
 
 
 @pytest.mark.parametrize("damage", ["truncated", "gzip_corrupted", "row_altered", "row_dropped", "not_a_backup"])
-def test_a_damaged_backup_is_refused_with_one_line_and_nothing_written(small_backup: Path, tmp_path: Path, damage: str) -> None:
+def test_a_damaged_backup_is_refused_with_one_line_and_nothing_written(partledger: Callable[..., subprocess.CompletedProcess[str]], small_backup: Path, tmp_path: Path, damage: str) -> None:
     packed = small_backup.read_bytes()
     lines = gzip.decompress(packed).splitlines(keepends=True)
     damaged = tmp_path / "damaged.jsonl.gz"
@@ -305,4 +330,4 @@ def test_a_damaged_backup_is_refused_with_one_line_and_nothing_written(small_bac
         words = "not a PartLedger service backup"
     url = f"sqlite:///{tmp_path / 'target.db'}"
     refused(partledger("restore", "--db", url, "--from", str(damaged)), words)
-    assert not (tmp_path / "target.db").exists() or not any(service_rows(make_engine(url)).values())
+    assert not (tmp_path / "target.db").exists()  # the file is checked whole before the database is even opened
