@@ -27,6 +27,7 @@ from ledger_service.auth import Principal
 from ledger_service.errors import Conflict, Forbidden, NotFound, Unprocessable
 from ledger_service.operations import OPERATIONS, Operation
 from ledger_service.tables import ChainTransaction, Command, CommandItem, IdempotencyRecord
+from partledger.failpoints import failpoint
 from partledger.model import CUSTODY_ROLES, PartStatus, Role
 
 T_IDEM, T_CMD, T_ITEM, T_TX = IdempotencyRecord.__table__, Command.__table__, CommandItem.__table__, ChainTransaction.__table__
@@ -197,11 +198,13 @@ class Outbox:
                 ])  # fmt: skip
                 if draft.after_write is not None:
                     draft.after_write(conn, command_id)
+                failpoint("api.before_commit")  # written, not committed: the client gets no answer and retries
         except IntegrityError:
             replay = self.replay(principal.org_id, idempotency_key, request_sha256) if idempotency_key is not None else None
             if replay is None:
                 raise
             return replay  # a concurrent request with the same key was written first
+        failpoint("api.after_commit")  # committed, the 202 not sent: the client's retry must get the same command
         return answer
 
     def replay(self, org_id: int, key: str, request_sha256: str) -> dict[str, Any] | None:

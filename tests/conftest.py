@@ -33,6 +33,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "heavy: a module that takes minutes; scheduled first so that the workers finish together")
     config.addinivalue_line("markers", "spread: the module's tests may run on different workers (each builds the module's fixtures)")
+    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist's work unit (set by this conftest), also without xdist")
     seed = run_seed()
     from hypothesis import core
 

@@ -3,8 +3,9 @@
 The suite runs on several pytest-xdist workers at once. Asking the kernel for a free port (bind to port 0, close,
 hand the number on) races: two workers can be handed the same number before either server binds it. Here each
 worker takes ports from a range of its own instead, below the kernel's ephemeral range (32768 and up, where client
-connections get their ports), and walks it in order, so no two workers ever pick the same port and no port is
-handed out twice in a run.
+connections get their ports), and walks it in order from a point chosen by its process id, so no two workers of a
+run ever pick the same port, no port is handed out twice in a run, and two runs on one machine (two developers, or
+a developer and CI) start far apart.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ def worker_index() -> int:
     return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
 
 
-def _worker_ports() -> itertools.cycle[int]:
+def _worker_ports() -> itertools.islice[int]:
     start = FIRST_PORT + worker_index() * PORTS_PER_WORKER
-    return itertools.cycle(range(start, start + PORTS_PER_WORKER))
+    ports = itertools.cycle(range(start, start + PORTS_PER_WORKER))
+    return itertools.islice(ports, os.getpid() * 7919 % PORTS_PER_WORKER, None)
 
 
 _ports = _worker_ports()

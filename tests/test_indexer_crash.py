@@ -33,6 +33,7 @@ from partledger.artifacts import REPO_ROOT
 from partledger.db import make_engine
 from partledger.manifest import save_manifest
 from tests.chainkit import Ledger
+from tests.forkserver import ForkedProcess, ForkServer
 from tests.pgcluster import PostgresCluster, unique_name
 from tests.test_indexer_equality import ChainRecord, Reference, assert_mirror_equals, read_chain, rebuild
 from tests.workload import Workload, start_chain
@@ -87,11 +88,17 @@ def crash_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrashChain
 # --- the indexer process ----------------------------------------------------------------------------------------------
 
 
-def spawn_indexer(chain: CrashChain, db_url: str, logs: Path, *, once: bool = False, batch_blocks: int = BATCH_BLOCKS) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "partledger_cli", "index", "--manifest", str(chain.manifest), "--db", db_url, "--batch-blocks", str(batch_blocks)]  # fmt: skip
+def spawn_indexer(
+    chain: CrashChain, db_url: str, logs: Path, *, once: bool = False, batch_blocks: int = BATCH_BLOCKS, forkserver: ForkServer | None = None
+) -> subprocess.Popen[bytes] | ForkedProcess:
+    """`partledger index` as a fresh process, or forked from the preloaded fork server."""
+    arguments = ["index", "--manifest", str(chain.manifest), "--db", db_url, "--batch-blocks", str(batch_blocks)] + (["--once"] if once else [])
     logs.mkdir(parents=True, exist_ok=True)
+    (logs / "stderr").write_bytes(b"")
+    if forkserver is not None:
+        return forkserver.spawn(arguments, env=dict(os.environ), stdout=logs / "stdout", stderr=logs / "stderr")
     with open(logs / "stdout", "ab") as out, open(logs / "stderr", "wb") as err:
-        return subprocess.Popen(command + (["--once"] if once else []), cwd=REPO_ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        return subprocess.Popen([sys.executable, "-m", "partledger_cli", *arguments], cwd=REPO_ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
 
 
 def read_cursor(engine: Engine) -> int | None:
@@ -133,18 +140,20 @@ class KillLog:
     seconds: float = 0.0
 
 
-def kill_repeatedly(chain: CrashChain, backend: str, db_url: str, workdir: Path, rng: random.Random) -> KillLog:
+def kill_repeatedly(chain: CrashChain, backend: str, db_url: str, workdir: Path, rng: random.Random, forkserver: ForkServer) -> KillLog:
     """Starts the indexer, SIGKILLs it at a random point, checks the mirror, and again, KILLS times; then lets it
-    catch up and compares the whole mirror with the chain."""
+    catch up and compares the whole mirror with the chain. The first run is a fresh process, the later ones are
+    forked from the fork server (the imports paid once); the last catch-up is a fresh process again."""
     log, started = KillLog(backend), time.monotonic()
     engine = make_engine(db_url)
     head = chain.reference.head
     while len(log.kills) < KILLS:
         before = read_cursor(engine)
-        process = spawn_indexer(chain, db_url, workdir / f"run-{len(log.kills) + log.refusals}")
+        runs = len(log.kills) + log.refusals
+        process = spawn_indexer(chain, db_url, workdir / f"run-{runs}", forkserver=forkserver if runs else None)
         remaining = head - (before or 0)
         if remaining <= 0 or rng.random() < 0.1:
-            moment = "anywhere"  # in the imports, the migration, the lock, or a write
+            moment = "anywhere"  # in the start-up, the migration, the lock, or a write
             deadline = time.monotonic() + rng.uniform(0.1, 2.5)
             while time.monotonic() < deadline and process.poll() is None:
                 time.sleep(0.01)
@@ -185,12 +194,13 @@ def kill_repeatedly(chain: CrashChain, backend: str, db_url: str, workdir: Path,
 
 
 @pytest.mark.timeout(1200)  # ~2.5 min on an idle 2-core machine, far longer when other suites share it
-def test_sigkilled_indexer_converges_to_the_chain_on_sqlite_and_postgresql(crash_chain: CrashChain, postgres: PostgresCluster, tmp_path: Path) -> None:  # fmt: skip
-    """Both backends at once, one thread each: a run is mostly the CLI's imports (~2 s of CPU), on two cores."""
+def test_sigkilled_indexer_converges_to_the_chain_on_sqlite_and_postgresql(crash_chain: CrashChain, postgres: PostgresCluster, tmp_path: Path, forkserver: ForkServer, test_rng: random.Random) -> None:  # fmt: skip
+    """Both backends at once, one thread each."""
     urls = {"sqlite": f"sqlite:///{tmp_path / 'crash.db'}", "postgresql": postgres.create_database(unique_name("crash"))}
+    kill_seed = test_rng.randrange(2**32)  # from the run's seed: where each kill lands
     with ThreadPoolExecutor(max_workers=len(urls)) as pool:
         futures = {
-            backend: pool.submit(kill_repeatedly, crash_chain, backend, url, tmp_path / backend, random.Random(f"{SEED}-{backend}"))
+            backend: pool.submit(kill_repeatedly, crash_chain, backend, url, tmp_path / backend, random.Random(f"{kill_seed}-{backend}"), forkserver)
             for backend, url in urls.items()
         }
         logs = {backend: future.result() for backend, future in futures.items()}

@@ -25,7 +25,8 @@ from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from partledger.anvil import AnvilNode, free_port
+from partledger.anvil import AnvilNode
+from tests.ports import free_port
 from partledger.artifacts import load_artifact
 from partledger.chain import require_chain, send_call, send_transaction
 from partledger.deploy import deploy_contracts
@@ -34,7 +35,8 @@ from partledger.ids import ascii32
 from partledger.manifest import load_manifest
 from partledger.model import Role
 from tests.chainkit import GTIN_A, Ledger, reverts
-from tests.test_cli_devnet import assert_one_line_error, run_cli
+from tests.forkserver import ForkServer
+from tests.test_cli_devnet import assert_one_line_error
 from wallets.errors import RotationIncomplete, SignerError, SignerMismatch, SignerUnavailable
 from wallets.keystore import PASSPHRASE_FILE_ENV, create_keystore, keystore_address, load_keystore, write_passphrase_file
 from wallets.rotation import rotate_site_key
@@ -370,9 +372,16 @@ class WalletWorld:
     org_id: int
     results: dict[str, subprocess.CompletedProcess[str]] = field(default_factory=dict)
     server_log: Path | None = None
+    forkserver: ForkServer | None = None
 
     def cli(self, step: str, *arguments: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        result = run_cli(*arguments, env={PASSPHRASE_FILE_ENV: str(self.passphrase_file), **(env or {})}, check=check)
+        """`partledger ARGUMENTS` in a process of its own, forked from the worker's fork server (the imports paid
+        once for the module's twenty runs; test_cli_devnet.py starts the command line from scratch)."""
+        assert self.forkserver is not None
+        env = {**os.environ, PASSPHRASE_FILE_ENV: str(self.passphrase_file), **(env or {})}
+        result = self.forkserver.run(list(arguments), env=env, workdir=self.root / "cli", timeout=120)
+        if check:
+            assert result.returncode == 0, result.stderr
         self.results[step] = result
         return result
 
@@ -390,12 +399,12 @@ class WalletWorld:
 
 
 @pytest.fixture(scope="module")
-def world(anvil: AnvilNode, w3: Web3, tmp_path_factory: pytest.TempPathFactory) -> WalletWorld:
+def world(anvil: AnvilNode, w3: Web3, tmp_path_factory: pytest.TempPathFactory, forkserver: ForkServer) -> WalletWorld:
     root = tmp_path_factory.mktemp("wallet")
     passphrase = write_passphrase_file(root / "passphrase")
     keys = root / "keys"
     create_keystore(keys / "operator.json", passphrase, light=True)
-    world = WalletWorld(root, keys, passphrase, root / "passphrase", keys / "operator.json", root / "manifest.json", org_id=0)
+    world = WalletWorld(root, keys, passphrase, root / "passphrase", keys / "operator.json", root / "manifest.json", org_id=0, forkserver=forkserver)
     world.cli("deploy", "deploy", "--rpc", anvil.url, "--keystore", str(world.operator), "--out", str(world.manifest))
     operator = LocalSigner.from_keystore(world.operator, passphrase)
     registry = world.registry(w3)

@@ -1,6 +1,11 @@
-"""The write path's crash safety with real processes: the service (`python -m partledger_cli serve`) SIGKILLed dozens
-of times at the submitter's failpoints during a stream of 2,000 parts, and the chain node stopped for 30 s in the
-middle of a stream while the API keeps accepting.
+"""The write path's crash safety with real processes: the service (`partledger serve`) SIGKILLed a hundred times at
+the failpoints of the HTTP accept path and of the submitter during a stream of 2,000 parts, with the service's own
+database on SQLite and on PostgreSQL; and the chain node stopped for 30 s in the middle of a stream while the API
+keeps accepting.
+
+The first run of the service in a test is a fresh `python -m partledger_cli serve`; the runs after a kill are forked
+from a preloaded fork server (tests/forkserver.py), so that a hundred restarts do not pay a hundred interpreter
+start-ups. The failpoints' draws are seeded from the run's seed (PARTLEDGER_TEST_SEED).
 
 Each test runs its own Anvil (with --state, so that it can be stopped and started again on the same port); the
 indexer follows in a thread of the test process. Clients retry a request that got no answer with the same
@@ -29,24 +34,28 @@ from sqlalchemy import func, select
 from web3.exceptions import TransactionNotFound
 
 from ledger_service.tables import ChainTransaction, Command, CommandItem
-from partledger.anvil import AnvilConfig, AnvilNode, free_port
+from partledger.anvil import AnvilConfig, AnvilNode
+from tests.ports import free_port
 from partledger.artifacts import REPO_ROOT
 from partledger.chain import connect
 from partledger.db import make_engine
 from partledger.ids import part_id, part_id_unchecked
 from tests.chainkit import ANVIL_ACCOUNTS, GTIN_B, Ledger, build_ledger
+from tests.forkserver import ForkedProcess, ForkServer
+from tests.seed import run_seed
 from tests.servicekit import IndexerThread, Stack, prepare_stack
 
 pytestmark = pytest.mark.chain
 
-FAILPOINTS = ("submitter.after_sign", "submitter.after_send", "submitter.before_receipt")
+FAILPOINTS = ("api.before_commit", "api.after_commit", "submitter.after_sign", "submitter.after_send", "submitter.before_receipt")
 KILLS_PER_FAILPOINT = 20
-KILL_PROBABILITY = 0.35  # per pass through the armed failpoint (once per batch of transactions); one failpoint is armed per run of the service
+KILL_PROBABILITY = 0.35  # per pass through the armed failpoint (once per request, or once per batch of transactions); one failpoint is armed per run of the service
 STREAM_PARTS = 2_000
 PARTS_PER_REQUEST = 20
 PARTS_PER_TX = 10  # small transactions: some 600 of them, so that each failpoint is passed often
 AHEAD = 10  # registrations posted ahead of the oldest batch not yet shipped
 OUTAGE_SECONDS = 30.0
+SERVICE_DATABASES = ("sqlite", "postgresql")  # the service's own database, with its outbox
 T_TX, T_ITEM, T_CMD = ChainTransaction.__table__, CommandItem.__table__, Command.__table__
 
 
@@ -78,12 +87,12 @@ def chain(tmp_path: Path) -> Iterator[Chain]:
         chain.node.stop()
 
 
-@pytest.fixture
+@pytest.fixture(params=SERVICE_DATABASES)
 def stack(chain: Chain, tmp_path: Path, request: pytest.FixtureRequest) -> Stack:
-    """The service's databases on SQLite; PARTLEDGER_CRASH_SERVICE_DB=postgresql puts the service's own on
-    PostgreSQL instead, for a run on demand (the suite's time allows one kind only)."""
+    """The mirror on SQLite (the indexer runs in a thread of the test); the service's own database, with its outbox,
+    on each kind."""
     service_db_url = f"sqlite:///{tmp_path / 'service.db'}"
-    if os.environ.get("PARTLEDGER_CRASH_SERVICE_DB") == "postgresql":
+    if request.param == "postgresql":
         from tests.pgcluster import unique_name
 
         service_db_url = request.getfixturevalue("postgres").create_database(unique_name("crash"))
@@ -98,8 +107,19 @@ class Service:
     at most one failpoint — the one with the fewest kills still under its target — so that a SIGKILL is
     attributed to it exactly."""
 
-    def __init__(self, stack: Stack, workdir: Path, *, env: dict[str, str] | None = None, kill_targets: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        workdir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        kill_targets: dict[str, int] | None = None,
+        forkserver: ForkServer | None = None,
+        seed: str = "",
+    ) -> None:
         self.stack = stack
+        self.forkserver = forkserver
+        self.seed = seed
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **stack.env(), **(env or {})}
@@ -112,7 +132,7 @@ class Service:
         self.unanswered = 0  # requests that got no answer and were sent again
         self.replays = 0  # POSTs answered from the idempotency record: the first attempt's 202 was lost
         self.armed: str | None = None
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | ForkedProcess | None = None
         self.http = requests.Session()
 
     # lifecycle
@@ -143,14 +163,18 @@ class Service:
         env = dict(self.env)
         if self.armed is not None:
             env["PARTLEDGER_FAILPOINTS"] = f"{self.armed}={KILL_PROBABILITY}"
+            env["PARTLEDGER_FAILPOINTS_SEED"] = f"{self.seed}:{self.runs}"
         self.runs += 1
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== run {self.runs}, failpoint {self.armed}, {time.strftime('%H:%M:%S')} ===\n".encode())
-            log.flush()
+        arguments = ["serve", "--port", str(self.port)]
+        if self.forkserver is not None and self.runs > 1:
+            self.process = self.forkserver.spawn(arguments, env=env, stdout=self.log_path)
+            return
+        with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "partledger_cli", "serve", "--port", str(self.port)],
-                cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                [sys.executable, "-m", "partledger_cli", *arguments], cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def _reap(self) -> None:
         """Counts a run that died by its failpoint's SIGKILL; any other end is a failure."""
@@ -304,14 +328,20 @@ def assert_exactly_once_and_gapless(service: Service, stack: Stack, accepted: Ac
 # --- the tests --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(1800)  # some 60 service starts: minutes on a loaded machine
-def test_sigkilled_service_loses_and_duplicates_nothing(chain: Chain, stack: Stack, tmp_path: Path) -> None:
+@pytest.mark.timeout(1800)  # some 100 service starts: minutes on a loaded machine
+def test_sigkilled_service_loses_and_duplicates_nothing(chain: Chain, stack: Stack, tmp_path: Path, forkserver: ForkServer, request: pytest.FixtureRequest) -> None:
     """2,000 parts registered, shipped and received in 300 requests while the service is SIGKILLed at least 20
-    times at each submitter failpoint (after the outbox write and before sending; after sending and before
-    recording it; with the receipt on chain and not recorded), and started again each time. The three kinds of
-    command interleave: a batch is shipped once its registration is indexed, received once its shipment is."""
+    times at each failpoint (a request's command written and not committed; committed and the 202 not sent; after
+    the outbox write and before sending; after sending and before recording it; with the receipt on chain and not
+    recorded), and started again each time. The three kinds of command interleave: a batch is shipped once its
+    registration is indexed, received once its shipment is."""
     service = Service(
-        stack, tmp_path, env={"PARTLEDGER_MAX_PARTS_PER_TX": str(PARTS_PER_TX)}, kill_targets=dict.fromkeys(FAILPOINTS, KILLS_PER_FAILPOINT)
+        stack,
+        tmp_path,
+        env={"PARTLEDGER_MAX_PARTS_PER_TX": str(PARTS_PER_TX)},
+        kill_targets=dict.fromkeys(FAILPOINTS, KILLS_PER_FAILPOINT),
+        forkserver=forkserver,
+        seed=f"{run_seed()}:{request.node.callspec.id}",
     )
     accepted = Accepted()
     warehouse = chain.ledger.orgs["warehouse"].id
