@@ -44,7 +44,7 @@ from tests.servicekit import Stack, prepare_stack, running_service, wait_command
 from tests.test_indexer_equality import assert_same_rows, db_rows
 from tests.workload import Workload, start_chain
 
-pytestmark = pytest.mark.chain
+pytestmark = [pytest.mark.chain, pytest.mark.heavy]
 
 ROUNDS = 4  # workload rounds, the indexer catching up after each
 OPERATIONS_PER_ROUND = 600

@@ -38,7 +38,7 @@ from tests.pgcluster import PostgresCluster, unique_name
 from tests.test_indexer_equality import ChainRecord, Reference, assert_mirror_equals, read_chain, rebuild
 from tests.workload import Workload, start_chain
 
-pytestmark = pytest.mark.chain
+pytestmark = [pytest.mark.chain, pytest.mark.heavy]
 
 SEED = int(os.environ.get("PARTLEDGER_WORKLOAD_SEED", "50"))
 PART_EVENTS = 50_000

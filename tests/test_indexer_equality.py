@@ -37,7 +37,7 @@ from partledger.ids import ascii32, part_id_unchecked
 from tests.chainkit import GTIN_A, Ledger
 from tests.workload import Rpc, Workload, WorkloadStats, index_to_head, start_chain
 
-pytestmark = pytest.mark.chain
+pytestmark = [pytest.mark.chain, pytest.mark.heavy]
 
 SEED = int(os.environ.get("PARTLEDGER_WORKLOAD_SEED", "20260"))
 OPERATIONS = 10_000

@@ -54,7 +54,7 @@ from partledger.ids import ascii32, part_id
 from partledger.model import CUSTODY_ROLES, DocType, PartStatus, Role
 from tests.chainkit import ANVIL_ACCOUNTS, GTIN_A, GTIN_B, Ledger, build_ledger, dev_account
 
-pytestmark = pytest.mark.chain
+pytestmark = [pytest.mark.chain, pytest.mark.heavy]
 
 MAX_DEPTH = 10
 FINALITY = MAX_DEPTH  # the random test's finality depth: its deepest reorganisations stand right on the limit

@@ -35,7 +35,7 @@ from partledger.ids import ascii32, part_id_unchecked
 from partledger.model import CUSTODY_ROLES, PartStatus, Role
 from tests.chainkit import GTIN_A, Ledger, revert_to, snapshot
 
-pytestmark = pytest.mark.chain
+pytestmark = [pytest.mark.chain, pytest.mark.heavy]
 
 EXAMPLES = 60  # sequences; set here, not by the profile, to keep the file at about a minute
 STEPS = 15

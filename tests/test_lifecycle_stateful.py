@@ -43,7 +43,7 @@ from partledger.ids import ascii32, part_id_unchecked
 from partledger.model import CUSTODY_ROLES, PartStatus, Role
 from tests.chainkit import GTIN_A, GTIN_B, Ledger, revert_to, snapshot
 
-pytestmark = pytest.mark.chain
+pytestmark = [pytest.mark.chain, pytest.mark.heavy]
 
 STEPS = 20  # stateful_step_count; max_examples comes from the loaded profile ("ci": 200)
 
