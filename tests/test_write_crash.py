@@ -45,11 +45,11 @@ from tests.forkserver import ForkedProcess, ForkServer
 from tests.seed import run_seed
 from tests.servicekit import IndexerThread, Stack, prepare_stack
 
-pytestmark = pytest.mark.chain
+pytestmark = [pytest.mark.chain, pytest.mark.heavy, pytest.mark.spread]
 
 FAILPOINTS = ("api.before_commit", "api.after_commit", "submitter.after_sign", "submitter.after_send", "submitter.before_receipt")
 KILLS_PER_FAILPOINT = 20
-KILL_PROBABILITY = 0.35  # per pass through the armed failpoint (once per request, or once per batch of transactions); one failpoint is armed per run of the service
+KILL_PROBABILITY = 0.5  # per pass through the armed failpoint (once per request, or once per batch of transactions); one failpoint is armed per run of the service
 STREAM_PARTS = 2_000
 PARTS_PER_REQUEST = 20
 PARTS_PER_TX = 10  # small transactions: some 600 of them, so that each failpoint is passed often
@@ -183,6 +183,9 @@ class Service:
         if code != -signal.SIGKILL or self.armed is None:
             raise AssertionError(f"the service exited with {code} (failpoint {self.armed})\n{self.log_tail()}")
         self.kills[self.armed] += 1
+
+    def kills_missing(self) -> bool:
+        return any(self.kills[name] < target for name, target in self.kill_targets.items())
 
     def ensure_running(self) -> None:
         if self.process is None:
@@ -330,10 +333,10 @@ def assert_exactly_once_and_gapless(service: Service, stack: Stack, accepted: Ac
 
 @pytest.mark.timeout(1800)  # some 100 service starts: minutes on a loaded machine
 def test_sigkilled_service_loses_and_duplicates_nothing(chain: Chain, stack: Stack, tmp_path: Path, forkserver: ForkServer, request: pytest.FixtureRequest) -> None:
-    """2,000 parts registered, shipped and received in 300 requests while the service is SIGKILLed at least 20
+    """2,000 parts (more if need be) registered, shipped and received in 300 requests while the service is SIGKILLed at least 20
     times at each failpoint (a request's command written and not committed; committed and the 202 not sent; after
     the outbox write and before sending; after sending and before recording it; with the receipt on chain and not
-    recorded), and started again each time. The three kinds of command interleave: a batch is shipped once its
+    recorded), and started again each time; the stream goes on past 2,000 parts until every failpoint had its kills. The three kinds of command interleave: a batch is shipped once its
     registration is indexed, received once its shipment is."""
     service = Service(
         stack,
@@ -347,6 +350,7 @@ def test_sigkilled_service_loses_and_duplicates_nothing(chain: Chain, stack: Sta
     warehouse = chain.ledger.orgs["warehouse"].id
     serials = chunks(serials_of("K", STREAM_PARTS), PARTS_PER_REQUEST)
     batches = [hex_ids(chunk) for chunk in serials]
+    serials_at_start = list(serials)
 
     def post(kind: str, org: str, number: int) -> str:
         ids = batches[number]
@@ -373,6 +377,11 @@ def test_sigkilled_service_loses_and_duplicates_nothing(chain: Chain, stack: Sta
             shipped: deque[tuple[int, str]] = deque()
             following = 0
             while following < len(batches) or registered or shipped:
+                if following == len(batches) and service.kills_missing():  # the stream goes on until every failpoint had its kills
+                    assert len(batches) < 4 * len(serials_at_start), f"{4 * STREAM_PARTS} parts streamed and still {dict(service.kills)}"
+                    more = chunks(serials_of(f"K{len(batches)}-", 10 * PARTS_PER_REQUEST), PARTS_PER_REQUEST)
+                    serials.extend(more)
+                    batches.extend(hex_ids(chunk) for chunk in more)
                 moved = False
                 if following < len(batches) and len(registered) < AHEAD:
                     registered.append((following, post("register", "maker", following)))
@@ -391,7 +400,7 @@ def test_sigkilled_service_loses_and_duplicates_nothing(chain: Chain, stack: Sta
                 service.wait_confirmed(org, command_id)
             report = assert_exactly_once_and_gapless(service, stack, accepted)
             startup = sum(service.startup_seconds) / len(service.startup_seconds)
-            print(f"\nSIGKILL test: kills {dict(service.kills)}, runs {service.runs} (start {startup:.1f}s on average), "
+            print(f"\nSIGKILL test: {len(batches) * PARTS_PER_REQUEST} parts, kills {dict(service.kills)}, runs {service.runs} (start {startup:.1f}s on average), "
                   f"requests sent again {service.unanswered}, replayed 202s {service.replays}, {report}")  # fmt: skip
             for name in FAILPOINTS:
                 assert service.kills[name] >= KILLS_PER_FAILPOINT, dict(service.kills)
