@@ -17,6 +17,9 @@ corrupted file is refused before anything is written. It then migrates the targe
 every row in one transaction, moves PostgreSQL's id sequences past the restored ids, and migrates to the current
 revision. A target whose service tables hold rows is refused unless --force (which empties them first). SQLite and
 PostgreSQL restore into each other.
+
+SQLAlchemy, Alembic and the service's tables are imported inside the functions that use them, so that
+`partledger --help` starts without them.
 """
 
 from __future__ import annotations
@@ -30,21 +33,15 @@ import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
-from alembic.util.exc import CommandError
-from sqlalchemy import column, delete, func, inspect, select, table, text
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.types import Boolean, LargeBinary
 
-from ledger_service import audit_tables, scan_tables  # noqa: F401 - their tables join SERVICE_METADATA
-from ledger_service import migrate as service_migrate
-from ledger_service.tables import SERVICE_METADATA
-from partledger import migrations
-from partledger.db import make_engine
 from partledger.errors import PartLedgerError
+
+if TYPE_CHECKING:
+    from sqlalchemy import MetaData
+    from sqlalchemy.engine import Connection, Engine
 
 FORMAT = "partledger-service-backup"
 VERSION = 1
@@ -65,6 +62,8 @@ def backup_command(
     out: Annotated[Path, typer.Option(help="the backup file to write (gzip'd JSON lines)")],
 ) -> None:
     """Write the service's private tables (API keys, outbox, encrypted VINs, scans, audit log, ...) to one file."""
+    from partledger.db import make_engine
+
     header = backup(make_engine(db), out)
     rows = sum(entry["rows"] for entry in header["tables"])
     typer.echo(f"backed up {rows} rows of {len(header['tables'])} tables (revision {header['alembic_revision']}) to {out}, body sha256 {header['body_sha256']}")
@@ -76,6 +75,8 @@ def restore_command(
     force: Annotated[bool, typer.Option("--force", help="empty the service tables of a non-empty database first")] = False,
 ) -> None:
     """Restore the service's private tables from a backup file, into a fresh SQLite or PostgreSQL database."""
+    from partledger.db import make_engine
+
     header = restore(make_engine(db), source, force=force)
     rows = sum(entry["rows"] for entry in header["tables"])
     typer.echo(f"restored {rows} rows of {len(header['tables'])} tables (revision {header['alembic_revision']}) from {source}")
@@ -84,12 +85,25 @@ def restore_command(
 # --- backup ---------------------------------------------------------------------------------------------------
 
 
+def _service_metadata() -> MetaData:
+    from ledger_service import audit_tables, scan_tables  # noqa: F401 - their tables join SERVICE_METADATA
+    from ledger_service.tables import SERVICE_METADATA
+
+    return SERVICE_METADATA
+
+
 def _existing_service_tables(conn: Connection) -> list[str]:
+    from sqlalchemy import inspect
+
     present = set(inspect(conn).get_table_names())
-    return [t.name for t in SERVICE_METADATA.sorted_tables if t.name in present]
+    return [t.name for t in _service_metadata().sorted_tables if t.name in present]
 
 
 def _revision(conn: Connection) -> str | None:
+    from sqlalchemy import inspect, text
+
+    from ledger_service import migrate as service_migrate
+
     if service_migrate.VERSION_TABLE not in inspect(conn).get_table_names():
         return None
     return conn.execute(text(f"SELECT version_num FROM {service_migrate.VERSION_TABLE}")).scalar()
@@ -97,6 +111,8 @@ def _revision(conn: Connection) -> str | None:
 
 def _kind(column_type: Any) -> str:
     """How a column's values are written: binary as hex; booleans as JSON booleans (SQLite hands out 0 and 1)."""
+    from sqlalchemy.types import Boolean, LargeBinary
+
     if isinstance(column_type, LargeBinary):
         return "binary"
     return "boolean" if isinstance(column_type, Boolean) else "value"
@@ -114,6 +130,11 @@ def _decode(value: Any, kind: str) -> Any:
 
 def backup(engine: Engine, out: Path) -> dict[str, Any]:
     """Dumps every service table in one snapshot; returns the header written."""
+    from sqlalchemy import column, inspect, select, table
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ledger_service import migrate as service_migrate
+
     try:
         with engine.connect() as conn:
             if conn.dialect.name == "postgresql":
@@ -224,6 +245,8 @@ def check_file(source: Path) -> dict[str, Any]:
 
 
 def _rows_present(conn: Connection) -> dict[str, int]:
+    from sqlalchemy import func, select, table
+
     present = {}
     for name in _existing_service_tables(conn):
         count = conn.execute(select(func.count()).select_from(table(name))).scalar()
@@ -234,6 +257,13 @@ def _rows_present(conn: Connection) -> dict[str, int]:
 
 def restore(engine: Engine, source: Path, *, force: bool = False) -> dict[str, Any]:
     """Restores a checked backup into `engine`'s database; returns the file's header."""
+    from alembic.util.exc import CommandError
+    from sqlalchemy import delete, table
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ledger_service import migrate as service_migrate
+    from partledger import migrations
+
     header = check_file(source)
     shown = engine.url.render_as_string(hide_password=True)
     try:
@@ -251,7 +281,7 @@ def restore(engine: Engine, source: Path, *, force: bool = False) -> dict[str, A
             missing = [entry["name"] for entry in header["tables"] if entry["name"] not in existing]
             if missing:
                 raise BackupError(f"{shown} lacks the tables {', '.join(missing)} after migrating to revision {header['alembic_revision']}")
-            for name in reversed([t.name for t in SERVICE_METADATA.sorted_tables if t.name in existing]):
+            for name in reversed([t.name for t in _service_metadata().sorted_tables if t.name in existing]):
                 conn.execute(delete(table(name)))
             _insert_rows(conn, source, header)
             if conn.dialect.name == "postgresql":
@@ -263,6 +293,8 @@ def restore(engine: Engine, source: Path, *, force: bool = False) -> dict[str, A
 
 
 def _insert_rows(conn: Connection, source: Path, header: dict[str, Any]) -> None:
+    from sqlalchemy import column, table
+
     targets = {}
     kinds = {}
     for entry in header["tables"]:
@@ -289,6 +321,8 @@ def _insert_rows(conn: Connection, source: Path, header: dict[str, Any]) -> None
 
 def _advance_sequences(conn: Connection, header: dict[str, Any]) -> None:
     """Explicit ids do not move PostgreSQL's serial sequences: set each one past the largest restored id."""
+    from sqlalchemy import text
+
     for entry in header["tables"]:
         for col in entry["columns"]:
             sequence = conn.execute(text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": entry["name"], "c": col["name"]}).scalar()

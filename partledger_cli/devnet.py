@@ -1,27 +1,27 @@
-"""`partledger devnet`: a local Anvil chain with the contracts deployed and a demo consortium seeded."""
+"""`partledger devnet`: a local Anvil chain with the contracts deployed and a demo consortium seeded.
+
+web3, eth-account and the Anvil runner are imported inside the functions that use them, so that `partledger --help`
+and every other command start without them.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from web3 import Web3
-
-from partledger.anvil import AnvilConfig, AnvilNode, stop_pid, wait_until_ready
 from partledger.artifacts import all_artifacts, load_artifact
-from partledger.chain import connect, send_call
-from partledger.deploy import deploy_contracts
 from partledger.errors import DevnetError
-from partledger.ids import ascii32
 from partledger.manifest import Manifest, save_manifest
 from partledger.model import Role
-from wallets.keystore import create_keystore, write_passphrase_file
 
-from partledger_cli.paths import DEVNET_DIR, DevnetPaths, default_paths  # noqa: E402 - re-exported
+from partledger_cli.paths import DEVNET_DIR, DevnetPaths, default_paths  # noqa: F401 - default_paths re-exported
+
+if TYPE_CHECKING:
+    from web3 import Web3
+
+    from partledger.anvil import AnvilConfig
 
 CONSORTIUM_FILE = DEVNET_DIR / "consortium.json"
 
@@ -38,6 +38,8 @@ def running_pid(paths: DevnetPaths) -> int | None:
 
 def devnet_up(config: AnvilConfig, paths: DevnetPaths) -> dict[str, Any]:
     """Starts Anvil detached, deploys, seeds the demo consortium, writes the manifest; returns the consortium."""
+    from partledger.anvil import AnvilNode
+
     if running_pid(paths) is not None:
         raise DevnetError(f"the devnet is already running (pid {paths.pid.read_text().strip()}); `partledger devnet down` first")
     all_artifacts()  # fail before starting anything when artifacts are missing
@@ -55,6 +57,11 @@ def devnet_up(config: AnvilConfig, paths: DevnetPaths) -> dict[str, Any]:
 
 
 def _deploy_and_seed(config: AnvilConfig, paths: DevnetPaths) -> dict[str, Any]:
+    from partledger.chain import connect, send_call
+    from partledger.deploy import deploy_contracts
+    from partledger.ids import ascii32
+    from wallets.keystore import create_keystore, write_passphrase_file
+
     w3 = connect(config.url)
     passphrase = write_passphrase_file(paths.passphrase)
     operator = create_keystore(paths.keys / "operator.json", passphrase, light=True)
@@ -95,12 +102,17 @@ def _fund(w3: Web3, config: AnvilConfig, address: str) -> None:
 
 def devnet_down(paths: DevnetPaths) -> bool:
     """Stops the devnet's Anvil; False when none was running."""
+    from partledger.anvil import stop_pid
+
     pid = running_pid(paths)
     paths.pid.unlink(missing_ok=True)
     return pid is not None and stop_pid(pid)
 
 
 def devnet_status(paths: DevnetPaths) -> dict[str, Any]:
+    from partledger.anvil import wait_until_ready
+    from partledger.chain import connect
+
     pid = running_pid(paths)
     if pid is None:
         return {"running": False}

@@ -1,4 +1,7 @@
-"""`partledger index`: run the indexer (one writer per database), or rebuild the mirror from the chain alone."""
+"""`partledger index`: run the indexer (one writer per database), or rebuild the mirror from the chain alone.
+
+The indexer and SQLAlchemy are imported inside the command, so that `partledger --help` starts without them.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from indexer import migrate
-from indexer.runner import SQLITE_CACHE_MIB, Indexer, IndexerConfig, IndexerLock
-from indexer.sink import Sink
-from indexer.source import JsonRpcSource
-from partledger.db import make_engine
 from partledger.manifest import load_manifest
 from partledger_cli.paths import default_paths
 
@@ -34,6 +32,12 @@ def index_command(
     once: Annotated[bool, typer.Option("--once", help="catch up to the current head, then exit")] = False,
 ) -> None:
     """Mirror the chain into SQL and keep following it (until Ctrl-C or SIGTERM)."""
+    from indexer import migrate
+    from indexer.runner import SQLITE_CACHE_MIB, Indexer, IndexerConfig, IndexerLock
+    from indexer.sink import Sink
+    from indexer.source import JsonRpcSource
+    from partledger.db import make_engine
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loaded = load_manifest(manifest or default_paths().manifest)
     engine = make_engine(db or default_db_url(), sqlite_cache_mib=SQLITE_CACHE_MIB)

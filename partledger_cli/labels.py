@@ -4,37 +4,36 @@ The lot's parts come from the indexer's mirror (so the lot must be registered an
 v3 keystore (passphrase from a secret file or the environment, never the command line) or a Web3Signer-compatible
 remote signer in front of an HSM. Output: a PDF of label sheets (A4 24-up, or one 60 x 40 mm thermal label a page),
 or one PNG or SVG QR code per part.
+
+ReportLab, segno, SQLAlchemy and eth-account are imported inside the command, so that `partledger --help` starts
+without them.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from sqlalchemy import select
 
-from indexer.tables import Lot, Organisation, Part, SiteKey
-from labels.lot import LabelPart, make_labels, write_images
-from labels.sheets import LAYOUTS, write_pdf
-from labels.signature import label_domain
-from partledger.db import make_engine
-from partledger.deploy import dev_key_addresses
 from partledger.errors import ConfigError
 from partledger.manifest import load_manifest
 from partledger_cli.devnet import default_paths
-from wallets.keystore import read_passphrase
-from wallets.signer import LocalSigner, RemoteSigner, Signer
+
+if TYPE_CHECKING:
+    from wallets.signer import Signer
 
 labels_app = typer.Typer(help="QR labels of serialised parts: GS1 Digital Links signed by the manufacturer.", no_args_is_help=True)
 console = Console(stderr=True)
-FORMATS = (*LAYOUTS, "png", "svg")
 
 
 def _signer(keystore: Optional[Path], passphrase_file: Optional[Path], signer_url: Optional[str], signer_address: Optional[str]) -> Signer:
+    from wallets.keystore import read_passphrase
+    from wallets.signer import LocalSigner, RemoteSigner
+
     if signer_url is not None:
         if keystore is not None or signer_address is None:
             raise typer.BadParameter("a remote signer needs --signer-address, and no --keystore")
@@ -64,8 +63,18 @@ def make_command(
     workers: Annotated[int, typer.Option(help="processes drawing QR codes")] = os.cpu_count() or 1,
 ) -> None:
     """Sign and print the labels of every part of a lot."""
-    if fmt not in FORMATS:
-        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
+    from sqlalchemy import select
+
+    from indexer.tables import Lot, Organisation, Part, SiteKey
+    from labels.lot import LabelPart, make_labels, write_images
+    from labels.sheets import LAYOUTS, write_pdf
+    from labels.signature import label_domain
+    from partledger.db import make_engine
+    from partledger.deploy import dev_key_addresses
+
+    formats = (*LAYOUTS, "png", "svg")
+    if fmt not in formats:
+        raise typer.BadParameter(f"--format must be one of {', '.join(formats)}")
     loaded = load_manifest(manifest or default_paths().manifest)
     signer = _signer(keystore, passphrase_file, signer_url, signer_address)
     if signer.address in dev_key_addresses() and not loaded.dev_chain:

@@ -1,4 +1,10 @@
-"""The `partledger` command line. Errors end as one line on stderr and a non-zero exit code, never a traceback."""
+"""The `partledger` command line. Errors end as one line on stderr and a non-zero exit code, never a traceback.
+
+Here and in every module of partledger_cli, web3, eth-account, SQLAlchemy, Alembic, FastAPI and the other heavy
+libraries are imported inside the commands that use them: `partledger --help` (and every command's --help, which
+reads all the command signatures) then starts in a fraction of a second. Command signatures use only standard
+library and Typer types, so that Typer can resolve them.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from partledger.anvil import AnvilConfig
-from partledger.chain import connect, require_chain
-from partledger.deploy import deploy_contracts
 from partledger.errors import PartLedgerError
 from partledger.manifest import load_manifest, save_manifest
 from partledger_cli.backup import register_backup_commands
@@ -24,7 +27,6 @@ from partledger_cli.labels import labels_app
 from partledger_cli.org import org_app
 from partledger_cli.proof import register_proof_commands
 from partledger_cli.stack import down_command, serve_command, up_command
-from wallets.keystore import load_keystore, read_passphrase
 
 app = typer.Typer(help="PartLedger: serialised auto parts, custody and trade evidence on a permissioned EVM chain.", no_args_is_help=True)
 devnet_app = typer.Typer(help="A local Anvil chain with the contracts and a demo consortium.", no_args_is_help=True)
@@ -53,6 +55,8 @@ def devnet_up_command(
     hardfork: Annotated[str, typer.Option(help="EVM hardfork")] = "prague",
 ) -> None:
     """Start Anvil, deploy the contracts, register the demo consortium and write the deployment manifest."""
+    from partledger.anvil import AnvilConfig
+
     config = AnvilConfig(port=port, chain_id=chain_id, block_time=block_time, gas_limit=gas_limit, gas_price=gas_price, hardfork=hardfork)
     paths = default_paths()
     with console.status("starting the devnet: Anvil, contracts, demo consortium"):
@@ -102,6 +106,10 @@ def deploy_command(
     confirmations: Annotated[int, typer.Option(help="blocks until final (0 for QBFT)")] = 0,
 ) -> None:
     """Deploy the contracts to any JSON-RPC chain and write the deployment manifest."""
+    from partledger.chain import connect
+    from partledger.deploy import deploy_contracts
+    from wallets.keystore import load_keystore, read_passphrase
+
     deployer = load_keystore(keystore, read_passphrase(passphrase_file))
     w3 = connect(rpc)
     manifest = deploy_contracts(
@@ -125,6 +133,8 @@ def manifest_check_command(
     rpc: Annotated[Optional[str], typer.Option(help="JSON-RPC URL (default: the manifest's)")] = None,
 ) -> None:
     """Check that a chain is the one a manifest describes: chain id and the code at every address."""
+    from partledger.chain import connect, require_chain
+
     loaded = load_manifest(manifest)
     w3 = connect(rpc or loaded.rpc_url)
     require_chain(w3, chain_id=loaded.chain_id, code={name: (c.address, c.code_hash) for name, c in loaded.contracts.items()})

@@ -1,26 +1,27 @@
-"""`partledger proof get | verify` and `partledger checkpoint export`: auditor proofs from the command line."""
+"""`partledger proof get | verify` and `partledger checkpoint export`: auditor proofs from the command line.
+
+The proof builder and verifier (eth-abi, coincurve, py-trie), httpx and eth-account are imported inside the commands
+that use them, so that `partledger --help` starts without them.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from partledger.errors import ConfigError
 from partledger.manifest import load_manifest
-from partledger.merkle import build_tree
-from partledger.proofs import verifier as v
-from partledger.proofs.builder import BatchRecord, JsonRpc, ProofBuilder, attach_document, dump_bundle, record_json
-from partledger.proofs.checkpoints import chain_target, export_checkpoints
 from partledger_cli.devnet import default_paths
-from wallets.keystore import load_keystore, read_passphrase
-from wallets.signer import LocalSigner
+
+if TYPE_CHECKING:
+    from partledger.proofs import verifier as v
+    from partledger.proofs.builder import BatchRecord, ProofBuilder
 
 proof_app = typer.Typer(help="Auditor proofs: fetch a proof bundle, verify one offline.", no_args_is_help=True)
 checkpoint_app = typer.Typer(help="Operator-signed block-hash checkpoints: the auditor's trust anchor.", no_args_is_help=True)
@@ -46,12 +47,17 @@ def _hex32(text: str, what: str) -> bytes:
 
 
 def _builder(manifest: Path | None, rpc: str | None) -> ProofBuilder:
+    from partledger.proofs.builder import ProofBuilder
+
     loaded = load_manifest(manifest or default_paths().manifest)
     return ProofBuilder(rpc_url=rpc or loaded.rpc_url, manifest=loaded)
 
 
 def _record(path: Path) -> BatchRecord:
     """A batch record file: {"types": [...], "value": [...], "proof": [...]} or {"types", "values": [all], "index"}."""
+    from partledger.merkle import build_tree
+    from partledger.proofs.builder import BatchRecord, record_json
+
     try:
         data = json.loads(path.read_text())
         types = data["types"]
@@ -71,6 +77,10 @@ def _abi_value(kind: str, value: Any) -> Any:
 
 
 def _from_service(url: str, path: str, *, params: dict[str, Any], record: BatchRecord | None) -> dict[str, Any]:
+    import httpx
+
+    from partledger.proofs import verifier as v
+
     api_key = os.environ.get("PARTLEDGER_API_KEY")
     if not api_key:
         raise ConfigError("set PARTLEDGER_API_KEY to fetch a bundle from a PartLedger service")
@@ -103,6 +113,9 @@ def get_command(
     service: Annotated[Optional[str], typer.Option(help="fetch from a PartLedger service at this URL (API key in PARTLEDGER_API_KEY) instead of a node")] = None,
 ) -> None:
     """Fetch the proof bundle of a trade document, a lifecycle event or a batched record."""
+    from partledger.proofs.builder import attach_document, dump_bundle
+    from partledger.proofs.checkpoints import chain_target
+
     if sum(x is not None for x in (doc_hash, tx, batch_root)) != 1 or (tx is None) != (log_index is None):
         raise typer.BadParameter("give exactly one of --doc-hash, --tx with --log-index, or --batch-root")
     batch_record = _record(record) if record is not None else None
@@ -150,6 +163,8 @@ def verify_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the verdict as JSON")] = False,
 ) -> None:
     """Verify a proof bundle offline: every hash, proof and signature, against a trust anchor. Exit 0 only if valid."""
+    from partledger.proofs import verifier as v
+
     try:
         blocks = dict(v.parse_trusted_block(text) for text in trusted_block or [])
     except ValueError as exc:
@@ -206,6 +221,12 @@ def export_command(
     rpc: RpcOption = None,
 ) -> None:
     """Sign block-hash checkpoints with the operator key: the trust anchor auditors take once."""
+    from partledger.proofs import verifier as v
+    from partledger.proofs.builder import JsonRpc
+    from partledger.proofs.checkpoints import export_checkpoints
+    from wallets.keystore import load_keystore, read_passphrase
+    from wallets.signer import LocalSigner
+
     paths = default_paths()
     loaded = load_manifest(manifest or paths.manifest)
     if keystore is None:

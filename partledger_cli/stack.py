@@ -2,6 +2,9 @@
 
 `up` starts the devnet (when it is not running), the indexer and the service as background processes whose pids
 and logs live in the devnet run directory, creates a demo API key per organisation, and prints the URLs.
+
+The service (FastAPI, SQLAlchemy, web3), uvicorn and requests are imported inside the functions that use them, so
+that `partledger --help` starts without them.
 """
 
 from __future__ import annotations
@@ -14,17 +17,8 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import requests
 import typer
-import uvicorn
 
-from ledger_service.app import create_app
-from ledger_service.auth import create_api_key
-from ledger_service import migrate as service_migrate
-from ledger_service.settings import ServiceSettings
-from ledger_service.vault import write_key_file
-from partledger.anvil import AnvilConfig, stop_pid
-from partledger.db import make_engine
 from partledger.errors import DevnetError
 from partledger_cli.devnet import DevnetPaths, default_paths, devnet_down, devnet_up, running_pid
 
@@ -61,6 +55,12 @@ def service_env(paths: DevnetPaths) -> dict[str, str]:
 
 
 def stack_up(paths: DevnetPaths, *, anvil_port: int, api_port: int) -> dict[str, str]:
+    from ledger_service import migrate as service_migrate
+    from ledger_service.auth import create_api_key
+    from ledger_service.vault import write_key_file
+    from partledger.anvil import AnvilConfig
+    from partledger.db import make_engine
+
     if running_pid(paths) is None:
         devnet_up(AnvilConfig(port=anvil_port), paths)
     env = service_env(paths)
@@ -85,6 +85,8 @@ def stack_up(paths: DevnetPaths, *, anvil_port: int, api_port: int) -> dict[str,
 
 
 def _wait_http(url: str, log: Path, timeout: float = 30.0) -> None:
+    import requests
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -96,6 +98,8 @@ def _wait_http(url: str, log: Path, timeout: float = 30.0) -> None:
 
 
 def stack_down(paths: DevnetPaths) -> list[str]:
+    from partledger.anvil import stop_pid
+
     stopped = []
     for name in ("service", "indexer"):
         pid = _pid_alive(paths.run / f"{name}.pid")
@@ -138,6 +142,8 @@ def serve_command(
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
 ) -> None:
     """Run the HTTP service (settings from PARTLEDGER_* environment variables)."""
+    import uvicorn
+
     if workers > 1:
         uvicorn.run("partledger_cli.stack:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")
     else:
@@ -145,4 +151,7 @@ def serve_command(
 
 
 def app_from_env():  # type: ignore[no-untyped-def]
+    from ledger_service.app import create_app
+    from ledger_service.settings import ServiceSettings
+
     return create_app(ServiceSettings())  # type: ignore[call-arg]

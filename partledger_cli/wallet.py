@@ -2,25 +2,27 @@
 
 Passphrases come from --passphrase-file or the keystore environment variables (wallets.keystore), never from an
 option value. Rotation and revocation are signed by the consortium operator's key.
+
+web3 and eth-account are imported inside the commands that use them, so that `partledger --help` starts without them.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from web3 import Web3
-from web3.contract import Contract
 
-from partledger.chain import connect, require_chain
-from partledger.deploy import refuse_dev_key
 from partledger.manifest import Manifest, load_manifest
 from partledger_cli.devnet import default_paths
-from wallets.keystore import read_passphrase
-from wallets.rotation import SiteKeyStatus, create_site_keystore, list_keystores, read_site_key, registry_contract, revoke_site_key, rotate_site_key
-from wallets.signer import LocalSigner
+
+if TYPE_CHECKING:
+    from web3 import Web3
+    from web3.contract import Contract
+
+    from wallets.rotation import SiteKeyStatus
+    from wallets.signer import LocalSigner
 
 wallet_app = typer.Typer(help="Site keys: keystores, and their rotation and revocation on chain.", no_args_is_help=True)
 
@@ -40,6 +42,9 @@ def wallet_new_command(
     light: Annotated[bool, typer.Option(help="light scrypt: for throwaway devnet keys only")] = False,
 ) -> None:
     """Create a site key: a new v3 keystore at DIR/ORG-SLUG/SITE.json. Prints its address."""
+    from wallets.keystore import read_passphrase
+    from wallets.rotation import create_site_keystore
+
     created = create_site_keystore(
         directory or default_paths().keys, org_slug=org_slug, site=site, passphrase=read_passphrase(passphrase_file), light=light
     )
@@ -55,6 +60,8 @@ def wallet_list_command(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON array instead of a table")] = False,
 ) -> None:
     """List the keystores of a key directory (read without decrypting), with their on-chain status given a manifest."""
+    from wallets.rotation import list_keystores, read_site_key
+
     keystores = list_keystores(directory or default_paths().keys)
     statuses: dict[str, SiteKeyStatus] = {}
     if manifest is not None:
@@ -90,6 +97,10 @@ def wallet_rotate_command(
 ) -> None:
     """Replace a site key: a new one is added on chain for the same organisation and site, then the old one revoked
     (when it is not already: a key revoked in haste after a compromise gets its replacement this way)."""
+    from partledger.deploy import refuse_dev_key
+    from wallets.keystore import read_passphrase
+    from wallets.rotation import rotate_site_key
+
     passphrase = read_passphrase(passphrase_file)
     operator = _operator(operator_keystore, read_passphrase(operator_passphrase_file) if operator_passphrase_file else passphrase)
     w3, loaded, registry = _open_registry(manifest, rpc)
@@ -108,6 +119,12 @@ def wallet_revoke_command(
     passphrase_file: Annotated[Optional[Path], typer.Option(help="secret file with the operator keystore's passphrase (else PARTLEDGER_KEYSTORE_PASSPHRASE[_FILE])")] = None,
 ) -> None:
     """Revoke a site key for good: it can change nothing anywhere from the next block on."""
+    from web3 import Web3
+
+    from partledger.deploy import refuse_dev_key
+    from wallets.keystore import read_passphrase
+    from wallets.rotation import revoke_site_key
+
     if not Web3.is_address(address):
         raise typer.BadParameter(f"{address!r} is not an address", param_hint="--address")
     operator = _operator(operator_keystore, read_passphrase(passphrase_file))
@@ -118,11 +135,16 @@ def wallet_revoke_command(
 
 
 def _operator(keystore: Path, passphrase: str) -> LocalSigner:
+    from wallets.signer import LocalSigner
+
     return LocalSigner.from_keystore(keystore, passphrase)
 
 
 def _open_registry(manifest_path: Path, rpc: Optional[str]) -> tuple[Web3, Manifest, Contract]:
     """The chain a manifest describes, checked to be that chain, and its ConsortiumRegistry."""
+    from partledger.chain import connect, require_chain
+    from wallets.rotation import registry_contract
+
     manifest = load_manifest(manifest_path)
     w3 = connect(rpc or manifest.rpc_url)
     require_chain(w3, chain_id=manifest.chain_id, code={name: (c.address, c.code_hash) for name, c in manifest.contracts.items()})

@@ -27,13 +27,11 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, Optional
 
 import orjson
-import zxingcpp
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import OperationalError
 
@@ -428,6 +426,9 @@ async def _image_bytes(request: Request) -> bytes:
 def decode_qr_codes(data: bytes) -> list[str]:
     """The texts of the QR codes in an image (JPEG, PNG, WebP, ...), photos scaled down first; BadRequest when the
     bytes are no image or a suspiciously huge one."""
+    import zxingcpp  # Pillow and zxing-cpp load with the first photo, not with every start of the service
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.width * image.height > MAX_IMAGE_PIXELS:
