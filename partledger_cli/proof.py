@@ -85,12 +85,15 @@ def _from_service(url: str, path: str, *, params: dict[str, Any], record: BatchR
     if not api_key:
         raise ConfigError("set PARTLEDGER_API_KEY to fetch a bundle from a PartLedger service")
     headers = {"Authorization": f"Bearer {api_key}"}
-    with httpx.Client(base_url=url, timeout=60) as client:
-        if record is None:
-            reply = client.get(path, params=params, headers=headers)
-        else:
-            body = {"types": record.types, "value": record.value, "proof": [v.to_hex(p) for p in record.proof]}
-            reply = client.post(path + "/records", params=params, json=body, headers=headers)
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            if record is None:
+                reply = client.get(path, params=params, headers=headers)
+            else:
+                body = {"types": record.types, "value": record.value, "proof": [v.to_hex(p) for p in record.proof]}
+                reply = client.post(path + "/records", params=params, json=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot reach the service at {url}: {type(exc).__name__}: {exc}") from None
     if reply.status_code != 200:
         raise ConfigError(f"the service answered {reply.status_code}: {reply.text[:300]}")
     return reply.json()

@@ -27,8 +27,14 @@ from typing import Any
 
 from partledger.artifacts import REPO_ROOT
 
-# What `serve` and `index` import: loaded once by the server so that no child pays for it.
-PRELOAD = ("partledger_cli.main", "partledger_cli.stack", "partledger_cli.index", "partledger_cli.backup", "ledger_service.app", "indexer.runner", "web3", "uvicorn")
+# What the forked commands (serve, index, backup and restore, wallet) import inside their functions: loaded once by
+# the server so that no child pays for it.
+PRELOAD = (
+    "partledger_cli.main", "partledger_cli.stack", "partledger_cli.index", "partledger_cli.backup", "partledger_cli.wallet",
+    "ledger_service.app", "ledger_service.settings", "ledger_service.migrate", "ledger_service.audit_tables", "ledger_service.scan_tables",
+    "indexer.runner", "indexer.sink", "indexer.source", "indexer.migrate", "partledger.migrations", "wallets.rotation", "wallets.signer",
+    "web3", "uvicorn",
+)  # fmt: skip
 
 
 class ForkedProcess:

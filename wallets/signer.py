@@ -13,7 +13,6 @@ import itertools
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import httpx
 import rlp
 from eth_account import Account
 from eth_account.datastructures import SignedTransaction
@@ -82,6 +81,8 @@ class RemoteSigner:
         self._url = url
         self._address = to_checksum_address(address)
         self._timeout = timeout
+        import httpx  # here, not at the top: importing httpx loads its command line (rich, click, pygments), 0.25 s
+
         self._client = httpx.Client(timeout=timeout)
         self._ids = itertools.count(1)
 
@@ -132,6 +133,8 @@ class RemoteSigner:
         return f"RemoteSigner({self._address} at {self._url})"
 
     def _call(self, method: str, params: list[Any]) -> Any:
+        import httpx
+
         payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
         try:
             reply = self._client.post(self._url, json=payload)
