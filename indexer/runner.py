@@ -170,30 +170,47 @@ class Indexer:
         self.check_chain()
         delay = self.config.poll_interval
         while not stop():
+            # Everything that touches the database is inside the try: a restart can end the connections at any
+            # moment of an iteration, also after step() has returned.
             try:
                 if lock is not None:
                     lock.ensure()
                 indexed = self.step()
+                state = self.sink.state()
+                if state is not None and not state.healthy:
+                    # The node answers again: the mirror is current as far as it goes, even before a new block.
+                    self.sink.set_health(healthy=True, message="")
             except ChainUnavailable as exc:
                 log.warning("%s; retrying in %.1fs", exc, delay)
-                self.sink.set_health(healthy=False, message=str(exc)) if self.sink.state() else None
+                self._report_unhealthy(str(exc))
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
             except DATABASE_UNAVAILABLE as exc:
                 # The mirror's database restarted or failed over: nothing was half-written (one transaction per
                 # write), so wait for it and go on from the cursor it has.
-                log.warning("the database is unavailable (%s); retrying in %.1fs", type(exc).__name__, delay)
+                log.warning("the database is unavailable (%s); retrying in %.1fs", _cause(exc), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
             delay = self.config.poll_interval
-            state = self.sink.state()
-            if state is not None and not state.healthy:
-                # The node answers again: the mirror is current as far as it goes, even before a new block.
-                self.sink.set_health(healthy=True, message="")
             if until_block is not None and state is not None and state.block_number >= until_block:
                 return
             if indexed == 0:
                 time.sleep(self.config.poll_interval)
 
+    def _report_unhealthy(self, message: str) -> None:
+        """Marks the mirror unhealthy when the database can be reached to say so (the node and the database can
+        be down together, for instance when both restart with their host)."""
+        try:
+            if self.sink.state() is not None:
+                self.sink.set_health(healthy=False, message=message)
+        except DATABASE_UNAVAILABLE as exc:
+            log.warning("the database is unavailable too (%s)", _cause(exc))
+
+
+def _cause(exc: Exception) -> str:
+    """The driver's error, as the log shows it: its class (AdminShutdown, OperationalError) and first line."""
+    driver_error = getattr(exc, "orig", None) or exc
+    first_line = str(driver_error).partition("\n")[0]
+    return f"{type(driver_error).__name__}: {first_line}"

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from eth_utils import keccak
@@ -9,14 +14,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from indexer import migrate
-from indexer.runner import SQLITE_CACHE_MIB, Indexer, IndexerConfig
+from indexer.runner import SQLITE_CACHE_MIB, Indexer, IndexerConfig, IndexerLock, IndexerLocked
 from indexer.sink import Sink
 from indexer.source import JsonRpcSource, RangeTooLarge
 from indexer.tables import INDEX_METADATA, Installation, Lot, Part, PartEvent, Shipment
 from partledger.db import make_engine
+from partledger.errors import ChainUnavailable
 from partledger.ids import part_id
 from partledger.model import PartStatus
 from tests.chainkit import GTIN_A
+from tests.pgcluster import PostgresCluster, unique_name
 from tests.servicekit import wait_until
 
 NO_DOC = bytes(32)
@@ -151,8 +158,6 @@ def test_document_with_the_largest_uint64_deadline_is_mirrored_exactly(db_url):
 def test_indexer_is_healthy_again_as_soon_as_the_node_answers_after_an_outage(tmp_path):
     """A node outage marks the mirror unhealthy; when the node is back, health returns without waiting for a block
     (a permissioned chain may produce none for a while)."""
-    import threading
-
     from partledger.anvil import AnvilConfig, AnvilNode, free_port
     from partledger.chain import connect
     from tests.chainkit import ANVIL_ACCOUNTS, build_ledger
@@ -181,38 +186,126 @@ def test_indexer_is_healthy_again_as_soon_as_the_node_answers_after_an_outage(tm
         node.stop()
 
 
-def test_indexer_waits_out_a_postgresql_restart_and_keeps_its_writer_lock(ledger, postgres):
-    """The server restarting ends the session holding the advisory lock: the indexer waits for the database, takes
-    its lock again before writing, and goes on from its cursor; a second writer is still refused."""
-    import threading
-    import time
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresCluster]:
+    """A cluster of the test's own, to stop and start: the session's cluster serves the other tests meanwhile."""
+    cluster = PostgresCluster()
+    yield cluster
+    cluster.destroy()
 
-    import pytest
 
-    from indexer.runner import IndexerLock, IndexerLocked
-    from tests.pgcluster import unique_name
+class IndexerThread(threading.Thread):
+    """`Indexer.run` in a thread that keeps what ended it: a wait on the indexer fails at once when it has stopped."""
 
-    url = postgres.create_database(unique_name("restart"))
+    def __init__(self, indexer: Indexer, lock: IndexerLock) -> None:
+        super().__init__(daemon=True)
+        self.indexer, self.lock = indexer, lock
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.indexer.run(stop=self.stopping.is_set, lock=self.lock)
+        except BaseException as exc:  # noqa: BLE001 - kept for the test to report
+            self.error = exc
+
+    def check_alive(self) -> None:
+        if not self.is_alive():
+            raise AssertionError("the indexer stopped following the chain") from self.error
+
+    def cursor(self) -> int:
+        self.check_alive()
+        state = self.indexer.sink.state()
+        return -1 if state is None else state.block_number
+
+    def finish(self) -> None:
+        self.stopping.set()
+        self.join(timeout=30)
+
+
+def start_indexer(ledger, url: str, source: JsonRpcSource | None = None) -> tuple[IndexerThread, IndexerLock]:
     engine = make_engine(url)
     migrate.upgrade(engine)
     lock = IndexerLock(engine)
-    indexer = Indexer(source=JsonRpcSource(ledger.w3.provider.endpoint_uri), sink=Sink(engine, ledger.manifest.chain_id), manifest=ledger.manifest, config=IndexerConfig(poll_interval=0.05))
-    stop = threading.Event()
-    thread = threading.Thread(target=indexer.run, kwargs={"stop": stop.is_set, "lock": lock}, daemon=True)
+    indexer = Indexer(
+        source=source or JsonRpcSource(ledger.w3.provider.endpoint_uri),
+        sink=Sink(engine, ledger.manifest.chain_id),
+        manifest=ledger.manifest,
+        config=IndexerConfig(poll_interval=0.05),
+    )
+    thread = IndexerThread(indexer, lock)
     thread.start()
+    return thread, lock
+
+
+def wait_for_database_warning(thread: IndexerThread, caplog: pytest.LogCaptureFixture) -> None:
+    """Until the indexer has logged that it cannot reach its database (it cannot record that in the database)."""
+
+    def warned() -> bool:
+        thread.check_alive()
+        return any("database is unavailable" in record.getMessage() for record in caplog.records)
+
+    wait_until(warned, "the indexer to meet the outage", 60.0)
+
+
+def test_indexer_waits_out_a_postgresql_restart_and_keeps_its_writer_lock(ledger, own_postgres, caplog):
+    """The server restarting ends the session holding the advisory lock: the indexer waits for the database, takes
+    its lock again before writing, and goes on from its cursor; a second writer is still refused."""
+    caplog.set_level(logging.WARNING, logger="partledger.indexer")
+    url = own_postgres.create_database(unique_name("restart"))
+    thread, lock = start_indexer(ledger, url)
     try:
-        wait_until(lambda: (state := indexer.sink.state()) is not None and state.block_number == ledger.w3.eth.block_number, "catch-up", 60.0)
-        postgres.stop()
+        wait_until(lambda: thread.cursor() == ledger.w3.eth.block_number, "catch-up", 60.0)
+        own_postgres.stop()
         ledger.register(ledger.orgs["maker"], ["PG-RESTART"], lot="L-PG")
-        time.sleep(1.0)  # the indexer meets the outage
-        postgres.start()
+        wait_for_database_warning(thread, caplog)
+        own_postgres.start()
         # the database may still refuse the first connections after its restart
-        wait_until(lambda: indexer.sink.state().block_number == ledger.w3.eth.block_number, "the block written during the outage", 60.0, ignoring=(SQLAlchemyError,))
-        assert thread.is_alive()
-        assert part_id(GTIN_A, "PG-RESTART") in {row["part_id"] for row in rows(engine, Part, Part.part_id)}
+        wait_until(lambda: thread.cursor() == ledger.w3.eth.block_number, "the block written during the outage", 60.0, ignoring=(SQLAlchemyError,))
+        assert part_id(GTIN_A, "PG-RESTART") in {row["part_id"] for row in rows(thread.indexer.sink.engine, Part, Part.part_id)}
         with pytest.raises(IndexerLocked):
             IndexerLock(make_engine(url))
     finally:
-        stop.set()
-        thread.join(timeout=10)
+        thread.finish()
+        lock.release()
+
+
+class DatabaseStoppingSource(JsonRpcSource):
+    """The node, through which a test stops the database at one exact moment of the indexer's loop: in the first
+    `headers` call after `armed` is set, the last read of a step that finds nothing new, just before the loop reads
+    its cursor back. With `node_down`, that call then fails as if the node were unreachable too."""
+
+    def __init__(self, url: str, cluster: PostgresCluster, *, node_down: bool) -> None:
+        super().__init__(url)
+        self.cluster, self.node_down = cluster, node_down
+        self.armed, self.stopped = threading.Event(), threading.Event()
+
+    def headers(self, numbers):
+        if self.armed.is_set() and not self.stopped.is_set():
+            self.cluster.stop()
+            self.stopped.set()
+            if self.node_down:
+                raise ChainUnavailable("the node is unreachable too")
+        return super().headers(numbers)
+
+
+@pytest.mark.parametrize("node_down", [False, True], ids=["after-a-step", "with-the-node-down"])
+def test_indexer_keeps_following_when_the_database_goes_away_mid_iteration(ledger, own_postgres, caplog, node_down):
+    """A restart ends the database's connections at any moment of an iteration: also between a step and the loop's
+    own read of the cursor (where the indexer thread used to die of the database error, issue 13), and while the
+    node is unreachable, when the loop records the node's outage as the mirror's health."""
+    caplog.set_level(logging.WARNING, logger="partledger.indexer")
+    source = DatabaseStoppingSource(ledger.w3.provider.endpoint_uri, own_postgres, node_down=node_down)
+    thread, lock = start_indexer(ledger, own_postgres.create_database(unique_name("between")), source)
+    try:
+        wait_until(lambda: thread.cursor() == ledger.w3.eth.block_number, "catch-up", 60.0)
+        source.armed.set()
+        wait_for_database_warning(thread, caplog)
+        assert source.stopped.is_set()
+        ledger.register(ledger.orgs["maker"], ["PG-BETWEEN"], lot="L-PG")
+        own_postgres.start()
+        wait_until(lambda: thread.cursor() == ledger.w3.eth.block_number, "the block written during the outage", 60.0, ignoring=(SQLAlchemyError,))
+        assert thread.indexer.sink.state().healthy
+    finally:
+        thread.finish()
         lock.release()
