@@ -73,7 +73,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         settings=settings,
         manifest=manifest,
         index_engine=make_engine(settings.index_db_url),
-        service_engine=make_engine(settings.service_db_url),
+        service_engine=make_engine(settings.service_db_url, durable=True),
         head=ChainHead(rpc_url),
     )
     migrate.upgrade(services.service_engine)

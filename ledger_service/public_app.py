@@ -31,7 +31,7 @@ def create_public_app(settings: ServiceSettings) -> FastAPI:
         settings=settings,
         manifest=load_manifest(settings.manifest),
         index_engine=make_engine(settings.index_db_url),
-        service_engine=make_engine(settings.service_db_url),
+        service_engine=make_engine(settings.service_db_url, durable=True),
         head=lambda: None,
     )
     migrate.upgrade(services.service_engine)

@@ -31,6 +31,7 @@ class AnvilConfig:
     hardfork: str = "prague"
     accounts: int = 10
     state_path: Path | None = None  # --state: loaded at start when it exists, dumped on exit (SIGTERM)
+    load_state: Path | None = None  # --load-state: the chain a former node saved (save_chain_state, unpacked)
     prune_history: int | None = None  # keep the state of only this many recent blocks in memory (a long-running node)
 
     @property
@@ -54,6 +55,8 @@ class AnvilConfig:
             arguments += ["--block-time", str(self.block_time)]
         if self.state_path is not None:
             arguments += ["--state", str(self.state_path)]
+        if self.load_state is not None:
+            arguments += ["--load-state", str(self.load_state)]
         if self.prune_history is not None:
             arguments += ["--prune-history", str(self.prune_history)]
         return arguments
@@ -157,3 +160,54 @@ def stop_pid(pid: int, timeout: float = 10.0) -> bool:
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
     return True
+
+
+# --- the devnet's chain on disk -------------------------------------------------------------------------------------
+#
+# Anvil keeps its chain in memory. Its own --state-interval rewrites the dump file in place, so a node killed while
+# writing leaves half a file. The devnet saves instead through anvil_dumpState (a consistent snapshot, gzipped JSON):
+# written to a temporary file, flushed to disk, then renamed over the last one, so the file on disk is always a whole
+# chain, at most one save interval old.
+
+
+@dataclass(frozen=True)
+class SavedChain:
+    path: Path
+    block: int  # the head block the save holds
+
+
+def save_chain_state(url: str, path: Path, *, timeout: float = 60.0) -> int:
+    """Saves the node's whole chain to `path` (gzipped JSON) atomically; returns the size written."""
+    reply = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "anvil_dumpState", "params": []}, timeout=timeout)
+    reply.raise_for_status()
+    body = reply.json()
+    if "error" in body:
+        raise DevnetError(f"the node refused to dump its state: {body['error'].get('message', body['error'])}")
+    packed = bytes.fromhex(body["result"].removeprefix("0x"))
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(packed)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power cut
+    finally:
+        os.close(directory)
+    return len(packed)
+
+
+def read_chain_state(path: Path) -> tuple[SavedChain, bytes]:
+    """The saved chain and its JSON, checked whole; DevnetError in one line when the file is damaged."""
+    import gzip
+    import json
+    import zlib
+
+    try:
+        unpacked = gzip.decompress(path.read_bytes())
+        state = json.loads(unpacked)
+        block = int(state["best_block_number"], 0) if isinstance(state["best_block_number"], str) else int(state["best_block_number"])
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, KeyError, TypeError) as exc:
+        raise DevnetError(f"the devnet's saved chain {path} is damaged ({type(exc).__name__}: {exc})") from None
+    return SavedChain(path, block), unpacked

@@ -19,10 +19,13 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str, *, sqlite_cache_mib: Optional[int] = None, **options: Any) -> Engine:
+def make_engine(url: str, *, sqlite_cache_mib: Optional[int] = None, durable: bool = False, **options: Any) -> Engine:
     """An engine for `url`; SQLite connections get WAL, a busy timeout and foreign keys, PostgreSQL a pool.
     sqlite_cache_mib: each SQLite connection's page cache (SQLite's default is 2 MiB), for a writer that updates
-    B-trees all over the file (the indexer's random 32-byte part ids)."""
+    B-trees all over the file (the indexer's random 32-byte part ids).
+    durable: SQLite's synchronous=FULL, every commit on disk before it returns, for what cannot be rebuilt (the
+    service's outbox: a 202 must survive a power cut). Without it, synchronous=NORMAL: in WAL mode a commit survives
+    the process's crash, and a power cut may lose the last commits, which the mirror rebuilds from the chain."""
     try:
         parsed = make_url(url)
     except Exception:  # noqa: BLE001 - SQLAlchemy raises ArgumentError and ValueError for bad URLs
@@ -31,6 +34,8 @@ def make_engine(url: str, *, sqlite_cache_mib: Optional[int] = None, **options: 
     if backend == "sqlite":
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **options)
         event.listen(engine, "connect", _configure_sqlite)
+        if durable:
+            event.listen(engine, "connect", lambda connection, _record: connection.execute("PRAGMA synchronous=FULL"))
         if sqlite_cache_mib is not None:
             event.listen(engine, "connect", lambda connection, _record: connection.execute(f"PRAGMA cache_size=-{int(sqlite_cache_mib) * 1024}"))
         # pysqlite's own transaction handling defers BEGIN; take control so that BEGIN IMMEDIATE works.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from partledger.artifacts import all_artifacts, load_artifact
@@ -17,6 +18,7 @@ from partledger.manifest import Manifest, save_manifest
 from partledger.model import Role
 
 from partledger_cli.paths import DEVNET_DIR, DevnetPaths, default_paths  # noqa: F401 - default_paths re-exported
+from partledger_cli.pidfiles import port_in_use, recorded
 
 if TYPE_CHECKING:
     from web3 import Web3
@@ -26,37 +28,179 @@ if TYPE_CHECKING:
 CONSORTIUM_FILE = DEVNET_DIR / "consortium.json"
 
 
+KEEP_EVERY = 1.0  # seconds between two saves of the chain: at most this much is lost with the node
+# The indexer of `partledger up` handles reorganisations this deep: a node killed between two saves comes back
+# without the blocks of up to a second, and a block per transaction makes that hundreds of blocks at full load.
+DEVNET_FINALITY_DEPTH = 10_000
+ANVIL = ("anvil",)
+KEEPER = ("partledger_cli", "devnet", "keep")
+
+
 def running_pid(paths: DevnetPaths) -> int | None:
     """The pid of the devnet's Anvil when it is alive, else None (a stale pid file is ignored)."""
-    try:
-        pid = int(paths.pid.read_text())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
+    node = recorded(paths.pid, *ANVIL)
+    return node.pid if node.alive else None
 
 
-def devnet_up(config: AnvilConfig, paths: DevnetPaths) -> dict[str, Any]:
-    """Starts Anvil detached, deploys, seeds the demo consortium, writes the manifest; returns the consortium."""
-    from partledger.anvil import AnvilNode
+@dataclass(frozen=True)
+class DevnetStart:
+    consortium: dict[str, Any]
+    resumed: bool
+    block: int  # the head the node started at
+    notes: tuple[str, ...] = ()  # what was found and mended on the way (a stale pid file)
 
-    if running_pid(paths) is not None:
-        raise DevnetError(f"the devnet is already running (pid {paths.pid.read_text().strip()}); `partledger devnet down` first")
+    def summary(self) -> str:
+        return f"resumed the devnet at block {self.block}" if self.resumed else "started a new devnet"
+
+
+def devnet_up(config: AnvilConfig, paths: DevnetPaths, *, block_time: int | None = None) -> DevnetStart:
+    """Resumes the devnet of the run directory (its saved chain, manifest, keys) or, when there is none, starts a
+    new one: Anvil detached, the contracts deployed, the demo consortium seeded. The chain keeper then saves the
+    chain every second. A new devnet mines a block per transaction, or, with `block_time`, one block every so many
+    seconds once seeded (empty ones too: the saved chain grows by every block)."""
+    node = recorded(paths.pid, *ANVIL)
+    if node.alive:
+        raise DevnetError(f"the devnet is already running (pid {node.pid}); `partledger devnet down` first")
+    notes = []
+    if node.stale:
+        paths.pid.unlink()
+        notes.append(f"removed the stale pid file of an Anvil that no longer runs (pid {node.pid})")
     all_artifacts()  # fail before starting anything when artifacts are missing
+    if paths.manifest.exists():
+        return _resume(paths, tuple(notes))
     if paths.run.exists():
-        shutil.rmtree(paths.run)  # a new chain: old keys and manifest describe nothing any more
+        shutil.rmtree(paths.run)  # a devnet that never finished seeding: nothing in it describes a chain
     paths.run.mkdir(parents=True)
-    node = AnvilNode.start(config, log_path=paths.log, detach=True)
-    paths.pid.write_text(f"{node.process.pid}\n")
+    _require_free_port(config.port, "Anvil")
+    started = _start_node(config, paths)
     try:
-        return _deploy_and_seed(config, paths)
+        consortium = _deploy_and_seed(config, paths, block_time=block_time)
+        if block_time is not None:
+            started.request("evm_setIntervalMining", [block_time])  # whole seconds, as QBFT's block period
+        save_chain(paths)
     except BaseException:
-        node.stop()
+        started.node.stop()
         paths.pid.unlink(missing_ok=True)
         raise
+    start_keeper(paths)
+    return DevnetStart(consortium, resumed=False, block=started.head(), notes=tuple(notes))
 
 
-def _deploy_and_seed(config: AnvilConfig, paths: DevnetPaths) -> dict[str, Any]:
+def _resume(paths: DevnetPaths, notes: tuple[str, ...]) -> DevnetStart:
+    from partledger.anvil import AnvilConfig, read_chain_state
+    from partledger.chain import connect, require_chain
+    from partledger.manifest import load_manifest
+
+    manifest = load_manifest(paths.manifest)
+    if not paths.chain_state.exists():
+        raise DevnetError(f"{paths.run} holds a devnet without a saved chain (made before the devnet kept its chain): `partledger up --fresh` starts a new one")
+    try:
+        saved, unpacked = read_chain_state(paths.chain_state)
+    except DevnetError as exc:
+        raise DevnetError(f"{exc}: restore it from a backup, or start a new devnet with `partledger up --fresh`") from None
+    loading = paths.run / "anvil-load.json"
+    loading.write_bytes(unpacked)
+    port = int(manifest.rpc_url.rsplit(":", 1)[1])
+    _require_free_port(port, "Anvil")
+    extra = manifest.extra or {}
+    config = AnvilConfig(port=port, chain_id=manifest.chain_id, block_time=extra.get("block_time"), gas_price=int(extra.get("gas_price", 0)), load_state=loading)
+    started = _start_node(config, paths)
+    try:
+        require_chain(connect(config.url), chain_id=manifest.chain_id, code={name: (c.address, c.code_hash) for name, c in manifest.contracts.items()})
+    except BaseException:
+        started.node.stop()
+        paths.pid.unlink(missing_ok=True)
+        raise
+    loading.unlink()
+    start_keeper(paths)
+    consortium = json.loads(paths.consortium.read_text())
+    return DevnetStart(consortium, resumed=True, block=max(saved.block, started.head()), notes=notes)
+
+
+@dataclass
+class _StartedNode:
+    node: Any  # AnvilNode
+    url: str
+
+    def request(self, method: str, params: list[Any]) -> Any:
+        import requests
+
+        body = requests.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, timeout=30).json()
+        if "error" in body:
+            raise DevnetError(f"{method}: {body['error']}")
+        return body["result"]
+
+    def head(self) -> int:
+        return int(self.request("eth_blockNumber", []), 16)
+
+
+def _start_node(config: AnvilConfig, paths: DevnetPaths) -> _StartedNode:
+    from partledger.anvil import AnvilNode
+
+    node = AnvilNode.start(config, log_path=paths.log, detach=True)
+    paths.pid.write_text(f"{node.process.pid}\n")
+    return _StartedNode(node, config.url)
+
+
+def _require_free_port(port: int, what: str) -> None:
+    if port_in_use(port):
+        raise DevnetError(f"port {port} for {what} is taken by a process this stack did not start: stop it, or move this devnet with `partledger up --fresh --anvil-port N`")
+
+
+def save_chain(paths: DevnetPaths) -> int:
+    """Saves the running devnet's chain now; returns the size written."""
+    from partledger.anvil import save_chain_state
+    from partledger.manifest import load_manifest
+
+    return save_chain_state(load_manifest(paths.manifest).rpc_url, paths.chain_state)
+
+
+def start_keeper(paths: DevnetPaths) -> None:
+    """The chain keeper as a background process of its own (`partledger devnet keep`), unless one runs."""
+    import subprocess
+    import sys
+
+    keeper = recorded(paths.pidfile("keeper"), *KEEPER)
+    if keeper.alive:
+        return
+    with open(paths.run / "keeper.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "partledger_cli", "devnet", "keep", "--every", str(KEEP_EVERY)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "PARTLEDGER_DEVNET_DIR": str(paths.run)},
+        )  # fmt: skip
+    paths.pidfile("keeper").write_text(f"{process.pid}\n")
+
+
+def keep_chain(paths: DevnetPaths, *, every: float) -> None:
+    """Saves the chain every `every` seconds until SIGTERM, then once more and returns. A node that does not answer
+    (stopped, restarting) is waited for; the last whole save stays on disk meanwhile."""
+    import logging
+    import signal
+    import threading
+
+    log = logging.getLogger("partledger.devnet.keeper")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    failing = False
+    while True:
+        stopping = stop.is_set()
+        try:
+            save_chain(paths)
+            if failing:
+                log.info("saving the chain again")
+            failing = False
+        except Exception as exc:  # noqa: BLE001 - the node may be down for a while: keep the last save, try again
+            if not failing:
+                log.warning("cannot save the chain (%s): the last save stays", exc)
+            failing = True
+        if stopping:
+            return
+        stop.wait(every)
+
+
+def _deploy_and_seed(config: AnvilConfig, paths: DevnetPaths, *, block_time: int | None) -> dict[str, Any]:
     from partledger.chain import connect, send_call
     from partledger.deploy import deploy_contracts
     from partledger.ids import ascii32
@@ -87,7 +231,8 @@ def _deploy_and_seed(config: AnvilConfig, paths: DevnetPaths) -> dict[str, Any]:
             send_call(w3, operator, registry.functions.addSiteKey(org_id, key.address, ascii32(site)), gas_price=config.gas_price)
             sites.append({"site": site, "address": key.address, "keystore": str(keystore)})
         organisations.append({"slug": entry["slug"], "id": org_id, "name": entry["name"], "roles": entry["roles"], "sites": sites})
-    manifest = Manifest(**{**manifest.__dict__, "extra": {"devnet": True, "operator_keystore": str(paths.keys / "operator.json")}})
+    extra = {"devnet": True, "operator_keystore": str(paths.keys / "operator.json"), "block_time": block_time, "gas_price": config.gas_price}
+    manifest = Manifest(**{**manifest.__dict__, "extra": extra})
     save_manifest(manifest, paths.manifest)
     consortium = {"chain_id": manifest.chain_id, "rpc_url": config.url, "organisations": organisations}
     paths.consortium.write_text(json.dumps(consortium, indent=2, ensure_ascii=False) + "\n")
@@ -101,12 +246,18 @@ def _fund(w3: Web3, config: AnvilConfig, address: str) -> None:
 
 
 def devnet_down(paths: DevnetPaths) -> bool:
-    """Stops the devnet's Anvil; False when none was running."""
+    """Saves the chain one last time, stops the keeper and Anvil; False when no Anvil was running."""
     from partledger.anvil import stop_pid
 
-    pid = running_pid(paths)
+    node = recorded(paths.pid, *ANVIL)
+    keeper = recorded(paths.pidfile("keeper"), *KEEPER)
+    if keeper.alive:
+        stop_pid(keeper.pid)  # type: ignore[arg-type]  # it saves once more on its way out
+    if node.alive and paths.manifest.exists():
+        save_chain(paths)
+    paths.pidfile("keeper").unlink(missing_ok=True)
     paths.pid.unlink(missing_ok=True)
-    return pid is not None and stop_pid(pid)
+    return node.alive and stop_pid(node.pid)  # type: ignore[arg-type]
 
 
 def devnet_status(paths: DevnetPaths) -> dict[str, Any]:

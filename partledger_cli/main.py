@@ -47,45 +47,71 @@ console = Console()
 
 @devnet_app.command("up")
 def devnet_up_command(
-    port: Annotated[int, typer.Option(help="JSON-RPC port on 127.0.0.1")] = 8545,
+    port: Annotated[int, typer.Option(help="JSON-RPC port on 127.0.0.1 (a new devnet; one resumed keeps its own)")] = 8545,
     chain_id: Annotated[int, typer.Option(help="chain id")] = 31337,
-    block_time: Annotated[Optional[float], typer.Option(help="seconds per block; default: one block per transaction")] = None,
+    block_time: Annotated[int, typer.Option(help="whole seconds per block once seeded; 0: one block per transaction", min=0)] = 0,
     gas_limit: Annotated[int, typer.Option(help="block gas limit")] = 1_000_000_000,
     gas_price: Annotated[int, typer.Option(help="gas price in wei (0: free gas, as on a permissioned Besu network)")] = 0,
     hardfork: Annotated[str, typer.Option(help="EVM hardfork")] = "prague",
 ) -> None:
-    """Start Anvil, deploy the contracts, register the demo consortium and write the deployment manifest."""
+    """Resume the devnet of the run directory, or start a new one: Anvil, the contracts, the demo consortium and the
+    deployment manifest. Its chain is saved every second and survives a stop, a crash or a reboot."""
     from partledger.anvil import AnvilConfig
 
-    config = AnvilConfig(port=port, chain_id=chain_id, block_time=block_time, gas_limit=gas_limit, gas_price=gas_price, hardfork=hardfork)
+    config = AnvilConfig(port=port, chain_id=chain_id, gas_limit=gas_limit, gas_price=gas_price, hardfork=hardfork)
     paths = default_paths()
     with console.status("starting the devnet: Anvil, contracts, demo consortium"):
-        consortium = devnet_up(config, paths)
+        started = devnet_up(config, paths, block_time=block_time or None)
+    for note in started.notes:
+        console.print(note)
+    console.print(started.summary())
     manifest = load_manifest(paths.manifest)
-    table = Table(title=f"PartLedger devnet — chain {manifest.chain_id} at {config.url}")
+    table = Table(title=f"PartLedger devnet — chain {manifest.chain_id} at {manifest.rpc_url}")
     table.add_column("organisation")
     table.add_column("id", justify="right")
     table.add_column("roles")
     table.add_column("sites (key)")
-    for org in consortium["organisations"]:
+    for org in started.consortium["organisations"]:
         sites = "\n".join(f"{site['site']} ({site['address']})" for site in org["sites"])
         table.add_row(org["name"], str(org["id"]), ", ".join(org["roles"]), sites)
     console.print(table)
     for name, contract in manifest.contracts.items():
         console.print(f"{name:<20} {contract.address}")
-    console.print(f"JSON-RPC            {config.url}")
+    console.print(f"JSON-RPC            {manifest.rpc_url}")
     console.print(f"manifest            {paths.manifest}")
     console.print(f"keystores           {paths.keys} (passphrase file {paths.passphrase})")
+    console.print(f"saved chain         {paths.chain_state} (every second)")
     console.print("stop it with        partledger devnet down   (or make stop)")
 
 
 @devnet_app.command("down")
 def devnet_down_command() -> None:
-    """Stop the devnet's Anvil."""
+    """Save the devnet's chain and stop its Anvil."""
     if devnet_down(default_paths()):
-        console.print("devnet stopped")
+        console.print("devnet stopped (its chain is saved: `partledger devnet up` resumes it)")
     else:
         console.print("no devnet was running")
+
+
+@devnet_app.command("keep")
+def devnet_keep_command(
+    every: Annotated[float, typer.Option(help="seconds between two saves")] = 1.0,
+) -> None:
+    """Save the devnet's chain every few seconds until stopped (started by `devnet up`; SIGTERM saves once more)."""
+    from partledger_cli.devnet import keep_chain
+
+    keep_chain(default_paths(), every=every)
+
+
+@devnet_app.command("reset")
+def devnet_reset_command(
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False,
+) -> None:
+    """Stop everything and delete the devnet: its chain, keys, API keys and databases."""
+    from partledger_cli.stack import reset_stack
+
+    reset_stack(default_paths(), confirmed=yes)
+    console.print("the devnet is deleted: `partledger up` starts a new one")
 
 
 @devnet_app.command("status")

@@ -39,6 +39,18 @@ class DevnetPaths:
     def passphrase(self) -> Path:
         return self.run / "passphrase"
 
+    @property
+    def chain_state(self) -> Path:
+        """The chain, saved every second by the keeper (gzipped anvil_dumpState, replaced atomically)."""
+        return self.run / "chain-state.json.gz"
+
+    @property
+    def lock(self) -> Path:
+        return self.run.parent / f".{self.run.name}.lock"
+
+    def pidfile(self, name: str) -> Path:
+        return self.run / f"{name}.pid"
+
 
 def default_paths() -> DevnetPaths:
     return DevnetPaths(Path(os.environ.get("PARTLEDGER_DEVNET_DIR", DEVNET_DIR / "run")))

@@ -1,7 +1,10 @@
 """`partledger up | down | serve`: the whole stack on the embedded defaults (Anvil devnet, SQLite), for `make run`.
 
-`up` starts the devnet (when it is not running), the indexer and the service as background processes whose pids
-and logs live in the devnet run directory, creates a demo API key per organisation, and prints the URLs.
+`up` resumes the devnet of the run directory (or starts a new one when there is none, or with --fresh), starts the
+indexer and the service as background processes whose pids and logs live in the run directory, creates a demo API
+key per organisation once, and prints the URLs. Whatever runs already is kept; a stale pid file is removed; a port
+taken by a process this stack did not start is refused. `down` stops them; nothing is deleted but by `--fresh` or
+`partledger devnet reset`.
 
 The service (FastAPI, SQLAlchemy, web3), uvicorn and requests are imported inside the functions that use them, so
 that `partledger --help` starts without them.
@@ -11,25 +14,39 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from partledger.errors import DevnetError
-from partledger_cli.devnet import DevnetPaths, default_paths, devnet_down, devnet_up, running_pid
+from partledger_cli.devnet import ANVIL, DEVNET_FINALITY_DEPTH, KEEPER, DevnetPaths, default_paths, devnet_down, devnet_up, start_keeper
+from partledger_cli.pidfiles import port_in_use, recorded
 
 
-def _pid_alive(path: Path) -> int | None:
-    try:
-        pid = int(path.read_text())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
+INDEXER = ("partledger_cli", "index")
+SERVICE = ("partledger_cli", "serve")
+
+
+@contextmanager
+def _exclusive(paths: DevnetPaths) -> Iterator[None]:
+    """One `up`, `down` or `reset` at a time on a run directory."""
+    import fcntl
+
+    paths.lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(paths.lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DevnetError(f"another `partledger up`, `down` or `reset` is working on {paths.run}: wait for it to finish") from None
+        yield
 
 
 def _spawn(paths: DevnetPaths, name: str, arguments: list[str], env: dict[str, str]) -> int:
@@ -39,7 +56,7 @@ def _spawn(paths: DevnetPaths, name: str, arguments: list[str], env: dict[str, s
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **env},
     )  # fmt: skip
     log.close()
-    (paths.run / f"{name}.pid").write_text(f"{process.pid}\n")
+    paths.pidfile(name).write_text(f"{process.pid}\n")
     return process.pid
 
 
@@ -54,37 +71,102 @@ def service_env(paths: DevnetPaths) -> dict[str, str]:
     }
 
 
-def stack_up(paths: DevnetPaths, *, anvil_port: int, api_port: int) -> dict[str, str]:
+@dataclass(frozen=True)
+class StackStart:
+    summary: str  # "started a new devnet", "resumed the devnet at block N", "PartLedger is already running"
+    urls: dict[str, str]
+    notes: tuple[str, ...] = ()
+
+
+def stack_up(paths: DevnetPaths, *, anvil_port: int, api_port: int, fresh: bool = False, confirmed: bool = False) -> StackStart:
+    """Resumes the stack of the run directory (chain, keys, API keys, outbox, mirror), or starts a new one when there
+    is none or `fresh` (after asking, unless `confirmed`). Whatever already runs is kept."""
+    from partledger.anvil import AnvilConfig
+
+    with _exclusive(paths):
+        if fresh and paths.run.exists():
+            _delete(paths, confirmed=confirmed)
+        processes = {"anvil": recorded(paths.pid, *ANVIL), "indexer": recorded(paths.pidfile("indexer"), *INDEXER), "service": recorded(paths.pidfile("service"), *SERVICE)}
+        if all(process.alive for process in processes.values()):
+            return StackStart("PartLedger is already running", _urls(paths, _service_url(paths, api_port)))
+        notes = [f"removed the stale pid file of the {name}, which no longer runs (pid {process.pid})" for name, process in processes.items() if process.stale and name != "anvil"]
+        for name, process in processes.items():
+            if process.stale and name != "anvil":
+                process.path.unlink()
+        if processes["anvil"].alive:
+            summary = _devnet_running(paths)
+        else:
+            started = devnet_up(AnvilConfig(port=anvil_port), paths)
+            summary, notes = started.summary(), [*started.notes, *notes]
+        env = _prepare_service(paths)
+        if not processes["indexer"].alive:
+            arguments = ["index", "--manifest", str(paths.manifest), "--db", env["PARTLEDGER_INDEX_DB_URL"], "--finality-depth", str(DEVNET_FINALITY_DEPTH)]
+            _spawn(paths, "indexer", arguments, env)
+        api_url = _service_url(paths, api_port)
+        if not processes["service"].alive:
+            port = int(api_url.rsplit(":", 1)[1])
+            if port_in_use(port):
+                raise DevnetError(f"port {port} for the API is taken by a process this stack did not start: stop it, or choose another with `partledger up --api-port N`")
+            _spawn(paths, "service", ["serve", "--port", str(port)], env)
+            (paths.run / "service.url").write_text(api_url + "\n")
+            _wait_http(f"{api_url}/v1/health", paths)
+        return StackStart(summary, _urls(paths, api_url), tuple(notes))
+
+
+def _devnet_running(paths: DevnetPaths) -> str:
+    """The devnet's Anvil runs already (a `devnet up` alone, or the rest of the stack died): it must still be the
+    chain of the manifest; the keeper is started when it is not running."""
+    from partledger.chain import connect, require_chain
+    from partledger.manifest import load_manifest
+
+    manifest = load_manifest(paths.manifest)
+    w3 = connect(manifest.rpc_url)
+    require_chain(w3, chain_id=manifest.chain_id, code={name: (c.address, c.code_hash) for name, c in manifest.contracts.items()})
+    start_keeper(paths)
+    return f"the devnet was running, at block {w3.eth.block_number}"
+
+
+def _prepare_service(paths: DevnetPaths) -> dict[str, str]:
+    """The VIN key, the service's migrated database and one demo API key per organisation, each made only once."""
     from ledger_service import migrate as service_migrate
     from ledger_service.auth import create_api_key
     from ledger_service.vault import write_key_file
-    from partledger.anvil import AnvilConfig
     from partledger.db import make_engine
 
-    if running_pid(paths) is None:
-        devnet_up(AnvilConfig(port=anvil_port), paths)
     env = service_env(paths)
     if not Path(env["PARTLEDGER_VIN_KEY_FILE"]).exists():
         write_key_file(Path(env["PARTLEDGER_VIN_KEY_FILE"]))
-    service_engine = make_engine(env["PARTLEDGER_SERVICE_DB_URL"])
+    service_engine = make_engine(env["PARTLEDGER_SERVICE_DB_URL"], durable=True)
     service_migrate.upgrade(service_engine)
     keys_file = paths.run / "api-keys.json"
     if not keys_file.exists():
         consortium = json.loads(paths.consortium.read_text())
         keys = {org["slug"]: {"org_id": org["id"], "api_key": create_api_key(service_engine, org_id=org["id"], label="devnet demo")} for org in consortium["organisations"]}
-        descriptor = os.open(keys_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        temporary = keys_file.with_suffix(".tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             json.dump(keys, handle, indent=2)
-    if _pid_alive(paths.run / "indexer.pid") is None:
-        _spawn(paths, "indexer", ["index", "--manifest", str(paths.manifest), "--db", env["PARTLEDGER_INDEX_DB_URL"]], env)
-    api_url = f"http://127.0.0.1:{api_port}"
-    if _pid_alive(paths.run / "service.pid") is None:
-        _spawn(paths, "service", ["serve", "--port", str(api_port)], env)
-        _wait_http(f"{api_url}/v1/health", paths.run / "service.log")
-    return {"api": api_url, "docs": f"{api_url}/docs", "health": f"{api_url}/v1/health", "keys": str(keys_file)}
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, keys_file)
+    service_engine.dispose()
+    return env
 
 
-def _wait_http(url: str, log: Path, timeout: float = 30.0) -> None:
+def _service_url(paths: DevnetPaths, api_port: int) -> str:
+    """Where the service of this run directory answers: where it last ran, else on `api_port`."""
+    recorded_url = paths.run / "service.url"
+    if recorded(paths.pidfile("service"), *SERVICE).alive and recorded_url.exists():
+        return recorded_url.read_text().strip()
+    return f"http://127.0.0.1:{api_port}"
+
+
+def _urls(paths: DevnetPaths, api_url: str) -> dict[str, str]:
+    return {"api": api_url, "docs": f"{api_url}/docs", "health": f"{api_url}/v1/health", "keys": str(paths.run / "api-keys.json")}
+
+
+def _wait_http(url: str, paths: DevnetPaths, timeout: float = 180.0) -> None:
+    """Waits until the service answers; fails at once when its process ended."""
     import requests
 
     deadline = time.monotonic() + timeout
@@ -93,33 +175,68 @@ def _wait_http(url: str, log: Path, timeout: float = 30.0) -> None:
             if requests.get(url, timeout=1).status_code == 200:
                 return
         except requests.RequestException:
-            time.sleep(0.2)
-    raise DevnetError(f"the service did not answer at {url} within {timeout:.0f}s; see {log}")
+            pass
+        if not recorded(paths.pidfile("service"), *SERVICE).alive:
+            raise DevnetError(f"the service stopped while starting; see {paths.run / 'service.log'}")
+        time.sleep(0.1)
+    raise DevnetError(f"the service did not answer at {url} within {timeout:.0f}s; see {paths.run / 'service.log'}")
 
 
 def stack_down(paths: DevnetPaths) -> list[str]:
+    """Stops the service and the indexer, then the devnet (its chain saved once more)."""
     from partledger.anvil import stop_pid
 
     stopped = []
-    for name in ("service", "indexer"):
-        pid = _pid_alive(paths.run / f"{name}.pid")
-        if pid is not None and stop_pid(pid):
-            stopped.append(name)
-        (paths.run / f"{name}.pid").unlink(missing_ok=True)
-    if devnet_down(paths):
-        stopped.append("anvil")
+    with _exclusive(paths):
+        for name, markers in (("service", SERVICE), ("indexer", INDEXER)):
+            process = recorded(paths.pidfile(name), *markers)
+            if process.alive and stop_pid(process.pid):  # type: ignore[arg-type]
+                stopped.append(name)
+            process.path.unlink(missing_ok=True)
+        if devnet_down(paths):
+            stopped.append("anvil")
     return stopped
 
 
+def reset_stack(paths: DevnetPaths, *, confirmed: bool) -> None:
+    """Stops everything and deletes the run directory (after asking, unless `confirmed`)."""
+    with _exclusive(paths):
+        _delete(paths, confirmed=confirmed)
+
+
+def _delete(paths: DevnetPaths, *, confirmed: bool) -> None:
+    from partledger.anvil import stop_pid
+
+    if not paths.run.exists():
+        return
+    what = f"{paths.run}: the devnet's chain, keys, API keys, outbox and mirror"
+    if not confirmed:
+        if not sys.stdin.isatty():
+            raise DevnetError(f"this deletes {what}; add --yes to confirm")
+        if not typer.confirm(f"Delete {what}?", default=False):
+            raise DevnetError("nothing was deleted")
+    for name, markers in (("service", SERVICE), ("indexer", INDEXER), ("keeper", KEEPER), ("anvil", ANVIL)):
+        process = recorded(paths.pidfile(name) if name != "anvil" else paths.pid, *markers)
+        if process.alive:
+            stop_pid(process.pid)  # type: ignore[arg-type]
+    shutil.rmtree(paths.run)
+
+
 def up_command(
-    anvil_port: Annotated[int, typer.Option(help="Anvil JSON-RPC port")] = 8545,
+    anvil_port: Annotated[int, typer.Option(help="Anvil JSON-RPC port (a new devnet; one resumed keeps its own)")] = 8545,
     api_port: Annotated[int, typer.Option(help="HTTP API port")] = 8000,
+    fresh: Annotated[bool, typer.Option("--fresh", help="delete the devnet and start a new one (asks first)")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="with --fresh: do not ask")] = False,
 ) -> None:
-    """Start the whole stack on the embedded defaults and print its URLs."""
+    """Start the whole stack on the embedded defaults, resuming the devnet of the run directory, and print its URLs."""
     paths = default_paths()
-    urls = stack_up(paths, anvil_port=anvil_port, api_port=api_port)
+    started = stack_up(paths, anvil_port=anvil_port, api_port=api_port, fresh=fresh, confirmed=yes)
+    for note in started.notes:
+        typer.echo(note)
+    typer.echo(started.summary)
     manifest = json.loads(paths.manifest.read_text())
-    typer.echo(f"chain      {manifest['rpc_url']}  (chain id {manifest['chain_id']}, Anvil devnet)")
+    urls = started.urls
+    typer.echo(f"chain      {manifest['rpc_url']}  (chain id {manifest['chain_id']}, Anvil devnet, saved to {paths.chain_state} every second)")
     for name, contract in manifest["contracts"].items():
         typer.echo(f"           {name:<19} {contract['address']}")
     typer.echo(f"API        {urls['api']}")
@@ -127,11 +244,11 @@ def up_command(
     typer.echo(f"health     {urls['health']}")
     typer.echo(f"indexer    sqlite {paths.run / 'index.db'}  (log {paths.run / 'indexer.log'})")
     typer.echo(f"API keys   {urls['keys']}  (one demo key per organisation)")
-    typer.echo("stop       make stop   (partledger down)")
+    typer.echo("stop       make stop   (partledger down; `make run` resumes)")
 
 
 def down_command() -> None:
-    """Stop everything `partledger up` started."""
+    """Stop everything `partledger up` started; the chain, keys and databases stay for the next `up`."""
     stopped = stack_down(default_paths())
     typer.echo("stopped " + ", ".join(stopped) if stopped else "nothing was running")
 

@@ -93,7 +93,7 @@ def test_devnet_up_deploys_and_seeds_demo_consortium_then_down_stops_it(devnet_d
 
 def test_devnet_with_paid_gas_funds_its_keys(devnet_dir):
     run_dir, env = devnet_dir
-    run_cli("devnet", "up", "--port", str(free_port()), "--gas-price", "1000000000", "--block-time", "0.2", env=env)
+    run_cli("devnet", "up", "--port", str(free_port()), "--gas-price", "1000000000", "--block-time", "1", env=env)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["gas_price"] == 10**9
 
