@@ -158,7 +158,8 @@ def test_document_with_the_largest_uint64_deadline_is_mirrored_exactly(db_url):
 def test_indexer_is_healthy_again_as_soon_as_the_node_answers_after_an_outage(tmp_path):
     """A node outage marks the mirror unhealthy; when the node is back, health returns without waiting for a block
     (a permissioned chain may produce none for a while)."""
-    from partledger.anvil import AnvilConfig, AnvilNode, free_port
+    from partledger.anvil import AnvilConfig, AnvilNode
+    from tests.ports import free_port
     from partledger.chain import connect
     from tests.chainkit import ANVIL_ACCOUNTS, build_ledger
 
