@@ -54,8 +54,11 @@ class PostgresCluster:
         self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def create_database(self, name: str) -> str:
-        """Creates a database and returns its SQLAlchemy URL."""
-        self._run(pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c", f'CREATE DATABASE "{name}"')
+        """Creates a database and returns its SQLAlchemy URL (over a connection, not a psql process per database)."""
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
     def url(self, name: str) -> str:
