@@ -25,6 +25,7 @@ re-signed item is not rejected, so its VINs stay.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -93,6 +94,7 @@ class Submitter:
         self._retired: dict[str, ContractRevert] = {}  # revoked signers, and the chain's refusal
         self._nonce_taken: dict[int, tuple[float, int]] = {}  # tx id -> (when, block) "nonce too low" was first seen
         self._next_recheck = 0.0
+        self._lost_resent = False  # the last follow() sent again transactions the node had lost
 
     # --- the loop -------------------------------------------------------------------------------------------
 
@@ -130,6 +132,8 @@ class Submitter:
         try:
             progressed = self.recheck_confirmed()
             progressed |= self.follow()
+            if self._lost_resent:
+                return True  # what the node lost goes first: new transactions wait for the next pass
             progressed |= self.resend()
             for signer in sorted(self.signers):
                 progressed |= self.submit_batch(signer)
@@ -147,8 +151,10 @@ class Submitter:
         """Receipts of what was sent: asked only for transactions whose nonce the chain has passed (one nonce
         query per key instead of a receipt query per transaction still in the pool), in JSON-RPC batches; those
         the node seems to have lost are sent again, in one batch."""
+        self._lost_resent = False
         with self.engine.connect() as conn:
-            open_txs = conn.execute(select(T_TX).where(T_TX.c.state.in_(("sent", "mined")))).mappings().all()
+            # In signing order: what is sent again goes out in the order it went first (a receipt after its shipment).
+            open_txs = conn.execute(select(T_TX).where(T_TX.c.state.in_(("sent", "mined"))).order_by(T_TX.c.id)).mappings().all()
         if not open_txs:
             return False
         head = self.w3.eth.block_number
@@ -180,7 +186,7 @@ class Submitter:
             elif tx["state"] == "sent":
                 self._set_tx(tx["id"], "mined", items_state="mined", block_number=block, gas_used=receipt["gasUsed"])
                 progressed = True
-        self._send_all(stale)
+        self._lost_resent = self._send_all(stale, in_order=True) > 0
         return progressed
 
     def recheck_confirmed(self) -> bool:
@@ -324,15 +330,22 @@ class Submitter:
     # --- sending --------------------------------------------------------------------------------------------
 
     def resend(self) -> bool:
+        """Sends what was signed and not recorded as sent (a crash in between), in signing order."""
         with self.engine.connect() as conn:
-            signed = conn.execute(select(T_TX).where(T_TX.c.state == "signed").order_by(T_TX.c.signer, T_TX.c.nonce)).mappings().all()
-        self._send_all(signed)
+            signed = conn.execute(select(T_TX).where(T_TX.c.state == "signed").order_by(T_TX.c.id)).mappings().all()
+        self._send_all(signed, in_order=True)
         return bool(signed)
 
-    def _send_all(self, txs: list[Any]) -> None:
-        """Sends recorded transactions in one JSON-RPC batch and records as sent those the node holds now."""
+    def _send_all(self, txs: list[Any], *, in_order: bool = False) -> int:
+        """Sends recorded transactions in one JSON-RPC batch and records as sent those the node holds now; returns
+        how many it holds.
+        in_order: for transactions sent before, which the node lost (a devnet node restarted from a save without its
+        newest blocks) or never got (a crash between signing and sending): they go out in the order they were
+        signed, and the transactions of one key are mined before the next key's are sent, since a node's pool
+        orders the keys as it likes and a receipt sent again must not be mined before its shipment (of another key)
+        is."""
         live = [tx for tx in txs if tx["signer"] not in self._retired]  # revoked: _retire_signer voided those not mined
-        answers = self._batch([("eth_sendRawTransaction", ["0x" + bytes(tx["raw"]).hex()]) for tx in live])
+        answers = self._send_in_order(live) if in_order else self._batch([_send_request(tx) for tx in live])
         held = []
         for tx, answer in zip(live, answers):
             error = answer.get("error")
@@ -348,11 +361,27 @@ class Submitter:
                     continue
             held.append(tx["id"])
         if not held:
-            return
+            return 0
         failpoint("submitter.after_send")  # sent, not recorded as sent
         with self.engine.begin() as conn:
             conn.execute(update(T_TX).where(T_TX.c.id.in_(held), T_TX.c.state.in_(("signed", "sent"))).values(state="sent", sent_at=time.time()))
             conn.execute(update(T_ITEM).where(T_ITEM.c.tx_id.in_(held), T_ITEM.c.state == "signed").values(state="sent", updated_at=time.time()))
+        return len(held)
+
+    def _send_in_order(self, txs: list[Any]) -> list[dict[str, Any]]:
+        answers: list[dict[str, Any]] = []
+        runs = [list(run) for _, run in itertools.groupby(txs, key=lambda tx: tx["signer"])]
+        for number, run in enumerate(runs):
+            answers += self._batch([_send_request(tx) for tx in run])
+            if number + 1 < len(runs):
+                self._wait_mined(bytes(run[-1]["tx_hash"]))
+        return answers
+
+    def _wait_mined(self, tx_hash: bytes, timeout: float = 15.0) -> None:
+        """Until the transaction has a receipt, or `timeout` (the node may refuse it: the answers say so)."""
+        deadline = time.monotonic() + timeout
+        while self._receipt(tx_hash) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def _mined_after_all(self, tx: Any) -> bool:
         """The node said "nonce too low" to `tx`: true if `tx` itself was mined (sent before a restart; following
@@ -517,6 +546,10 @@ def _reject_items(conn: Connection, *where: Any, values: dict[str, Any]) -> int:
             for start in range(0, len(hashes), DELETE_CHUNK):
                 conn.execute(delete(T_VIN).where(T_VIN.c.command_id == item.command_id, T_VIN.c.vin_hash.in_(hashes[start : start + DELETE_CHUNK])))
     return len(rejected)
+
+
+def _send_request(tx: Any) -> tuple[str, list[Any]]:
+    return ("eth_sendRawTransaction", ["0x" + bytes(tx["raw"]).hex()])
 
 
 def _next_run(items: list[Any], max_parts: int) -> list[Any]:

@@ -176,14 +176,29 @@ class SavedChain:
     block: int  # the head block the save holds
 
 
-def save_chain_state(url: str, path: Path, *, timeout: float = 60.0) -> int:
-    """Saves the node's whole chain to `path` (gzipped JSON) atomically; returns the size written."""
-    reply = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "anvil_dumpState", "params": []}, timeout=timeout)
-    reply.raise_for_status()
-    body = reply.json()
+def _rpc(url: str, method: str, params: list | None = None, *, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+    body = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}, timeout=timeout).json()
     if "error" in body:
-        raise DevnetError(f"the node refused to dump its state: {body['error'].get('message', body['error'])}")
-    packed = bytes.fromhex(body["result"].removeprefix("0x"))
+        raise DevnetError(f"the node refused {method}: {body['error'].get('message', body['error'])}")
+    return body["result"]
+
+
+def save_chain_state(url: str, path: Path, *, timeout: float = 60.0) -> int:
+    """Saves the node's whole chain to `path` (gzipped JSON) atomically; returns the size written.
+
+    anvil_dumpState reads the accounts and the blocks one after the other, so a block mined in between can leave a
+    dump whose state has a transaction that its blocks lack. Automine is paused for the dump (what arrives meanwhile
+    waits in the pool and is mined when it resumes), and the dump is checked: every account without code has sent
+    exactly as many transactions as its nonce says. A dump that fails the check is not written (the last one stays)."""
+    automine = bool(_rpc(url, "anvil_getAutomine", timeout=timeout))
+    if automine:
+        _rpc(url, "evm_setAutomine", [False], timeout=timeout)
+    try:
+        packed = bytes.fromhex(_rpc(url, "anvil_dumpState", timeout=timeout).removeprefix("0x"))
+    finally:
+        if automine:
+            _rpc(url, "evm_setAutomine", [True], timeout=timeout)
+    _check_dump(packed)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(temporary, "wb") as handle:
         handle.write(packed)
@@ -196,6 +211,19 @@ def save_chain_state(url: str, path: Path, *, timeout: float = 60.0) -> int:
     finally:
         os.close(directory)
     return len(packed)
+
+
+def _check_dump(packed: bytes) -> None:
+    import gzip
+    import json
+    from collections import Counter
+
+    state = json.loads(gzip.decompress(packed))
+    sent = Counter(entry["info"]["from"].lower() for entry in state.get("transactions", []))
+    for address, account in state["accounts"].items():
+        nonce = int(account["nonce"], 0) if isinstance(account["nonce"], str) else int(account["nonce"])
+        if account.get("code") in (None, "0x", "") and nonce != sent[address.lower()]:
+            raise DevnetError(f"the node's dump is not consistent ({address} has nonce {nonce} and {sent[address.lower()]} transactions): not saved")
 
 
 def read_chain_state(path: Path) -> tuple[SavedChain, bytes]:

@@ -147,6 +147,19 @@ def _require_free_port(port: int, what: str) -> None:
         raise DevnetError(f"port {port} for {what} is taken by a process this stack did not start: stop it, or move this devnet with `partledger up --fresh --anvil-port N`")
 
 
+def _resume_mining(paths: DevnetPaths) -> None:
+    import requests
+
+    from partledger.manifest import load_manifest
+
+    manifest = load_manifest(paths.manifest)
+    if (manifest.extra or {}).get("block_time") is None:
+        try:
+            requests.post(manifest.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "evm_setAutomine", "params": [True]}, timeout=10)
+        except requests.RequestException:
+            pass  # the node is not up yet: it starts with automine on
+
+
 def save_chain(paths: DevnetPaths) -> int:
     """Saves the running devnet's chain now; returns the size written."""
     from partledger.anvil import save_chain_state
@@ -183,6 +196,7 @@ def keep_chain(paths: DevnetPaths, *, every: float) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    _resume_mining(paths)  # a keeper killed during a save leaves automine paused
     failing = False
     while True:
         stopping = stop.is_set()

@@ -104,6 +104,7 @@ def stack_up(paths: DevnetPaths, *, anvil_port: int, api_port: int, fresh: bool 
             _spawn(paths, "indexer", arguments, env)
         api_url = _service_url(paths, api_port)
         if not processes["service"].alive:
+            _wait_mirror_on_chain(paths)
             port = int(api_url.rsplit(":", 1)[1])
             if port_in_use(port):
                 raise DevnetError(f"port {port} for the API is taken by a process this stack did not start: stop it, or choose another with `partledger up --api-port N`")
@@ -124,6 +125,38 @@ def _devnet_running(paths: DevnetPaths) -> str:
     require_chain(w3, chain_id=manifest.chain_id, code={name: (c.address, c.code_hash) for name, c in manifest.contracts.items()})
     start_keeper(paths)
     return f"the devnet was running, at block {w3.eth.block_number}"
+
+
+def _wait_mirror_on_chain(paths: DevnetPaths, timeout: float = 120.0) -> None:
+    """Until the mirror's cursor is a block of the chain: a devnet resumed from its save may lack the newest blocks
+    the mirror had, and the service must not check commands against those before the indexer rolled them back."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from indexer.tables import IndexerState
+    from partledger.chain import connect
+    from partledger.db import make_engine
+    from partledger.manifest import load_manifest
+
+    w3 = connect(load_manifest(paths.manifest).rpc_url)
+    engine = make_engine(service_env(paths)["PARTLEDGER_INDEX_DB_URL"])
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                with engine.connect() as conn:
+                    cursor = conn.execute(select(IndexerState.__table__.c.block_number, IndexerState.__table__.c.block_hash)).first()
+            except SQLAlchemyError:
+                cursor = None  # not migrated yet: nothing to roll back
+            if cursor is None:
+                return
+            block = w3.eth.get_block(cursor[0]) if cursor[0] <= w3.eth.block_number else None
+            if block is not None and bytes(block["hash"]) == bytes(cursor[1]):
+                return
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+    raise DevnetError(f"the mirror did not come back to the chain within {timeout:.0f}s; see {paths.run / 'indexer.log'}")
 
 
 def _prepare_service(paths: DevnetPaths) -> dict[str, str]:
