@@ -333,11 +333,12 @@ def assert_exactly_once_and_gapless(service: Service, stack: Stack, accepted: Ac
 
 @pytest.mark.timeout(1800)  # some 100 service starts: minutes on a loaded machine
 def test_sigkilled_service_loses_and_duplicates_nothing(chain: Chain, stack: Stack, tmp_path: Path, forkserver: ForkServer, request: pytest.FixtureRequest) -> None:
-    """2,000 parts (more if need be) registered, shipped and received in 300 requests while the service is SIGKILLed at least 20
+    """2,000 parts registered, shipped and received in 300 requests while the service is SIGKILLed at least 20
     times at each failpoint (a request's command written and not committed; committed and the 202 not sent; after
     the outbox write and before sending; after sending and before recording it; with the receipt on chain and not
-    recorded), and started again each time; the stream goes on past 2,000 parts until every failpoint had its kills. The three kinds of command interleave: a batch is shipped once its
-    registration is indexed, received once its shipment is."""
+    recorded), and started again each time; the stream goes on past 2,000 parts until every failpoint had its
+    kills. The three kinds of command interleave: a batch is shipped once its registration is indexed, received
+    once its shipment is."""
     service = Service(
         stack,
         tmp_path,
