@@ -191,7 +191,9 @@ def test_raw_addresses_are_kept_a_day_at_most(world):
         assert conn.execute(select(table.c.client_ip).where(table.c.scan_id == scan_id)).scalar() == "testclient"
     with engine.begin() as conn:
         conn.execute(update(table).where(table.c.scan_id == scan_id).values(scanned_at=table.c.scanned_at - 24 * HOUR - 1))
+    recent = bytes.fromhex(scan(world, "NEW")["scan_id"][2:])  # a scan of now, whatever the other tests scanned before
+    desk.book.flush()
     assert desk.book.purge_addresses() >= 1
     with engine.connect() as conn:
         assert conn.execute(select(table.c.client_ip).where(table.c.scan_id == scan_id)).scalar() is None
-        assert conn.execute(select(table.c.client_ip).where(table.c.scanned_at > desk.book.clock() - HOUR, table.c.client_ip.is_not(None))).first() is not None
+        assert conn.execute(select(table.c.client_ip).where(table.c.scan_id == recent)).scalar() == "testclient"

@@ -154,7 +154,9 @@ def kill_repeatedly(chain: CrashChain, backend: str, db_url: str, workdir: Path,
         remaining = head - (before or 0)
         if remaining <= 0 or rng.random() < 0.1:
             moment = "anywhere"  # in the start-up, the migration, the lock, or a write
-            deadline = time.monotonic() + rng.uniform(0.1, 2.5)
+            # A forked run starts in milliseconds (a fresh interpreter took seconds of imports): a short window, or
+            # the run would catch up far and leave too few blocks for the kills still to come.
+            deadline = time.monotonic() + rng.uniform(0.0, 0.4 if runs else 2.5)
             while time.monotonic() < deadline and process.poll() is None:
                 time.sleep(0.01)
         else:
