@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -110,6 +110,23 @@ def read_cursor(engine: Engine) -> int | None:
         return None
 
 
+def wait_sessions_ended(engine: Engine) -> None:
+    """On PostgreSQL, until the killed indexer's sessions are gone: the server may still commit a transaction whose
+    COMMIT the client sent just before it died, and the checks must see the mirror as it stays (SQLite commits in
+    the process itself: nothing lingers)."""
+    if engine.dialect.name != "postgresql":
+        return
+    others = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    engine.dispose()  # our own idle connections aside
+    deadline = time.monotonic() + 60
+    while True:
+        with engine.connect() as conn:
+            if conn.execute(others).scalar() == 0:
+                return
+        assert time.monotonic() < deadline, "the killed indexer's PostgreSQL sessions did not end within 60 s"
+        time.sleep(0.01)
+
+
 def check_cursor_matches_rows(engine: Engine, chain: CrashChain, cursor: int | None) -> None:
     """Every row the chain gives for blocks up to the cursor is there, once; nothing from a block above it."""
     with engine.connect() as conn:
@@ -176,6 +193,7 @@ def kill_repeatedly(chain: CrashChain, backend: str, db_url: str, workdir: Path,
             pytest.fail(f"{backend}: the indexer exited by itself with {process.returncode}: {err[-2000:]}", pytrace=False)
         process.send_signal(signal.SIGKILL)
         process.wait()
+        wait_sessions_ended(engine)
         after = read_cursor(engine)
         assert before is None or (after is not None and after >= before), f"{backend}: the cursor went back from {before} to {after}"
         check_cursor_matches_rows(engine, chain, after)
