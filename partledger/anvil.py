@@ -176,7 +176,8 @@ class SavedChain:
     block: int  # the head block the save holds
 
 
-def _rpc(url: str, method: str, params: list | None = None, *, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+def devnet_rpc(url: str, method: str, params: list | None = None, *, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+    """One JSON-RPC call to a devnet node (anvil_* and evm_* calls included); its error as DevnetError."""
     body = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}, timeout=timeout).json()
     if "error" in body:
         raise DevnetError(f"the node refused {method}: {body['error'].get('message', body['error'])}")
@@ -190,14 +191,14 @@ def save_chain_state(url: str, path: Path, *, timeout: float = 60.0) -> int:
     dump whose state has a transaction that its blocks lack. Automine is paused for the dump (what arrives meanwhile
     waits in the pool and is mined when it resumes), and the dump is checked: every account without code has sent
     exactly as many transactions as its nonce says. A dump that fails the check is not written (the last one stays)."""
-    automine = bool(_rpc(url, "anvil_getAutomine", timeout=timeout))
+    automine = bool(devnet_rpc(url, "anvil_getAutomine", timeout=timeout))
     if automine:
-        _rpc(url, "evm_setAutomine", [False], timeout=timeout)
+        devnet_rpc(url, "evm_setAutomine", [False], timeout=timeout)
     try:
-        packed = bytes.fromhex(_rpc(url, "anvil_dumpState", timeout=timeout).removeprefix("0x"))
+        packed = bytes.fromhex(devnet_rpc(url, "anvil_dumpState", timeout=timeout).removeprefix("0x"))
     finally:
         if automine:
-            _rpc(url, "evm_setAutomine", [True], timeout=timeout)
+            devnet_rpc(url, "evm_setAutomine", [True], timeout=timeout)
     _check_dump(packed)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(temporary, "wb") as handle:

@@ -123,12 +123,9 @@ class _StartedNode:
     url: str
 
     def request(self, method: str, params: list[Any]) -> Any:
-        import requests
+        from partledger.anvil import devnet_rpc
 
-        body = requests.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, timeout=30).json()
-        if "error" in body:
-            raise DevnetError(f"{method}: {body['error']}")
-        return body["result"]
+        return devnet_rpc(self.url, method, params, timeout=30)
 
     def head(self) -> int:
         return int(self.request("eth_blockNumber", []), 16)
@@ -150,13 +147,14 @@ def _require_free_port(port: int, what: str) -> None:
 def _resume_mining(paths: DevnetPaths) -> None:
     import requests
 
+    from partledger.anvil import devnet_rpc
     from partledger.manifest import load_manifest
 
     manifest = load_manifest(paths.manifest)
     if (manifest.extra or {}).get("block_time") is None:
         try:
-            requests.post(manifest.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "evm_setAutomine", "params": [True]}, timeout=10)
-        except requests.RequestException:
+            devnet_rpc(manifest.rpc_url, "evm_setAutomine", [True], timeout=10)
+        except (requests.RequestException, DevnetError):
             pass  # the node is not up yet: it starts with automine on
 
 
