@@ -220,6 +220,9 @@ def _check_dump(packed: bytes) -> None:
     from collections import Counter
 
     state = json.loads(gzip.decompress(packed))
+    in_blocks = sum(len(block.get("transactions", [])) for block in state.get("blocks", []))
+    if in_blocks != len(state.get("transactions", [])):  # a transaction whose block the dump lacks
+        raise DevnetError(f"the node's dump is not consistent ({in_blocks} transactions in its blocks, {len(state.get('transactions', []))} mined): not saved")
     sent = Counter(entry["info"]["from"].lower() for entry in state.get("transactions", []))
     for address, account in state["accounts"].items():
         nonce = int(account["nonce"], 0) if isinstance(account["nonce"], str) else int(account["nonce"])
