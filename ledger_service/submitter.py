@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_utils import keccak
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from web3 import Web3
@@ -198,11 +198,15 @@ class Submitter:
             return False
         self._next_recheck = time.monotonic() + RECHECK_CONFIRMED_SECONDS
         progressed = False
+        head = self.w3.eth.block_number
         for signer in sorted(self.signers):
             on_chain = self.w3.eth.get_transaction_count(signer, "latest")
             with self.engine.connect() as conn:
+                # A nonce the chain has not reached, or a block the chain no longer has: either way, ask for the receipt.
                 recorded = conn.execute(
-                    select(T_TX).where(T_TX.c.signer == signer, T_TX.c.state == "confirmed", T_TX.c.nonce >= on_chain).order_by(T_TX.c.nonce)
+                    select(T_TX)
+                    .where(T_TX.c.signer == signer, T_TX.c.state == "confirmed", or_(T_TX.c.nonce >= on_chain, T_TX.c.block_number > head))
+                    .order_by(T_TX.c.nonce)
                 ).mappings().all()
             for tx in recorded:
                 if self._receipt(bytes(tx["tx_hash"])) is None:

@@ -42,6 +42,7 @@ pytestmark = [pytest.mark.chain, pytest.mark.heavy, pytest.mark.spread]
 STREAM_PARTS = 2_000
 PARTS_PER_REQUEST = 20
 KILLS = 10
+STALL_SECONDS = 300  # the stack comes back from a cut in seconds; five minutes without a step is a command lost
 PROCESSES = ("anvil", "keeper", "indexer", "service")
 
 
@@ -221,8 +222,11 @@ def test_a_stack_sigkilled_ten_times_resumes_and_loses_nothing(devnet: Devnet, t
     registered: list[tuple[int, str]] = []
     shipped: list[tuple[int, str]] = []
     following = 0
+    stalled_since = time.monotonic()
     while following < len(batches) or registered or shipped:
         assert not killer_error, killer_error
+        waiting_on = registered[0][1] if registered else shipped[0][1] if shipped else None
+        assert time.monotonic() - stalled_since < STALL_SECONDS, f"no step for {STALL_SECONDS} s; waiting on command {waiting_on}: {waiting_on and client.view('maker', waiting_on)}"
         moved = False
         if following < len(batches) and len(registered) < 10:
             registered.append((following, post("register", "maker", following)))  # type: ignore[arg-type]
@@ -234,7 +238,9 @@ def test_a_stack_sigkilled_ten_times_resumes_and_loses_nothing(devnet: Devnet, t
         if shipped and client.indexed("maker", shipped[0][1]) and post("receive", "warehouse", shipped[0][0]):
             shipped.pop(0)
             moved = True
-        if not moved:
+        if moved:
+            stalled_since = time.monotonic()
+        else:
             time.sleep(0.1)
     thread.join(timeout=600)
     assert not thread.is_alive() and not killer_error, killer_error
