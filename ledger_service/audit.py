@@ -1,6 +1,7 @@
 """Audit read access: auditors and regulators read every organisation's consortium-class data, and every such read
-is itself logged — who (organisation, API key), what (method, path and query, answer status), when — before its
-answer leaves. A read that cannot be logged is refused (503 audit_log_unavailable).
+is itself logged — who (organisation, and the API key or console user: Principal.actor), what (method, path and
+query, answer status), when — before its answer leaves. A read that cannot be logged is refused (503
+audit_log_unavailable).
 
 The log is anchored in batches: consecutive entries become a StandardMerkleTree (partledger.merkle) whose root goes
 on chain through the outbox's anchor_batch command (kind "audit-log"), signed by a site key the service holds for an
@@ -35,7 +36,7 @@ from partledger.model import Role
 
 log = logging.getLogger("partledger.service.audit")
 T_LOG, T_BATCH, T_ORG = AuditLogEntry.__table__, AuditBatch.__table__, Organisation.__table__
-AUDIT_RECORD_TYPES = ("uint64", "uint32", "string", "string", "string", "uint16", "uint64")  # id, org, key, method, target, status, ms
+AUDIT_RECORD_TYPES = ("uint64", "uint32", "string", "string", "string", "uint16", "uint64")  # id, org, who, method, target, status, ms
 AUDIT_RECORD_FIELDS = ("id", "orgId", "keyId", "method", "target", "status", "atMillis")
 AUDIT_BATCH_KIND = "audit-log"
 AUDIT_BATCH_SIZE = 64
@@ -46,14 +47,20 @@ AUDITED_ROLES = Role.AUDITOR | Role.REGULATOR
 
 
 def record_values(row: Any) -> tuple[Any, ...]:
-    """An entry as the values of its Merkle leaf (types AUDIT_RECORD_TYPES)."""
-    return (row.id, row.org_id, row.key_id, row.method, row.target, row.status, row.at_ms)
+    """An entry as the values of its Merkle leaf (types AUDIT_RECORD_TYPES). The leaf's keyId is the API key's id,
+    or "user:<username>" for a console user, so that the anchored log names the person (API key leaves are as
+    they were before users existed)."""
+    return (row.id, row.org_id, _leaf_key(row), row.method, row.target, row.status, row.at_ms)
+
+
+def _leaf_key(row: Any) -> str:
+    return row.actor if row.actor is not None and row.actor.startswith("user:") else row.key_id
 
 
 def entry_view(row: Any) -> dict[str, Any]:
     return {
-        "id": row.id, "org_id": row.org_id, "key_id": row.key_id, "method": row.method, "target": row.target,
-        "status": row.status, "at": row.at_ms / 1000, "batch_id": row.batch_id,
+        "id": row.id, "org_id": row.org_id, "key_id": row.key_id, "actor": row.actor or f"key:{row.key_id}",
+        "method": row.method, "target": row.target, "status": row.status, "at": row.at_ms / 1000, "batch_id": row.batch_id,
     }  # fmt: skip
 
 
@@ -99,8 +106,8 @@ class AuditLog:
     def record(self, principal: Principal, *, method: str, target: str, status: int) -> int:
         with self.services.service_engine.begin() as conn:
             result = conn.execute(insert(T_LOG).values(
-                org_id=principal.org_id, key_id=principal.key_id, method=method[:8], target=target, status=status,
-                at_ms=int(time.time() * 1000),
+                org_id=principal.org_id, key_id=principal.key_id[:16], actor=principal.actor[:80], method=method[:8], target=target,
+                status=status, at_ms=int(time.time() * 1000),
             ))  # fmt: skip
         return int(result.inserted_primary_key[0])
 

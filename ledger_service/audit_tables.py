@@ -12,7 +12,7 @@ from sqlmodel import Field
 
 
 class AuditLogEntry(ServiceTable, table=True):
-    """One read: who (organisation, API key), what (method, path and query, answer status), when (unix ms).
+    """One read: who (organisation, API key or console user), what (method, path and query, answer status), when (unix ms).
     Written before the answer leaves; never updated except to name the batch that anchors it."""
 
     __tablename__ = "audit_log"
@@ -20,6 +20,7 @@ class AuditLogEntry(ServiceTable, table=True):
     id: Optional[int] = Field(default=None, sa_type=BigId, primary_key=True)
     org_id: int = Field(index=True)
     key_id: str = Field(max_length=16)
+    actor: Optional[str] = Field(default=None, max_length=80)  # "user:<username>" or "key:<key id>"; None before 0004
     method: str = Field(max_length=8)
     target: str  # path and query string
     status: int

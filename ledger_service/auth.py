@@ -20,7 +20,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 
 from indexer.tables import Organisation
-from ledger_service.errors import Unauthorized
+from ledger_service.errors import Forbidden, Unauthorized
 from ledger_service.tables import ApiKey
 from partledger.errors import ValidationError
 from partledger.model import Role
@@ -33,12 +33,30 @@ _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: an organisation (and the key it used)."""
+    """Who is calling: an organisation, and the API key or the signed-in user it acts through. API keys act as
+    operators; a user acts with the role the organisation's admin gave it."""
 
     org_id: int
     roles: Role
     key_id: str
     sites: tuple[str, ...] | None
+    user_id: int | None = None
+    username: str | None = None
+    role: str = "operator"  # admin | operator | viewer
+
+    @property
+    def actor(self) -> str:
+        """Who sent a command, as the outbox and the audit log record it: "user:<username>" or "key:<key id>"."""
+        return f"user:{self.username}" if self.username is not None else f"key:{self.key_id}"
+
+    @property
+    def may_act(self) -> bool:
+        """Viewers read only."""
+        return self.role in ("admin", "operator")
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
 
     def may_use(self, address: str, site: str) -> bool:
         """Whether this key may have commands signed by the site key `address` of site `site`."""
@@ -48,6 +66,12 @@ class Principal:
     def sees_everything(self) -> bool:
         """Auditors and regulators read every organisation's consortium-class data."""
         return bool(self.roles & (Role.AUDITOR | Role.REGULATOR))
+
+
+def require_may_act(principal: Principal) -> None:
+    """Refuses a principal that may only read (a viewer): 403 read_only_role. Every write path calls it."""
+    if not principal.may_act:
+        raise Forbidden(f"the role {principal.role!r} may read but not act", code="read_only_role")
 
 
 def sites_allow(sites: tuple[str, ...] | list[str] | None, address: str, site: str) -> bool:

@@ -39,6 +39,12 @@ class Unauthorized(ApiError):
     code = "unauthorized"
 
 
+class TotpRequired(Unauthorized):
+    """The password was right; the account needs its second factor's code as well."""
+
+    code = "totp_required"
+
+
 class Forbidden(ApiError):
     code = "forbidden"
 
@@ -63,20 +69,43 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
+class RowErrors(Unprocessable):
+    """Entries of a request's list refused one by one; details: [{"row", "value", "code", "message"}] (1-based rows)."""
+
+    code = "invalid_parts"
+
+    def __init__(self, message: str, rows: list[dict[str, Any]], *, code: str | None = None) -> None:
+        super().__init__(message, code=code, details=rows)
+        self.rows = rows
+
+
 class Unavailable(ApiError):
     code = "unavailable"
 
 
+class TooManyRequests(ApiError):
+    """Too many attempts (sign-in failures): 429 with Retry-After `retry_after` whole seconds."""
+
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message, code=code, details=details)
+        self.retry_after = max(1, int(retry_after))
+
+
 STATUS = {
     Unauthorized: 401,
+    TotpRequired: 401,
     Forbidden: 403,
     NotFound: 404,
     BadRequest: 400,
     Conflict: 409,
     Unprocessable: 422,
+    RowErrors: 422,
     PayloadTooLarge: 413,
     ValidationError: 400,
     Unavailable: 503,
+    TooManyRequests: 429,
     ChainUnavailable: 503,
 }
 
@@ -101,7 +130,7 @@ ERROR_SCHEMA = {
 }
 ERROR_RESPONSES = {
     "422": "the request does not match the API schema (invalid_request), or its rows or parts are refused",
-    "4XX": "refused: 400 invalid, 401 no or unknown API key, 403 not allowed, 404 unknown, 409 conflict, 413 too large",
+    "4XX": "refused: 400 invalid, 401 no or unknown API key, 403 not allowed, 404 unknown, 409 conflict, 413 too large, 429 too many attempts (Retry-After)",
     "503": "the chain node or a database does not answer (Retry-After)",
 }
 
@@ -141,6 +170,8 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
         if STATUS[type(exc)] == 503:
             headers = {"Retry-After": RETRY_AFTER_SECONDS}
+        elif isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(_body(exc.code, exc.message, exc.details), status_code=STATUS[type(exc)], headers=headers)
 
     @app.exception_handler(ValidationError)

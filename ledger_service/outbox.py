@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from indexer.tables import Batch, Lot, Organisation, Part, SiteKey
-from ledger_service.auth import Principal
+from ledger_service.auth import Principal, require_may_act
 from ledger_service.errors import Conflict, Forbidden, NotFound, Unprocessable
 from ledger_service.operations import OPERATIONS, Operation
 from ledger_service.tables import ChainTransaction, Command, CommandItem, IdempotencyRecord
@@ -65,7 +65,9 @@ class Outbox:
     def signer_for(self, principal: Principal, site: str | None) -> str:
         """The site key the command will be signed with: an active key of the caller's organisation that this
         service holds, within the API key's sites, matching `site` (an address or a site name) when given. When
-        there is none, keystores added since (a replacement key) are looked for once."""
+        there is none, keystores added since (a replacement key) are looked for once. Every signing path starts
+        here, so a viewer is refused here (403 read_only_role), before anything is checked or signed."""
+        require_may_act(principal)
         try:
             return self._signer_for(principal, site)
         except Forbidden:
@@ -169,9 +171,11 @@ class Outbox:
     # --- writing --------------------------------------------------------------------------------------------
 
     def accept(self, principal: Principal, draft: Draft, *, signer: str, idempotency_key: str | None, request_sha256: str) -> dict[str, Any]:
-        """Writes the command; with an Idempotency-Key, a repeat returns the first answer (422 if its body
-        differs). The key is claimed in the transaction that writes the command, so that a crash leaves both or
-        neither: a claim without its command would hold the client's retries off."""
+        """Writes the command, recording who sent it (principal.actor); a viewer is refused (403 read_only_role),
+        whatever path the command came by. With an Idempotency-Key, a repeat returns the first answer (422 if its
+        body differs). The key is claimed in the transaction that writes the command, so that a crash leaves both
+        or neither: a claim without its command would hold the client's retries off."""
+        require_may_act(principal)
         if idempotency_key is not None:
             replay = self.replay(principal.org_id, idempotency_key, request_sha256)
             if replay is not None:
@@ -187,8 +191,8 @@ class Outbox:
                         status_code=202, response=json.dumps(answer), created_at=now,
                     ))  # fmt: skip
                 conn.execute(insert(T_CMD).values(
-                    id=command_id, org_id=principal.org_id, api_key_id=principal.key_id, kind=draft.kind, site_key=signer,
-                    part_count=draft.part_count, summary=json.dumps(draft.summary), created_at=now,
+                    id=command_id, org_id=principal.org_id, api_key_id=principal.key_id[:16], actor=principal.actor[:80], kind=draft.kind,
+                    site_key=signer, part_count=draft.part_count, summary=json.dumps(draft.summary), created_at=now,
                 ))  # fmt: skip
                 conn.execute(insert(T_ITEM), [
                     {"command_id": command_id, "signer": signer, "kind": draft.kind, "pack_key": pack_key(draft.kind, payload, command_id),
@@ -222,14 +226,20 @@ class Outbox:
     # --- following a command --------------------------------------------------------------------------------
 
     def view(self, principal: Principal, command_id: str) -> dict[str, Any]:
-        with self.service_engine.connect() as conn:
-            command = conn.execute(select(T_CMD).where(T_CMD.c.id == command_id)).mappings().first()
-            if command is None or (command["org_id"] != principal.org_id and not principal.sees_everything):
-                raise NotFound(f"no command {command_id}", code="unknown_command")
-            items = conn.execute(select(T_ITEM).where(T_ITEM.c.command_id == command_id).order_by(T_ITEM.c.id)).mappings().all()
-            tx_ids = {item["tx_id"] for item in items if item["tx_id"] is not None}
-            txs = {row["id"]: row for row in conn.execute(select(T_TX).where(T_TX.c.id.in_(tx_ids))).mappings()} if tx_ids else {}
-        return command_view(command, items, txs)
+        return read_command(self.service_engine, principal, command_id)
+
+
+def read_command(engine: Engine, principal: Principal, command_id: str) -> dict[str, Any]:
+    """One command as GET /v1/commands/{id} answers it: the caller's organisation's (auditors and regulators: any
+    organisation's); 404 unknown_command otherwise. Reads only: a service instance without site keys answers it too."""
+    with engine.connect() as conn:
+        command = conn.execute(select(T_CMD).where(T_CMD.c.id == command_id)).mappings().first()
+        if command is None or (command["org_id"] != principal.org_id and not principal.sees_everything):
+            raise NotFound(f"no command {command_id}", code="unknown_command")
+        items = conn.execute(select(T_ITEM).where(T_ITEM.c.command_id == command_id).order_by(T_ITEM.c.id)).mappings().all()
+        tx_ids = {item["tx_id"] for item in items if item["tx_id"] is not None}
+        txs = {row["id"]: row for row in conn.execute(select(T_TX).where(T_TX.c.id.in_(tx_ids))).mappings()} if tx_ids else {}
+    return command_view(command, items, txs)
 
 
 def command_view(command: Any, items: list[Any], txs: dict[int, Any]) -> dict[str, Any]:
@@ -259,6 +269,7 @@ def command_view(command: Any, items: list[Any], txs: dict[int, Any]) -> dict[st
         "parts": command["part_count"],
         "summary": json.loads(command["summary"]),
         "accepted_at": command["created_at"],
+        "actor": command["actor"] or f"key:{command['api_key_id']}",  # commands from before 0004 came by API key
         "items": [{"parts": item["part_count"], "state": item["state"]} for item in items],
         "transactions": [{"tx_hash": tx_hash, "block": block} for tx_hash, block in transactions],
         "block": max(blocks) if status == "confirmed" and blocks else None,

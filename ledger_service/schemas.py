@@ -260,6 +260,7 @@ class CommandStatus(Exact):
     parts: int
     summary: dict[str, Any] = Field(description="the request's arguments that are not per part; they vary with the kind")
     accepted_at: float
+    actor: str = Field(description='who sent it: "user:<username>" (a console user) or "key:<key id>" (an API key)')
     items: list[CommandItemState]
     transactions: list[CommandTransaction]
     block: Optional[int] = Field(description="the block that confirmed it, once confirmed")
@@ -497,6 +498,7 @@ class AuditEntry(Exact):
     id: int
     org_id: int
     key_id: str
+    actor: str = Field(description='who read: "user:<username>" (a console user) or "key:<key id>" (an API key)')
     method: str
     target: str = Field(description="path and query string")
     status: int

@@ -43,7 +43,7 @@ from web3.exceptions import ContractLogicError, Web3RPCError
 
 from ledger_service.operations import contract_arguments
 from ledger_service.auth import sites_allow
-from ledger_service.tables import ApiKey, ChainTransaction, Command, CommandItem, PrivateVin
+from ledger_service.tables import ApiKey, ChainTransaction, Command, CommandItem, PrivateVin, User
 from partledger.artifacts import calldata, load_artifact
 from partledger.chain import decode_revert, revert_of
 from partledger.dblock import ExclusiveLock, LockHeld
@@ -55,7 +55,7 @@ from wallets.signer import Signer
 
 log = logging.getLogger("partledger.submitter")
 T_ITEM, T_TX, T_VIN = CommandItem.__table__, ChainTransaction.__table__, PrivateVin.__table__
-T_COMMAND, T_API_KEY = Command.__table__, ApiKey.__table__
+T_COMMAND, T_API_KEY, T_USER = Command.__table__, ApiKey.__table__, User.__table__
 RESEND_AFTER_SECONDS = 5.0
 SUBMIT_PER_STEP = 64  # transactions one key may sign in one pass of the loop (one batch; then the others' turn, and receipts)
 RECEIPTS_PER_BATCH = 200
@@ -305,13 +305,15 @@ class Submitter:
 
     @staticmethod
     def _barred_from(conn: Connection, pending: tuple[Any, ...], replacement: str, site: str) -> list[int]:
-        """The pending items (`pending`) whose command's API key is narrowed to sites that leave out the
-        replacement key: they are rejected rather than signed with a key their sender may not use."""
-        rows = conn.execute(
-            select(T_ITEM.c.id, T_API_KEY.c.sites)
-            .select_from(T_ITEM.join(T_COMMAND, T_COMMAND.c.id == T_ITEM.c.command_id).join(T_API_KEY, T_API_KEY.c.key_id == T_COMMAND.c.api_key_id))
-            .where(*pending, T_API_KEY.c.sites.is_not(None))
-        ).all()
+        """The pending items (`pending`) whose command's sender (API key or console user) is narrowed to sites
+        that leave out the replacement key: they are rejected rather than signed with a key their sender may not use."""
+        items = T_ITEM.join(T_COMMAND, T_COMMAND.c.id == T_ITEM.c.command_id)
+        by_key = select(T_ITEM.c.id, T_API_KEY.c.sites).select_from(items.join(T_API_KEY, T_API_KEY.c.key_id == T_COMMAND.c.api_key_id))
+        by_user = select(T_ITEM.c.id, T_USER.c.sites).select_from(items.join(T_USER, T_COMMAND.c.actor == "user:" + T_USER.c.username))
+        rows = [
+            *conn.execute(by_key.where(*pending, T_API_KEY.c.sites.is_not(None))).all(),
+            *conn.execute(by_user.where(*pending, T_USER.c.sites.is_not(None))).all(),
+        ]
         return [row.id for row in rows if not sites_allow(json.loads(row.sites), replacement, site)]
 
     def _replacement(self, signer: str) -> tuple[str | None, int, str]:

@@ -1,11 +1,12 @@
 """The service's private tables (never on chain, never in the indexer's mirror): API keys, idempotency records,
-the durable outbox (commands, their items, signed transactions) and encrypted clear VINs."""
+the durable outbox (commands, their items, signed transactions), encrypted clear VINs, and the console's people
+(users, their sessions, sign-in failures, organisation settings; see ledger_service/accounts.py)."""
 
 from __future__ import annotations
 
 from typing import Optional
 
-from sqlalchemy import BigInteger, Integer, LargeBinary, MetaData, UniqueConstraint
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, MetaData, UniqueConstraint
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -51,6 +52,7 @@ class Command(ServiceTable, table=True):
     """An accepted request (202): what an organisation asked, and how it ended. Split into items for packing."""
 
     __tablename__ = "commands"
+    __table_args__ = (Index("ix_commands_org_id_created_at", "org_id", "created_at"),)  # the console's newest-first lists
 
     id: str = Field(primary_key=True, max_length=36)
     org_id: int = Field(index=True)
@@ -60,6 +62,7 @@ class Command(ServiceTable, table=True):
     part_count: int
     summary: str  # JSON: the request's arguments that are not per part (to, doc hash, gtin, lot, ...)
     created_at: float
+    actor: Optional[str] = Field(default=None, max_length=80, index=True)  # who sent it: "user:<username>" or "key:<key id>"
 
 
 class CommandItem(ServiceTable, table=True):
@@ -135,3 +138,60 @@ class DocumentProposal(ServiceTable, table=True):
     counterparty_signature: Optional[bytes] = Field(default=None, sa_type=LargeBinary)
     command_id: Optional[str] = Field(default=None, max_length=36)
     created_at: float
+
+
+class User(ServiceTable, table=True):
+    """A person who signs in to the console for one organisation, with a role (admin | operator | viewer) and
+    optionally narrowed to sites like an API key. The TOTP secret is sealed with the service's Vault key."""
+
+    __tablename__ = "users"
+
+    id: Optional[int] = Field(default=None, sa_type=BigId, primary_key=True)
+    org_id: int = Field(index=True)
+    username: str = Field(max_length=64, unique=True)
+    display_name: str = ""
+    password_hash: str  # Argon2id, PHC string
+    role: str = Field(max_length=8)
+    sites: Optional[str] = None  # JSON list like api_keys.sites; None: every site of the organisation
+    totp_secret: Optional[bytes] = Field(default=None, sa_type=LargeBinary)  # Vault-sealed; None: no second factor
+    totp_confirmed: bool = False
+    totp_last_step: Optional[int] = Field(default=None, sa_type=BigInteger)  # a code's step is accepted once
+    disabled_at: Optional[float] = None
+    created_at: float
+    updated_at: float
+
+
+class WebSession(ServiceTable, table=True):
+    """A console sign-in. Only a SHA-256 of the cookie's 256-bit token is kept."""
+
+    __tablename__ = "web_sessions"
+
+    token_sha256: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(index=True)
+    csrf_token: str = Field(max_length=64)
+    created_at: float
+    last_seen_at: float
+    expires_at: float = Field(index=True)  # absolute end; idleness is judged from last_seen_at
+    revoked_at: Optional[float] = None
+    client: str = Field(default="", max_length=255)
+
+
+class SignInFailure(ServiceTable, table=True):
+    """A failed sign-in, counted per account and per client over a window, in SQL so that every worker agrees."""
+
+    __tablename__ = "sign_in_failures"
+
+    id: Optional[int] = Field(default=None, sa_type=BigId, primary_key=True)
+    scope: str = Field(max_length=8)  # account | client
+    subject: str = Field(max_length=255, index=True)
+    at: float = Field(index=True)
+
+
+class OrgSetting(ServiceTable, table=True):
+    """An organisation's console settings, set by its admin."""
+
+    __tablename__ = "org_settings"
+
+    org_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    require_totp: bool = False
+    updated_at: float

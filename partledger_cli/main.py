@@ -27,6 +27,7 @@ from partledger_cli.labels import labels_app
 from partledger_cli.org import org_app
 from partledger_cli.proof import register_proof_commands
 from partledger_cli.stack import down_command, serve_command, up_command
+from partledger_cli.users import user_app
 
 app = typer.Typer(help="PartLedger: serialised auto parts, custody and trade evidence on a permissioned EVM chain.", no_args_is_help=True)
 devnet_app = typer.Typer(help="A local Anvil chain with the contracts and a demo consortium.", no_args_is_help=True)
@@ -36,6 +37,7 @@ app.add_typer(manifest_app, name="manifest")
 app.add_typer(wallet_app, name="wallet")
 app.command("index")(index_command)
 app.add_typer(org_app, name="org")
+app.add_typer(user_app, name="user")
 app.add_typer(labels_app, name="labels")
 app.command("up")(up_command)
 app.command("down")(down_command)

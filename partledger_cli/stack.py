@@ -2,9 +2,9 @@
 
 `up` resumes the devnet of the run directory (or starts a new one when there is none, or with --fresh), starts the
 indexer and the service as background processes whose pids and logs live in the run directory, creates a demo API
-key per organisation once, and prints the URLs. Whatever runs already is kept; a stale pid file is removed; a port
-taken by a process this stack did not start is refused. `down` stops them; nothing is deleted but by `--fresh` or
-`partledger devnet reset`.
+key per organisation and the console's demo users once, and prints the URLs. Whatever runs already is kept; a stale
+pid file is removed; a port taken by a process this stack did not start is refused. `down` stops them; nothing is
+deleted but by `--fresh` or `partledger devnet reset`.
 
 The service (FastAPI, SQLAlchemy, web3), uvicorn and requests are imported inside the functions that use them, so
 that `partledger --help` starts without them.
@@ -22,13 +22,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from partledger.errors import DevnetError
 from partledger_cli.devnet import ANVIL, DEVNET_FINALITY_DEPTH, KEEPER, DevnetPaths, default_paths, devnet_down, devnet_up, start_keeper
 from partledger_cli.pidfiles import port_in_use, recorded
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 INDEXER = ("partledger_cli", "index")
@@ -160,7 +163,8 @@ def _wait_mirror_on_chain(paths: DevnetPaths, timeout: float = 120.0) -> None:
 
 
 def _prepare_service(paths: DevnetPaths) -> dict[str, str]:
-    """The VIN key, the service's migrated database and one demo API key per organisation, each made only once."""
+    """The VIN key, the service's migrated database, one demo API key per organisation and the console's demo users
+    (console-users.json, mode 0600), each made only once."""
     from ledger_service import migrate as service_migrate
     from ledger_service.auth import create_api_key
     from ledger_service.vault import write_key_file
@@ -175,15 +179,45 @@ def _prepare_service(paths: DevnetPaths) -> dict[str, str]:
     if not keys_file.exists():
         consortium = json.loads(paths.consortium.read_text())
         keys = {org["slug"]: {"org_id": org["id"], "api_key": create_api_key(service_engine, org_id=org["id"], label="devnet demo")} for org in consortium["organisations"]}
-        temporary = keys_file.with_suffix(".tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(keys, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, keys_file)
+        _write_secret_json(keys_file, keys)
+    users_file = paths.run / "console-users.json"
+    if not users_file.exists():
+        _write_secret_json(users_file, demo_users(service_engine, json.loads(paths.consortium.read_text())))
     service_engine.dispose()
     return env
+
+
+def demo_users(service_engine: Engine, consortium: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The console's demo users, each with a random password: an operator per organisation named by its slug, and
+    `<slug>-admin` for each manufacturer. A user that exists already (its file was lost) gets a new password."""
+    from ledger_service import accounts
+    from ledger_service.errors import Conflict
+
+    wanted = []
+    for org in consortium["organisations"]:
+        wanted.append((org, org["slug"], "operator"))
+        if "MANUFACTURER" in org["roles"]:
+            wanted.append((org, f"{org['slug']}-admin", "admin"))
+    users = {}
+    for org, username, role in wanted:
+        password = accounts.new_password()
+        try:
+            accounts.create_user(service_engine, org_id=org["id"], username=username, password=password, role=role, display_name=f"{org['name']} ({role})")
+        except Conflict:
+            accounts.reset_password(service_engine, username=username, org_id=org["id"], password=password)
+        users[username] = {"org": org["slug"], "org_id": org["id"], "role": role, "password": password}
+    return users
+
+
+def _write_secret_json(path: Path, value: Any) -> None:
+    """Writes `value` as JSON to `path` atomically, readable by its owner only (mode 0600)."""
+    temporary = path.with_suffix(".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(value, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
 
 
 def _service_url(paths: DevnetPaths, api_port: int) -> str:
@@ -195,7 +229,10 @@ def _service_url(paths: DevnetPaths, api_port: int) -> str:
 
 
 def _urls(paths: DevnetPaths, api_url: str) -> dict[str, str]:
-    return {"api": api_url, "docs": f"{api_url}/docs", "health": f"{api_url}/v1/health", "keys": str(paths.run / "api-keys.json")}
+    return {
+        "api": api_url, "docs": f"{api_url}/docs", "health": f"{api_url}/v1/health", "keys": str(paths.run / "api-keys.json"),
+        "console": f"{api_url}/console", "users": str(paths.run / "console-users.json"),
+    }  # fmt: skip
 
 
 def _wait_http(url: str, paths: DevnetPaths, timeout: float = 180.0) -> None:
@@ -277,6 +314,8 @@ def up_command(
     typer.echo(f"health     {urls['health']}")
     typer.echo(f"indexer    sqlite {paths.run / 'index.db'}  (log {paths.run / 'indexer.log'})")
     typer.echo(f"API keys   {urls['keys']}  (one demo key per organisation)")
+    typer.echo(f"console    {urls['console']}")
+    typer.echo(f"users      {urls['users']}  (console sign-in: an operator per organisation, named by its slug, and maker-admin)")
     typer.echo("stop       make stop   (partledger down; `make run` resumes)")
 
 
