@@ -1,7 +1,9 @@
 """Write endpoints: every site event and trade-evidence step, accepted into the durable outbox (202).
 
-Each endpoint validates its body, pre-checks role and part states, and answers 202 with the command id to follow
-at GET /v1/commands/{id}. An Idempotency-Key header makes a retry safe: the same key with the same request answers
+Each endpoint parses its body and hands it to ledger_service.write_service (the console's forms call the same
+functions), which pre-checks role and part states and answers 202 with the command id to follow at
+GET /v1/commands/{id}. Endpoints that take parts take them as `part_ids` or, as people see them, as `parts`
+(ledger_service.part_refs: Digital Link URIs, GTIN and serial, lot selections; refused per row, 422 invalid_parts). An Idempotency-Key header makes a retry safe: the same key with the same request answers
 the first command again, with another request 422 idempotency_key_reused. A request repeated without a key is a new
 request (two equal shipments a month apart are legitimate), yet it cannot take effect twice: every write is a
 transition that cannot start from the state it leaves, so the repeat is refused at once once the first is indexed
@@ -11,29 +13,22 @@ flight (the command ends rejected with the custom error).
 
 from __future__ import annotations
 
-import csv
-import io
-import secrets
-import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Annotated, Any, Optional
 
 import pydantic_core
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import insert
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
-from ledger_service.auth import Principal
 from ledger_service.deps import CurrentPrincipal, ServicesDep
-from ledger_service.errors import BadRequest, PayloadTooLarge, Unprocessable
-from ledger_service.operations import OPERATIONS
-from ledger_service.outbox import Draft, Outbox, request_digest
-from ledger_service.schemas import CommandAccepted, CommandStatus
-from ledger_service.tables import PrivateVin
-from partledger.errors import ValidationError
-from partledger.ids import normalize_gtin, normalize_vin, part_id, validate_lot, validate_serial, vin_hash
+from ledger_service.errors import PayloadTooLarge, Unprocessable
+from ledger_service.outbox import request_digest
+from ledger_service.part_refs import STATUS_NAMES
+from ledger_service.schemas import CommandAccepted, CommandStatus, Omittable
+from ledger_service.write_service import outbox_of, submit_batch, submit_install, submit_recall, submit_register, submit_register_csv, submit_transition
 
 
 class _BodyLimitedRoute(APIRoute):
@@ -78,9 +73,49 @@ class Body(BaseModel):
     site: Optional[str] = Field(default=None, max_length=64, description="site key address or site name (default: the first)")
 
 
+PART_REF_SCHEMA: dict[str, Any] = {
+    "description": "a part named as people see it (ledger_service.part_refs): its id, a Digital Link URI as printed on its label "
+    "(the signature, if any, is not checked), its GTIN and serial, or a selection of your own parts of a lot",
+    "anyOf": [
+        {"type": "string", "pattern": HEX32, "title": "PartId"},
+        {"type": "string", "pattern": "^https?://", "maxLength": 2048, "title": "DigitalLink", "description": "https://{resolver}/01/{gtin}/21/{serial}[?sig=...]"},
+        {
+            "type": "object", "title": "GtinSerial", "required": ["gtin", "serial"], "additionalProperties": False,
+            "properties": {"gtin": {"type": "string", "pattern": "^[0-9]{8,14}$", "description": "GTIN-8/12/13/14"}, "serial": {"type": "string", "minLength": 1, "maxLength": 20}},
+        },
+        {
+            "type": "object", "title": "LotSelection", "required": ["lot"], "additionalProperties": False,
+            "description": "your parts of a lot (those you hold; for a receipt, those shipped to you), by default in the states the write starts from",
+            "properties": {
+                "lot": {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 20, "description": "lot code"}, {"type": "integer", "minimum": 1, "description": "lot number"}]},
+                "gtin": {"type": "string", "pattern": "^[0-9]{8,14}$"},
+                "status": {"type": "string", "enum": list(STATUS_NAMES)},
+                "site": {"type": "string", "maxLength": 64, "description": "site name or site key address"},
+            },
+        },
+    ],
+}  # fmt: skip
+# Loosely typed on purpose: an entry that is not one of the forms is refused with its row (422 invalid_parts), not as
+# a schema violation of the whole body.
+PartRefs = Annotated[list[Annotated[Any, WithJsonSchema(PART_REF_SCHEMA)]], Field(min_length=1, max_length=100_000)]
+BOTH_PARTS = "send the parts as part_ids or as parts, not both"
+
+
 class PartsBody(Body):
-    part_ids: list[Annotated[str, Field(pattern=HEX32)]] = Field(min_length=1, max_length=100_000)
+    """Exactly one of part_ids (as before) and parts (any reference form)."""
+
+    part_ids: Omittable[Annotated[list[Annotated[str, Field(pattern=HEX32)]], Field(min_length=1, max_length=100_000)]] = None
+    parts: Omittable[PartRefs] = Field(default=None, description="instead of part_ids: parts by id, Digital Link, GTIN and serial, or lot selection; refused per row (422 invalid_parts)")
     doc_hash: Optional[Annotated[str, Field(pattern=HEX32)]] = Field(default=None, description="hash of a delivery note, QC report, ...")
+
+    @model_validator(mode="after")
+    def _one_list(self) -> PartsBody:
+        if (self.part_ids is None) == (self.parts is None):
+            raise ValueError(BOTH_PARTS if self.part_ids is not None else "part_ids or parts is required")
+        return self
+
+    def named(self) -> list[Any]:
+        return _parts(self.part_ids) if self.part_ids is not None else list(self.parts or ())
 
 
 class ShipBody(PartsBody):
@@ -94,9 +129,21 @@ class RegisterBody(Body):
 
 
 class InstallItem(BaseModel):
+    """One part (part_id, or part in any reference form but a selection) and the vehicle it goes into."""
+
     model_config = ConfigDict(extra="forbid")
-    part_id: Annotated[str, Field(pattern=HEX32)]
+    part_id: Omittable[Annotated[str, Field(pattern=HEX32)]] = None
+    part: Omittable[Annotated[Any, WithJsonSchema(PART_REF_SCHEMA)]] = Field(default=None, description="instead of part_id: the part by Digital Link or GTIN and serial")
     vin: str = Field(min_length=17, max_length=17, description="in clear; only a salted hash goes on chain")
+
+    @model_validator(mode="after")
+    def _one_part(self) -> InstallItem:
+        if (self.part_id is None) == (self.part is None):
+            raise ValueError("name the part as part_id or as part, not both" if self.part_id is not None else "part_id or part is required")
+        return self
+
+    def named(self) -> Any:
+        return bytes.fromhex(self.part_id[2:]) if self.part_id is not None else self.part
 
 
 class InstallBody(Body):
@@ -126,54 +173,18 @@ def _parts(part_ids: list[str]) -> list[bytes]:
     return [bytes.fromhex(value[2:]) for value in part_ids]
 
 
-def _chunks(values: list[Any], size: int) -> list[list[Any]]:
-    return [values[start : start + size] for start in range(0, len(values), size)]
-
-
-def _outbox(services: ServicesDep) -> Outbox:
-    if services.outbox is None:
-        raise BadRequest("this service instance only reads (no site keys configured)", code="read_only")
-    return services.outbox
-
-
-async def _accept(
-    request: Request, services: ServicesDep, principal: Principal, draft: Draft, site: str | None, idempotency_key: str | None,
-    precheck: Callable[[], None] | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    outbox = _outbox(services)
-    digest = request_digest(request.method, request.url.path, await request.body())
-    # SQL and the pre-checks block: in the thread pool, so that one large command never stalls the event loop.
-    return await run_in_threadpool(_accept_blocking, outbox, principal, draft, site, idempotency_key, digest, precheck)
-
-
-def _accept_blocking(
-    outbox: Outbox, principal: Principal, draft: Draft, site: str | None, idempotency_key: str | None, digest: str,
-    precheck: Callable[[], None] | None,
-) -> dict[str, Any]:  # fmt: skip
-    if idempotency_key is not None:
-        # A retry gets the first answer even when the command took effect meanwhile and the pre-checks below
-        # would now refuse it (the parts have moved, the lot is recalled).
-        replay = outbox.replay(principal.org_id, idempotency_key, digest)
-        if replay is not None:
-            return replay
-    signer = outbox.signer_for(principal, site)
-    outbox.precheck(principal, OPERATIONS[draft.kind], draft.part_ids, to=draft.summary.get("to"))
-    if precheck is not None:
-        precheck()
-    return outbox.accept(principal, draft, signer=signer, idempotency_key=idempotency_key, request_sha256=digest)
-
-
-def _part_draft(kind: str, body: PartsBody, services: ServicesDep, **shared: Any) -> Draft:
-    ids = _parts(body.part_ids)
-    summary = {"doc_hash": body.doc_hash, **shared}
-    items = [{"parts": chunk, **summary} for chunk in _chunks(body.part_ids, services.settings.max_parts_per_tx)]
-    return Draft(kind=kind, summary=summary, part_ids=ids, items=items, part_count=len(ids))
+async def _digest(request: Request, services: ServicesDep) -> str:
+    """The request's digest for its Idempotency-Key: method, path and body as sent."""
+    return request_digest(request.method, request.url.path, await _raw_body(request, services))
 
 
 def _part_endpoint(kind: str, summary: str) -> None:
     async def endpoint(request: Request, body: PartsBody, principal: CurrentPrincipal, services: ServicesDep, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
-        await _raw_body(request, services)
-        return await _accept(request, services, principal, _part_draft(kind, body, services), body.site, idempotency_key)
+        digest = await _digest(request, services)
+        return await run_in_threadpool(
+            partial(submit_transition, services, principal, kind=kind, parts=body.named(), site=body.site, doc_hash=body.doc_hash,
+                    idempotency_key=idempotency_key, request_sha256=digest)
+        )  # fmt: skip
 
     endpoint.__name__ = f"{kind}_parts"
     router.add_api_route(f"/parts/{kind}", endpoint, methods=["POST"], status_code=202, summary=summary, responses=ACCEPTED)
@@ -194,38 +205,20 @@ for _kind, _summary in (
 
 @router.post("/parts/ship", status_code=202, responses=ACCEPTED, summary="Ship parts to another organisation, which must receive them")
 async def ship_parts(request: Request, body: ShipBody, principal: CurrentPrincipal, services: ServicesDep, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
-    await _raw_body(request, services)
-    draft = _part_draft("ship", body, services, to=body.to_org)
-    return await _accept(request, services, principal, draft, body.site, idempotency_key)
-
-
-def _registration_draft(gtin: str, lot: str, serials: list[str], services: ServicesDep) -> Draft:
-    if len(serials) > services.settings.max_rows_per_request:
-        raise PayloadTooLarge(f"at most {services.settings.max_rows_per_request} parts per request")
-    gtin14 = normalize_gtin(gtin)
-    validate_lot(lot)
-    errors = []
-    for row, serial in enumerate(serials, start=1):
-        try:
-            validate_serial(serial)
-        except ValidationError as exc:
-            errors.append({"row": row, "serial": serial[:40], "code": exc.code, "message": str(exc)})
-    if errors:
-        raise Unprocessable(f"{len(errors)} row(s) are invalid", code="invalid_rows", details=errors[:1000])
-    if len(set(serials)) != len(serials):
-        raise Unprocessable("a serial appears twice in the request", code="duplicate_parts")
-    pids = [part_id(gtin14, serial) for serial in serials]
-    ids = ["0x" + pid.hex() for pid in pids]
-    size = services.settings.max_parts_per_tx
-    items = [{"gtin": gtin14, "lot": lot, "serials": chunk, "part_ids": id_chunk} for chunk, id_chunk in zip(_chunks(serials, size), _chunks(ids, size))]
-    return Draft(kind="register", summary={"gtin": gtin14, "lot": lot}, part_ids=pids, items=items, part_count=len(serials))
+    digest = await _digest(request, services)
+    return await run_in_threadpool(
+        partial(submit_transition, services, principal, kind="ship", parts=body.named(), site=body.site, to_org=body.to_org,
+                doc_hash=body.doc_hash, idempotency_key=idempotency_key, request_sha256=digest)
+    )  # fmt: skip
 
 
 @router.post("/parts/register", status_code=202, responses=ACCEPTED, summary="Register serialised parts of one GTIN and lot (JSON)")
 async def register_parts(request: Request, body: RegisterBody, principal: CurrentPrincipal, services: ServicesDep, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
-    await _raw_body(request, services)
-    draft = await run_in_threadpool(_registration_draft, body.gtin, body.lot, body.serials, services)  # a keccak per serial
-    return await _accept(request, services, principal, draft, body.site, idempotency_key)
+    digest = await _digest(request, services)
+    return await run_in_threadpool(  # a keccak per serial
+        partial(submit_register, services, principal, gtin=body.gtin, lot=body.lot, serials=body.serials, site=body.site,
+                idempotency_key=idempotency_key, request_sha256=digest)
+    )  # fmt: skip
 
 
 @router.post(
@@ -237,93 +230,38 @@ async def register_parts(request: Request, body: RegisterBody, principal: Curren
 )
 async def register_parts_csv(request: Request, principal: CurrentPrincipal, services: ServicesDep, site: Optional[str] = None, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     raw = await _raw_body(request, services)
-    draft = await run_in_threadpool(_csv_draft, raw, services)
-    return await _accept(request, services, principal, draft, site, idempotency_key)
-
-
-def _csv_draft(raw: bytes, services: ServicesDep) -> Draft:
-    """The registration a CSV upload describes, or every invalid row at once."""
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BadRequest("the CSV must be UTF-8", code="invalid_csv") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))  # newline="": the csv module reads line ends itself
-    try:
-        if reader.fieldnames is None or [name.strip().lower() for name in reader.fieldnames] != ["gtin", "serial", "lot"]:
-            raise BadRequest("the CSV header must be: gtin,serial,lot", code="invalid_csv")
-        rows = [(reader.line_num, row) for row in reader]  # the line in the file: the reader skips blank lines
-    except csv.Error as exc:  # e.g. a NUL byte, or a field the csv module cannot read
-        raise BadRequest(f"the CSV cannot be read at line {reader.line_num}: {exc}", code="invalid_csv") from None
-    if not rows:
-        raise BadRequest("the CSV has no rows", code="invalid_csv")
-    errors = []
-    first: dict[str, Any] | None = None  # the first valid row, whose GTIN and lot every other row must have
-    for number, row in rows:
-        if None in row or any(value is None for value in row.values()):
-            errors.append({"row": number, "code": "invalid_row", "message": "wrong number of columns"})
-            continue
-        try:
-            normalize_gtin(row["gtin"])
-            validate_serial(row["serial"])
-            validate_lot(row["lot"])
-        except ValidationError as exc:
-            errors.append({"row": number, "code": exc.code, "message": str(exc)})
-            continue
-        if first is None:
-            first = row
-        elif normalize_gtin(row["gtin"]) != normalize_gtin(first["gtin"]) or row["lot"] != first["lot"]:
-            errors.append({"row": number, "code": "mixed_batch", "message": "every row of one upload must have the GTIN and lot of the first row"})
-    if errors or first is None:
-        raise Unprocessable(f"{len(errors)} CSV row(s) are invalid", code="invalid_rows", details=errors[:1000])
-    return _registration_draft(first["gtin"], first["lot"], [row["serial"] for _, row in rows], services)
+    digest = request_digest(request.method, request.url.path, raw)
+    return await run_in_threadpool(partial(submit_register_csv, services, principal, csv_bytes=raw, site=site, idempotency_key=idempotency_key, request_sha256=digest))
 
 
 @router.post("/parts/install", status_code=202, responses=ACCEPTED, summary="Install parts in vehicles (VIN in clear; stored encrypted, hashed on chain)")
 async def install_parts(request: Request, body: InstallBody, principal: CurrentPrincipal, services: ServicesDep, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
-    await _raw_body(request, services)
-    vault = services.vault
-    if vault is None:
-        raise BadRequest("no VIN encryption key is configured on this service", code="read_only")
-    sealed: list[dict[str, Any]] = []
-    part_hex, vin_hashes = [], []
-    for item in body.items:
-        vin = normalize_vin(item.vin)
-        salt = secrets.token_bytes(32)
-        hashed = vin_hash(vin, salt)
-        part_hex.append(item.part_id)
-        vin_hashes.append("0x" + hashed.hex())
-        sealed.append({"vin_hash": hashed, "part_id": bytes.fromhex(item.part_id[2:]), "ciphertext": vault.seal(vin.encode() + salt, hashed)})
-    size = services.settings.max_parts_per_tx
-    items = [{"parts": parts, "vin_hashes": vins, "doc_hash": body.doc_hash} for parts, vins in zip(_chunks(part_hex, size), _chunks(vin_hashes, size))]
-
-    def store_vins(conn: Any, command_id: str) -> None:
-        now = time.time()
-        conn.execute(insert(PrivateVin.__table__), [row | {"org_id": principal.org_id, "command_id": command_id, "created_at": now} for row in sealed])
-
-    draft = Draft(kind="install", summary={"doc_hash": body.doc_hash}, part_ids=_parts(part_hex), items=items, part_count=len(part_hex), after_write=store_vins)
-    return await _accept(request, services, principal, draft, body.site, idempotency_key)
+    digest = await _digest(request, services)
+    items = [(item.named(), item.vin) for item in body.items]
+    return await run_in_threadpool(
+        partial(submit_install, services, principal, items=items, site=body.site, doc_hash=body.doc_hash, idempotency_key=idempotency_key, request_sha256=digest)
+    )  # fmt: skip
 
 
 @router.post("/lots/recall", status_code=202, responses=ACCEPTED, summary="Recall a lot (its manufacturer or a regulator)")
 async def recall_lot(request: Request, body: RecallBody, principal: CurrentPrincipal, services: ServicesDep, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
-    await _raw_body(request, services)
-    outbox = _outbox(services)
-    payload = {"lot": body.lot, "notice_hash": body.notice_hash}
-    draft = Draft(kind="recall", summary=payload, part_ids=[], items=[payload], part_count=0)
-    return await _accept(request, services, principal, draft, body.site, idempotency_key, precheck=lambda: outbox.precheck_recall(principal, body.lot))
+    digest = await _digest(request, services)
+    return await run_in_threadpool(
+        partial(submit_recall, services, principal, lot=body.lot, notice_hash=body.notice_hash, site=body.site, idempotency_key=idempotency_key, request_sha256=digest)
+    )  # fmt: skip
 
 
 @router.post("/batches", status_code=202, responses=ACCEPTED, summary="Anchor the Merkle root of a batch of records", tags=["evidence"])
 async def anchor_batch(request: Request, body: BatchBody, principal: CurrentPrincipal, services: ServicesDep, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
-    await _raw_body(request, services)
-    payload = {"root": body.root, "record_count": body.record_count, "batch_kind": body.kind}
-    draft = Draft(kind="anchor_batch", summary=payload, part_ids=[], items=[payload], part_count=0)
-    outbox = _outbox(services)
-    return await _accept(request, services, principal, draft, body.site, idempotency_key, precheck=lambda: outbox.precheck_batch(bytes.fromhex(body.root[2:])))
+    digest = await _digest(request, services)
+    return await run_in_threadpool(
+        partial(submit_batch, services, principal, root=body.root, record_count=body.record_count, batch_kind=body.kind, site=body.site,
+                idempotency_key=idempotency_key, request_sha256=digest)
+    )  # fmt: skip
 
 
 @router.get("/commands/{command_id}", responses={200: {"model": CommandStatus, "description": "the command and how it stands"}}, summary="Follow a command: accepted → submitted (tx) → confirmed (block) or rejected (contract error)")
 def get_command(command_id: Annotated[str, Field(max_length=36)], principal: CurrentPrincipal, services: ServicesDep) -> dict[str, Any]:
-    return _outbox(services).view(principal, command_id)
+    return outbox_of(services).view(principal, command_id)
 
 
