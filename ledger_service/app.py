@@ -27,6 +27,7 @@ from ledger_service.routes import queries, writes
 from ledger_service.routes import resolver
 from ledger_service.routes import proofs
 from ledger_service.audit import install_audit_log
+from ledger_service.console import install_console
 from ledger_service.schemas import keep_documented_bodies
 from ledger_service.settings import ServiceSettings
 from ledger_service.submitter import Submitter, SubmitterConfig
@@ -136,6 +137,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.include_router(writes.router)
     app.include_router(evidence_routes.router)
     app.include_router(proofs.router)
+    install_console(app)  # /console: the member console's pages, static files and HTML error pages
     app.add_middleware(resolver.ResolverFastPath)  # innermost: the audit log and the block header see it as any route
     install_audit_log(app)
     app.add_middleware(BlockHeader)

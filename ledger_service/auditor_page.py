@@ -35,6 +35,7 @@ HTML = """<!doctype html>
 <main>
   <h1>Check a trade document against the consortium chain</h1>
   <p class="sub">审计核验 — the file and its salt give the document hash; the chain says who anchored it, when, and who signed it.</p>
+  <p class="hint">Auditors and regulators with a console account: sign in at <a href="/console/audit">/console/audit</a> (审计控制台) instead of pasting an API key.</p>
   <form id="check" autocomplete="off">
     <label for="api-key">API key</label><input id="api-key" type="password" required placeholder="plk_…">
     <label for="document">Document</label><input id="document" type="file" required>

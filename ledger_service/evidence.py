@@ -13,12 +13,14 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.engine import Engine
 
 from indexer.tables import Document, Organisation, SiteKey
 from ledger_service.auth import Principal
-from ledger_service.errors import Conflict, Forbidden, NotFound, Unprocessable
+from ledger_service.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from ledger_service.outbox import Draft, Outbox
+from ledger_service.pagination import decode_cursor, encode_cursor
 from ledger_service.tables import DocumentProposal
 from partledger.eip712 import Attestation, Eip712Domain, attestation_typed_data
 from partledger.model import DocType
@@ -129,6 +131,64 @@ class Notary:
         if row is None or principal.org_id not in (row["issuer"], row["counterparty"]) and not principal.sees_everything:
             raise NotFound(f"no document proposal {proposal_id}", code="unknown_proposal")
         return row
+
+
+PROPOSAL_SIDES = ("issued", "to_countersign")
+PROPOSAL_READ_ROUNDS = 8
+
+
+def list_proposals(engine: Engine, principal: Principal, *, side: str, waiting_only: bool = False, limit: int = 50,
+                   cursor: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """The principal's organisation's proposals, newest first, a page at a time: those it issued, or those it is
+    to countersign. `waiting_only`: still awaiting the countersignature and not expired."""
+    if side not in PROPOSAL_SIDES:
+        raise Unprocessable(f"side is one of {', '.join(PROPOSAL_SIDES)}", code="invalid_side")
+    column = T_PROPOSAL.c.issuer if side == "issued" else T_PROPOSAL.c.counterparty
+    query = select(T_PROPOSAL).where(column == principal.org_id)
+    if waiting_only:
+        query = query.where(T_PROPOSAL.c.command_id.is_(None))
+    after = decode_cursor(cursor, 2)
+    if after is not None:
+        created, last_id = after
+        if not isinstance(created, (int, float)) or not isinstance(last_id, str):
+            raise BadRequest("malformed pagination cursor", code="invalid_cursor")
+        query = query.where(or_(T_PROPOSAL.c.created_at < created, and_(T_PROPOSAL.c.created_at == created, T_PROPOSAL.c.id < last_id)))
+    now = time.time()
+    items: list[dict[str, Any]] = []
+    next_cursor = None
+    order = (T_PROPOSAL.c.created_at.desc(), T_PROPOSAL.c.id.desc())
+    with engine.connect() as conn:
+        # expired proposals are filtered after reading (the deadline sits in the attestation's JSON): read on until a
+        # page is full or the rows run out, a bounded number of rounds (then the page is short and the cursor goes on)
+        for _ in range(PROPOSAL_READ_ROUNDS):
+            rows = conn.execute(query.order_by(*order).limit(limit + 1)).mappings().all()
+            items += [summary for summary in (proposal_summary(row, now=now) for row in rows) if not waiting_only or summary["status"] == "awaiting_countersignature"]
+            if len(items) > limit or len(rows) <= limit:
+                break
+            last = rows[-1]
+            query = query.where(or_(T_PROPOSAL.c.created_at < last["created_at"], and_(T_PROPOSAL.c.created_at == last["created_at"], T_PROPOSAL.c.id < last["id"])))
+        else:
+            next_cursor = encode_cursor([last["created_at"], last["id"]])
+    if len(items) > limit:
+        items = items[:limit]
+        next_cursor = encode_cursor([items[-1]["created_at"], items[-1]["proposal_id"]])
+    return {"items": items, "next_cursor": next_cursor}
+
+
+def proposal_summary(row: Any, *, now: float) -> dict[str, Any]:
+    """A proposal as a list shows it: what is signed, by whom, and where it stands."""
+    message = json.loads(row["attestation"])
+    if row["command_id"] is not None:
+        status = "countersigned"
+    elif message["deadline"] <= now:
+        status = "expired"
+    else:
+        status = "awaiting_countersignature"
+    return {
+        "proposal_id": row["id"], "issuer": row["issuer"], "counterparty": row["counterparty"], "doc_hash": message["docHash"],
+        "doc_type": DocType(message["docType"]).name.lower() if message["docType"] in DocType._value2member_map_ else message["docType"],
+        "deadline": message["deadline"], "created_at": row["created_at"], "command_id": row["command_id"], "status": status,
+    }  # fmt: skip
 
 
 def _message(attestation: Attestation) -> dict[str, Any]:

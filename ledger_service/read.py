@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from indexer.tables import Document, IndexerState, Installation, Lot, Organisation, Part, PartEvent, Recall, SiteKey
 from ledger_service.auth import Principal
-from ledger_service.errors import Forbidden, NotFound
+from ledger_service.errors import BadRequest, Forbidden, NotFound
 from ledger_service.pagination import decode_cursor, encode_cursor
 from partledger.model import DocType, PartStatus, Role
 
@@ -131,15 +131,40 @@ def list_parts(
     if not principal.sees_everything:
         me = principal.org_id
         query = query.where(or_(T_PART.c.custodian == me, T_PART.c.manufacturer == me, T_PART.c.recipient == me))
+    return parts_page(conn, query, limit=limit, cursor=cursor)
+
+
+def parts_page(conn: Connection, query: Any, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    """A page of the parts a `select(T_PART)` query finds, in part id order, as consortium data (the caller has
+    narrowed the query to what its principal may see)."""
     after = decode_cursor(cursor, 1)
     if after is not None:
         query = query.where(T_PART.c.part_id > bytes.fromhex(after[0]))
     rows = conn.execute(query.order_by(T_PART.c.part_id).limit(limit + 1)).all()
     names = organisation_names(conn)
-    lots = dict(conn.execute(select(T_LOT.c.lot, T_LOT.c.lot_code).where(T_LOT.c.lot.in_({row.lot for row in rows[:limit]}))).all())
+    lots = lot_codes(conn, {row.lot for row in rows[:limit]})
     items = [consortium_part(row, names, lots.get(row.lot)) for row in rows[:limit]]
     next_cursor = encode_cursor([bytes(rows[limit - 1].part_id).hex()]) if len(rows) > limit else None
     return {"items": items, "next_cursor": next_cursor}
+
+
+def lot_codes(conn: Connection, lots: set[int]) -> dict[int, str]:
+    """The codes of these lots, by lot number."""
+    return dict(conn.execute(select(T_LOT.c.lot, T_LOT.c.lot_code).where(T_LOT.c.lot.in_(lots))).all()) if lots else {}
+
+
+def organisation_lots(conn: Connection, org_id: int, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    """The lots an organisation opened, newest first, a page at a time (lot codes are consortium data)."""
+    query = select(T_LOT.c.lot, T_LOT.c.lot_code, T_LOT.c.recalled, T_LOT.c.opened_block).where(T_LOT.c.manufacturer == org_id)
+    after = decode_cursor(cursor, 1)
+    if after is not None:
+        if not isinstance(after[0], int) or isinstance(after[0], bool):
+            raise BadRequest("malformed pagination cursor", code="invalid_cursor")
+        query = query.where(T_LOT.c.lot < after[0])
+    rows = conn.execute(query.order_by(T_LOT.c.lot.desc()).limit(limit + 1)).all()
+    page = rows[:limit]
+    items = [{"number": row.lot, "code": row.lot_code, "opened_block": row.opened_block, "recalled": bool(row.recalled)} for row in page]
+    return {"items": items, "next_cursor": encode_cursor([page[-1].lot]) if len(rows) > limit else None}
 
 
 def inventory(conn: Connection, principal: Principal, org_id: int | None) -> dict[str, Any]:

@@ -37,6 +37,10 @@ class ServiceSettings(BaseSettings):
     public_rate_limit: str = "60/minute"  # per client on the public endpoints: N/second|minute|hour (burst N)
     scan_key_file: Optional[Path] = None  # base64 key for client fingerprints; default: derived from vin_key_file
 
+    # The member console (/console). Its session cookie is Secure when the request came over TLS; behind a TLS
+    # proxy that sets X-Forwarded-Proto, say so here (the header is otherwise ignored: a client could send it).
+    console_trust_forwarded_proto: bool = False
+
     # FastAPI's OpenTelemetry spans and metrics, for an SDK configured outside (opentelemetry-instrument, OTEL_*).
     # None: on when the environment configures OpenTelemetry. Off, requests skip its per-request check of the
     # providers (three environment reads: a tenth of a scan's own CPU).

@@ -103,3 +103,28 @@ def vin_hash(vin: str, salt: bytes) -> bytes:
     if len(salt) != 32:
         raise ValidationError("invalid_salt", "VIN salt must be 32 bytes")
     return keccak(salt + normalize_vin(vin).encode("ascii"))
+
+
+# 49 CFR 565.15 (and GB 16735, which requires it of every vehicle sold in China): the VIN's ninth character is a
+# check digit over the other sixteen. ISO 3779 leaves position 9 to the manufacturer; these markets fix it.
+_VIN_VALUES = {**{str(digit): digit for digit in range(10)}, **dict(zip("ABCDEFGH", range(1, 9))), **dict(zip("JKLMN", range(1, 6))),
+               "P": 7, "R": 9, **dict(zip("STUVWXYZ", range(2, 10)))}  # fmt: skip
+_VIN_WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
+
+
+def vin_check_digit(vin: str) -> str:
+    """The check digit a VIN's ninth character must be: the weighted sum of its transliterated characters modulo
+    11, written X for 10."""
+    text = normalize_vin(vin)
+    remainder = sum(_VIN_VALUES[char] * weight for char, weight in zip(text, _VIN_WEIGHTS)) % 11
+    return "X" if remainder == 10 else str(remainder)
+
+
+def checked_vin(vin: str) -> str:
+    """A VIN normalized as normalize_vin does, with its check digit verified; ValidationError (invalid_vin, or
+    vin_check_digit naming the digit expected) otherwise."""
+    text = normalize_vin(vin)
+    expected = vin_check_digit(text)
+    if text[8] != expected:
+        raise ValidationError("vin_check_digit", f"VIN {text} has check digit {text[8]}, but its other characters give {expected}")
+    return text

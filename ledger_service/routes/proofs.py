@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Optional
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, FastAPI, Header, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from eth_utils import keccak
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,7 +22,7 @@ from indexer.tables import Batch, Document, PartEvent
 from ledger_service import auditor_page
 from ledger_service.audit import AUDIT_RECORD_FIELDS, AUDIT_RECORD_TYPES, AUDITED_ROLES, audit_log_of
 from ledger_service.auth import Principal
-from ledger_service.deps import CurrentPrincipal, IndexReadDep, ServicesDep
+from ledger_service.deps import CurrentPrincipal, IndexReadDep, Services, ServicesDep
 from ledger_service.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
 from ledger_service.schemas import AuditAnchoring, AuditLogPage, BatchProofBundle, BatchRecordProofBundle, DocumentCheck, DocumentProofBundle, LogProofBundle
 from partledger.proofs import verifier
@@ -48,12 +48,17 @@ class RecordBody(BaseModel):
     proof: list[Annotated[str, Field(pattern=HEX32)]] = Field(max_length=64, description="its StandardMerkleTree proof")
 
 
-def _builder(request: Request, services: ServicesDep) -> ProofBuilder:
-    builder = getattr(request.app.state, "proof_builder", None)
+def proof_builder(app: FastAPI, services: Services) -> ProofBuilder:
+    """The app's proof builder, made on first use (it talks to the service's node)."""
+    builder = getattr(app.state, "proof_builder", None)
     if builder is None:
         rpc_url = services.settings.rpc_url or services.manifest.rpc_url
-        builder = request.app.state.proof_builder = ProofBuilder(rpc_url=rpc_url, manifest=services.manifest)
+        builder = app.state.proof_builder = ProofBuilder(rpc_url=rpc_url, manifest=services.manifest)
     return builder
+
+
+def _builder(request: Request, services: ServicesDep) -> ProofBuilder:
+    return proof_builder(request.app, services)
 
 
 def _bytes32(text: str) -> bytes:
@@ -83,20 +88,29 @@ def _may_see(principal: Principal, *orgs: int | None) -> bool:
 def document_proof(doc_hash: Hash32, principal: CurrentPrincipal, snapshot: IndexReadDep, request: Request, services: ServicesDep, chain_to: ChainTo = None) -> JSONResponse:
     """The bundle (docs/proof-bundle.md) of a document the caller is a party to (auditors, regulators: any). It
     carries no salt: the holder of the file adds it (`partledger proof get --salt`) or uses POST /v1/evidence/verify."""
-    row = snapshot.conn.execute(select(T_DOC).where(T_DOC.c.doc_hash == _bytes32(doc_hash))).first()
+    return JSONResponse(document_bundle(snapshot.conn, principal, _builder(request, services), _bytes32(doc_hash), chain_to=chain_to))
+
+
+def document_bundle(conn: Connection, principal: Principal, builder: ProofBuilder, doc_hash: bytes, *, chain_to: int | None = None) -> dict[str, Any]:
+    """The bundle of an anchored document the principal is a party to (auditors, regulators: any); 404 otherwise."""
+    row = conn.execute(select(T_DOC).where(T_DOC.c.doc_hash == doc_hash)).first()
     if row is None or not _may_see(principal, row.issuer, row.counterparty):
-        raise NotFound(f"no anchored document {doc_hash}", code="unknown_document")
-    located = (bytes(row.tx_hash), row.log_index)
-    return JSONResponse(_provable(_builder(request, services).document, _bytes32(doc_hash), chain_to=chain_to, located=located))
+        raise NotFound(f"no anchored document 0x{doc_hash.hex()}", code="unknown_document")
+    return _provable(builder.document, doc_hash, chain_to=chain_to, located=(bytes(row.tx_hash), row.log_index))
 
 
 @router.get("/v1/proofs/events/{tx_hash}/{log_index}", tags=["proofs"], responses={200: {"model": LogProofBundle, "description": "the bundle; its subject follows the log"}}, summary="Proof bundle of a lifecycle event (any PartLedger log)")
 def event_proof(tx_hash: Hash32, log_index: Annotated[int, Path(ge=0, lt=2**63)], principal: CurrentPrincipal, snapshot: IndexReadDep, request: Request, services: ServicesDep, chain_to: ChainTo = None) -> JSONResponse:
     """The bundle of the log at `log_index` (block-wide, as eth_getLogs numbers it) of a transaction, for the
     organisations it involves, auditors and regulators."""
-    if not principal.sees_everything and not _involved(snapshot.conn, principal.org_id, _bytes32(tx_hash), log_index):
-        raise NotFound(f"no event {log_index} of {tx_hash} that you may see", code="unknown_event")
-    return JSONResponse(_provable(_builder(request, services).event, _bytes32(tx_hash), log_index, chain_to=chain_to))
+    return JSONResponse(event_bundle(snapshot.conn, principal, _builder(request, services), _bytes32(tx_hash), log_index, chain_to=chain_to))
+
+
+def event_bundle(conn: Connection, principal: Principal, builder: ProofBuilder, tx_hash: bytes, log_index: int, *, chain_to: int | None = None) -> dict[str, Any]:
+    """The bundle of a log for the organisations it involves, auditors and regulators; 404 for anyone else."""
+    if not principal.sees_everything and not _involved(conn, principal.org_id, tx_hash, log_index):
+        raise NotFound(f"no event {log_index} of 0x{tx_hash.hex()} that you may see", code="unknown_event")
+    return _provable(builder.event, tx_hash, log_index, chain_to=chain_to)
 
 
 def _involved(conn: Connection, org_id: int, tx_hash: bytes, log_index: int) -> bool:
@@ -154,18 +168,27 @@ async def verify_document(request: Request, principal: CurrentPrincipal, service
         raise PayloadTooLarge(f"the document is over {services.settings.max_body_bytes} bytes")
     if not content:
         raise BadRequest("send the document as the request body", code="empty_document")
-    if salt is None:
+    salt_bytes = document_salt(salt)
+    return JSONResponse(await run_in_threadpool(check_document, services, _builder(request, services), content, salt_bytes))
+
+
+def document_salt(text: str | None) -> bytes:
+    """A document's salt as given (0x + 64 hex digits): 422 salt_required when missing, 400 invalid_salt otherwise."""
+    if text is None:
         raise Unprocessable("the salt is needed: the chain holds only keccak256(salt || keccak256(file)); ask the party that shared the document", code="salt_required")
     try:
-        salt_bytes = bytes.fromhex(salt.strip().removeprefix("0x"))
+        salt = bytes.fromhex(text.strip().removeprefix("0x"))
     except ValueError:
-        salt_bytes = b""
-    if len(salt_bytes) != 32:
+        salt = b""
+    if len(salt) != 32:
         raise BadRequest("the salt is 0x followed by 64 hex digits", code="invalid_salt")
-    return await run_in_threadpool(_verify_document, request, services, principal, content, salt_bytes)
+    return salt
 
 
-def _verify_document(request: Request, services: ServicesDep, principal: Principal, content: bytes, salt: bytes) -> JSONResponse:
+def check_document(services: Services, builder: ProofBuilder, content: bytes, salt: bytes) -> dict[str, Any]:
+    """The document check (blocking): the salted hash of the file, its anchor, the bundle with the salt and content
+    hash in it, and the verifier's verdict against the service's own node. 404 unknown_document when no anchor
+    matches (details: the hashes computed)."""
     content_hash = keccak(content)
     doc_hash = keccak(salt + content_hash)
     with services.index_engine.connect() as conn:
@@ -173,13 +196,12 @@ def _verify_document(request: Request, services: ServicesDep, principal: Princip
     if row is None:
         raise NotFound(f"no document is anchored with hash 0x{doc_hash.hex()} (a different file, a different salt, or not anchored yet)", code="unknown_document",
                        details={"doc_hash": "0x" + doc_hash.hex(), "content_hash": "0x" + content_hash.hex()})  # fmt: skip
-    builder = _builder(request, services)
     bundle = _provable(builder.document, doc_hash, located=(bytes(row.tx_hash), row.log_index))
     bundle = attach_document(bundle, salt=salt, content_hash=content_hash)
     number = bundle["block"]["number"]
     node_hash = builder.rpc.call("eth_getBlockByNumber", [hex(number), False])["hash"]  # the service's node, as --rpc would ask it
     verdict = verifier.verify_bundle(bundle, document=content, anchors=verifier.TrustAnchors(blocks={number: _bytes32(node_hash)}))
-    return JSONResponse({"doc_hash": "0x" + doc_hash.hex(), "content_hash": "0x" + content_hash.hex(), "verdict": verdict.to_dict(), "bundle": bundle})
+    return {"doc_hash": "0x" + doc_hash.hex(), "content_hash": "0x" + content_hash.hex(), "verdict": verdict.to_dict(), "bundle": bundle}
 
 
 # --- the audit log ----------------------------------------------------------------------------------------------
@@ -207,15 +229,21 @@ def anchor_audit_log(principal: CurrentPrincipal, request: Request) -> dict[str,
 
 @router.get("/v1/audit/log/{entry_id}/proof", tags=["audit"], responses={200: {"model": BatchRecordProofBundle, "description": "the bundle of the entry's batch, with the entry"}}, summary="Proof bundle of one audit-log entry (a batched record)")
 def audit_entry_proof(entry_id: Annotated[int, Path(ge=1, lt=2**63)], principal: CurrentPrincipal, snapshot: IndexReadDep, request: Request, services: ServicesDep, chain_to: ChainTo = None) -> JSONResponse:
+    return JSONResponse(audit_entry_bundle(request.app, snapshot.conn, principal, _builder(request, services), entry_id, chain_to=chain_to))
+
+
+def audit_entry_bundle(app: FastAPI, conn: Connection, principal: Principal, builder: ProofBuilder, entry_id: int, *, chain_to: int | None = None) -> dict[str, Any]:
+    """The bundle of an audit-log entry's anchored batch, with the entry and its inclusion proof (auditors and
+    regulators only)."""
     _auditor(principal)
-    proof = audit_log_of(request.app).entry_proof(entry_id)
+    proof = audit_log_of(app).entry_proof(entry_id)
     if proof is None:
         raise NotFound(f"no batched audit-log entry {entry_id} (entries are batched with POST /v1/audit/anchor or on their own)", code="unknown_entry")
-    row = snapshot.conn.execute(select(T_BATCH.c.tx_hash, T_BATCH.c.log_index).where(T_BATCH.c.root == proof.root)).first()
+    row = conn.execute(select(T_BATCH.c.tx_hash, T_BATCH.c.log_index).where(T_BATCH.c.root == proof.root)).first()
     if row is None:
         raise Conflict(f"the batch of entry {entry_id} is not anchored on chain yet (command {proof.command_id})", code="not_anchored_yet")
     record = BatchRecord(list(AUDIT_RECORD_TYPES), list(proof.values), proof.proof)
-    return JSONResponse(_provable(_builder(request, services).batch, proof.root, record=record, chain_to=chain_to, located=(bytes(row.tx_hash), row.log_index)))
+    return _provable(builder.batch, proof.root, record=record, chain_to=chain_to, located=(bytes(row.tx_hash), row.log_index))
 
 
 # --- the auditor's page -----------------------------------------------------------------------------------------

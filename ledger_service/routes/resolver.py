@@ -426,6 +426,14 @@ async def _image_bytes(request: Request) -> bytes:
 def decode_qr_codes(data: bytes) -> list[str]:
     """The texts of the QR codes in an image (JPEG, PNG, WebP, ...), photos scaled down first; BadRequest when the
     bytes are no image or a suspiciously huge one."""
+    import zxingcpp
+
+    return decode_barcodes(data, zxingcpp.BarcodeFormat.QRCode)
+
+
+def decode_barcodes(data: bytes, formats: Any) -> list[str]:
+    """The texts of the barcodes of `formats` (zxingcpp.BarcodeFormat(s)) in an image, as decode_qr_codes reads
+    them (the console reads VIN barcodes with it too)."""
     import zxingcpp  # Pillow and zxing-cpp load with the first photo, not with every start of the service
     from PIL import Image, UnidentifiedImageError
 
@@ -440,7 +448,7 @@ def decode_qr_codes(data: bytes) -> list[str]:
     if max(gray.size) > DECODE_EDGE:
         gray.thumbnail((DECODE_EDGE, DECODE_EDGE))
     seen: list[str] = []
-    for result in zxingcpp.read_barcodes(gray, formats=zxingcpp.BarcodeFormat.QRCode):
+    for result in zxingcpp.read_barcodes(gray, formats=formats):
         if result.valid and result.text not in seen:
             seen.append(result.text)
     return seen
