@@ -63,7 +63,7 @@ contracts: node_modules/.installed
 gas: deps
 	$(PY) -m benchmarks.gas
 
-## Every benchmark against its floor (write path end to end, raw node, indexer, verify, 10^6-part scaling, gas):
+## Every benchmark against its floor (write path end to end, raw node, indexer, verify, 10^6-part scaling, console pages, gas):
 ## tables, then one JSON line; results also in benchmarks/results/. Needs wrk (`make system-deps` installs it) for verify.
 .PHONY: bench bench-quick
 bench: deps

@@ -5,7 +5,9 @@ Scenarios, one after the other (each on its own node and databases; `--only` pic
 - e2e and raw: benchmarks.e2e (the write path through API, submitter, chain and indexer, and the node's floor);
 - indexer: benchmarks.indexer_bench's workload, its fetch-and-decode floor and the indexer into SQLite and PostgreSQL;
 - verify: benchmarks.verify_bench (the JSON verify endpoint beside a bare uvicorn endpoint; needs wrk);
-- scaling: benchmarks.scaling (history and verify latency at 10^4, 10^5, 10^6 parts).
+- scaling: benchmarks.scaling (history and verify latency at 10^4, 10^5, 10^6 parts);
+- console: benchmarks.console_bench (server time of every member-console page with 10^5 parts in the mirror, an
+  organisation holding 10^4 of them; issue 14).
 Prints tables, then as the last line one JSON object with every figure of issue 7, the machine, `targets` (met or
 not per target) and, for each target missed, a `bottlenecks` note (from a py-spy profile of the service and the
 indexer under load when py-spy is installed, and a cProfile of the indexer). A scenario that fails leaves its
@@ -46,7 +48,7 @@ from partledger.artifacts import REPO_ROOT
 from partledger.chain import connect
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
-SCENARIOS = ("gas", "e2e", "indexer", "verify", "scaling")
+SCENARIOS = ("gas", "e2e", "indexer", "verify", "scaling", "console")
 PACKAGES = ("web3", "eth-account", "eth-abi", "coincurve", "fastapi", "starlette", "uvicorn", "pydantic", "sqlalchemy", "sqlmodel", "psycopg", "httpx", "orjson")
 # name: (comparison, threshold). Gas targets are the ones README's gas table and tests/test_gas.py hold.
 TARGETS: dict[str, tuple[str, float]] = {
@@ -59,6 +61,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "verify_vs_bare_ratio": (">=", 0.6),
     "scaling_history_latency_ratio": ("<=", 1.5),
     "scaling_verify_latency_ratio": ("<=", 1.5),
+    "console_worst_p95_ms": ("<=", 50),
     "gas.register_per_part": ("<=", 26_000),
     "gas.ship_per_part": ("<=", 9_000),
     "gas.receive_per_part": ("<=", 9_000),
@@ -71,6 +74,7 @@ KEYS = (
     "indexer_sqlite_events_per_s", "indexer_postgres_events_per_s", "fetch_decode_floor_events_per_s", "indexer_vs_floor_ratio",
     "verify_rps", "verify_p50_ms", "verify_p99_ms", "bare_uvicorn_rps", "verify_vs_bare_ratio",
     "scaling_history_latency_ratio", "scaling_verify_latency_ratio",
+    "console_worst_p95_ms", "console_pages_met", "console_pages",
 )  # fmt: skip
 
 
@@ -167,8 +171,17 @@ def scenario_scaling(quick: bool, profile: bool) -> dict[str, Any]:
 SCALING_SIZES: list[tuple[int, ...] | None] = [None]  # --scaling-sizes, when given
 
 
+def scenario_console(quick: bool, profile: bool) -> dict[str, Any]:
+    """benchmarks.console_bench: every console page's server time (p95 <= 50 ms each) and its lists paginated."""
+    from benchmarks.console_bench import ConsoleConfig, run_console_bench
+
+    figures = run_console_bench(ConsoleConfig.quick() if quick else ConsoleConfig(), log=log)
+    return {key: figures[key] for key in ("console_worst_p95_ms", "console_pages_met", "console_pages")} | {"console": figures}
+
+
 RUNNERS: dict[str, Callable[[bool, bool], dict[str, Any]]] = {
     "gas": scenario_gas, "e2e": scenario_e2e, "indexer": scenario_indexer, "verify": scenario_verify, "scaling": scenario_scaling,
+    "console": scenario_console,
 }  # fmt: skip
 
 
@@ -251,6 +264,13 @@ def bottlenecks(results: dict[str, Any], targets: dict[str, Any]) -> dict[str, s
     for name in ("scaling_history_latency_ratio", "scaling_verify_latency_ratio"):
         if targets[name]["met"] is False:
             notes[name] = f"Query plans at the largest size: {scaling.get('query_plans')}; indexes used: {scaling.get('indexes_used')}. A ratio above target with indexes used points at page-cache misses of a larger file or at noise, not at scans."
+    console = results.get("console") or {}
+    if targets["console_worst_p95_ms"]["met"] is False:
+        slow = [f"{page['url']} as {page['user']}: p95 {page['server_p95_ms']} ms" for page in console.get("pages", []) if page.get("met") is False]
+        notes["console_worst_p95_ms"] = (
+            f"Console pages over 50 ms of server time at p95 (load average {console.get('load_average')}): {'; '.join(slow)}. "
+            "See benchmarks/console_bench.py (--only PATH --workdir DIR keeps the databases for EXPLAIN QUERY PLAN)."
+        )
     for name, target in targets.items():
         if name.startswith("gas.") and target["met"] is False:
             notes[name] = "Gas is deterministic: the contract's bulk loop for this operation (see make gas)."
@@ -368,6 +388,15 @@ def show(results: dict[str, Any], console: Console) -> None:
         console.print(levels)
         for name, steps in scaling["query_plans"].items():
             console.print(f"  plan, {name}: {' | '.join(steps)}")
+    pages = (results.get("console") or {}).get("pages")
+    if pages:
+        table = Table(title="console pages (server ms, Server-Timing; one request at a time)")
+        for column in ("page", "user", "p50", "p95", "p99", "bytes", "rows", "met"):
+            table.add_column(column, justify="left" if column in ("page", "user") else "right")
+        for page in pages:
+            met = {True: "[green]met[/]", False: "[red]unmet[/]", None: "-"}[page["met"]]
+            table.add_row(page["url"][:70], page["user"], *(str(page[k]) for k in ("server_p50_ms", "server_p95_ms", "server_p99_ms")), f"{page['bytes']:,}", str(page["rows"] or ""), met)
+        console.print(table)
     for name, note in results["bottlenecks"].items():
         console.print(f"[yellow]bottleneck[/] {name}: {note}")
     for name, error in results.get("errors", {}).items():

@@ -71,6 +71,9 @@ class Part(IndexTable, table=True):
         Index("ix_parts_custodian_status", "custodian", "status", "part_id"),
         Index("ix_parts_lot", "lot", "part_id"),
         Index("ix_parts_site_key_status", "site_key", "status"),
+        Index("ix_parts_recipient", "recipient"),  # in transit to an organisation
+        Index("ix_parts_custodian_site", "custodian", "site_key", "status"),  # covers stock per site and status
+        Index("ix_parts_lot_status", "lot", "status", "custodian"),  # covers a lot's counts by status, held recalled parts
     )
 
     part_id: bytes = Field(sa_type=LargeBinary, primary_key=True)
