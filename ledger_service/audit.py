@@ -31,6 +31,7 @@ from ledger_service.auth import Principal, authenticate
 from ledger_service.deps import Services
 from ledger_service.errors import ApiError
 from ledger_service.outbox import Draft
+from partledger.db import write_transaction
 from partledger.merkle import StandardMerkleTree, build_tree
 from partledger.model import Role
 
@@ -128,8 +129,8 @@ class AuditLog:
             return self._submit_batches()
 
     def _close_batch(self) -> None:
-        engine = self.services.service_engine
-        with engine.begin() as conn:
+        # Reads the waiting entries, then writes the batch: the write lock first (each request appends entries).
+        with write_transaction(self.services.service_engine) as conn:
             rows = conn.execute(select(T_LOG).where(T_LOG.c.batch_id.is_(None)).order_by(T_LOG.c.id).limit(AUDIT_BATCH_LIMIT)).all()
             if not rows:
                 return

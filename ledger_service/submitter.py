@@ -46,6 +46,7 @@ from ledger_service.auth import sites_allow
 from ledger_service.tables import ApiKey, ChainTransaction, Command, CommandItem, PrivateVin, User
 from partledger.artifacts import calldata, load_artifact
 from partledger.chain import decode_revert, revert_of
+from partledger.db import write_transaction
 from partledger.dblock import ExclusiveLock, LockHeld
 from partledger.errors import ChainError, ChainUnavailable, ContractRevert
 from partledger.failpoints import failpoint
@@ -283,7 +284,7 @@ class Submitter:
         replacement, org_id, site = self._replacement(signer)
         now = time.time()
         pending = (T_ITEM.c.signer == signer, T_ITEM.c.state == "pending")
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:  # reads the items the replacement may not take, then moves the rest
             if replacement is not None:
                 barred = self._barred_from(conn, pending, replacement, site)
                 if barred:

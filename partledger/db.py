@@ -6,10 +6,12 @@ each stage owns its tables and their Alembic migrations.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Optional
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlmodel import create_engine
 
 from partledger.errors import ConfigError
@@ -39,7 +41,7 @@ def make_engine(url: str, *, sqlite_cache_mib: Optional[int] = None, durable: bo
         if sqlite_cache_mib is not None:
             event.listen(engine, "connect", lambda connection, _record: connection.execute(f"PRAGMA cache_size=-{int(sqlite_cache_mib) * 1024}"))
         # pysqlite's own transaction handling defers BEGIN; take control so that BEGIN IMMEDIATE works.
-        event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN"))
+        event.listen(engine, "begin", _begin_sqlite)
         return engine
     if backend == "postgresql":
         if parsed.get_driver_name() != "psycopg":
@@ -56,3 +58,17 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _begin_sqlite(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.get_execution_options().get("sqlite_immediate") else "BEGIN")
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that reads, then writes what it read decided. On SQLite it takes the write lock at BEGIN (BEGIN
+    IMMEDIATE, waiting up to the busy timeout): a deferred transaction whose snapshot another connection's commit has
+    passed cannot become a writer, and SQLite fails it at once ("database is locked") instead of waiting. Elsewhere
+    it is engine.begin()."""
+    with engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+        yield conn
