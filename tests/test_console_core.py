@@ -450,6 +450,8 @@ def test_home_lists_what_needs_me_now_with_counts(console):
     assert 'id="home-flags"' not in home.text  # clone flags are the manufacturers' (warehouse is none)
     section = web.get("/console/home/inbound")
     assert section.status_code == 200 and "2 part(s) from " in section.text
+    consignment = re.search(r'href="(/console/custody/inbound/[^"]+)"', section.text).group(1)  # as the inbound page groups it
+    assert consignment in web.get("/console/custody/inbound").text and web.get(consignment).status_code == 200
     assert web.get("/console/home/flags").status_code == 404
 
     maker_home = signed_in(client, "mia.maker").get("/console")

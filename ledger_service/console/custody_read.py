@@ -204,6 +204,12 @@ def inbound_shipments(conn: Connection, org_id: int, *, limit: int, cursor: str 
     return {"items": items, "next_cursor": next_cursor}
 
 
+def inbound_count(conn: Connection, org_id: int) -> int:
+    """How many entries inbound_shipments lists for `org_id` in all."""
+    groups = select(T_SHIP.c.from_org, func.coalesce(T_SHIP.c.doc_hash, T_SHIP.c.shipped_tx)).where(_open_to(org_id)).distinct().subquery()
+    return conn.execute(select(func.count()).select_from(groups)).scalar() or 0
+
+
 def consignment(conn: Connection, org_id: int, key: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
     """One open inbound consignment of `org_id` and a page of its parts, in part id order; 404 unknown_shipment
     when it has no part in transit to `org_id` (another organisation's shipments are not found either)."""

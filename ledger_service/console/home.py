@@ -22,9 +22,10 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import and_, func, select, tuple_
 from sqlalchemy.engine import Connection, Engine
 
-from indexer.tables import Installation, Lot, Part, Recall, Shipment
+from indexer.tables import Installation, Lot, Part, Recall
 from ledger_service import evidence, scans
 from ledger_service.auth import Principal
+from ledger_service.console import custody_read
 from ledger_service.console.commands import commands_page, rejected_item
 from ledger_service.console.i18n import lazy
 from ledger_service.console.web import CONSOLE, ConsoleUser, PageParams, next_page_url, org_names, render, router_for, services_of
@@ -38,7 +39,7 @@ from partledger.model import CUSTODY_ROLES, PartStatus, Role
 
 router = router_for("home")
 
-T_SHIP, T_PART, T_LOT, T_RECALL, T_INSTALL = Shipment.__table__, Part.__table__, Lot.__table__, Recall.__table__, Installation.__table__
+T_PART, T_LOT, T_RECALL, T_INSTALL = Part.__table__, Lot.__table__, Recall.__table__, Installation.__table__
 T_CMD, T_FLAG, T_PROPOSAL = Command.__table__, ScanFlag.__table__, DocumentProposal.__table__
 SHORT_LIST = 5
 REJECTED_WINDOW = 7 * 86400.0  # "lately": rejected commands of the last week
@@ -50,27 +51,10 @@ HELD = (int(PartStatus.IN_STOCK), int(PartStatus.IN_TRANSIT), int(PartStatus.QUA
 
 
 def inbound_shipments(conn: Connection, principal: Principal, *, limit: int, cursor: str | None) -> dict[str, Any]:
-    """Shipments in transit to the caller's organisation, one row per shipping transaction, newest first."""
-    me = principal.org_id
-    open_to_me = and_(T_SHIP.c.to_org == me, T_SHIP.c.outcome.is_(None))
-    count = conn.execute(select(func.count(func.distinct(T_SHIP.c.shipped_tx))).where(open_to_me)).scalar() or 0
-    query = (
-        select(T_SHIP.c.shipped_tx, T_SHIP.c.shipped_block, T_SHIP.c.from_org, func.count().label("parts"), func.max(T_SHIP.c.doc_hash).label("doc_hash"))
-        .where(open_to_me)
-        .group_by(T_SHIP.c.shipped_tx, T_SHIP.c.shipped_block, T_SHIP.c.from_org)
-    )  # fmt: skip
-    after = decode_cursor(cursor, 2)
-    if after is not None:
-        query = query.where(tuple_(T_SHIP.c.shipped_block, T_SHIP.c.shipped_tx) < tuple_(int(after[0]), bytes.fromhex(str(after[1]))))
-    rows = conn.execute(query.order_by(T_SHIP.c.shipped_block.desc(), T_SHIP.c.shipped_tx.desc()).limit(limit + 1)).all()
-    names = organisation_names(conn)
-    page = rows[:limit]
-    items = [
-        {"tx_hash": hex0x(row.shipped_tx), "block": row.shipped_block, "from": {"id": row.from_org, "name": names.get(row.from_org)}, "parts": row.parts, "doc_hash": hex0x(row.doc_hash)}
-        for row in page
-    ]
-    next_cursor = encode_cursor([page[-1].shipped_block, bytes(page[-1].shipped_tx).hex()]) if len(rows) > limit else None
-    return {"items": items, "count": count, "next_cursor": next_cursor}
+    """Shipments in transit to the caller's organisation, grouped as the inbound page groups them (per sender and
+    delivery note), newest first, with how many there are."""
+    page = custody_read.inbound_shipments(conn, principal.org_id, limit=limit, cursor=cursor)
+    return page | {"count": custody_read.inbound_count(conn, principal.org_id)}
 
 
 def rejected_commands(engine: Engine, principal: Principal, *, limit: int, cursor: str | None, now: float | None = None) -> dict[str, Any]:
