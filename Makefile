@@ -47,7 +47,7 @@ system-deps:
 	@missing=""; for package in $(SYSTEM_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "ok installed" || missing="$$missing $$package"; \
 	done; \
-	ls /usr/lib/postgresql/*/bin/initdb /usr/local/bin/initdb /usr/bin/initdb >/dev/null 2>&1 || missing="$$missing $(PG_SERVER_PACKAGE)"; \
+	ls /usr/lib/postgresql/*/bin/initdb /usr/local/bin/initdb /usr/bin/initdb 2>/dev/null | grep -q initdb || missing="$$missing $(PG_SERVER_PACKAGE)"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "make: installing$$missing"; \
