@@ -62,6 +62,20 @@ class Indexer:
         self.config = config
         self.decoder = LogDecoder({name: contract.address for name, contract in manifest.contracts.items()})
         self._log_range = config.max_log_range
+        self._dated = False  # whether the blocks indexed before block_times existed have their times
+
+    def _date_old_blocks(self) -> None:
+        """A mirror written before block_times existed: the times of its blocks with part events or recalls, read
+        from the node once (500 blocks a request)."""
+        while True:
+            numbers = self.sink.undated_blocks(limit=500)
+            if not numbers:
+                break
+            headers = self.source.headers(numbers)
+            if any(header is None for header in headers):
+                return  # the node lacks a block the mirror has: the reorg handling comes first; try again next step
+            self.sink.date_blocks([header for header in headers if header is not None])
+        self._dated = True
 
     def check_chain(self) -> None:
         chain_id = self.source.chain_id()
@@ -80,6 +94,8 @@ class Indexer:
             self.sink.start(header)
             state = self.sink.state()
             assert state is not None
+        if not self._dated:
+            self._date_old_blocks()
         (current,) = self.source.headers([state.block_number])
         if current is None or current.hash != state.block_hash:
             self._handle_reorg(state.block_number, head)
@@ -96,9 +112,9 @@ class Indexer:
         (before,) = self.source.headers([target])
         raw_logs = self._fetch_logs(first, target)
         decoded = [record for record in map(self.decoder.decode, raw_logs) if record is not None]
-        # Documents keep their block's time, also below the reorg window: those headers are read too (and pruned
-        # from indexed_blocks by the same write).
-        dated = {record.block_number for record in decoded if record.event == "DocumentAnchored" and record.block_number < window_start}
+        # Documents, part events and recalls keep their block's time (block_times), also below the reorg window:
+        # those headers are read too (and pruned from indexed_blocks by the same write).
+        dated = {record.block_number for record in decoded if record.block_number < window_start}
         numbers = sorted(set(range(window_start, target + 1)) | {target} | dated)
         headers = self.source.headers(numbers)
         if any(header is None for header in headers):

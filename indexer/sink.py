@@ -21,6 +21,7 @@ from indexer.decoder import DecodedLog
 from indexer.source import BlockHeader
 from indexer.tables import (
     Batch,
+    BlockTime,
     CancelledNonce,
     Document,
     IndexedBlock,
@@ -41,7 +42,7 @@ from partledger.model import PartStatus
 T_ORG, T_KEY, T_LOT, T_PART = Organisation.__table__, SiteKey.__table__, Lot.__table__, Part.__table__
 T_EVENT, T_SHIP, T_INSTALL, T_RECALL = PartEvent.__table__, Shipment.__table__, Installation.__table__, Recall.__table__
 T_DOC, T_BATCH, T_NONCE = Document.__table__, Batch.__table__, CancelledNonce.__table__
-T_BLOCK, T_UNDO, T_STATE = IndexedBlock.__table__, UndoEntry.__table__, IndexerState.__table__
+T_BLOCK, T_UNDO, T_STATE, T_BTIME = IndexedBlock.__table__, UndoEntry.__table__, IndexerState.__table__, BlockTime.__table__
 
 # Event name -> (part_events.kind, resulting status). Every part event sets the part's state absolutely.
 PART_EVENTS: dict[str, tuple[str, PartStatus]] = {
@@ -57,6 +58,7 @@ PART_EVENTS: dict[str, tuple[str, PartStatus]] = {
     "PartsRecycled": ("recycled", PartStatus.RECYCLED),
 }
 ORGANISATION_EVENTS = frozenset({"OrganisationRegistered", "OrganisationRolesChanged", "OrganisationSuspended", "OrganisationReinstated"})
+EVENT_BLOCK = 1  # block_number's place in EVENT_COLUMNS
 EVENT_COLUMNS = ("chain_id", "block_number", "tx_hash", "log_index", "position", "part_id", "kind", "org_id", "site_key", "counterparty", "doc_hash", "vin_hash")
 PART_STATE_COLUMNS = ("status", "custodian", "recipient", "vin_hash", "site_key", "updated_block")
 KIND_STATUS = {kind: status for kind, status in PART_EVENTS.values()} | {"registered": PartStatus.IN_STOCK}
@@ -297,10 +299,28 @@ class Sink:
         writer.insert(T_DOC, batch.documents)
         writer.insert(T_BATCH, batch.batches)
         writer.insert(T_NONCE, batch.nonces)
+        dated = sorted({row[EVENT_BLOCK] for row in batch.part_events} | {recall["block_number"] for recall in batch.recalls})
+        if dated:  # each block is written by one range only (a replay undoes it first)
+            conn.execute(delete(T_BTIME).where(T_BTIME.c.number.in_(dated)))
+            conn.execute(insert(T_BTIME), [{"number": number, "timestamp": batch.block_times[number]} for number in dated])
         writer.insert_rows(T_EVENT, EVENT_COLUMNS, batch.part_events)
         journal_from, chain_id, times = batch.journal_from, batch.chain_id, batch.block_times
         batch.__init__(chain_id, journal_from)  # type: ignore[misc]
         batch.block_times = times
+
+    def undated_blocks(self, *, limit: int) -> list[int]:
+        """Blocks with part events or recalls whose time is not in block_times (a mirror older than the table)."""
+        with self.engine.connect() as conn:
+            used = select(T_EVENT.c.block_number.label("number")).union(select(T_RECALL.c.block_number)).subquery()
+            rows = conn.execute(
+                select(used.c.number).where(~used.c.number.in_(select(T_BTIME.c.number))).order_by(used.c.number).limit(limit)
+            )  # fmt: skip
+            return [row.number for row in rows]
+
+    def date_blocks(self, headers: list[BlockHeader]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(T_BTIME).where(T_BTIME.c.number.in_([header.number for header in headers])))
+            conn.execute(insert(T_BTIME), [{"number": header.number, "timestamp": header.timestamp} for header in headers])
 
     # --- reorganisations ------------------------------------------------------------------------------------
 
@@ -329,6 +349,7 @@ class Sink:
         affected = [row[0] for row in conn.execute(select(T_PART.c.part_id).where(T_PART.c.updated_block > above))]
         for table in (T_EVENT, T_DOC, T_BATCH, T_NONCE, T_RECALL):
             conn.execute(delete(table).where(table.c.block_number > above))
+        conn.execute(delete(T_BTIME).where(T_BTIME.c.number > above))
         conn.execute(delete(T_SHIP).where(T_SHIP.c.shipped_block > above))
         conn.execute(update(T_SHIP).where(T_SHIP.c.closed_block > above).values(outcome=None, closed_block=None))
         conn.execute(delete(T_INSTALL).where(T_INSTALL.c.installed_block > above))

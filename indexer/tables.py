@@ -213,6 +213,17 @@ class IndexedBlock(IndexTable, table=True):
     timestamp: int = Field(sa_type=BigInteger)
 
 
+class BlockTime(IndexTable, table=True):
+    """The time of every block that holds a part event or a recall (indexed_blocks keeps only the reorg window):
+    what a ledger event derived as EPCIS gives as its eventTime. Removed with the rows of its block on a
+    reorganisation."""
+
+    __tablename__ = "block_times"
+
+    number: int = Field(sa_type=BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    timestamp: int = Field(sa_type=BigInteger, index=True)
+
+
 class UndoEntry(IndexTable, table=True):
     """The row image before a change made in a block still inside the reorg window (None: the row did not exist)."""
 

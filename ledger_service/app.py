@@ -27,6 +27,7 @@ from ledger_service.routes import queries, writes
 from ledger_service.routes import resolver
 from ledger_service.routes import proofs
 from ledger_service.audit import install_audit_log
+from ledger_service.epcis.routes import install_epcis
 from ledger_service.console import install_console
 from ledger_service.schemas import keep_documented_bodies
 from ledger_service.settings import ServiceSettings
@@ -114,9 +115,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if submitter is not None:
             thread = threading.Thread(target=run_as_leader, args=(submitter, services.service_engine, stop), name="submitter", daemon=True)
             thread.start()
+        if epcis_worker is not None:
+            epcis_worker.start()
         with settled_heap():
             yield
         stop.set()
+        if epcis_worker is not None:
+            epcis_worker.stop()
         if thread is not None:
             thread.join(timeout=10)
         services.index_engine.dispose()
@@ -137,6 +142,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.include_router(writes.router)
     app.include_router(evidence_routes.router)
     app.include_router(proofs.router)
+    epcis_worker = install_epcis(app, services)  # /epcis: the EPCIS 2.0 REST binding; /v1/gs1: members' GS1 identities
     install_console(app)  # /console: the member console's pages, static files and HTML error pages
     app.add_middleware(resolver.ResolverFastPath)  # innermost: the audit log and the block header see it as any route
     install_audit_log(app)

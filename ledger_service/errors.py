@@ -28,11 +28,12 @@ DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 class ApiError(Exception):
     code = "error"
 
-    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code or self.code
         self.details = details
+        self.headers = headers  # more headers of the answer (the EPCIS capture limits on a 413)
 
 
 class Unauthorized(ApiError):
@@ -172,6 +173,8 @@ def install_error_handlers(app: FastAPI) -> None:
             headers = {"Retry-After": RETRY_AFTER_SECONDS}
         elif isinstance(exc, TooManyRequests):
             headers = {"Retry-After": str(exc.retry_after)}
+        if exc.headers:
+            headers = (headers or {}) | exc.headers
         return JSONResponse(_body(exc.code, exc.message, exc.details), status_code=STATUS[type(exc)], headers=headers)
 
     @app.exception_handler(ValidationError)

@@ -22,7 +22,9 @@ class Operation:
     from_statuses: frozenset[PartStatus] = frozenset()  # for part operations
     holder: str = "custodian"  # who must hold the part: custodian | recipient
     blocked_by_recall: bool = False
-    pack_args: tuple[str, ...] = ()  # arguments equal across the items of one transaction
+    # Arguments equal across the items of one transaction. "capture": an EPCIS capture job's items travel only with
+    # each other, so that a ledger event derived from their transaction is the job's captured event.
+    pack_args: tuple[str, ...] = ()
     per_part: bool = True  # takes a list of part ids
     registers: bool = False  # creates its parts: none of them may exist yet
 
@@ -31,17 +33,17 @@ S = PartStatus
 OPERATIONS: dict[str, Operation] = {
     op.kind: op
     for op in (
-        Operation("register", "registerParts", "PartLedger", Role.MANUFACTURER, pack_args=("gtin", "lot"), registers=True),
-        Operation("ship", "shipParts", "PartLedger", CUSTODY_ROLES, frozenset({S.IN_STOCK}), pack_args=("to", "doc_hash")),
-        Operation("receive", "receiveParts", "PartLedger", CUSTODY_ROLES, frozenset({S.IN_TRANSIT}), holder="recipient", pack_args=("doc_hash",)),
-        Operation("cancel", "cancelShipments", "PartLedger", CUSTODY_ROLES, frozenset({S.IN_TRANSIT}), pack_args=("doc_hash",)),
-        Operation("sell", "sellParts", "PartLedger", Role.DISTRIBUTOR | Role.WORKSHOP, frozenset({S.IN_STOCK}), blocked_by_recall=True, pack_args=("doc_hash",)),
-        Operation("install", "installParts", "PartLedger", Role.WORKSHOP, frozenset({S.IN_STOCK}), blocked_by_recall=True, pack_args=("doc_hash",)),
-        Operation("remove", "removeParts", "PartLedger", Role.WORKSHOP, frozenset({S.INSTALLED}), pack_args=("doc_hash",)),
-        Operation("quarantine", "quarantineParts", "PartLedger", CUSTODY_ROLES, frozenset({S.IN_STOCK}), pack_args=("doc_hash",)),
-        Operation("release", "releaseParts", "PartLedger", CUSTODY_ROLES, frozenset({S.QUARANTINED}), pack_args=("doc_hash",)),
-        Operation("scrap", "scrapParts", "PartLedger", CUSTODY_ROLES, frozenset({S.IN_STOCK, S.QUARANTINED}), pack_args=("doc_hash",)),
-        Operation("recycle", "recycleParts", "PartLedger", Role.RECYCLER, frozenset({S.IN_STOCK, S.QUARANTINED}), pack_args=("doc_hash",)),
+        Operation("register", "registerParts", "PartLedger", Role.MANUFACTURER, pack_args=("gtin", "lot", "capture"), registers=True),
+        Operation("ship", "shipParts", "PartLedger", CUSTODY_ROLES, frozenset({S.IN_STOCK}), pack_args=("to", "doc_hash", "capture")),
+        Operation("receive", "receiveParts", "PartLedger", CUSTODY_ROLES, frozenset({S.IN_TRANSIT}), holder="recipient", pack_args=("doc_hash", "capture")),
+        Operation("cancel", "cancelShipments", "PartLedger", CUSTODY_ROLES, frozenset({S.IN_TRANSIT}), pack_args=("doc_hash", "capture")),
+        Operation("sell", "sellParts", "PartLedger", Role.DISTRIBUTOR | Role.WORKSHOP, frozenset({S.IN_STOCK}), blocked_by_recall=True, pack_args=("doc_hash", "capture")),
+        Operation("install", "installParts", "PartLedger", Role.WORKSHOP, frozenset({S.IN_STOCK}), blocked_by_recall=True, pack_args=("doc_hash", "capture")),
+        Operation("remove", "removeParts", "PartLedger", Role.WORKSHOP, frozenset({S.INSTALLED}), pack_args=("doc_hash", "capture")),
+        Operation("quarantine", "quarantineParts", "PartLedger", CUSTODY_ROLES, frozenset({S.IN_STOCK}), pack_args=("doc_hash", "capture")),
+        Operation("release", "releaseParts", "PartLedger", CUSTODY_ROLES, frozenset({S.QUARANTINED}), pack_args=("doc_hash", "capture")),
+        Operation("scrap", "scrapParts", "PartLedger", CUSTODY_ROLES, frozenset({S.IN_STOCK, S.QUARANTINED}), pack_args=("doc_hash", "capture")),
+        Operation("recycle", "recycleParts", "PartLedger", Role.RECYCLER, frozenset({S.IN_STOCK, S.QUARANTINED}), pack_args=("doc_hash", "capture")),
         Operation("recall", "recallLot", "PartLedger", Role.MANUFACTURER | Role.REGULATOR, per_part=False, pack_args=("lot", "notice_hash", "unique")),
         Operation("anchor_document", "anchorDocument", "EvidenceLedger", Role(0), per_part=False, pack_args=("unique",)),
         # Any member but an auditor: the contract lets every active organisation anchor, but an auditor only reads.

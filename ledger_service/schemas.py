@@ -655,3 +655,89 @@ def keep_documented_bodies(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# --- EPCIS 2.0 (ledger_service.epcis) ------------------------------------------------------------------------------
+
+
+class EpcisEventProofBundle(BatchRecordProofBundle):
+    """Proof bundle of a captured EPCIS event: its organisation's anchored EPCIS batch, the event's record (event
+    hash, eventID, organisation, seq) with its inclusion proof, and the event as stored and hashed."""
+
+    epcisEvent: dict[str, Any] = Field(description="the event, without its private fields: its EPCIS 2.0 canonical hash is the record's first value")  # noqa: N815
+
+
+class CaptureAccepted(Exact):
+    captureID: str  # noqa: N815
+    location: str
+    eventCount: int  # noqa: N815
+
+
+class CaptureError(Exact):
+    type: str = Field(description="the EPCIS exception type")
+    title: str
+    status: int = Field(description="the HTTP status this error would have alone")
+    eventIndex: Optional[int]  # noqa: N815
+    eventID: Optional[str]  # noqa: N815
+    code: str = Field(description="stable machine-readable code")
+    message: str
+
+
+class CaptureJob(Exact):
+    """A capture job as the EPCIS REST binding describes it (captureID, running, success, captureErrorBehaviour,
+    errors), with this service's progress."""
+
+    captureID: str  # noqa: N815
+    createdAt: str  # noqa: N815
+    finishedAt: Optional[str]  # noqa: N815
+    running: bool
+    success: Optional[bool]
+    captureErrorBehaviour: Literal["rollback", "proceed"]  # noqa: N815
+    errors: list[CaptureError]
+    state: Literal["queued", "running", "done"]
+    eventCount: int  # noqa: N815
+    capturedCount: int  # noqa: N815
+    errorCount: int  # noqa: N815
+
+
+class EventCaptured(Exact):
+    eventID: Optional[str]  # noqa: N815
+    captureID: str  # noqa: N815
+
+
+class Gs1LocationView(Exact):
+    gln: str
+    extension: Optional[str]
+    site: Optional[str]
+    uri: str
+
+
+class Gs1Identity(Exact):
+    organisation: int
+    gln: Optional[str] = Field(description="the party GLN (AI 417) derived events name the organisation by")
+    party_glns: list[str] = Field(description="more party GLNs it answers to")
+    company_prefix: Optional[str]
+    party: str = Field(description="the party identifier derived events use")
+    locations: list[Gs1LocationView]
+
+
+EPCIS_DOCUMENT_SCHEMA = {
+    "type": "object",
+    "required": ["@context", "type"],
+    "properties": {"@context": {}, "type": {"type": "string"}, "schemaVersion": {"type": "string"}, "creationDate": {"type": "string"}, "epcisBody": {"type": "object"}},
+    "description": "an EPCIS 2.0 document (GS1's EPCIS JSON schema)",
+}
+EPCIS_EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["type", "eventTime"],
+    "properties": {"@context": {}, "type": {"type": "string"}, "eventID": {"type": "string"}, "eventTime": {"type": "string"}},
+    "description": "an EPCIS 2.0 event (GS1's EPCIS JSON schema)",
+}
+
+
+class CaptureJobs(Exact):
+    items: list[CaptureJob]
+
+
+class Gs1Identities(Exact):
+    items: list[Gs1Identity]

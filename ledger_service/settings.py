@@ -37,6 +37,9 @@ class ServiceSettings(BaseSettings):
     public_rate_limit: str = "60/minute"  # per client on the public endpoints: N/second|minute|hour (burst N)
     scan_key_file: Optional[Path] = None  # base64 key for client fingerprints; default: derived from vin_key_file
 
+    # EPCIS: captured events wait at most this long for their organisation's next anchored batch.
+    epcis_batch_seconds: float = 5.0
+
     # The member console (/console). Its session cookie is Secure when the request came over TLS; behind a TLS
     # proxy that sets X-Forwarded-Proto, say so here (the header is otherwise ignored: a client could send it).
     console_trust_forwarded_proto: bool = False

@@ -86,7 +86,8 @@ def restore_command(
 
 
 def _service_metadata() -> MetaData:
-    from ledger_service import audit_tables, scan_tables  # noqa: F401 - their tables join SERVICE_METADATA
+    from ledger_service import audit_tables, link_tables, scan_tables  # noqa: F401 - their tables join SERVICE_METADATA
+    from ledger_service.epcis import tables as epcis_tables  # noqa: F401
     from ledger_service.tables import SERVICE_METADATA
 
     return SERVICE_METADATA

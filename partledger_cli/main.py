@@ -21,10 +21,12 @@ from partledger.errors import PartLedgerError
 from partledger.manifest import load_manifest, save_manifest
 from partledger_cli.backup import register_backup_commands
 from partledger_cli.devnet import default_paths, devnet_down, devnet_status, devnet_up
+from partledger_cli.epcis import epcis_app
 from partledger_cli.wallet import wallet_app
 from partledger_cli.index import index_command
 from partledger_cli.labels import labels_app
 from partledger_cli.org import org_app
+from partledger_cli.products import products_app
 from partledger_cli.proof import register_proof_commands
 from partledger_cli.stack import down_command, serve_command, up_command
 from partledger_cli.users import user_app
@@ -39,6 +41,8 @@ app.command("index")(index_command)
 app.add_typer(org_app, name="org")
 app.add_typer(user_app, name="user")
 app.add_typer(labels_app, name="labels")
+app.add_typer(products_app, name="products")
+app.add_typer(epcis_app, name="epcis")
 app.command("up")(up_command)
 app.command("down")(down_command)
 app.command("serve")(serve_command)

@@ -183,6 +183,7 @@ def _prepare_service(paths: DevnetPaths) -> dict[str, str]:
     users_file = paths.run / "console-users.json"
     if not users_file.exists():
         _write_secret_json(users_file, demo_users(service_engine, json.loads(paths.consortium.read_text())))
+    seed_gs1_identities(service_engine, json.loads(paths.consortium.read_text()))
     service_engine.dispose()
     return env
 
@@ -207,6 +208,23 @@ def demo_users(service_engine: Engine, consortium: dict[str, Any]) -> dict[str, 
             accounts.reset_password(service_engine, username=username, org_id=org["id"], password=password)
         users[username] = {"org": org["slug"], "org_id": org["id"], "role": role, "password": password}
     return users
+
+
+def seed_gs1_identities(service_engine: Engine, consortium: dict[str, Any]) -> None:
+    """Demo GS1 identities, once: a party GLN per organisation and a location GLN per site (identities.demo_gln), so
+    that EPCIS documents name members as GS1 systems do."""
+    from sqlalchemy import select
+
+    from ledger_service.epcis.identities import demo_gln, set_identity
+    from ledger_service.epcis.tables import Gs1Party
+
+    with service_engine.connect() as conn:
+        if conn.execute(select(Gs1Party.__table__.c.org_id).limit(1)).first() is not None:
+            return
+    for org in consortium["organisations"]:
+        sites = [entry["site"] for entry in org["sites"]]
+        locations = [{"gln": demo_gln(org["id"], index), "site": site} for index, site in enumerate(sites, start=1)]
+        set_identity(service_engine, None, org["id"], gln=demo_gln(org["id"], 0), company_prefix=None, locations=locations, sites=set(sites))
 
 
 def _write_secret_json(path: Path, value: Any) -> None:

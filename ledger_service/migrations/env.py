@@ -4,6 +4,8 @@ from alembic import context
 
 from ledger_service.migrate import VERSION_TABLE
 from ledger_service import audit_tables, scan_tables  # noqa: F401 - their tables join SERVICE_METADATA
+from ledger_service.epcis import tables as epcis_tables  # noqa: F401
+from ledger_service import link_tables  # noqa: F401
 from ledger_service.tables import SERVICE_METADATA
 
 connection = context.config.attributes["connection"]

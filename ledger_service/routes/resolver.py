@@ -5,12 +5,26 @@ Public, rate-limited per client (429 with Retry-After), public data only:
                                           application/json, the RFC 9264 linkset for ?linkType=linkset or
                                           Accept: application/linkset+json; 404 for an unknown part (with its verdict),
                                           400 for a malformed address
+    GET  /01/{gtin}                       the product: its manufacturer and the manufacturer's links (404 unknown_gtin)
+    GET  /01/{gtin}/10/{lot}              the lot and its recall status (404 unknown_lot)
+         ...?linkType=gs1:pip             307 to the manufacturer's link of that type (the best for Accept-Language),
+                                          the request's query string passed on; 404 link_type_not_found without one
+    GET  /.well-known/gs1resolver         the resolver description file
     POST /v1/scan                         the same verdict for an app: {uri, vin?, context?, lat?, lon?}
     POST /v1/scan/image                   a photo (image/* body or multipart field "image"): every QR code in it
                                           decoded (zxing-cpp) and verified
 For members (API key):
     GET  /v1/scan-flags                   clone-detection flags on the caller's parts (auditors, regulators: all)
     GET  /v1/scans/{scan_id}              a scan record with its Merkle inclusion proof and anchoring
+    GET  /v1/products/{gtin}/links        a GTIN's links; PUT replaces them (its manufacturer only)
+
+The GS1-Conformant Resolver standard (1.2) on every resolver address (a path starting with an AI: /01/..., a
+qualifier or another GS1 key) and the description file, answered by ResolverFastPath: GET, HEAD (GET's status and
+headers, no body, no scan recorded) and OPTIONS (Allow, and the CORS preflight); any other method 405. Every answer
+carries CORS headers (any origin, Link and Location exposed). Key qualifiers in the standard's order, else 400
+(qualifier_before_key, qualifier_out_of_order, unknown_ai); another GS1 primary key than a GTIN is 404
+(unsupported_key). A product's, lot's or part's linkset lists PartLedger's own answers and the GTIN's manufacturer's
+links (ledger_service.resolver_links).
 
 Every verification is recorded as a scan (ledger_service.scans) and judged for clones (ledger_service.clones).
 The scan keeper thread runs with the app (this router's lifespan).
@@ -20,32 +34,39 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import orjson
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from starlette._utils import get_route_path
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import OperationalError
 
-from labels.digital_link import DigitalLink, parse_path, parse_uri
+from labels.digital_link import GTIN_QUALIFIERS, PRIMARY_KEYS, TPX, DigitalLink, KeyPath, first_ai, parse_key_path, parse_uri
 from labels.signature import label_domain
-from ledger_service import scans, verify_page
+from ledger_service import product_page, scans, verify_page
 from ledger_service.clones import CONTEXTS, TRAVEL_WINDOW_SECONDS, ScanFacts, assess_scan, coarse
-from ledger_service.deps import CurrentPrincipal, Services
+from ledger_service.deps import CurrentPrincipal, Services, ServicesDep
 from ledger_service.errors import BadRequest, PayloadTooLarge, Unprocessable
+from ledger_service.resolver_links import (
+    LINKSET_CONTEXT, OWN_LINK_TYPES, Link, LinksIn, LotAnswer, ManufacturerCache, ProblemBody, ProductAnswer, ProductFacts, ProductLinks,
+    ResolverDescription, choose_link, link_type_term, links_entry, links_view, lot_facts, own_entry, product_answer, product_facts, read_links,
+    replace_links, resolver_description,
+)  # fmt: skip
 from ledger_service.ratelimit import Rate, RateLimiter, retry_after
 from ledger_service.scans import ScanBook, ScanRecord, client_fingerprint, fingerprint_key
 from ledger_service.schemas import ImageScan, LabelVerdict, Linkset, Page, ScanFlag, ScanRecordProof
 from ledger_service.verify import Verification, Verifier
 from partledger.errors import ValidationError
+from partledger.ids import normalize_gtin
 
 log = logging.getLogger("partledger.service.resolver")
 
@@ -74,6 +95,7 @@ class ScanDesk:
         self.limiter = RateLimiter(Rate.parse(settings.public_rate_limit))
         self.key = fingerprint_key(scan_key_file=settings.scan_key_file, vin_key_file=settings.vin_key_file)
         self._fingerprints: dict[tuple[str, str], bytes] = {}
+        self.manufacturers = ManufacturerCache()
         # SQLite reads come from the local page cache in microseconds: cheaper on the event loop than a hop to the
         # thread pool (a quarter of a scan's cost). A networked database's round trips go to the pool.
         self.inline = services.index_engine.dialect.name == "sqlite" and services.service_engine.dialect.name == "sqlite"
@@ -119,8 +141,10 @@ class ScanDesk:
         context: Optional[str] = None,
         lat: Optional[float] = None,
         lon: Optional[float] = None,
+        record: bool = True,
     ) -> tuple[Verification, bytes]:
-        """The verdict with its clone flags, recorded as a scan; returns it and the scan id."""
+        """The verdict with its clone flags, recorded as a scan (unless `record` is False: a HEAD request); returns it
+        and the scan id."""
         found = self.verifier.verify(link, vin=vin)
         now = self.book.clock()
         facts = ScanFacts(at=now, lat=coarse(lat), lon=coarse(lon), context=context, vin_match=found.vin_match)
@@ -129,6 +153,9 @@ class ScanDesk:
         # Time-ordered (milliseconds, then 80 random bits, as a UUIDv7): new scans append to the primary key's
         # B-tree instead of landing on a random page of it.
         scan_id = int(now * 1000).to_bytes(6, "big") + secrets.token_bytes(10)
+        request.state.block = found.block
+        if not record:
+            return found, scan_id
         client = request.client
         self.book.record(
             ScanRecord(
@@ -138,8 +165,25 @@ class ScanDesk:
                 client_ip=client.host if client else None, flags=found.flags,
             )
         )  # fmt: skip
-        request.state.block = found.block
         return found, scan_id
+
+    def product(self, key: KeyPath) -> tuple[Optional[ProductFacts], list[Link], str]:
+        """The product (or the lot) `key` names, from the mirror, and the GTIN's links; when unknown (None, [], and
+        which is: unknown_gtin, or unknown_lot for a lot of a known GTIN)."""
+        chain_id = self.services.manifest.chain_id
+        with self.services.index_engine.connect() as conn:
+            facts = product_facts(conn, key.gtin, chain_id=chain_id, manufacturers=self.manufacturers)
+            if facts is None:
+                return None, [], "unknown_gtin"
+            if key.lot is not None:
+                facts = lot_facts(conn, facts, key.lot)
+                if facts is None:
+                    return None, [], "unknown_lot"
+        return facts, self.links(key.gtin), ""
+
+    def links(self, gtin: str) -> list[Link]:
+        with self.services.service_engine.connect() as conn:
+            return read_links(conn, gtin)
 
     def fingerprint(self, *, address: str, user_agent: str) -> bytes:
         """client_fingerprint, remembered: a client scans again and again, and an HMAC costs more than a lookup."""
@@ -201,7 +245,7 @@ def _html(page: str, *, status: int, nonce: str, lang: str, headers: Optional[di
 
 
 def _wants_html(request: Request) -> bool:
-    return request.method == "GET" and verify_page.negotiate(request.headers.get("accept"), request.query_params.get("linkType")) == "html"
+    return request.method in ("GET", "HEAD") and verify_page.negotiate(request.headers.get("accept"), request.query_params.get("linkType")) == "html"
 
 
 def _problem(request: Request, status: int, code: str, message: str, headers: Optional[dict[str, str]] = None) -> Response:
@@ -278,9 +322,15 @@ def _context(value: Optional[str]) -> Optional[str]:
 
 @public.get(
     "/01/{key_path:path}",
-    summary="GS1 Digital Link resolver: /01/{gtin}/21/{serial}?sig=... — the verification page, JSON verdict or linkset",
-    responses={200: {"model": LabelVerdict, "description": "the verdict", "content": {"application/linkset+json": {"schema": Linkset.model_json_schema()}, "text/html": HTML}},
-               400: {"description": "not a valid Digital Link"}, 404: {"model": LabelVerdict, "description": "not registered — possibly counterfeit", "content": {"text/html": HTML}},
+    summary="GS1 Digital Link resolver: /01/{gtin}/21/{serial}?sig=... (the verification page, JSON verdict or linkset), /01/{gtin} (the product), "
+            "/01/{gtin}/10/{lot} (the lot's recall status); ?linkType=gs1:{type} redirects to the manufacturer's link",
+    description="HEAD and OPTIONS (CORS preflight) are answered on every resolver address too; every answer carries CORS headers.",
+    responses={200: {"model": Union[LabelVerdict, ProductAnswer, LotAnswer], "description": "the verdict, the product or the lot",
+                     "content": {"application/linkset+json": {"schema": Linkset.model_json_schema()}, "text/html": HTML}},
+               307: {"description": "?linkType=: the manufacturer's link of that type (Location), the query string passed on"},
+               400: {"description": "not a valid Digital Link: malformed, or key qualifiers out of the standard's order"},
+               404: {"model": Union[LabelVerdict, ProblemBody], "description": "not registered — possibly counterfeit; an unknown product, lot or link type",
+                     "content": {"text/html": HTML}},
                429: {"description": "rate limited (Retry-After)"}},
 )  # fmt: skip
 async def resolve(request: Request, key_path: str) -> Response:
@@ -288,25 +338,114 @@ async def resolve(request: Request, key_path: str) -> Response:
 
 
 async def resolve_request(request: Request) -> Response:
-    """The resolver's answer to a GET of a Digital Link (the address is read from the raw path: key_path is decoded)."""
+    """The resolver's answer to a GET or HEAD of a Digital Link path (read from the raw path: key_path is decoded)."""
     desk = desk_of(request.app)
     desk.limit(request)
-    raw_path = (request.scope.get("raw_path") or request.url.path.encode()).split(b"?", 1)[0].decode("latin-1")
-    link = parse_path(raw_path, request.scope.get("query_string", b"").decode("latin-1"))
-    form = verify_page.negotiate(request.headers.get("accept"), link.link_type)
+    path = _raw_path(request)
+    if first_ai(path) in _OTHER_KEYS:
+        return _not_found(request, "unsupported_key", f"this resolver resolves GTINs (AI 01) only, not AI {first_ai(path)}")
+    key = parse_key_path(path, request.scope.get("query_string", b"").decode("latin-1"))
+    form = verify_page.negotiate(request.headers.get("accept"), key.link_type)
     base_url = _base_url(request)
-    headers = {**ANSWER_HEADERS, "Link": verify_page.link_header(base_url=base_url, link=link) or ""}
+    level = key.level
     if form == "linkset":
-        return _json(verify_page.linkset(link, base_url=base_url, query=request.url.query), 200, headers, "application/linkset+json")
+        return _json(await desk.run(_linkset, desk, key, base_url=base_url, query=request.url.query), 200, _linkset_headers(base_url, key), "application/linkset+json")
+    if key.link_type is not None and link_type_term(key.link_type) not in OWN_LINK_TYPES[level]:
+        return await _redirect(request, desk, key, base_url=base_url)
+    if level != "serial":
+        return await _product(request, desk, key, form=form, base_url=base_url)
+    link = key.digital_link()
+    headers = {**ANSWER_HEADERS, "Link": verify_page.link_header(base_url=base_url, link=link) or ""}
     found, scan_id = await desk.run(
         desk.check, link, request, source="page" if form == "html" else "json", context=_context(_query_value(request, "context")),
-        lat=_float(request, "lat", -90, 90), lon=_float(request, "lon", -180, 180),
+        lat=_float(request, "lat", -90, 90), lon=_float(request, "lon", -180, 180), record=request.method != "HEAD",
     )  # fmt: skip
     headers["X-PartLedger-Block"] = str(found.block)
     if form == "json":
         return _json(found.public() | {"scan_id": "0x" + scan_id.hex()}, found.http_status, headers)
     nonce, lang = secrets.token_urlsafe(16), _language(request)
     return _html(verify_page.render_page(found, lang=lang, nonce=nonce), status=found.http_status, nonce=nonce, lang=lang, headers=headers)
+
+
+def _raw_path(request: Request) -> str:
+    """The request's path as sent (percent-escapes kept), without the app's root path."""
+    scope = request.scope
+    raw = (scope.get("raw_path") or request.url.path.encode()).split(b"?", 1)[0].decode("latin-1")
+    root = scope.get("root_path", "")
+    return raw[len(root) :] if root and raw.startswith(root + "/") else raw
+
+
+def _linkset(desk: ScanDesk, key: KeyPath, *, base_url: str, query: str) -> dict[str, Any]:
+    """The linkset of a part, lot or product: PartLedger's own answers at the address asked, and the GTIN's
+    manufacturer's links (their anchor the GTIN: links of each level up to the primary key)."""
+    links = desk.links(key.gtin)
+    root = base_url.rstrip("/")
+    if key.level == "serial":
+        linkset = verify_page.linkset(key.digital_link(), base_url=base_url, query=query)
+        if links:
+            linkset["linkset"].append(links_entry(root + key.product_path, links))
+        return linkset
+    entry = own_entry(root + key.path, level=key.level)
+    if key.path == key.product_path:
+        entry |= links_entry(entry["anchor"], links)
+        return {"linkset": [entry]}
+    return {"linkset": [entry, links_entry(root + key.product_path, links)] if links else [entry]}
+
+
+async def _redirect(request: Request, desk: ScanDesk, key: KeyPath, *, base_url: str) -> Response:
+    """?linkType= a type of the manufacturer's: 307 to its link (the best for Accept-Language), the request's whole
+    query string passed on (GS1-Conformant Resolver 2.12); 404 link_type_not_found, listing what there is, without one."""
+    asked = key.link_type or ""
+    term = link_type_term(asked)
+    links = await desk.run(desk.links, key.gtin)
+    chosen = choose_link(links, term, accept_language=request.headers.get("accept-language")) if term is not None else None
+    link_header = _linkset_link(base_url, key.path)
+    if chosen is None:
+        shown = asked[:80]
+        return _not_found(request, "link_type_not_found", f"there is no link of type {shown!r} at this address", links=links, link_type=shown,
+                          details={"link_types": sorted({"gs1:" + link.link_type for link in links})}, headers={"Link": link_header})  # fmt: skip
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    location = chosen.href + (("&" if "?" in chosen.href else "?") + query if query else "")
+    return Response(status_code=307, headers={"Location": location, "Link": link_header, "Cache-Control": "no-store", "Vary": "Accept-Language"})
+
+
+async def _product(request: Request, desk: ScanDesk, key: KeyPath, *, form: str, base_url: str) -> Response:
+    """The product (/01/{gtin}, also with a variant or TPX) or the lot (/01/{gtin}/10/{lot}) as JSON or its page."""
+    facts, links, code = await desk.run(desk.product, key)
+    if facts is None:
+        what = f"no lot {key.lot!r} of GTIN {key.gtin}" if code == "unknown_lot" else f"no part with GTIN {key.gtin}"
+        return _not_found(request, code, f"{what} is registered in the consortium ledger", headers={"Link": _linkset_link(base_url, key.path)})
+    request.state.block = facts.block
+    headers = {**ANSWER_HEADERS, "Link": _linkset_link(base_url, key.path), "X-PartLedger-Block": str(facts.block)}
+    if form == "json":
+        return _json(product_answer(facts, links), 200, headers)
+    nonce, lang = secrets.token_urlsafe(16), _language(request)
+    return _html(product_page.render_product_page(facts, links, lang=lang, nonce=nonce), status=200, nonce=nonce, lang=lang, headers=headers)
+
+
+def _not_found(request: Request, code: str, message: str, *, links: list[Link] | None = None, link_type: str = "", details: Any = None,
+               headers: Optional[dict[str, str]] = None) -> Response:  # fmt: skip
+    """A 404 of the resolver's, as the page or the error body the client asked for."""
+    headers = {**ANSWER_HEADERS, **(headers or {})}
+    if _wants_html(request):
+        nonce, lang = secrets.token_urlsafe(16), _language(request)
+        page = product_page.render_not_found_page(code=code, lang=lang, nonce=nonce, link_type=link_type, links=links or [])
+        return _html(page, status=404, nonce=nonce, lang=lang, headers=headers)
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return _json({"error": error}, 404, headers)
+
+
+def _linkset_link(base_url: str, path: str) -> str:
+    """The Link header of every answer at `path`, pointing at its linkset."""
+    return f'<{base_url.rstrip("/")}{path}?linkType=linkset>; rel="linkset"; type="application/linkset+json"'
+
+
+def _linkset_headers(base_url: str, key: KeyPath) -> dict[str, str]:
+    """A linkset's headers: its own address, and the standard's JSON-LD context (GS1-Conformant Resolver 2.10)."""
+    context = f'<{LINKSET_CONTEXT}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
+    return {**ANSWER_HEADERS, "Link": _linkset_link(base_url, key.digital_link().path if key.level == "serial" else key.path) + ", " + context}
 
 
 _BASE_URLS: dict[tuple[Any, ...], str] = {}
@@ -325,26 +464,87 @@ def _base_url(request: Request) -> str:
     return known
 
 
-# Every path under /01/: the declared route's pattern (/01/{key_path:path}, ".*") stops at a line break, which would
-# leave a path holding an encoded one (%0A) to the router's plain 404 instead of the resolver's 400.
+# The resolver's addresses: a path starting with a GTIN (/01/...), with a GTIN's key qualifier (a 400: it comes
+# after the GTIN) or with another GS1 primary key (a 404: this resolver serves GTINs only); and the description file.
+# Every path under /01/ included: the declared route's pattern (/01/{key_path:path}, ".*") stops at a line break,
+# which would leave a path holding an encoded one (%0A) to the router's plain 404 instead of the resolver's 400.
 _RESOLVER_PREFIX = "/01/"
+_OTHER_KEYS = PRIMARY_KEYS - {"01"}
+_RESOLVER_AIS = PRIMARY_KEYS | set(GTIN_QUALIFIERS) | {TPX}
+WELL_KNOWN_PATH = "/.well-known/gs1resolver"
+ALLOWED_METHODS = "GET, HEAD, OPTIONS"
+# CORS (GS1-Conformant Resolver 2.2): any origin may read every answer, and the headers a client needs from it.
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": ALLOWED_METHODS,
+    "Access-Control-Expose-Headers": "Link, Location, Content-Language, Retry-After, X-PartLedger-Block",
+}
+_CORS_RAW = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in CORS_HEADERS.items()]
+_HEADER_NAMES = re.compile(r"^[A-Za-z0-9-]+(?:\s*,\s*[A-Za-z0-9-]+)*$")
+PREFLIGHT_MAX_AGE = "86400"
 
 
 class ResolverFastPath:
-    """GET /01/... (every scan of a label) answered by resolve_request in front of FastAPI's router: routing and
-    dependency solving cost about a third of a scan's own CPU, and the resolver needs neither. The declared route (for OpenAPI)
-    matches the same paths (but those with a line break); errors are answered as PublicRoute answers them. Other methods
-    go on to the router."""
+    """Every request to a resolver address (see _RESOLVER_AIS) and to the description file, answered in front of
+    FastAPI's router: GET /01/... is every scan of a label, and routing and dependency solving cost about a third of
+    a scan's own CPU, which the resolver needs neither. GET and HEAD go to resolve_request (HEAD: GET's status and
+    headers, without the body), OPTIONS gets Allow and the CORS preflight, any other method 405; every answer carries
+    the CORS headers. Errors are answered as PublicRoute answers them. The declared routes (for OpenAPI) match the
+    same /01/ paths (but those with a line break)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and get_route_path(scope).startswith(_RESOLVER_PREFIX):
-            response = await answer_public(Request(scope, receive), resolve_request)
-            await response(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            path = get_route_path(scope)
+            if path.startswith(_RESOLVER_PREFIX) or path == WELL_KNOWN_PATH or first_ai(path) in _RESOLVER_AIS:
+                await answer_resolver(scope, receive, send, description=path == WELL_KNOWN_PATH)
+                return
         await self.app(scope, receive, send)
+
+
+async def answer_resolver(scope: Scope, receive: Receive, send: Send, *, description: bool) -> None:
+    request = Request(scope, receive)
+    method = scope["method"]
+    if method in ("GET", "HEAD"):
+        response = _description(request) if description else await answer_public(request, resolve_request)
+    elif method == "OPTIONS":
+        response = _preflight(request)
+    else:
+        response = _json({"error": {"code": "method_not_allowed", "message": f"a resolver address answers {ALLOWED_METHODS}"}}, 405, {"Allow": ALLOWED_METHODS})
+    response.raw_headers.extend(_CORS_RAW)
+    if method != "HEAD":
+        await response(scope, receive, send)
+        return
+
+    async def headers_only(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await send(message)
+
+    await response(scope, receive, headers_only)
+
+
+def _preflight(request: Request) -> Response:
+    """OPTIONS: the methods a resolver address answers and, for a CORS preflight, the request headers allowed."""
+    asked = request.headers.get("access-control-request-headers", "")
+    allowed = asked if asked and len(asked) <= 512 and _HEADER_NAMES.match(asked) else "Accept, Accept-Language"
+    headers = {"Allow": ALLOWED_METHODS, "Access-Control-Allow-Headers": allowed, "Access-Control-Max-Age": PREFLIGHT_MAX_AGE, "Cache-Control": "no-store"}
+    return Response(status_code=204, headers=headers)
+
+
+def _description(request: Request) -> Response:
+    return _json(resolver_description(_base_url(request)), 200, {"Cache-Control": "public, max-age=3600"})
+
+
+@public.get(
+    WELL_KNOWN_PATH, response_class=Response, tags=["verification"],
+    responses={200: {"model": ResolverDescription, "description": "the resolver description file (GS1-Conformant Resolver standard, section 3)"}},
+    summary="The GS1 resolver description file: this resolver's root, keys (GTIN) and link-type vocabulary",
+)  # fmt: skip
+async def resolver_description_file(request: Request) -> Response:
+    return _description(request)
 
 
 class ScanBody(BaseModel):
@@ -481,6 +681,30 @@ def scan_record(request: Request, principal: CurrentPrincipal, scan_id: Annotate
     services = desk.services
     with services.service_engine.connect() as conn, services.index_engine.connect() as index_conn:
         return _json(scans.scan_proof(conn, index_conn, principal, bytes.fromhex(scan_id[2:])))
+
+
+GtinPath = Annotated[str, Path(max_length=14, description="the GTIN (8, 12, 13 or 14 digits)")]
+
+
+@members.get(
+    "/products/{gtin}/links", tags=["products"], responses={200: {"model": ProductLinks, "description": "the GTIN's links, in their manufacturer's order"}},
+    summary="A GTIN's links (product page, instructions, safety information...), as its manufacturer keeps them; 404 unknown_gtin",
+)  # fmt: skip
+def get_product_links(services: ServicesDep, principal: CurrentPrincipal, gtin: GtinPath) -> Response:
+    view = links_view(service_engine=services.service_engine, index_engine=services.index_engine, gtin=normalize_gtin(gtin), chain_id=services.manifest.chain_id)
+    return _json(view)
+
+
+@members.put(
+    "/products/{gtin}/links", tags=["products"], responses={200: {"model": ProductLinks, "description": "the set as now kept"}},
+    summary="Replace a GTIN's links (its manufacturer only: 403 not_gtin_manufacturer; 404 unknown_gtin before any part is registered)",
+)  # fmt: skip
+def put_product_links(services: ServicesDep, principal: CurrentPrincipal, gtin: GtinPath, body: LinksIn) -> Response:
+    view = replace_links(
+        service_engine=services.service_engine, index_engine=services.index_engine, principal=principal, gtin=normalize_gtin(gtin),
+        items=body.links, chain_id=services.manifest.chain_id,
+    )  # fmt: skip
+    return _json(view)
 
 
 router.include_router(public)

@@ -613,6 +613,7 @@ OPTIONAL_SCHEMA: dict[str, Any] = {
     "signatures": [{"party": STR, "orgId": INT, "signer": ADDRESS, "signature": HEX}],
     "batchRecord": {"types": [STR], "value": JSON, "leaf": HEX32, "proof": [HEX32]},
     "document": {"salt": HEX32, "contentHash": HEX32},
+    "epcisEvent": JSON,
 }
 SECTIONS_BY_SUBJECT = {
     "event": set(),
@@ -620,7 +621,9 @@ SECTIONS_BY_SUBJECT = {
     "batch-record": {"batchRecord"},
     "document": {"typedData", "signatures"},
 }
-OPTIONAL_BY_SUBJECT = {"document": {"document"}}
+OPTIONAL_BY_SUBJECT = {"document": {"document"}, "batch-record": {"epcisEvent"}}
+EPCIS_BATCH_KIND = "epcis"
+EPCIS_RECORD_TYPES = ["bytes32", "string", "uint32", "uint64"]  # event hash, eventID, organisation, seq
 
 
 def _check_shape(value: Any, schema: Any, where: str) -> None:
@@ -1117,7 +1120,29 @@ class _Verification:
         if process_merkle_proof(leaf, [from_hex(n) for n in record["proof"]]) != from_hex(args["root"]):
             raise CheckFailed(f"the inclusion proof does not lead to the anchored root {args['root']}")
         self.facts.append(("batch record", f"({', '.join(record['types'])}) {json.dumps(record['value'], ensure_ascii=False)}"))
-        return f"the record's leaf is in the anchored batch {args['root']} ({len(record['proof'])} proof step(s))"
+        detail = f"the record's leaf is in the anchored batch {args['root']} ({len(record['proof'])} proof step(s))"
+        if "epcisEvent" in self.b:
+            detail += "; " + self.check_epcis_event(args, record)
+        return detail
+
+    def check_epcis_event(self, args: dict[str, Any], record: dict[str, Any]) -> str:
+        """An EPCIS event proven by its batch: the batch is of kind "epcis", and the event's canonical hash (EPCIS 2.0,
+        computed here from the event as given) is the record's event hash, its eventID the record's."""
+        from partledger.epcis.hashing import event_hash, hash_digest
+
+        kind = from_hex(args["kind"], 32).rstrip(b"\0").decode("ascii", "replace")
+        if kind != EPCIS_BATCH_KIND or record["types"] != EPCIS_RECORD_TYPES:
+            raise CheckFailed(f"an EPCIS event is proven by a batch of kind {EPCIS_BATCH_KIND!r} with records ({', '.join(EPCIS_RECORD_TYPES)}), not {kind!r}")
+        event = self.b["epcisEvent"]
+        if not isinstance(event, dict):
+            raise CheckFailed("the EPCIS event is not a JSON object")
+        computed = event_hash(event, context=event.get("@context"))
+        if from_hex(record["value"][0], 32) != hash_digest(computed):
+            raise CheckFailed(f"the EPCIS event's canonical hash {computed} is not the record's event hash {record['value'][0]}")
+        if event.get("eventID") != record["value"][1]:
+            raise CheckFailed("the EPCIS event's eventID is not the record's")
+        self.facts.append(("EPCIS event", f"{event.get('type')} {event.get('eventID')}: canonical hash {computed}"))
+        return f"the EPCIS event hashes to {computed}, the record's event hash"
 
     def check_document(self) -> str:
         section = self.b.get("document")

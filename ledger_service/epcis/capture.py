@@ -1,0 +1,497 @@
+"""EPCIS 2.0 capture: documents in, ledger commands and anchored consortium data out.
+
+POST /capture (ledger_service.epcis.routes) checks the document's shape, stores it as a capture job and answers 202:
+from then on the job survives any crash. The capture worker (a thread of the service, resumed at start) runs each job:
+
+1. every event: the GS1 JSON Schema and CBV 2.0 words (partledger.epcis.schema), its canonical hash
+   (partledger.epcis.hashing; computed over the event without its private fields), eventID (given, or the hash),
+   idempotency (an eventID captured before with the same hash is skipped; with another hash it is an error), parties
+   and locations (ledger_service.epcis.identities: an unknown one is an error), EPCs (partledger.epcis.identifiers),
+   and the ledger operation it maps to (ledger_service.epcis.mapping);
+2. mapped events are checked against the mirror in order, each seeing the effect of the ones before it (an overlay),
+   with the rules the outbox's pre-check applies. An event naming no part the ledger knows is consortium data only;
+3. with captureErrorBehaviour "rollback" (the default) any error captures nothing; with "proceed" the events without
+   errors are captured;
+4. events go in as commands, grouped (one command per operation, signer and shared arguments) into stages: an event
+   that touches a part an earlier command of this job moves waits until that command is final and mirrored;
+5. the job ends when every command is final. An event whose command the chain refused becomes a per-event error
+   (with the contract's error) and is taken out again.
+
+Every captured event then waits for its organisation's next EPCIS batch: a StandardMerkleTree of (event hash,
+eventID, organisation, seq) whose root the organisation's site key anchors (anchor_batch, kind "epcis"), so that each
+captured event, mapped or not, has a proof bundle (GET /events/{eventID}/proof).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
+
+from indexer.tables import Lot, Organisation, Part
+from ledger_service.auth import Principal
+from ledger_service.deps import Services
+from ledger_service.epcis import mapping
+from ledger_service.epcis.identities import Directory, Place, UnknownParty
+from ledger_service.epcis.tables import EpcisBatch, EpcisCapture, EpcisCommand, EpcisEvent, EpcisEventEpc
+from ledger_service.operations import OPERATIONS
+from partledger.epcis.hashing import event_hash, hash_digest
+from partledger.epcis.identifiers import epc_key, parse_epc
+from partledger.epcis.vocabulary import bare_word
+from partledger.errors import ValidationError
+from partledger.ids import normalize_vin, part_id, validate_lot, validate_serial
+from partledger.model import PartStatus, Role
+
+log = logging.getLogger("partledger.service.epcis")
+
+T_JOB, T_EVENT, T_EPC = EpcisCapture.__table__, EpcisEvent.__table__, EpcisEventEpc.__table__
+T_ECMD, T_EBATCH = EpcisCommand.__table__, EpcisBatch.__table__
+T_PART, T_LOT, T_ORG = Part.__table__, Lot.__table__, Organisation.__table__
+
+CAPTURE_LIMIT = 20_000  # events per document (GS1-EPCIS-Capture-Limit)
+BEHAVIOURS = ("rollback", "proceed")
+BATCH_KIND = "epcis"
+BATCH_TYPES = ("bytes32", "string", "uint32", "uint64")  # event hash, eventID, organisation, seq
+BATCH_SIZE = 4_096
+INSERT_CHUNK = 2_000
+WORKERS = 2
+S = PartStatus
+
+# What an operation leaves a part as: (status, custodian is the recipient?) per the contract's rules
+_RESULT: dict[str, PartStatus] = {
+    "ship": S.IN_TRANSIT, "receive": S.IN_STOCK, "cancel": S.IN_STOCK, "sell": S.SOLD, "install": S.INSTALLED,
+    "remove": S.IN_STOCK, "quarantine": S.QUARANTINED, "release": S.IN_STOCK, "scrap": S.SCRAPPED, "recycle": S.RECYCLED,
+}  # fmt: skip
+
+
+class EventError(Exception):
+    """A per-event error: a stable code and a message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- the job's record ----------------------------------------------------------------------------------------
+
+
+def create_job(services: Services, principal: Principal, *, raw: bytes, event_count: int, behaviour: str, state: str = "queued") -> str:
+    """Stores a capture job (the document as received) and returns its id: once this returns, the job survives."""
+    job_id = str(uuid.uuid4())
+    with services.service_engine.begin() as conn:
+        conn.execute(insert(T_JOB).values(
+            id=job_id, org_id=principal.org_id, api_key_id=principal.key_id[:16], actor=principal.actor[:80], roles=int(principal.roles),
+            sites=json.dumps(list(principal.sites)) if principal.sites is not None else None, behaviour=behaviour, state=state,
+            event_count=event_count, document=zlib.compress(raw, 1), received_at=time.time(),
+        ))  # fmt: skip
+    return job_id
+
+
+def job_view(services: Services, principal: Principal, job_id: str) -> dict[str, Any] | None:
+    """A capture job as GET /capture/{captureID} answers it (the standard's fields, then ours); None if not the
+    caller's organisation's (auditors and regulators see every job)."""
+    with services.service_engine.connect() as conn:
+        row = conn.execute(select(T_JOB).where(T_JOB.c.id == job_id)).first()
+    if row is None or (row.org_id != principal.org_id and not principal.sees_everything):
+        return None
+    return _view(row)
+
+
+def list_jobs(services: Services, principal: Principal, *, limit: int = 50) -> list[dict[str, Any]]:
+    with services.service_engine.connect() as conn:
+        rows = conn.execute(
+            select(T_JOB).where(T_JOB.c.org_id == principal.org_id).order_by(T_JOB.c.received_at.desc()).limit(limit)
+        ).all()
+    return [_view(row) for row in rows]
+
+
+def _view(row: Any) -> dict[str, Any]:
+    errors = json.loads(row.errors)
+    return {
+        "captureID": row.id,
+        "createdAt": _iso(row.received_at),
+        "finishedAt": _iso(row.finished_at) if row.finished_at else None,
+        "running": row.state != "done",
+        "success": bool(row.success) if row.state == "done" else None,
+        "captureErrorBehaviour": row.behaviour,
+        "errors": [
+            {"type": "epcisException:CaptureLimitExceededException" if error["code"] == "capture_limit" else "epcisException:ValidationException",
+             "title": error["message"], "status": 409 if error["code"] in _CONFLICTS else 400, **error}
+            for error in errors
+        ],
+        "state": row.state,
+        "eventCount": row.event_count,
+        "capturedCount": row.captured_count,
+        "errorCount": row.error_count,
+    }  # fmt: skip
+
+
+_CONFLICTS = {"invalid_state", "already_registered", "event_id_reused", "lot_recalled", "chain_refused"}
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(seconds * 1000) % 1000:03d}Z"
+
+
+# --- one event, prepared -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    index: int
+    event: dict[str, Any]  # as stored: private fields out, eventID in
+    private: dict[str, Any] | None
+    event_id: str
+    ni: str
+    digest: bytes
+    event_type: str
+    action: str | None
+    biz_step: str | None
+    disposition: str | None
+    biz_location: str | None
+    read_point: str | None
+    event_time_ms: int
+    epcs: list[tuple[str, str, bytes | None]]  # (key, role, part id)
+    operation: str | None = None
+    place: Place | None = None
+    parts: list[bytes] = field(default_factory=list)
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+# What a repository sets itself: an event captured again (a lot's history exported from one deployment into another)
+# is stored and hashed without them.
+SERVER_FIELDS = frozenset({"recordTime", "partledger:eventHash"})
+_EPC_ROLES = (("epcList", "epc"), ("childEPCs", "child"), ("inputEPCList", "input"), ("outputEPCList", "output"))
+_CLASS_LISTS = (("quantityList", "quantity"), ("childQuantityList", "quantity"), ("inputQuantityList", "input"), ("outputQuantityList", "output"))
+
+
+def _ms(value: Any, what: str) -> int:
+    if not isinstance(value, str):
+        raise EventError("invalid_time", f"{what} is a date-time string")
+    try:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        raise EventError("invalid_time", f"{what} {value!r} is not an ISO 8601 date-time") from None
+
+
+def prepare_event(index: int, raw: Any, *, context: Any, directory: Directory) -> Prepared:
+    """The checks that need no ledger state: shape, hash, identifiers, parties, the operation it maps to."""
+    if not isinstance(raw, dict):
+        raise EventError("invalid_event", "an event is a JSON object")
+    event = {name: value for name, value in raw.items() if name not in SERVER_FIELDS}
+    private = {name: event.pop(name) for name in mapping.PRIVATE_FIELDS if name in event} or None
+    event_type = str(event.get("type", ""))
+    ni = event_hash(event, context=context)
+    event_id = event.get("eventID") or ni
+    if not isinstance(event_id, str) or len(event_id) > 512:
+        raise EventError("invalid_event", "eventID is a URI of at most 512 characters")
+    event["eventID"] = event_id
+    if "@context" not in event and context is not None:
+        event["@context"] = context
+    epcs: list[tuple[str, str, bytes | None]] = []
+    for name, role in _EPC_ROLES:
+        for value in event.get(name) or ():
+            epcs.append(_epc(value, role))
+    if event.get("parentID"):
+        epcs.append(_epc(event["parentID"], "parent"))
+    for name, role in _CLASS_LISTS:
+        for element in event.get(name) or ():
+            if isinstance(element, dict) and isinstance(element.get("epcClass"), str):
+                epcs.append(_epc(element["epcClass"], role))
+    biz_location = _place_id(event.get("bizLocation"))
+    read_point = _place_id(event.get("readPoint"))
+    place = None
+    for value in (biz_location, read_point):  # a GS1 or member identifier must name a member; others (geo:) pass
+        if value is not None:
+            found = _lookup(directory, value)
+            place = place or found
+    for name, key in (("sourceList", "source"), ("destinationList", "destination")):
+        for element in event.get(name) or ():
+            if isinstance(element, dict) and isinstance(element.get(key), str):
+                _lookup(directory, element[key])
+    biz_step = bare_word(event["bizStep"]) if isinstance(event.get("bizStep"), str) else None
+    disposition = bare_word(event["disposition"]) if isinstance(event.get("disposition"), str) else None
+    action = event.get("action") if isinstance(event.get("action"), str) else None
+    prepared = Prepared(
+        index=index, event=event, private=private, event_id=event_id, ni=ni, digest=hash_digest(ni), event_type=event_type,
+        action=action, biz_step=biz_step, disposition=disposition, biz_location=biz_location, read_point=read_point,
+        event_time_ms=_ms(event.get("eventTime"), "eventTime"), epcs=epcs, place=place,
+    )  # fmt: skip
+    prepared.operation = mapping.operation_for(event_type=event_type, action=action, biz_step=biz_step, disposition=disposition)
+    return prepared
+
+
+def _epc(value: Any, role: str) -> tuple[str, str, bytes | None]:
+    if not isinstance(value, str):
+        raise EventError("invalid_epc", f"an EPC is a URI string, not {value!r}")
+    try:
+        epc = parse_epc(value)
+    except ValidationError as exc:
+        raise EventError("invalid_epc", f"{value!r}: {exc}") from None
+    pid = part_id(epc.gtin, epc.serial) if epc.kind == "sgtin" and epc.gtin and epc.serial is not None and _serial_ok(epc.serial) else None
+    return epc.key, role, pid
+
+
+def _serial_ok(serial: str) -> bool:
+    try:
+        validate_serial(serial)
+    except ValidationError:
+        return False
+    return True
+
+
+def _place_id(value: Any) -> str | None:
+    """A bizLocation's or readPoint's id, under its canonical key when it is a GS1 one (so that a query in either
+    form finds it)."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if not isinstance(value, str):
+        return None
+    try:
+        return epc_key(value)
+    except ValidationError:
+        return value
+
+
+def _lookup(directory: Directory, value: str) -> Place | None:
+    try:
+        return directory.lookup(value)
+    except UnknownParty as exc:
+        raise EventError("unknown_party", str(exc)) from None
+
+
+def _resolve(directory: Directory, value: str) -> Place:
+    try:
+        return directory.resolve(value)
+    except UnknownParty as exc:
+        raise EventError("unknown_party", str(exc)) from None
+
+
+# --- the ledger's view, event after event ---------------------------------------------------------------------
+
+
+@dataclass
+class PartState:
+    status: PartStatus
+    custodian: int
+    recipient: int | None
+    recalled: bool
+    manufacturer: int
+    lot: int
+
+
+class Overlay:
+    """The mirror's parts as this job's earlier events leave them."""
+
+    def __init__(self, conn: Connection, part_ids: Iterable[bytes]) -> None:
+        self.parts: dict[bytes, PartState | None] = {}
+        self.recalled_lots: set[int] = set()
+        ids = list(dict.fromkeys(part_ids))
+        for start in range(0, len(ids), 900):
+            chunk = ids[start : start + 900]
+            rows = conn.execute(select(
+                T_PART.c.part_id, T_PART.c.status, T_PART.c.custodian, T_PART.c.recipient, T_PART.c.recalled, T_PART.c.manufacturer, T_PART.c.lot,
+            ).where(T_PART.c.part_id.in_(chunk)))  # fmt: skip
+            for row in rows:
+                self.parts[bytes(row.part_id)] = PartState(PartStatus(row.status), row.custodian, row.recipient, bool(row.recalled), row.manufacturer, row.lot)
+
+    def get(self, pid: bytes) -> PartState | None:
+        return self.parts.get(pid)
+
+
+def check_ledger(prepared: Prepared, *, org_id: int, roles: Role, overlay: Overlay, conn: Connection, directory: Directory) -> None:
+    """Decides what a mapped event does to the ledger (prepared.operation, .parts, .args), or raises EventError;
+    an event that names no part the ledger knows becomes consortium data only (operation None). Updates the
+    overlay with the event's effect."""
+    op_kind = prepared.operation
+    if op_kind is None:
+        return
+    event = prepared.event
+    if prepared.place is not None and prepared.place.org_id != org_id:
+        raise EventError("not_your_location", f"the event happened at organisation {prepared.place.org_id}'s location: only it captures what it does")
+    op = OPERATIONS[op_kind]
+    if op.roles and not roles & op.roles:
+        raise EventError("missing_role", f"{op_kind} needs one of the roles {', '.join(r.name.lower() for r in Role if op.roles & r)}")
+    doc_hashes = [mapping.parse_doc_urn(t.get("bizTransaction", "")) for t in event.get("bizTransactionList") or () if isinstance(t, dict)]
+    doc = next((h for h in doc_hashes if h is not None), None)
+    prepared.args["doc_hash"] = "0x" + doc.hex() if doc else None
+    if op_kind == "recall":
+        _check_recall(prepared, org_id=org_id, roles=roles, overlay=overlay, conn=conn)
+        return
+    sgtins = [pid for key, role, pid in prepared.epcs if role == "epc"]
+    if op_kind == "register":
+        _check_register(prepared, org_id=org_id, overlay=overlay)
+        return
+    known = [pid for pid in sgtins if pid is not None and overlay.get(pid) is not None]
+    if not known:
+        prepared.operation = None  # names no part of the ledger: consortium data
+        return
+    if len(known) != len(sgtins) or len(prepared.epcs) != len(sgtins):
+        raise EventError("unknown_part", f"{len(sgtins) - len(known)} of the event's EPCs are not parts of the ledger")
+    if len(set(known)) != len(known):
+        raise EventError("duplicate_parts", "an EPC appears twice in the event")
+    to = None
+    if op_kind == "ship":
+        to = _destination(event, directory)
+        if to == org_id:
+            raise EventError("shipment_to_self", "the destination's owning party is the shipper itself")
+        prepared.args["to"] = to
+    if op_kind == "install":
+        _check_install(prepared)
+    problems = []
+    for pid in known:
+        state = overlay.get(pid)
+        assert state is not None
+        holder = state.recipient if op.holder == "recipient" else state.custodian
+        if state.status not in op.from_statuses:
+            problems.append(f"0x{pid.hex()} is {state.status.name.lower()}")
+        elif holder != org_id:
+            problems.append(f"0x{pid.hex()}'s {op.holder} is organisation {holder}")
+        elif op.blocked_by_recall and state.recalled:
+            problems.append(f"0x{pid.hex()}'s lot is recalled")
+        elif to is not None and state.recalled and to != state.manufacturer:
+            problems.append(f"0x{pid.hex()}'s lot is recalled: it goes back to its manufacturer or to a recycler only")
+    if problems:
+        raise EventError("invalid_state", f"{len(problems)} part(s) are not in a state to {op_kind}: " + "; ".join(problems[:5]))
+    prepared.parts = known
+    for pid in known:
+        state = overlay.get(pid)
+        assert state is not None
+        if op_kind == "ship":
+            state.recipient = to
+        elif op_kind == "receive":
+            state.custodian, state.recipient = org_id, None
+        elif op_kind == "cancel":
+            state.recipient = None
+        state.status = _RESULT[op_kind]
+
+
+def _check_register(prepared: Prepared, *, org_id: int, overlay: Overlay) -> None:
+    event = prepared.event
+    epcs = [parse_epc(value) for value in event.get("epcList") or ()]
+    if not any(epc.kind == "sgtin" for epc in epcs):
+        prepared.operation = None  # commissions no serialised part (a class, logistic units): consortium data
+        return
+    serials, gtins = [], set()
+    for value, epc in zip(event.get("epcList") or (), epcs):
+        if epc.kind != "sgtin" or epc.serial is None:
+            raise EventError("invalid_epc", f"commissioning registers serialised parts (SGTIN), not {value!r}")
+        try:
+            validate_serial(epc.serial)
+        except ValidationError as exc:
+            raise EventError(exc.code, f"{value!r}: {exc}") from None
+        serials.append(epc.serial)
+        gtins.add(epc.gtin)
+    if len(gtins) != 1:
+        raise EventError("mixed_gtins", "one commissioning event registers parts of one GTIN")
+    gtin = gtins.pop()
+    lot = _ilmd_lot(event)
+    if lot is None:
+        classes = [parse_epc(key) for key, role, _ in prepared.epcs if role == "quantity"]
+        lot = next((c.lot for c in classes if c.kind == "lgtin" and c.gtin == gtin), None)
+    if lot is None:
+        raise EventError("missing_lot", "a commissioning event names its lot: ilmd cbvmda:lotNumber, or an LGTIN class in quantityList")
+    try:
+        validate_lot(lot)
+    except ValidationError as exc:
+        raise EventError(exc.code, str(exc)) from None
+    pids = [part_id(gtin, serial) for serial in serials]
+    if len(set(pids)) != len(pids):
+        raise EventError("duplicate_parts", "an EPC appears twice in the event")
+    taken = [pid for pid in pids if overlay.get(pid) is not None]
+    if taken:
+        raise EventError("already_registered", f"{len(taken)} part(s) are registered already, e.g. 0x{taken[0].hex()}")
+    prepared.parts = pids
+    prepared.args.update(gtin=gtin, lot=lot, serials=serials)
+    for pid in pids:
+        overlay.parts[pid] = PartState(S.IN_STOCK, org_id, None, False, org_id, -1)
+
+
+def _ilmd_lot(event: Mapping[str, Any]) -> str | None:
+    ilmd = event.get("ilmd")
+    if not isinstance(ilmd, dict):
+        return None
+    for name in ("cbvmda:lotNumber", "lotNumber", "https://ref.gs1.org/cbv/cbvmda-lotNumber", "urn:epcglobal:cbv:mda#lotNumber"):
+        if isinstance(ilmd.get(name), str):
+            return ilmd[name]
+    return None
+
+
+def _destination(event: Mapping[str, Any], directory: Directory) -> int:
+    for wanted in ("owning_party", "possessing_party", "location"):
+        for element in event.get("destinationList") or ():
+            if isinstance(element, dict) and bare_word(str(element.get("type", ""))) == wanted and isinstance(element.get("destination"), str):
+                return _resolve(directory, element["destination"]).org_id
+    raise EventError("missing_destination", "a shipment names its recipient: destinationList with an owning_party")
+
+
+def _check_install(prepared: Prepared) -> None:
+    private = prepared.private or {}
+    vin = private.get("partledger:vin")
+    hashed = prepared.event.get("partledger:vinHash")
+    if vin is not None:
+        try:
+            prepared.args["vin"] = normalize_vin(str(vin))
+        except ValidationError as exc:
+            raise EventError(exc.code, str(exc)) from None
+    elif isinstance(hashed, str) and len(hashed) == 66 and hashed.startswith("0x"):
+        try:
+            prepared.args["vin_hash"] = bytes.fromhex(hashed[2:])
+        except ValueError:
+            raise EventError("invalid_vin", "partledger:vinHash is 0x and 64 hex digits") from None
+    else:
+        raise EventError("missing_vin", "an installing event names its vehicle: the private field partledger:vin, or partledger:vinHash")
+
+
+def _check_recall(prepared: Prepared, *, org_id: int, roles: Role, overlay: Overlay, conn: Connection) -> None:
+    lots: set[int] = set()
+    for key, role, pid in prepared.epcs:
+        epc = parse_epc(key)
+        if epc.kind == "lgtin" and epc.lot is not None:
+            row = conn.execute(select(T_LOT.c.lot).where(T_LOT.c.manufacturer == org_id, T_LOT.c.lot_code == epc.lot)).first()
+            if row is None:
+                if roles & Role.REGULATOR:
+                    rows = conn.execute(select(T_LOT.c.lot).where(T_LOT.c.lot_code == epc.lot)).all()
+                    lots.update(r.lot for r in rows)
+                    continue
+                raise EventError("unknown_lot", f"organisation {org_id} made no lot {epc.lot!r}")
+            lots.add(row.lot)
+        elif pid is not None:
+            state = overlay.get(pid)
+            if state is None:
+                raise EventError("unknown_part", f"{key} is not a part of the ledger")
+            lots.add(state.lot)
+    if not lots:
+        prepared.operation = None  # a recalled disposition naming nothing of the ledger: consortium data
+        return
+    if len(lots) != 1:
+        raise EventError("several_lots", "one recall event names one lot")
+    lot = lots.pop()
+    row = conn.execute(select(T_LOT.c.manufacturer, T_LOT.c.recalled).where(T_LOT.c.lot == lot)).first()
+    if row is None:
+        raise EventError("unknown_lot", f"no lot {lot}")
+    if row.manufacturer != org_id and not roles & Role.REGULATOR:
+        raise EventError("not_lot_manufacturer", "only the lot's manufacturer or a regulator may recall it")
+    if row.recalled or lot in overlay.recalled_lots:
+        raise EventError("lot_recalled", f"lot {lot} is recalled already")
+    notice = prepared.event.get("partledger:noticeHash")
+    if isinstance(notice, str) and len(notice) == 66 and notice.startswith("0x"):
+        prepared.args["notice_hash"] = notice
+    else:
+        prepared.args["notice_hash"] = "0x" + prepared.digest.hex()  # the event is the notice
+    prepared.args["lot"] = lot
+    overlay.recalled_lots.add(lot)
+    for state in overlay.parts.values():
+        if state is not None and state.lot == lot:
+            state.recalled = True
+

@@ -1,0 +1,651 @@
+"""Ledger events as EPCIS 2.0 events, derived from the indexer's mirror when they are read (never stored).
+
+Where it sits: the read side of the service, beside ledger_service.read. The query (ledger_service.epcis.query)
+merges these with the events capture stored; `partledger epcis export` writes a lot's history with them.
+
+One ledger log is one ObjectEvent: the parts of a part_events log (tx_hash, log_index), in `position` order, as
+Digital Link EPCs, with the action, bizStep and disposition of mapping.LEDGER_STEPS. Two kinds of log are split, so
+that an event says one thing: an install or a removal per vehicle (salted VIN hash), a receipt per sender (the
+owning party of its sourceList). A lot's recall is one event naming the lot as an LGTIN class per GTIN of its parts.
+
+- eventTime (and recordTime) is the block's timestamp (UTC, milliseconds, "Z"), eventTimeZoneOffset "+00:00";
+- readPoint is the site whose key signed the log; bizLocation the same, except where the objects leave it (ship,
+  sell) or the event is about a whole lot (recall); parties and locations are the members' GS1 identities
+  (ledger_service.epcis.identities), else `urn:partledger:org:N` / `urn:partledger:site:N:<site>`;
+- extension fields (prefix `partledger`, declared by mapping.CONTEXT): txHash, logIndex, blockNumber (every event),
+  docHash (when the log names a document; it is also the bizTransaction `urn:partledger:doc:0x…`), vinHash (install,
+  remove), noticeHash (recall);
+- eventID is the event's canonical hash (partledger.epcis.hashing), computed once per event (and remembered by content,
+  so that a page read again is not hashed again).
+
+A log whose transaction carries an EPCIS capture job's command (epcis_commands ⋈ command_items ⋈ chain_transactions)
+is not derived: the captured event stands for it.
+
+Events come out in the order of their sort key (block, log index, first position in the log), which is the order of
+their eventTime. A derived event's identity (`LedgerKey`) is that key; `find_derived` finds one by its eventID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import orjson
+from sqlalchemy import Select, func, or_, select, tuple_
+from sqlalchemy.engine import Connection, Engine
+
+from indexer.tables import BlockTime, Installation, Lot, Part, PartEvent, Recall, Shipment, SiteKey
+from ledger_service.epcis.identities import Directory
+from ledger_service.epcis.mapping import CONTEXT, DOC_TYPE, LEDGER_STEPS, doc_urn
+from ledger_service.epcis.tables import EpcisCommand
+from ledger_service.errors import Unavailable
+from ledger_service.tables import ChainTransaction, CommandItem
+from partledger.epcis.hashing import event_hash, hash_digest
+from partledger.epcis.identifiers import lgtin_uri, sgtin_uri
+from partledger.errors import ValidationError
+
+T_EVENT, T_PART, T_LOT, T_RECALL = PartEvent.__table__, Part.__table__, Lot.__table__, Recall.__table__
+T_SHIP, T_INSTALL, T_KEY, T_BLOCK = Shipment.__table__, Installation.__table__, SiteKey.__table__, BlockTime.__table__
+T_ECMD, T_ITEM, T_TX = EpcisCommand.__table__, CommandItem.__table__, ChainTransaction.__table__
+
+# part_events.kind -> the ledger operation of mapping.LEDGER_STEPS
+KIND_OPERATION: dict[str, str] = {
+    "registered": "register", "shipped": "ship", "received": "receive", "cancelled": "cancel", "sold": "sell",
+    "installed": "install", "removed": "remove", "quarantined": "quarantine", "released": "release",
+    "scrapped": "scrap", "recycled": "recycle",
+}  # fmt: skip
+OPERATION_KIND = {operation: kind for kind, operation in KIND_OPERATION.items()}
+RECALL = "recall"
+OPERATIONS = frozenset(LEDGER_STEPS)
+NO_BIZ_LOCATION = frozenset({"ship", "sell", RECALL})  # the objects leave the site, or the event is about a whole lot
+# The mirror keeps no log index for a recall: it sorts after the part events of its block.
+RECALL_LOG_INDEX = 2**31 - 1
+SQL_CHUNK = 5_000  # bound parameters per IN list (SQLite allows 32,766; PostgreSQL 65,535)
+
+
+class LedgerKey(NamedTuple):
+    """Where a derived event comes from, and its place in the order: the block, the log index (RECALL_LOG_INDEX for
+    a recall) and the first position in the log of its parts (the lot number for a recall)."""
+
+    block: int
+    log_index: int
+    first: int
+
+
+@dataclass(frozen=True)
+class Derived:
+    """One derived event: its key, eventTime in ms, the organisation whose log it is, and the event (eventID set)."""
+
+    key: LedgerKey
+    time_ms: int
+    org_id: int
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EpcMatch:
+    """One MATCH_ parameter as the mirror can answer it: an event matches when one of its parts is one of
+    `part_ids` or of one of `gtins` (an SGTIN pattern). Empty sets: it names nothing the ledger derives."""
+
+    part_ids: frozenset[bytes] = frozenset()
+    gtins: frozenset[str] = frozenset()
+
+    @property
+    def empty(self) -> bool:
+        return not self.part_ids and not self.gtins
+
+
+@dataclass(frozen=True)
+class ClassMatch:
+    """A MATCH_epcClass parameter: a recall matches when one of its classes is one of `lots` ((GTIN, lot code)) or
+    of one of `gtins`."""
+
+    lots: frozenset[tuple[str, str]] = frozenset()
+    gtins: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class LedgerFilter:
+    """Which derived events a query wants. Every condition given must hold."""
+
+    operations: frozenset[str] = OPERATIONS  # mapping.LEDGER_STEPS names
+    first_block: int | None = None
+    last_block: int | None = None  # inclusive
+    epcs: tuple[EpcMatch, ...] = ()  # each must match one of the event's parts (a recall has none)
+    classes: tuple[ClassMatch, ...] = ()  # each must match one of the event's classes (only a recall has any)
+    read_point_keys: frozenset[str] | None = None  # site key addresses
+    biz_location_keys: frozenset[str] | None = None
+    lot: int | None = None  # events naming a part of this lot, and the lot's recall
+    keys: frozenset[LedgerKey] | None = None  # exactly these events (eventID lookups)
+    nothing: bool = False  # a condition no derived event can meet (e.g. MATCH_parentID)
+
+    @property
+    def part_operations(self) -> frozenset[str]:
+        return self.operations - {RECALL}
+
+
+# --- the pieces of an event -----------------------------------------------------------------------------------
+
+
+def iso_time(seconds: int) -> str:
+    """A block timestamp as EPCIS writes it: ISO 8601, UTC, milliseconds, "Z"."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(seconds))
+
+
+def hex0x(value: bytes) -> str:
+    return "0x" + bytes(value).hex()
+
+
+_GTIN_PREFIXES: dict[str, str | None] = {}  # GTIN -> "https://id.gs1.org/01/{gtin}/21/", None when not a valid GTIN
+
+
+def part_epc(gtin: str, serial: str, part_id: bytes) -> str:
+    """A part's EPC: its Digital Link URI; `urn:partledger:part:0x…` for a serial GS1 cannot write (the chain holds
+    any 32 bytes; the mirror shows those that are not printable text as 0x-hex, longer than a GS1 serial)."""
+    prefix = _GTIN_PREFIXES.get(gtin, "")
+    if prefix == "":
+        try:
+            prefix = sgtin_uri(gtin, "0").removesuffix("0")
+        except ValidationError:
+            prefix = None
+        _GTIN_PREFIXES[gtin] = prefix
+    if prefix is not None and serial.isalnum() and serial.isascii() and len(serial) <= 20:
+        return prefix + serial  # the common case, as sgtin_uri writes it
+    try:
+        return sgtin_uri(gtin, serial)
+    except ValidationError:
+        return f"urn:partledger:part:{hex0x(part_id)}"
+
+
+@dataclass
+class Places:
+    """The URIs derived events give the members and their sites, for one read."""
+
+    directory: Directory
+    sites: dict[str, tuple[int, str]]  # site key address -> (organisation, site)
+    _locations: dict[str, str] = field(default_factory=dict)
+    _parties: dict[int, str] = field(default_factory=dict)
+
+    def location(self, site_key: str, org_id: int) -> str:
+        found = self._locations.get(site_key)
+        if found is None:
+            org, site = self.sites.get(site_key, (org_id, None))
+            found = self._locations[site_key] = self.directory.location(org, site)
+        return found
+
+    def party(self, org_id: int) -> str:
+        found = self._parties.get(org_id)
+        if found is None:
+            found = self._parties[org_id] = self.directory.party(org_id)
+        return found
+
+    def site_keys_at(self, uri_key: Callable[[str], str], wanted: set[str]) -> frozenset[str]:
+        """The site keys whose location URI (as derived events write it) has one of the canonical keys `wanted`."""
+        return frozenset(address for address, (org, _) in self.sites.items() if uri_key(self.location(address, org)) in wanted)
+
+
+def load_places(directory: Directory, conn: Connection) -> Places:
+    return Places(directory, {row.address: (row.org_id, row.site) for row in conn.execute(select(T_KEY.c.address, T_KEY.c.org_id, T_KEY.c.site))})
+
+
+# --- the hash, once per event ---------------------------------------------------------------------------------
+
+
+class HashMemo:
+    """Canonical hashes by event content (the first 16 bytes of SHA-256 of the event's orjson bytes): a derived event
+    read again (the next page, the same lot exported twice) is not hashed again. Bounded (about 200 bytes an
+    entry); the oldest entries go first."""
+
+    def __init__(self, size: int = 262_144) -> None:
+        self.size = size
+        self._hashes: dict[bytes, str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, event: dict[str, Any]) -> str:
+        content = hashlib.sha256(orjson.dumps(event)).digest()[:16]
+        found = self._hashes.get(content)
+        if found is not None:
+            return found
+        found = event_hash(event, context=CONTEXT)
+        with self._lock:
+            self._hashes[content] = found
+            while len(self._hashes) > self.size:
+                del self._hashes[next(iter(self._hashes))]
+        return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._hashes.clear()
+
+
+HASHES = HashMemo()
+
+
+def finish(event: dict[str, Any], hasher: Callable[[dict[str, Any]], str] = HASHES) -> dict[str, Any]:
+    """The event with its eventID (the canonical hash of the rest of it) first."""
+    return {"eventID": hasher(event), **event}
+
+
+# --- reading the mirror -------------------------------------------------------------------------------------------
+
+
+def block_times(conn: Connection, blocks: Iterable[int]) -> dict[int, int]:
+    """The timestamps of these blocks (indexer's block_times). Unavailable (503 block_time_unknown) when the mirror has
+    none yet (an old mirror whose indexer has not dated its blocks since the upgrade)."""
+    wanted = sorted(set(blocks))
+    times: dict[int, int] = {}
+    for start in range(0, len(wanted), SQL_CHUNK):
+        chunk = wanted[start : start + SQL_CHUNK]
+        times.update(conn.execute(select(T_BLOCK.c.number, T_BLOCK.c.timestamp).where(T_BLOCK.c.number.in_(chunk))).all())
+    missing = [block for block in wanted if block not in times]
+    if missing:
+        raise Unavailable(f"the mirror keeps no timestamp for block {missing[0]}: its events have no eventTime", code="block_time_unknown")
+    return times
+
+
+def block_bounds(conn: Connection, *, ge_ms: int | None, lt_ms: int | None) -> tuple[int | None, int | None, bool]:
+    """The block range whose timestamps fall in [ge_ms, lt_ms): (first, last inclusive, empty)."""
+    first = last = None
+    if ge_ms is not None:
+        first = conn.execute(select(func.min(T_BLOCK.c.number)).where(T_BLOCK.c.timestamp >= -(-ge_ms // 1000))).scalar()  # block times are whole seconds
+        if first is None:
+            return None, None, True
+    if lt_ms is not None:
+        last = conn.execute(select(func.max(T_BLOCK.c.number)).where(T_BLOCK.c.timestamp < -(-lt_ms // 1000))).scalar()
+        if last is None:
+            return None, None, True
+    return first, last, first is not None and last is not None and first > last
+
+
+def captured_transactions(service_conn: Connection, tx_hashes: Iterable[bytes]) -> set[bytes]:
+    """Those of `tx_hashes` that carry an EPCIS capture job's command."""
+    wanted = list({bytes(h) for h in tx_hashes})
+    found: set[bytes] = set()
+    for start in range(0, len(wanted), SQL_CHUNK):
+        chunk = wanted[start : start + SQL_CHUNK]
+        query = (
+            select(T_TX.c.tx_hash)
+            .select_from(T_TX.join(T_ITEM, T_ITEM.c.tx_id == T_TX.c.id).join(T_ECMD, T_ECMD.c.command_id == T_ITEM.c.command_id))
+            .where(T_TX.c.tx_hash.in_(chunk))
+        )
+        found.update(bytes(row[0]) for row in service_conn.execute(query))
+    return found
+
+
+_ROW_COLUMNS = (
+    T_EVENT.c.block_number, T_EVENT.c.tx_hash, T_EVENT.c.log_index, T_EVENT.c.position, T_EVENT.c.part_id, T_EVENT.c.kind,
+    T_EVENT.c.org_id, T_EVENT.c.site_key, T_EVENT.c.counterparty, T_EVENT.c.doc_hash, T_EVENT.c.vin_hash,
+    T_PART.c.gtin, T_PART.c.serial, T_PART.c.lot,
+)  # fmt: skip
+
+
+class _Row(NamedTuple):
+    """A part_events row with its part's GTIN, serial and lot (_ROW_COLUMNS), as a plain tuple: SQLAlchemy's Row
+    resolves an attribute in Python, ten times slower in the loops below."""
+
+    block_number: int
+    tx_hash: bytes
+    log_index: int
+    position: int
+    part_id: bytes
+    kind: str
+    org_id: int
+    site_key: str
+    counterparty: int | None
+    doc_hash: bytes | None
+    vin_hash: bytes | None
+    gtin: str
+    serial: str
+    lot: int
+
+
+def _log_query(ledger: LedgerFilter, after: LedgerKey | None) -> Select[Any]:
+    """(block, log index, chain, transaction) of the logs that may hold a wanted event, in order (the last two find
+    the log's rows by the natural key's index)."""
+    kinds = sorted(OPERATION_KIND[op] for op in _part_operations(ledger))
+    query = select(T_EVENT.c.block_number, T_EVENT.c.log_index, T_EVENT.c.chain_id, T_EVENT.c.tx_hash).where(T_EVENT.c.kind.in_(kinds))
+    if ledger.epcs or ledger.lot is not None:
+        query = query.select_from(T_EVENT.join(T_PART, T_PART.c.part_id == T_EVENT.c.part_id))
+        if ledger.lot is not None:
+            query = query.where(T_PART.c.lot == ledger.lot)
+        if ledger.epcs:  # the first match narrows the logs; every match is checked per event later
+            match = ledger.epcs[0]
+            conditions = []
+            if match.part_ids:
+                conditions.append(T_EVENT.c.part_id.in_(sorted(match.part_ids)))
+            if match.gtins:
+                conditions.append(T_PART.c.gtin.in_(sorted(match.gtins)))
+            query = query.where(or_(*conditions))
+    if ledger.first_block is not None:
+        query = query.where(T_EVENT.c.block_number >= ledger.first_block)
+    if ledger.last_block is not None:
+        query = query.where(T_EVENT.c.block_number <= ledger.last_block)
+    sites = _site_keys(ledger)
+    if sites is not None:
+        query = query.where(T_EVENT.c.site_key.in_(sorted(sites)))
+    if ledger.keys is not None:
+        query = query.where(tuple_(T_EVENT.c.block_number, T_EVENT.c.log_index).in_(sorted({(k.block, k.log_index) for k in ledger.keys})))
+    if after is not None:
+        query = query.where(tuple_(T_EVENT.c.block_number, T_EVENT.c.log_index) >= (after.block, after.log_index))
+    return query.distinct().order_by(T_EVENT.c.block_number, T_EVENT.c.log_index)
+
+
+def _part_operations(ledger: LedgerFilter) -> frozenset[str]:
+    """The part operations wanted; those without a bizLocation drop out when one is asked for."""
+    return ledger.part_operations - NO_BIZ_LOCATION if ledger.biz_location_keys is not None else ledger.part_operations
+
+
+def _site_keys(ledger: LedgerFilter) -> frozenset[str] | None:
+    if ledger.read_point_keys is None:
+        return ledger.biz_location_keys
+    if ledger.biz_location_keys is None:
+        return ledger.read_point_keys
+    return ledger.read_point_keys & ledger.biz_location_keys
+
+
+def _part_events(index: Connection, service: Connection, places: Places, ledger: LedgerFilter, after: LedgerKey | None,
+                 hasher: Callable[[dict[str, Any]], str], chunk: int) -> Iterator[Derived]:  # fmt: skip
+    if ledger.nothing or not _part_operations(ledger) or any(match.empty for match in ledger.epcs) or ledger.classes:
+        return
+    lot_codes: dict[int, str] = {}
+    skip = CapturedTransactions(service)
+    cursor = after
+    while True:
+        logs = _log_query(ledger, cursor).limit(chunk).subquery()
+        result = index.execute(
+            select(*_ROW_COLUMNS)
+            .select_from(
+                logs.join(T_EVENT, (T_EVENT.c.chain_id == logs.c.chain_id) & (T_EVENT.c.tx_hash == logs.c.tx_hash) & (T_EVENT.c.log_index == logs.c.log_index))
+                .join(T_PART, T_PART.c.part_id == T_EVENT.c.part_id)
+            )
+            .order_by(T_EVENT.c.block_number, T_EVENT.c.log_index, T_EVENT.c.position)
+        ).all()  # fmt: skip
+        rows = list(map(_Row._make, result))
+        if not rows:
+            return
+        for event in _events_of_rows(index, skip, places, ledger, rows, lot_codes, hasher):
+            if after is None or event.key > after:
+                yield event
+        count = len({(row[0], row[2]) for row in rows})
+        if count < chunk:
+            return
+        cursor = LedgerKey(rows[-1][0], rows[-1][2] + 1, -1)
+
+
+class CapturedTransactions:
+    """Which transactions carry an EPCIS capture job's command (their logs are not derived), asked in batches."""
+
+    def __init__(self, service: Connection) -> None:
+        self.service = service
+        self.any = service.execute(select(T_ECMD.c.command_id).limit(1)).first() is not None
+
+    def among(self, tx_hashes: Iterable[bytes]) -> set[bytes]:
+        return captured_transactions(self.service, tx_hashes) if self.any else set()
+
+
+def _events_of_rows(index: Connection, skip: CapturedTransactions, places: Places, ledger: LedgerFilter, rows: list[Any],
+                    lot_codes: dict[int, str], hasher: Callable[[dict[str, Any]], str]) -> Iterator[Derived]:  # fmt: skip
+    """The events of the part_events rows of whole logs (in order)."""
+    skipped = skip.among({row[1] for row in rows})
+    times = block_times(index, {row[0] for row in rows})
+    senders = _senders(index, [row for row in rows if row[5] == "received"])
+    vehicles = _removed_from(index, [row for row in rows if row[5] == "removed"])
+    missing = {row.lot for row in rows if row[5] == "registered" and row.lot not in lot_codes}
+    if missing:
+        lot_codes.update(index.execute(select(T_LOT.c.lot, T_LOT.c.lot_code).where(T_LOT.c.lot.in_(sorted(missing)))).all())
+    start, total = 0, len(rows)
+    while start < total:
+        first = rows[start]
+        block, log_index = first[0], first[2]
+        end = start + 1
+        while end < total and rows[end][2] == log_index and rows[end][0] == block:
+            end += 1
+        log_rows = rows[start:end]
+        start = end
+        if skipped and bytes(first.tx_hash) in skipped:
+            continue
+        kind = first.kind
+        if kind == "installed":
+            groups = _group(log_rows, lambda row: bytes(row.vin_hash) if row.vin_hash else None)
+        elif kind == "removed":
+            groups = _group(log_rows, lambda row: vehicles.get((bytes(row.part_id), row.block_number)))
+        elif kind == "received":
+            groups = _group(log_rows, lambda row: senders.get((bytes(row.part_id), row.block_number)))
+        else:
+            groups = [(None, log_rows)]
+        seconds = times[block]
+        for split, group in groups:
+            if ledger.epcs and not all(_matches(match, group) for match in ledger.epcs):
+                continue
+            if ledger.lot is not None and len(groups) > 1 and not any(row.lot == ledger.lot for row in group):
+                continue  # a split log's event about other lots' parts only
+            key = LedgerKey(block, log_index, group[0].position)
+            if ledger.keys is not None and key not in ledger.keys:
+                continue
+            event = _part_event(places, group, kind, split, seconds, lot_codes)
+            yield Derived(key, seconds * 1000, first.org_id, finish(event, hasher))
+
+
+def _group(rows: list[Any], split_of: Callable[[Any], Any]) -> list[tuple[Any, list[Any]]]:
+    groups: dict[Any, list[Any]] = {}
+    for row in rows:
+        groups.setdefault(split_of(row), []).append(row)
+    return list(groups.items())  # in the order of their first part
+
+
+def _matches(match: EpcMatch, rows: list[Any]) -> bool:
+    return any(bytes(row.part_id) in match.part_ids or row.gtin in match.gtins for row in rows)
+
+
+def _senders(conn: Connection, rows: list[Any]) -> dict[tuple[bytes, int], int]:
+    """(part, block) -> the organisation that shipped it, for parts received in that block."""
+    wanted = {(bytes(row.part_id), row.block_number) for row in rows}
+    found: dict[tuple[bytes, int], int] = {}
+    ids = sorted({part for part, _ in wanted})
+    for start in range(0, len(ids), SQL_CHUNK):
+        query = select(T_SHIP.c.part_id, T_SHIP.c.closed_block, T_SHIP.c.from_org).where(
+            T_SHIP.c.part_id.in_(ids[start : start + SQL_CHUNK]), T_SHIP.c.outcome == "received"
+        )
+        for part, block, sender in conn.execute(query):
+            if (bytes(part), block) in wanted:
+                found[(bytes(part), block)] = sender
+    return found
+
+
+def _removed_from(conn: Connection, rows: list[Any]) -> dict[tuple[bytes, int], bytes]:
+    """(part, block) -> the salted VIN hash of the vehicle the part was removed from in that block."""
+    wanted = {(bytes(row.part_id), row.block_number) for row in rows}
+    found: dict[tuple[bytes, int], bytes] = {}
+    ids = sorted({part for part, _ in wanted})
+    for start in range(0, len(ids), SQL_CHUNK):
+        query = select(T_INSTALL.c.part_id, T_INSTALL.c.removed_block, T_INSTALL.c.vin_hash).where(T_INSTALL.c.part_id.in_(ids[start : start + SQL_CHUNK]))
+        for part, block, vin in conn.execute(query):
+            if (bytes(part), block) in wanted:
+                found[(bytes(part), block)] = bytes(vin)
+    return found
+
+
+def _part_event(places: Places, rows: list[Any], kind: str, split: Any, seconds: int, lot_codes: dict[int, str]) -> dict[str, Any]:
+    first = rows[0]
+    operation = KIND_OPERATION[kind]
+    step = LEDGER_STEPS[operation]
+    when = iso_time(seconds)
+    location = places.location(first.site_key, first.org_id)
+    event: dict[str, Any] = {
+        "type": "ObjectEvent",
+        "eventTime": when,
+        "eventTimeZoneOffset": "+00:00",
+        "recordTime": when,
+        "epcList": [part_epc(row.gtin, row.serial, row.part_id) for row in rows],
+        "action": step.action,
+        "bizStep": step.biz_step,
+        "disposition": step.disposition,
+        "readPoint": {"id": location},
+    }
+    if operation not in NO_BIZ_LOCATION:
+        event["bizLocation"] = {"id": location}
+    if first.doc_hash:
+        event["bizTransactionList"] = [{"type": DOC_TYPE, "bizTransaction": doc_urn(bytes(first.doc_hash))}]
+    if operation == "ship" and first.counterparty is not None:
+        event["destinationList"] = [{"type": "owning_party", "destination": places.party(first.counterparty)}]
+    elif operation == "receive" and split is not None:
+        event["sourceList"] = [{"type": "owning_party", "source": places.party(split)}]
+    elif operation == "register":
+        code = lot_codes.get(first.lot)
+        if code is not None:
+            event["ilmd"] = {"cbvmda:lotNumber": code}
+    event["partledger:txHash"] = hex0x(first.tx_hash)
+    event["partledger:logIndex"] = first.log_index
+    event["partledger:blockNumber"] = first.block_number
+    if first.doc_hash:
+        event["partledger:docHash"] = hex0x(first.doc_hash)
+    if operation in ("install", "remove") and split is not None:
+        event["partledger:vinHash"] = hex0x(split)
+    return event
+
+
+def _recall_events(index: Connection, service: Connection, places: Places, ledger: LedgerFilter, after: LedgerKey | None,
+                   hasher: Callable[[dict[str, Any]], str]) -> Iterator[Derived]:  # fmt: skip
+    if ledger.nothing or RECALL not in ledger.operations or ledger.epcs or ledger.biz_location_keys is not None:
+        return  # a recall names no part, and has no bizLocation
+    query = select(T_RECALL.c.lot, T_RECALL.c.org_id, T_RECALL.c.site_key, T_RECALL.c.notice_hash, T_RECALL.c.block_number,
+                   T_RECALL.c.tx_hash, T_LOT.c.lot_code).select_from(T_RECALL.join(T_LOT, T_LOT.c.lot == T_RECALL.c.lot))  # fmt: skip
+    if ledger.lot is not None:
+        query = query.where(T_RECALL.c.lot == ledger.lot)
+    if ledger.first_block is not None:
+        query = query.where(T_RECALL.c.block_number >= ledger.first_block)
+    if ledger.last_block is not None:
+        query = query.where(T_RECALL.c.block_number <= ledger.last_block)
+    if ledger.read_point_keys is not None:
+        query = query.where(T_RECALL.c.site_key.in_(sorted(ledger.read_point_keys)))
+    if ledger.keys is not None:
+        query = query.where(T_RECALL.c.lot.in_(sorted({k.first for k in ledger.keys if k.log_index == RECALL_LOG_INDEX})))
+    if after is not None:
+        query = query.where(tuple_(T_RECALL.c.block_number, T_RECALL.c.lot) > (after.block, after.first if after.log_index == RECALL_LOG_INDEX else -1))
+    rows = index.execute(query.order_by(T_RECALL.c.block_number, T_RECALL.c.lot)).all()
+    if not rows:
+        return
+    skipped = captured_transactions(service, {row.tx_hash for row in rows})
+    times = block_times(index, {row.block_number for row in rows})
+    for row in rows:
+        if bytes(row.tx_hash) in skipped:
+            continue
+        gtins = sorted(index.execute(select(T_PART.c.gtin).where(T_PART.c.lot == row.lot).distinct()).scalars())
+        if not all(any((gtin, row.lot_code) in match.lots or gtin in match.gtins for gtin in gtins) for match in ledger.classes):
+            continue
+        when = iso_time(times[row.block_number])
+        step = LEDGER_STEPS[RECALL]
+        event: dict[str, Any] = {
+            "type": "ObjectEvent",
+            "eventTime": when,
+            "eventTimeZoneOffset": "+00:00",
+            "recordTime": when,
+            "quantityList": [{"epcClass": _lot_class(gtin, row.lot_code)} for gtin in gtins],
+            "action": step.action,
+            "bizStep": step.biz_step,
+            "disposition": step.disposition,
+            "readPoint": {"id": places.location(row.site_key, row.org_id)},
+            "partledger:txHash": hex0x(row.tx_hash),
+            "partledger:blockNumber": row.block_number,
+            "partledger:noticeHash": hex0x(row.notice_hash),
+        }
+        key = LedgerKey(row.block_number, RECALL_LOG_INDEX, row.lot)
+        yield Derived(key, times[row.block_number] * 1000, row.org_id, finish(event, hasher))
+
+
+def _lot_class(gtin: str, lot_code: str) -> str:
+    try:
+        return lgtin_uri(gtin, lot_code)
+    except ValidationError:
+        return f"urn:partledger:lot:{gtin}:{lot_code}"
+
+
+def derived_events(
+    index: Connection,
+    service: Connection,
+    *,
+    places: Places,
+    ledger: LedgerFilter,
+    after: LedgerKey | None = None,
+    chunk: int = 2_000,
+    hasher: Callable[[dict[str, Any]], str] = HASHES,
+) -> Iterator[Derived]:
+    """The derived events `ledger` wants, after `after`, in order; lazily, `chunk` logs at a time."""
+    return heapq.merge(
+        _part_events(index, service, places, ledger, after, hasher, chunk),
+        _recall_events(index, service, places, ledger, after, hasher),
+        key=lambda derived: derived.key,
+    )
+
+
+# --- finding a derived event by its eventID ---------------------------------------------------------------------
+
+
+class DerivedIds:
+    """eventID -> LedgerKey of every derived event up to a block, built incrementally in memory (per mirror).
+
+    A derived eventID is a hash: nothing in it says which log it came from. The first lookup derives every event
+    once (as fast as a query reads them); later lookups derive only the blocks indexed since. The identities the
+    events are written with are part of their hashes: when they change (`fingerprint`), the index starts over. A key
+    found is checked by deriving that one event again (a reorganisation may have replaced its log)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[bytes, LedgerKey] = {}  # the hash's 32 bytes -> where the event comes from
+        self.block = -1
+        self.fingerprint: Any = None
+        self.lock = threading.Lock()
+
+    def lookup(self, index: Connection, service: Connection, places: Places, event_id: str | None, *, fingerprint: Any, head: int) -> LedgerKey | None:
+        """The key of the derived event `event_id` (None: only bring the index up to `head`)."""
+        try:
+            digest = hash_digest(event_id) if event_id is not None else None
+        except (ValueError, ValidationError):
+            return None
+        with self.lock:
+            if fingerprint != self.fingerprint or head < self.block:
+                self.ids, self.block, self.fingerprint = {}, -1, fingerprint
+            if (digest is None or digest not in self.ids) and head > self.block:
+                ledger = LedgerFilter(first_block=self.block + 1, last_block=head)
+                for derived in derived_events(index, service, places=places, ledger=ledger):
+                    self.ids[hash_digest(derived.event["eventID"])] = derived.key
+                self.block = head
+            return self.ids.get(digest) if digest is not None else None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def forget(self) -> None:
+        with self.lock:
+            self.ids, self.block, self.fingerprint = {}, -1, None
+
+
+_INDEXES: weakref.WeakKeyDictionary[Engine, DerivedIds] = weakref.WeakKeyDictionary()
+_INDEXES_LOCK = threading.Lock()
+
+
+def derived_ids(engine: Engine) -> DerivedIds:
+    with _INDEXES_LOCK:
+        found = _INDEXES.get(engine)
+        if found is None:
+            found = _INDEXES[engine] = DerivedIds()
+        return found
+
+
+def find_derived(index: Connection, service: Connection, places: Places, event_id: str, *, engine: Engine, fingerprint: Any, head: int) -> Derived | None:
+    """The derived event whose eventID is `event_id`, or None."""
+    ids = derived_ids(engine)
+    for attempt in range(2):
+        key = ids.lookup(index, service, places, event_id, fingerprint=fingerprint, head=head)
+        if key is None:
+            return None
+        for derived in derived_events(index, service, places=places, ledger=LedgerFilter(keys=frozenset({key}))):
+            if derived.event["eventID"] == event_id:
+                return derived
+        ids.forget()  # the log was replaced (a reorganisation): build again once
+    return None

@@ -1,0 +1,123 @@
+"""How the ledger speaks EPCIS 2.0: one table, read both ways.
+
+Deriving (ledger_service.epcis.derive): a ledger event of kind K (part_events.kind, or a lot's recall) becomes an
+EPCIS ObjectEvent with LEDGER_STEPS[K]'s action, bizStep and disposition. Capturing (ledger_service.epcis.capture):
+`operation_for(event)` reads the same table backwards, so that a lot's history exported as EPCIS and captured into a
+fresh deployment gives the same ledger state.
+
+| ledger | EPCIS ObjectEvent (action, bizStep, disposition) | what else |
+| --- | --- | --- |
+| register | ADD, commissioning, active | ilmd cbvmda:lotNumber (or the lot of an LGTIN class) |
+| ship | OBSERVE, shipping, in_transit | destinationList owning_party: the recipient |
+| receive | OBSERVE, receiving, in_progress | sourceList owning_party: the sender |
+| cancel | OBSERVE, void_shipping, active | |
+| sell | OBSERVE, retail_selling, retail_sold | |
+| install | OBSERVE, installing, active | the VIN: private field partledger:vin (clear) or partledger:vinHash |
+| remove | OBSERVE, removing, active | |
+| quarantine | OBSERVE, holding, non_conformant | |
+| release | OBSERVE, inspecting, conformant | |
+| scrap | OBSERVE, destroying, destroyed | |
+| recycle | OBSERVE, destroying, disposed | |
+| recall | OBSERVE, holding, recalled | quantityList: the lot as an LGTIN class per GTIN; partledger:noticeHash |
+
+A trade document named by a ledger event (doc hash) is a bizTransaction `urn:partledger:doc:0x…`; parties and
+locations are GS1 identities (ledger_service.epcis.identities) or, for a member without one, `urn:partledger:org:N`
+and `urn:partledger:site:N:<site>`. Fields outside the standard use the `partledger` prefix (PARTLEDGER_NS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+EPCIS_CONTEXT = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
+PARTLEDGER_NS = "https://partledger.org/ns/epcis/"
+CONTEXT: list[Any] = [EPCIS_CONTEXT, {"partledger": PARTLEDGER_NS}]
+SCHEMA_VERSION = "2.0"
+
+ORG_URN = "urn:partledger:org:"
+SITE_URN = "urn:partledger:site:"
+DOC_URN = "urn:partledger:doc:"
+DOC_TYPE = "urn:partledger:btt:ledger_document"  # the bizTransaction type of a document hash a ledger event carries
+
+# private fields: kept sealed (Vault) by the service, never on chain, shown to the capturing organisation and to
+# auditors and regulators only
+PRIVATE_FIELDS = ("partledger:vin",)
+
+
+@dataclass(frozen=True)
+class Step:
+    action: str
+    biz_step: str
+    disposition: str
+
+
+LEDGER_STEPS: dict[str, Step] = {
+    "register": Step("ADD", "commissioning", "active"),
+    "ship": Step("OBSERVE", "shipping", "in_transit"),
+    "receive": Step("OBSERVE", "receiving", "in_progress"),
+    "cancel": Step("OBSERVE", "void_shipping", "active"),
+    "sell": Step("OBSERVE", "retail_selling", "retail_sold"),
+    "install": Step("OBSERVE", "installing", "active"),
+    "remove": Step("OBSERVE", "removing", "active"),
+    "quarantine": Step("OBSERVE", "holding", "non_conformant"),
+    "release": Step("OBSERVE", "inspecting", "conformant"),
+    "scrap": Step("OBSERVE", "destroying", "destroyed"),
+    "recycle": Step("OBSERVE", "destroying", "disposed"),
+    "recall": Step("OBSERVE", "holding", "recalled"),
+}
+
+# capture: (bizStep, disposition or None for any) -> ledger operation; checked in this order
+_CAPTURE_RULES: tuple[tuple[str, str | None, str], ...] = (
+    ("shipping", None, "ship"),
+    ("receiving", None, "receive"),
+    ("void_shipping", None, "cancel"),
+    ("retail_selling", None, "sell"),
+    ("installing", None, "install"),
+    ("removing", None, "remove"),
+    ("holding", "non_conformant", "quarantine"),
+    ("inspecting", "conformant", "release"),
+    ("destroying", "disposed", "recycle"),
+    ("destroying", None, "scrap"),
+)
+
+
+def operation_for(*, event_type: str, action: str | None, biz_step: str | None, disposition: str | None) -> str | None:
+    """The ledger operation an ObjectEvent maps to (bare CBV words given), or None: consortium data only.
+    A recall is any ObjectEvent whose disposition is `recalled`; a registration an ADD with bizStep commissioning."""
+    if event_type != "ObjectEvent":
+        return None
+    if disposition == "recalled":
+        return "recall"
+    if biz_step == "commissioning":
+        return "register" if action == "ADD" else None
+    if action == "ADD":
+        return None  # an ADD names new objects: only commissioning creates parts
+    for step, wanted, operation in _CAPTURE_RULES:
+        if biz_step == step and (wanted is None or disposition == wanted):
+            return operation
+    return None
+
+
+def org_urn(org_id: int) -> str:
+    return f"{ORG_URN}{org_id}"
+
+
+def site_urn(org_id: int, site: str) -> str:
+    return f"{SITE_URN}{org_id}:{site}"
+
+
+def doc_urn(doc_hash: bytes) -> str:
+    return f"{DOC_URN}0x{doc_hash.hex()}"
+
+
+def parse_doc_urn(value: str) -> bytes | None:
+    """The 32-byte document hash of a `urn:partledger:doc:0x…` bizTransaction, or None for anything else."""
+    if not value.startswith(DOC_URN):
+        return None
+    digits = value[len(DOC_URN) :].removeprefix("0x")
+    try:
+        raw = bytes.fromhex(digits)
+    except ValueError:
+        return None
+    return raw if len(raw) == 32 else None

@@ -1,0 +1,487 @@
+"""The capture worker: runs capture jobs (ledger_service.epcis.capture) and anchors captured events in batches.
+
+A thread of the service that holds site keys (beside the submitter). Jobs run one at a time per organisation (two
+organisations' jobs run side by side), oldest first; a job left running by a crash starts again at the next start,
+and its events captured before the crash are skipped as repeats (idempotency by eventID), while the commands they
+made are waited for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import threading
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from indexer.tables import Organisation
+from ledger_service.auth import Principal
+from ledger_service.deps import Services
+from ledger_service.epcis.capture import (
+    BATCH_KIND, BATCH_SIZE, BATCH_TYPES, INSERT_CHUNK, EventError, Overlay, Prepared, check_ledger, prepare_event,
+)  # fmt: skip
+from ledger_service.epcis import query
+from ledger_service.epcis.identities import load_directory
+from ledger_service.epcis.tables import EpcisBatch, EpcisCapture, EpcisCommand, EpcisEvent, EpcisEventEpc
+from ledger_service.errors import ApiError
+from ledger_service.outbox import Draft, read_command
+from ledger_service.read import indexed_block
+from ledger_service.tables import PrivateVin
+from partledger.epcis.schema import validate_document
+from partledger.ids import vin_hash
+from partledger.merkle import build_tree
+from partledger.model import Role
+
+log = logging.getLogger("partledger.service.epcis")
+
+T_JOB, T_EVENT, T_EPC = EpcisCapture.__table__, EpcisEvent.__table__, EpcisEventEpc.__table__
+T_ECMD, T_EBATCH, T_ORG = EpcisCommand.__table__, EpcisBatch.__table__, Organisation.__table__
+T_VIN = PrivateVin.__table__
+MAX_ERRORS = 1_000  # per-event errors a job keeps (the count is exact)
+SETTLE_POLL = 0.2
+WARM_SECONDS = 2.0
+
+
+class JobStopped(Exception):
+    """The service is stopping: the job stays running and starts again at the next start."""
+
+
+def job_principal(services: Services, row: Any) -> Principal:
+    """Who captures: the job's organisation with its roles as the mirror has them now."""
+    with services.index_engine.connect() as conn:
+        org = conn.execute(select(T_ORG.c.roles, T_ORG.c.suspended).where(T_ORG.c.org_id == row.org_id)).first()
+    roles = Role(org.roles) if org is not None and not org.suspended else Role(0)
+    username = row.actor[5:] if row.actor.startswith("user:") else None
+    sites = tuple(json.loads(row.sites)) if row.sites else None
+    return Principal(org_id=row.org_id, roles=roles, key_id=row.api_key_id, sites=sites, username=username)
+
+
+class CaptureWorker:
+    def __init__(self, services: Services, *, batch_seconds: float) -> None:
+        self.services = services
+        self.batch_seconds = batch_seconds
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._running: dict[int, threading.Thread] = {}  # org -> its job's thread
+        self._thread: threading.Thread | None = None
+        self._next_warm = 0.0
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self.services.service_engine.begin() as conn:  # jobs a crash left running start again
+            conn.execute(update(T_JOB).where(T_JOB.c.state == "running").values(state="queued"))
+        self._thread = threading.Thread(target=self._loop, name="epcis-capture", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for thread in list(self._running.values()):
+            thread.join(timeout=10)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._start_jobs()
+                self.close_batches()
+                self.submit_batches()
+                if time.monotonic() >= self._next_warm:  # ledger events' hashes made off the request path
+                    query.warm_derived(self.services)
+                    self._next_warm = time.monotonic() + WARM_SECONDS
+            except Exception:  # a database or node hiccup: log, then try again on the next round
+                log.exception("the EPCIS capture worker's round failed")
+            self._wake.wait(0.5)
+            self._wake.clear()
+
+    def _start_jobs(self) -> None:
+        self._running = {org: thread for org, thread in self._running.items() if thread.is_alive()}
+        with self.services.service_engine.connect() as conn:
+            queued = conn.execute(select(T_JOB.c.id, T_JOB.c.org_id).where(T_JOB.c.state == "queued").order_by(T_JOB.c.received_at)).all()
+        for job in queued:
+            if job.org_id in self._running:
+                continue
+            with self.services.service_engine.begin() as conn:
+                claimed = conn.execute(update(T_JOB).where(T_JOB.c.id == job.id, T_JOB.c.state == "queued").values(state="running")).rowcount
+            if claimed:
+                thread = threading.Thread(target=self._run_job, args=(job.id,), name=f"epcis-job-{job.id[:8]}", daemon=True)
+                self._running[job.org_id] = thread
+                thread.start()
+
+    def _run_job(self, job_id: str) -> None:
+        try:
+            run_job(self.services, job_id, stop=self._stop)
+        except JobStopped:
+            pass
+        except Exception:
+            log.exception("capture job %s failed", job_id)
+            finish_job(self.services, job_id, errors=[{"eventIndex": None, "eventID": None, "code": "internal_error", "message": "the job failed; see the service log"}], captured=0)
+        self._wake.set()
+
+    # -- batches -------------------------------------------------------------------------------------------------
+
+    def close_batches(self) -> None:
+        """Per organisation: captured events not in a batch yet become one when BATCH_SIZE wait or the oldest has
+        waited batch_seconds."""
+        engine = self.services.service_engine
+        now_ms = int(time.time() * 1000)
+        with engine.connect() as conn:
+            waiting = conn.execute(
+                select(T_EVENT.c.org_id, func.count(), func.min(T_EVENT.c.record_time_ms))
+                .where(T_EVENT.c.batch_id.is_(None), T_EVENT.c.state.in_(("applied", "kept"))).group_by(T_EVENT.c.org_id)
+            ).all()  # fmt: skip
+        for org_id, count, oldest in waiting:
+            if count < BATCH_SIZE and oldest > now_ms - self.batch_seconds * 1000:
+                continue
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    select(T_EVENT.c.seq, T_EVENT.c.event_hash, T_EVENT.c.event_id)
+                    .where(T_EVENT.c.org_id == org_id, T_EVENT.c.batch_id.is_(None), T_EVENT.c.state.in_(("applied", "kept")))
+                    .order_by(T_EVENT.c.seq).limit(BATCH_SIZE)
+                ).all()  # fmt: skip
+            if not rows:
+                continue
+            tree = build_tree([batch_values(org_id, row) for row in rows], types=BATCH_TYPES)  # outside the write lock
+            seqs = [row.seq for row in rows]
+            with engine.begin() as conn:  # this thread alone batches events: claimed only while still unbatched
+                batch_id = conn.execute(insert(T_EBATCH).values(org_id=org_id, root=tree.root, event_count=len(rows), created_at=time.time())).inserted_primary_key[0]
+                claimed = 0
+                for start in range(0, len(seqs), 900):
+                    claimed += conn.execute(
+                        update(T_EVENT).where(T_EVENT.c.seq.in_(seqs[start : start + 900]), T_EVENT.c.batch_id.is_(None)).values(batch_id=batch_id)
+                    ).rowcount  # fmt: skip
+                if claimed != len(seqs):
+                    raise RuntimeError("EPCIS events were batched concurrently")  # rolls this batch back
+
+    def submit_batches(self) -> None:
+        outbox = self.services.outbox
+        if outbox is None:
+            return
+        with self.services.service_engine.connect() as conn:
+            waiting = conn.execute(select(T_EBATCH).where(T_EBATCH.c.command_id.is_(None)).order_by(T_EBATCH.c.id)).all()
+        for batch in waiting:
+            principal = Principal(org_id=batch.org_id, roles=_roles(self.services, batch.org_id), key_id="epcis-batches", sites=None)
+            try:
+                signer = outbox.signer_for(principal, None)
+            except ApiError as exc:
+                log.warning("EPCIS batch %d of organisation %d waits: %s", batch.id, batch.org_id, exc)
+                continue
+            payload = {"root": "0x" + bytes(batch.root).hex(), "record_count": batch.event_count, "batch_kind": BATCH_KIND}
+            draft = Draft(kind="anchor_batch", summary=payload, part_ids=[], items=[payload], part_count=0)
+            answer = outbox.accept(principal, draft, signer=signer, idempotency_key=f"epcis-batch-{batch.id}", request_sha256=hashlib.sha256(bytes(batch.root)).hexdigest())
+            with self.services.service_engine.begin() as conn:
+                conn.execute(update(T_EBATCH).where(T_EBATCH.c.id == batch.id).values(command_id=answer["command_id"]))
+
+
+def batch_values(org_id: int, row: Any) -> tuple[Any, ...]:
+    """A captured event's leaf in its batch (types BATCH_TYPES)."""
+    return (bytes(row.event_hash), row.event_id, org_id, row.seq)
+
+
+def _roles(services: Services, org_id: int) -> Role:
+    with services.index_engine.connect() as conn:
+        roles = conn.execute(select(T_ORG.c.roles).where(T_ORG.c.org_id == org_id)).scalar()
+    return Role(roles or 0)
+
+
+# --- one job -----------------------------------------------------------------------------------------------------
+
+
+def run_job(services: Services, job_id: str, *, stop: threading.Event) -> None:
+    engine = services.service_engine
+    with engine.connect() as conn:
+        row = conn.execute(select(T_JOB).where(T_JOB.c.id == job_id)).first()
+    if row is None or row.state == "done":
+        return
+    principal = job_principal(services, row)
+    document = orjson.loads(zlib.decompress(row.document))
+    events = document["epcisBody"]["eventList"]
+    context = document.get("@context")
+    errors: dict[int, tuple[str, str]] = {}
+    for problem in validate_document(document):
+        if problem.event_index is not None:
+            errors.setdefault(problem.event_index, ("invalid_event", f"{problem.path}: {problem.message}"))
+    directory = load_directory(engine, services.index_engine)
+    todo: list[Prepared] = []
+    for index, raw in enumerate(events):
+        if index in errors:
+            continue
+        try:
+            todo.append(prepare_event(index, raw, context=context, directory=directory))
+        except EventError as exc:
+            errors[index] = (exc.code, str(exc))
+    index_by_id = {p.event_id: p.index for p in todo}
+    # a job started again: what it submitted before the crash, final first
+    errors.update(settle(services, principal, job_id, index_by_id=index_by_id, stop=stop))
+    todo, repeats = _drop_repeats(engine, todo, errors)
+    with services.index_engine.connect() as conn:
+        overlay = Overlay(conn, [pid for p in todo if p.operation for _, _, pid in p.epcs if pid is not None] + _registering(todo))
+        for prepared in todo:
+            try:
+                check_ledger(prepared, org_id=principal.org_id, roles=principal.roles, overlay=overlay, conn=conn, directory=directory)
+            except EventError as exc:
+                errors[prepared.index] = (exc.code, str(exc))
+    todo = [p for p in todo if p.index not in errors]
+    if errors and row.behaviour == "rollback":
+        finish_job(services, job_id, errors=_error_list(errors, events), captured=0)
+        return
+    if todo and services.outbox is None and any(p.operation for p in todo):
+        raise RuntimeError("a read-only service cannot capture events that move parts")
+    kept = [p for p in todo if p.operation is None]
+    for start in range(0, len(kept), INSERT_CHUNK):
+        with engine.begin() as conn:
+            store_events(conn, services, principal.org_id, job_id, kept[start : start + INSERT_CHUNK], command_id=None)
+    stage: list[Prepared] = []
+    touched: set[bytes] = set()
+    for prepared in (p for p in todo if p.operation):
+        alone = prepared.operation == "recall"
+        if stage and (alone or touched & set(prepared.parts) or stage[-1].operation == "recall"):
+            _submit_stage(services, principal, job_id, stage, errors)
+            errors.update(settle(services, principal, job_id, index_by_id=index_by_id, stop=stop))
+            stage, touched = [], set()
+        stage.append(prepared)
+        touched |= set(prepared.parts)
+    if stage:
+        _submit_stage(services, principal, job_id, stage, errors)
+    errors.update(settle(services, principal, job_id, index_by_id=index_by_id, stop=stop))
+    with engine.connect() as conn:
+        captured = conn.execute(select(func.count()).select_from(T_EVENT).where(T_EVENT.c.capture_id == job_id)).scalar() or 0
+    finish_job(services, job_id, errors=_error_list(errors, events), captured=int(captured) + repeats)
+
+
+def _registering(todo: list[Prepared]) -> list[bytes]:
+    return [pid for p in todo if p.operation == "register" for _, _, pid in p.epcs if pid is not None]
+
+
+def _drop_repeats(engine: Any, todo: list[Prepared], errors: dict[int, tuple[str, str]]) -> tuple[list[Prepared], int]:
+    """Events captured before (by eventID) are skipped when their hash is the same, errors when it differs; so are
+    repeats inside the document."""
+    known: dict[str, bytes] = {}
+    ids = [p.event_id for p in todo]
+    with engine.connect() as conn:
+        for start in range(0, len(ids), 900):
+            for row in conn.execute(select(T_EVENT.c.event_id, T_EVENT.c.event_hash).where(T_EVENT.c.event_id.in_(ids[start : start + 900]))):
+                known[row.event_id] = bytes(row.event_hash)
+    fresh, repeats = [], 0
+    for prepared in todo:
+        digest = known.get(prepared.event_id)
+        if digest is None:
+            known[prepared.event_id] = prepared.digest
+            fresh.append(prepared)
+        elif digest == prepared.digest:
+            repeats += 1
+        else:
+            errors[prepared.index] = ("event_id_reused", f"eventID {prepared.event_id} was captured before with other content")
+    return fresh, repeats
+
+
+def _error_list(errors: dict[int, tuple[str, str]], events: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for index in sorted(errors):
+        code, message = errors[index]
+        raw = events[index] if 0 <= index < len(events) else None
+        event_id = raw.get("eventID") if isinstance(raw, dict) and isinstance(raw.get("eventID"), str) else None
+        out.append({"eventIndex": index, "eventID": event_id, "code": code, "message": message})
+    return out
+
+
+def finish_job(services: Services, job_id: str, *, errors: list[dict[str, Any]], captured: int) -> None:
+    with services.service_engine.begin() as conn:
+        conn.execute(update(T_JOB).where(T_JOB.c.id == job_id).values(
+            state="done", success=not errors, captured_count=captured, error_count=len(errors), errors=json.dumps(errors[:MAX_ERRORS]),
+            finished_at=time.time(),
+        ))  # fmt: skip
+
+
+# --- storing and submitting ----------------------------------------------------------------------------------
+
+
+def store_events(conn: Connection, services: Services, org_id: int, job_id: str, prepared: list[Prepared], *, command_id: str | None) -> None:
+    """The events' rows (and the EPCs they name), in the caller's transaction."""
+    if not prepared:
+        return
+    now_ms = int(time.time() * 1000)
+    vault = services.vault
+    rows = []
+    for p in prepared:
+        private = None
+        if p.private:
+            if vault is None:
+                raise EventError("no_vault", "this service keeps no private data (no VIN key configured)")
+            private = vault.seal(orjson.dumps(p.private), p.digest)
+        rows.append({
+            "event_id": p.event_id, "event_hash": p.digest, "capture_id": job_id, "org_id": org_id, "event_type": p.event_type,
+            "action": p.action, "biz_step": p.biz_step, "disposition": p.disposition, "biz_location": p.biz_location,
+            "read_point": p.read_point, "event_time_ms": p.event_time_ms, "record_time_ms": now_ms,
+            "body": orjson.dumps(p.event).decode(), "private": private, "operation": p.operation, "command_id": command_id,
+            "state": "pending" if command_id else "kept", "batch_id": None,
+        })  # fmt: skip
+    result = conn.execute(insert(T_EVENT).returning(T_EVENT.c.seq, sort_by_parameter_order=True), rows)
+    seqs = [row.seq for row in result]
+    epcs = [
+        {"seq": seq, "epc": key, "role": role, "part_id": pid}
+        for seq, p in zip(seqs, prepared, strict=True)
+        for key, role, pid in dict.fromkeys(p.epcs)
+    ]  # fmt: skip
+    if epcs:
+        conn.execute(insert(T_EPC), epcs)
+
+
+def _group_key(p: Prepared, signer: str) -> tuple[Any, ...]:
+    args = p.args
+    if p.operation == "register":
+        return ("register", signer, args["gtin"], args["lot"])
+    if p.operation == "recall":
+        return ("recall", signer, p.index)
+    return (p.operation, signer, args.get("to"), args.get("doc_hash"))
+
+
+def _submit_stage(services: Services, principal: Principal, job_id: str, stage: list[Prepared], errors: dict[int, tuple[str, str]]) -> None:
+    outbox = services.outbox
+    assert outbox is not None
+    groups: dict[tuple[Any, ...], list[Prepared]] = defaultdict(list)
+    for p in stage:
+        try:
+            signer = outbox.signer_for(principal, p.place.site if p.place is not None and p.place.site else None)
+        except ApiError as exc:
+            if p.place is None or not p.place.site:
+                errors[p.index] = (exc.code, exc.message)
+                continue
+            try:
+                signer = outbox.signer_for(principal, None)  # the location's site has no key here: the organisation's first
+            except ApiError as again:
+                errors[p.index] = (again.code, again.message)
+                continue
+        groups[_group_key(p, signer)].append(p)
+    for key, members in groups.items():
+        try:
+            draft = _draft(services, principal.org_id, job_id, members)
+            with_rows = _with_event_rows(services, principal.org_id, job_id, members, draft.after_write)
+            draft = Draft(kind=draft.kind, summary=draft.summary, part_ids=draft.part_ids, items=draft.items, part_count=draft.part_count, after_write=with_rows)
+            outbox.accept(principal, draft, signer=key[1], idempotency_key=None, request_sha256=hashlib.sha256(f"epcis:{job_id}".encode()).hexdigest())
+        except (EventError, ApiError) as exc:
+            for p in members:
+                errors[p.index] = (exc.code, exc.message if isinstance(exc, ApiError) else str(exc))
+
+
+def _with_event_rows(
+    services: Services, org_id: int, job_id: str, members: list[Prepared], then: Callable[[Connection, str], None] | None,
+) -> Callable[[Connection, str], None]:  # fmt: skip
+    def write(conn: Connection, command_id: str) -> None:
+        if then is not None:
+            then(conn, command_id)
+        store_events(conn, services, org_id, job_id, members, command_id=command_id)
+        conn.execute(insert(T_ECMD).values(command_id=command_id, capture_id=job_id))
+
+    return write
+
+
+def _chunks(values: list[Any], size: int) -> list[list[Any]]:
+    return [values[start : start + size] for start in range(0, len(values), size)]
+
+
+def _draft(services: Services, org_id: int, job_id: str, members: list[Prepared]) -> Draft:
+    """One command for events of one operation that share a signer and their pack arguments. Its items carry the job
+    ("capture"), so the submitter packs them only with each other."""
+    kind = members[0].operation
+    assert kind is not None
+    size = services.settings.max_parts_per_tx
+    first = members[0].args
+    if kind == "register":
+        serials = [serial for p in members for serial in p.args["serials"]]
+        pids = [pid for p in members for pid in p.parts]
+        ids = ["0x" + pid.hex() for pid in pids]
+        items = [{"gtin": first["gtin"], "lot": first["lot"], "serials": s, "part_ids": i, "capture": job_id} for s, i in zip(_chunks(serials, size), _chunks(ids, size))]
+        return Draft(kind="register", summary={"gtin": first["gtin"], "lot": first["lot"], "capture": job_id}, part_ids=pids, items=items, part_count=len(pids))
+    if kind == "recall":
+        payload = {"lot": first["lot"], "notice_hash": first["notice_hash"], "capture": job_id}
+        return Draft(kind="recall", summary=payload, part_ids=[], items=[payload], part_count=0)
+    pids = [pid for p in members for pid in p.parts]
+    shared: dict[str, Any] = {"doc_hash": first.get("doc_hash"), "capture": job_id} | ({"to": first["to"]} if kind == "ship" else {})
+    if kind != "install":
+        items = [{"parts": chunk, **shared} for chunk in _chunks(["0x" + pid.hex() for pid in pids], size)]
+        return Draft(kind=kind, summary=shared, part_ids=pids, items=items, part_count=len(pids))
+    vault = services.vault
+    sealed: list[dict[str, Any]] = []
+    hashes: list[str] = []
+    for p in members:
+        for pid in p.parts:
+            if "vin" in p.args:
+                if vault is None:
+                    raise EventError("read_only", "no VIN encryption key is configured on this service")
+                salt = secrets.token_bytes(32)
+                hashed = vin_hash(p.args["vin"], salt)
+                sealed.append({"vin_hash": hashed, "part_id": pid, "ciphertext": vault.seal(p.args["vin"].encode() + salt, hashed)})
+            else:
+                hashed = p.args["vin_hash"]
+            hashes.append("0x" + hashed.hex())
+    part_hex = ["0x" + pid.hex() for pid in pids]
+    items = [{"parts": c, "vin_hashes": h, **shared} for c, h in zip(_chunks(part_hex, size), _chunks(hashes, size))]
+
+    def store_vins(conn: Connection, command_id: str) -> None:
+        if sealed:
+            now = time.time()
+            conn.execute(insert(T_VIN), [row | {"org_id": org_id, "command_id": command_id, "created_at": now} for row in sealed])
+
+    return Draft(kind="install", summary=shared, part_ids=pids, items=items, part_count=len(pids), after_write=store_vins)
+
+
+
+# --- waiting for the chain -----------------------------------------------------------------------------------
+
+
+def settle(
+    services: Services, principal: Principal, job_id: str, *, index_by_id: dict[str, int], stop: threading.Event,
+) -> dict[int, tuple[str, str]]:  # fmt: skip
+    """Waits until every command the job made is final and mirrored; marks their events applied, and takes out the
+    events of commands the chain refused, answering their errors (by event index)."""
+    engine = services.service_engine
+    chain_id = services.manifest.chain_id
+    while True:
+        with engine.connect() as conn:
+            ids = [row.command_id for row in conn.execute(select(T_ECMD.c.command_id).where(T_ECMD.c.capture_id == job_id))]
+        views = [read_command(engine, principal, command_id) for command_id in ids]
+        open_ = [v for v in views if v["status"] not in ("confirmed", "rejected")]
+        blocks = [block for v in views for _, block in _transactions(v) if block is not None]
+        if not open_:
+            with services.index_engine.connect() as conn:
+                if not blocks or indexed_block(conn, chain_id) >= max(blocks):
+                    break
+        if stop.wait(SETTLE_POLL):
+            raise JobStopped()
+    failed: dict[int, tuple[str, str]] = {}
+    confirmed = [v["command_id"] for v in views if v["status"] == "confirmed"]
+    rejected = [v for v in views if v["status"] == "rejected"]
+    with engine.begin() as conn:
+        for start in range(0, len(confirmed), 900):
+            conn.execute(update(T_EVENT).where(T_EVENT.c.command_id.in_(confirmed[start : start + 900]), T_EVENT.c.state == "pending").values(state="applied"))
+        for view in rejected:
+            rows = conn.execute(select(T_EVENT.c.seq, T_EVENT.c.event_id).where(T_EVENT.c.command_id == view["command_id"])).all()
+            reason = "; ".join(f"{e['error']}{tuple(e['args'])}" if e.get("error") else str(e.get("message")) for e in view.get("errors", [])) or "the chain refused the command"
+            for row in rows:
+                failed[index_by_id.get(row.event_id, -1)] = ("chain_refused", reason)
+            seqs = [row.seq for row in rows]
+            if seqs:
+                conn.execute(delete(T_EPC).where(T_EPC.c.seq.in_(seqs)))
+                conn.execute(delete(T_EVENT).where(T_EVENT.c.seq.in_(seqs)))
+            conn.execute(delete(T_ECMD).where(T_ECMD.c.command_id == view["command_id"]))
+    return failed
+
+
+def _transactions(view: dict[str, Any]) -> list[tuple[str, int | None]]:
+    return [(tx["tx_hash"], tx["block"]) for tx in view["transactions"]]
+
