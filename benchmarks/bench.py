@@ -7,7 +7,9 @@ Scenarios, one after the other (each on its own node and databases; `--only` pic
 - verify: benchmarks.verify_bench (the JSON verify endpoint beside a bare uvicorn endpoint; needs wrk);
 - scaling: benchmarks.scaling (history and verify latency at 10^4, 10^5, 10^6 parts);
 - console: benchmarks.console_bench (server time of every member-console page with 10^5 parts in the mirror, an
-  organisation holding 10^4 of them; issue 14).
+  organisation holding 10^4 of them; issue 14);
+- epcis: benchmarks.epcis_bench (EPCIS capture of commissioning events into the ledger beside the JSON API's
+  registrations, capture-only observations, and a lot's 10^4 events queried back; issue 16).
 Prints tables, then as the last line one JSON object with every figure of issue 7, the machine, `targets` (met or
 not per target) and, for each target missed, a `bottlenecks` note (from a py-spy profile of the service and the
 indexer under load when py-spy is installed, and a cProfile of the indexer). A scenario that fails leaves its
@@ -48,7 +50,7 @@ from partledger.artifacts import REPO_ROOT
 from partledger.chain import connect
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
-SCENARIOS = ("gas", "e2e", "indexer", "verify", "scaling", "console")
+SCENARIOS = ("gas", "e2e", "indexer", "verify", "scaling", "console", "epcis")
 PACKAGES = ("web3", "eth-account", "eth-abi", "coincurve", "fastapi", "starlette", "uvicorn", "pydantic", "sqlalchemy", "sqlmodel", "psycopg", "httpx", "orjson")
 # name: (comparison, threshold). Gas targets are the ones README's gas table and tests/test_gas.py hold.
 TARGETS: dict[str, tuple[str, float]] = {
@@ -62,6 +64,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "scaling_history_latency_ratio": ("<=", 1.5),
     "scaling_verify_latency_ratio": ("<=", 1.5),
     "console_worst_p95_ms": ("<=", 50),
+    "epcis_capture_events_per_s": (">=", 5_000),
+    "epcis_lot_query_p95_ms": ("<=", 200),
     "gas.register_per_part": ("<=", 26_000),
     "gas.ship_per_part": ("<=", 9_000),
     "gas.receive_per_part": ("<=", 9_000),
@@ -75,6 +79,8 @@ KEYS = (
     "verify_rps", "verify_p50_ms", "verify_p99_ms", "bare_uvicorn_rps", "verify_vs_bare_ratio",
     "scaling_history_latency_ratio", "scaling_verify_latency_ratio",
     "console_worst_p95_ms", "console_pages_met", "console_pages",
+    "epcis_capture_events_per_s", "epcis_capture_only_events_per_s", "epcis_api_register_parts_per_s", "epcis_capture_vs_api_ratio",
+    "epcis_lot_query_p95_ms", "epcis_part_query_p95_ms",
 )  # fmt: skip
 
 
@@ -179,9 +185,20 @@ def scenario_console(quick: bool, profile: bool) -> dict[str, Any]:
     return {key: figures[key] for key in ("console_worst_p95_ms", "console_pages_met", "console_pages")} | {"console": figures}
 
 
+def scenario_epcis(quick: bool, profile: bool) -> dict[str, Any]:
+    """benchmarks.epcis_bench: EPCIS capture into the ledger (>= 5,000 events/s) beside the JSON API's registrations,
+    and a lot's 10^4 events queried back (<= 200 ms)."""
+    from benchmarks.epcis_bench import EpcisConfig, run_epcis_bench
+
+    figures = run_epcis_bench(EpcisConfig.quick() if quick else EpcisConfig(), log=log, profile=profile)
+    keys = ("epcis_capture_events_per_s", "epcis_capture_only_events_per_s", "epcis_api_register_parts_per_s", "epcis_capture_vs_api_ratio",
+            "epcis_lot_query_p95_ms", "epcis_part_query_p95_ms")  # fmt: skip
+    return {key: figures[key] for key in keys} | {"epcis": figures}
+
+
 RUNNERS: dict[str, Callable[[bool, bool], dict[str, Any]]] = {
     "gas": scenario_gas, "e2e": scenario_e2e, "indexer": scenario_indexer, "verify": scenario_verify, "scaling": scenario_scaling,
-    "console": scenario_console,
+    "console": scenario_console, "epcis": scenario_epcis,
 }  # fmt: skip
 
 
@@ -271,10 +288,57 @@ def bottlenecks(results: dict[str, Any], targets: dict[str, Any]) -> dict[str, s
             f"Console pages over 50 ms of server time at p95 (load average {console.get('load_average')}): {'; '.join(slow)}. "
             "See benchmarks/console_bench.py (--only PATH --workdir DIR keeps the databases for EXPLAIN QUERY PLAN)."
         )
+    epcis = results.get("epcis") or {}
+    if targets["epcis_capture_events_per_s"]["met"] is False:
+        notes["epcis_capture_events_per_s"] = _epcis_capture_note(epcis)
+    if targets["epcis_lot_query_p95_ms"]["met"] is False:
+        notes["epcis_lot_query_p95_ms"] = _epcis_query_note(epcis)
     for name, target in targets.items():
         if name.startswith("gas.") and target["met"] is False:
             notes[name] = "Gas is deterministic: the contract's bulk loop for this operation (see make gas)."
     return notes
+
+
+def _epcis_capture_note(epcis: dict[str, Any]) -> str:
+    """Where a commissioning capture job's time goes: the service's timeline per job, and py-spy's shares when taken."""
+    capture, floor, only = epcis.get("capture") or {}, epcis.get("api_floor") or {}, epcis.get("capture_only") or {}
+    timeline = capture.get("timeline") or []
+    accepted = [step["command_accepted_s"] for step in timeline if step.get("command_accepted_s") is not None]
+    done = [step["done_s"] for step in timeline if step.get("done_s") is not None]
+    note = (
+        f"{capture.get('events')} commissioning events in {capture.get('documents')} documents: {capture.get('events_per_s')}/s, against "
+        f"{floor.get('parts_per_s')} parts/s through POST /v1/parts/register in the same run (ratio {epcis.get('epcis_capture_vs_api_ratio')}) and "
+        f"{only.get('events_per_s')}/s for observations (capture without the chain). Jobs of one organisation run one at a time and each "
+        f"waits until its commands are final and mirrored, so the next document's checks do not overlap the chain's wait. "
+    )
+    if accepted and done:
+        note += (
+            f"Per job (mean seconds from its start): command accepted {sum(accepted) / len(accepted):.1f} (events prepared, checked against the "
+            f"mirror, stored), done {sum(done) / len(done):.1f} (signed, sealed, mirrored). "
+        )
+    spied = capture.get("profile") or {}
+    if spied.get("inclusive_pct"):
+        note += f"Capture jobs' thread, share of wall time by function (py-spy): {spied['inclusive_pct']}; waiting in {spied.get('waiting_pct')}."
+    else:
+        note += "Install py-spy for the jobs' profile (benchmarks/epcis_bench.py --profile)."
+    return note
+
+
+def _epcis_query_note(epcis: dict[str, Any]) -> str:
+    queries = epcis.get("queries") or {}
+    slow = queries.get(epcis.get("epcis_lot_query") or "") or {}
+    note = (
+        f"{slow.get('name')}: {slow.get('events')} events ({slow.get('bytes')} bytes) p50 {slow.get('p50_ms')} ms, p95 {slow.get('p95_ms')} ms "
+        f"(the first request, cold, {slow.get('cold_ms')} ms: it computes the derived events' canonical hashes). "
+    )
+    for found in epcis.get("profiles") or []:
+        if found.get("query") == slow.get("name"):
+            note += (
+                f"In process: {found.get('in_process_warm_ms')} ms, of which the garbage collector {found.get('gc_ms_per_call')} ms "
+                f"({found.get('in_process_without_gc_ms')} ms with it off); own time by package (cProfile) {found.get('own_time_pct')}; "
+                f"most cumulative time: {'; '.join(found.get('cumulative', [])[:8])}."
+            )
+    return note
 
 
 def _e2e_note(scenario: str, figures: dict[str, Any]) -> str:
@@ -397,6 +461,22 @@ def show(results: dict[str, Any], console: Console) -> None:
             met = {True: "[green]met[/]", False: "[red]unmet[/]", None: "-"}[page["met"]]
             table.add_row(page["url"][:70], page["user"], *(str(page[k]) for k in ("server_p50_ms", "server_p95_ms", "server_p99_ms")), f"{page['bytes']:,}", str(page["rows"] or ""), met)
         console.print(table)
+    epcis = results.get("epcis")
+    if epcis:
+        write = Table(title="EPCIS capture (issue 16): posted until final on chain and mirrored")
+        for column in ("path", "items", "seconds", "per s", "POST ms", "job s"):
+            write.add_column(column, justify="left" if column == "path" else "right")
+        floor, capture, only = epcis["api_floor"], epcis["capture"], epcis["capture_only"]
+        write.add_row("POST /v1/parts/register (floor)", f"{floor['parts']:,}", str(floor["seconds"]), f"{floor['parts_per_s']:,}", str(floor["post_ms"]), "")
+        write.add_row("capture: commissioning", f"{capture['events']:,}", str(capture["seconds"]), f"{capture['events_per_s']:,}", str(capture["post_ms"]), str(capture["job_seconds"]))
+        write.add_row("capture only: observations", f"{only['events']:,}", str(only["seconds"]), f"{only['events_per_s']:,}", str(only["post_ms"]), str(only["job_seconds"]))
+        console.print(write)
+        reads = Table(title="EPCIS queries (client ms, one request at a time)")
+        for column in ("query", "events", "bytes", "cold", "p50", "p95", "max"):
+            reads.add_column(column, justify="left" if column == "query" else "right")
+        for query in epcis["queries"].values():
+            reads.add_row(query["name"], f"{query['events']:,}", f"{query['bytes']:,}", *(str(query[k]) for k in ("cold_ms", "p50_ms", "p95_ms", "max_ms")))
+        console.print(reads)
     for name, note in results["bottlenecks"].items():
         console.print(f"[yellow]bottleneck[/] {name}: {note}")
     for name, error in results.get("errors", {}).items():

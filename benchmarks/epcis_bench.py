@@ -22,13 +22,12 @@ set first (PUT /v1/gs1/identity: a party GLN per organisation and a location GLN
    checked and stored), its transactions signed and sent, and the blocks that hold them (`timeline`); with
    --profile and py-spy installed, the service is sampled during the commissioning capture (wall time, idle
    included) and the jobs' thread summarised by project function (`profile`).
-2. Query. After the capture (so that the service's tables hold its 10^5 events), the chain is paused (no automine,
-   no interval mining) and a lot of `lot_parts` parts (its own GTIN) is registered in 200-part transactions, then
-   each part shipped to the warehouse and received there in its own transaction (pre-signed, sealed with evm_mine in
-   a few blocks): 2 x lot_parts + lot_parts / 200 ledger events, 10,025 at full size. The chain stays paused while
-   the lot is read: derived events take their eventTime from the mirror's indexed_blocks, which the indexer keeps
-   for its reorg window only (64 blocks), so the lot's blocks must be among the newest 64 (`default_window_probe`
-   shows what the same request answers 70 blocks later). Timed one request at a time over a kept-alive connection,
+2. Query. A lot of `lot_parts` parts (its own GTIN), loaded during the set-up with pre-signed transactions
+   (benchmarks.e2e.RawSender) sealed in small blocks (a lot's history spreads over many blocks): registered in
+   200-part transactions, then each part shipped to the warehouse and received there in its own transaction:
+   2 x lot_parts + lot_parts / 200 ledger events, 10,025 at full size. It is read after the capture (the service's
+   tables then hold 10^5 captured events, and the lot's blocks are far out of the indexer's reorg window: their
+   times come from the mirror's block_times). Timed one request at a time over a kept-alive connection,
    `warmup` unmeasured requests first (the first, cold, one is reported apart: the derived events' canonical hashes
    are computed then and remembered), then `requests` measured: GET /epcis/lots/{lot}/document, GET
    /epcis/events?MATCH_anyEPC=<the lot's GTIN, Digital Link>&perPage=10000 (the lot is the only one of its GTIN),
@@ -45,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import json
 import os
@@ -67,7 +67,7 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 
-from benchmarks.e2e import BULK, RawSender, World, py_spy, set_block_time, start_processes, stop_processes, wait_indexed, world
+from benchmarks.e2e import BULK, GAS, RawSender, World, py_spy, set_block_time, start_processes, stop_processes, world
 from partledger.artifacts import REPO_ROOT
 from partledger.ids import ascii32, part_id_unchecked
 from tests.chainkit import GTIN_A, GTIN_B
@@ -283,68 +283,49 @@ def api_floor(w: World, client: httpx.Client, key: str, *, parts: int, per_reque
 
 # --- the query lot ---------------------------------------------------------------------------------------------------
 
-# Gas limits of the query lot's transactions: a single-part hand-over uses well under 100,000, and a block takes as
-# many transactions as their limits fit in its 10^9 (benchmarks.e2e.GAS sizes 200-part ones).
-LOT_GAS = {"registerParts": 6_000_000, "shipParts": 200_000, "receiveParts": 200_000}
+
+def mine_wave(w: World, sender: RawSender, wave: list[tuple[str, bytes]], *, block_gas_limit: int) -> int:
+    """Sends a wave of signed transactions to the paused node, then seals blocks of at most `block_gas_limit` gas until
+    the last has its receipt (Anvil's automine, fed thousands at once, stops sealing with most of them pending);
+    returns the blocks sealed."""
+    w.rpc.call("anvil_setBlockGasLimit", [hex(block_gas_limit)])
+    for start in range(0, len(wave), 200):
+        sender.rpc.batch([("eth_sendRawTransaction", [raw]) for raw, _ in wave[start : start + 200]])
+    blocks = 0
+    while w.rpc.call("eth_getTransactionReceipt", ["0x" + wave[-1][1].hex()]) is None:
+        w.rpc.call("evm_mine", [])
+        blocks += 1
+        if blocks > len(wave) + 10:
+            raise RuntimeError(f"{len(wave)} transactions not mined in {blocks} blocks")
+    return blocks
 
 
-class PausedSender(RawSender):
-    """RawSender for a paused chain (automine and interval mining off): its transactions wait in the pool until
-    `mine` seals blocks, as many a block as LOT_GAS lets fit."""
-
-    def sign(self, sender: str, function: str, args: list[Any]) -> tuple[str, bytes]:
-        from eth_account import Account
-
-        if sender not in self.nonces:
-            self.nonces[sender] = int(self.rpc.call("eth_getTransactionCount", [sender, "pending"]), 16)
-        transaction = {
-            "to": self.ledger.parts.address, "data": self.calldata(function, args), "value": 0, "gas": LOT_GAS[function],
-            "gasPrice": 0, "nonce": self.nonces[sender], "chainId": self.chain_id,
-        }  # fmt: skip
-        self.nonces[sender] += 1
-        signed = Account.sign_transaction(transaction, self.accounts[sender].key)
-        return "0x" + bytes(signed.raw_transaction).hex(), bytes(signed.hash)
-
-    def push_and_mine(self, signed: list[tuple[str, bytes]], *, batch: int = 200) -> int:
-        """Sends every transaction, then seals blocks until the last one has its receipt; returns the blocks sealed."""
-        for start in range(0, len(signed), batch):
-            self.rpc.batch([("eth_sendRawTransaction", [raw]) for raw, _ in signed[start : start + batch]])
-        blocks = 0
-        while self.rpc.call("eth_getTransactionReceipt", ["0x" + signed[-1][1].hex()]) is None:
-            self.rpc.call("evm_mine", [])
-            blocks += 1
-            if blocks > 1_000:
-                raise RuntimeError("the query lot's transactions are not mined after 1,000 blocks")
-        return blocks
-
-
-def pause_chain(w: World) -> None:
-    """No block until evm_mine: the blocks of the query lot stay the newest ones while it is queried."""
-    w.rpc.call("evm_setIntervalMining", [0])
-    w.rpc.call("evm_setAutomine", [False])
-
-
-def load_query_lot(w: World, parts: int) -> tuple[list[str], dict[str, Any]]:
-    """QUERY_LOT on a paused chain: `parts` registered by the maker in 200-part transactions, then each shipped to the
-    warehouse and received there in its own transaction; returns the serials and what it took."""
+def load_query_lot(w: World, sender: RawSender, parts: int) -> tuple[list[str], dict[str, Any]]:
+    """QUERY_LOT during the set-up, spread over many blocks as a lot's history is: `parts` registered by the maker in
+    200-part transactions (a block each), then each shipped to the warehouse and received there in its own
+    transaction (blocks of 2.5 M gas: a few hand-overs each); returns the serials and what it took."""
     maker, warehouse = w.ledger.orgs["maker"], w.ledger.orgs["warehouse"]
-    sender = PausedSender(w.ledger, w.rpc)
     serials = [f"Q{index:06d}" for index in range(parts)]
     encoded = [ascii32(serial) for serial in serials]
     ids = [part_id_unchecked(int(QUERY_GTIN), serial) for serial in encoded]
     started = time.perf_counter()
-    first_block = int(w.rpc.call("eth_blockNumber", []), 16) + 1
     register = [sender.sign(maker.key, "registerParts", [int(QUERY_GTIN), ascii32(QUERY_LOT), encoded[i : i + BULK]]) for i in range(0, parts, BULK)]
     ship = [sender.sign(maker.key, "shipParts", [[pid], warehouse.id, bytes(32)]) for pid in ids]
     receive = [sender.sign(warehouse.key, "receiveParts", [[pid], bytes(32)]) for pid in ids]
-    signed_s = time.perf_counter() - started
-    blocks = sum(sender.push_and_mine(wave) for wave in (register, ship, receive))
+    first_block = int(w.rpc.call("eth_blockNumber", []), 16) + 1
+    w.rpc.call("evm_setAutomine", [False])
+    try:
+        blocks = mine_wave(w, sender, register, block_gas_limit=GAS["registerParts"] + 500_000)
+        blocks += mine_wave(w, sender, ship, block_gas_limit=GAS["shipParts"] + 300_000)
+        blocks += mine_wave(w, sender, receive, block_gas_limit=GAS["receiveParts"] + 300_000)
+    finally:
+        w.rpc.call("anvil_setBlockGasLimit", [hex(1_000_000_000)])
+        w.rpc.call("evm_setAutomine", [True])
     if reverted := sender.count_reverted(register + ship + receive):
         raise RuntimeError(f"{reverted} of the query lot's transactions reverted")
-    head = int(w.rpc.call("eth_blockNumber", []), 16)
-    figures = {"transactions": len(register) + len(ship) + len(receive), "blocks": blocks, "first_block": first_block, "head": head,
-               "signed_s": round(signed_s, 1), "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
-    log(f"epcis: query lot of {parts:,} parts: {figures['transactions']:,} transactions in {blocks} blocks ({figures['seconds']} s)")
+    last_block = int(w.rpc.call("eth_blockNumber", []), 16)
+    figures = {"transactions": len(register) + len(ship) + len(receive), "blocks": [first_block, last_block], "blocks_sealed": blocks, "seconds": round(time.perf_counter() - started, 1)}
+    log(f"epcis: query lot of {parts:,} parts: {figures['transactions']:,} transactions in {blocks:,} blocks ({figures['seconds']} s)")
     return serials, figures
 
 
@@ -406,11 +387,19 @@ def profile_query(w: World, name: str, call: Callable[[Any, Any], Any], top: int
         started = time.perf_counter()
         call(sources, principal)
         cold = time.perf_counter() - started
-        warm = float("inf")
-        for _ in range(3):
+        warm, collecting = float("inf"), GcClock()
+        with collecting:
+            for _ in range(3):
+                started = time.perf_counter()
+                result = call(sources, principal)
+                warm = min(warm, time.perf_counter() - started)
+        gc.disable()
+        try:
             started = time.perf_counter()
-            result = call(sources, principal)
-            warm = min(warm, time.perf_counter() - started)
+            call(sources, principal)
+            without_gc = time.perf_counter() - started
+        finally:
+            gc.enable()
         started = time.perf_counter()
         orjson.dumps(result)
         serialise = time.perf_counter() - started
@@ -436,10 +425,33 @@ def profile_query(w: World, name: str, call: Callable[[Any, Any], Any], top: int
         groups[_package(filename, function)] += own_time
     return {
         "query": name, "in_process_cold_ms": round(1000 * cold, 1), "in_process_warm_ms": round(1000 * warm, 1), "orjson_dumps_ms": round(1000 * serialise, 1),
+        "gc_ms_per_call": round(1000 * collecting.seconds / 3, 1), "gc_collections_per_call": round(collecting.collections / 3, 1),
+        "in_process_without_gc_ms": round(1000 * without_gc, 1),
         "profiled_s": round(total_s, 3),
         "own_time_pct": {group: round(100 * value / total_s, 1) for group, value in groups.most_common()} if total_s else {},
         "cumulative": cumulative, "own_time": own,
     }  # fmt: skip
+
+
+class GcClock:
+    """Time spent in the cyclic garbage collector while in the block (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.seconds, self.collections, self._started = 0.0, 0, 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections += 1
+
+    def __enter__(self) -> GcClock:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
 
 
 def _package(filename: str, function: str) -> str:
@@ -558,21 +570,12 @@ def settle_service(w: World, *, timeout: float) -> dict[str, int]:
         time.sleep(0.5)
 
 
-def probe_default_window(w: World, client: httpx.Client, key: str, url: str) -> dict[str, Any]:
-    """The same lot document once the chain has moved on by more than the indexer's reorg window (64 blocks, the
-    default finality depth), as any deployment reads a history older than about a minute."""
-    w.rpc.call("anvil_mine", [hex(70)])
-    wait_indexed(w, int(w.rpc.call("eth_blockNumber", []), 16), timeout=120)
-    reply = client.get(url, headers=auth(key))
-    error = reply.json().get("error", {}) if reply.status_code != 200 else {}
-    return {"url": url, "blocks_later": 70, "status": reply.status_code, "code": error.get("code"), "message": error.get("message")}
-
-
 def run_epcis_bench(config: EpcisConfig = EpcisConfig(), *, log: Callable[[str], None] = log, workdir: Path | None = None, profile: bool = False) -> dict[str, Any]:
     """Builds the world, measures the floor, the captures and the queries; returns the figures."""
     begun = time.perf_counter()
     loads: dict[str, list[float]] = {"before": load()}
     with tempfile.TemporaryDirectory(prefix="partledger-epcis-") as temporary, world(Path(workdir or temporary), prune_history=16) as w:
+        query_serials, lot_load = load_query_lot(w, RawSender(w.ledger, w.rpc), config.lot_parts)
         set_block_time(w.rpc, 1.0)
         start_processes(w, {"PARTLEDGER_MAX_IN_FLIGHT_PER_SIGNER": "1024"})
         maker_key = w.stack.api_keys["maker"]
@@ -609,11 +612,9 @@ def run_epcis_bench(config: EpcisConfig = EpcisConfig(), *, log: Callable[[str],
                 left = settle_service(w, timeout=120)
                 observations["anchored_after_s"] = round(time.perf_counter() - started, 1)
                 observations["left_unanchored"] = left
-                # 2. the query lot, on a paused chain: its blocks stay inside the indexer's reorg window while it is read
-                pause_chain(w)
-                query_serials, lot_load = load_query_lot(w, config.lot_parts)
-                wait_indexed(w, lot_load["head"], timeout=300)
+                # 2. the query lot, loaded during the set-up: its blocks are long out of the indexer's reorg window
                 lot = lot_number(w, QUERY_LOT)
+                lot_load["head_at_queries"] = int(w.rpc.call("eth_blockNumber", []), 16)
                 part_uri = sgtin(QUERY_GTIN, query_serials[len(query_serials) // 2])
                 gtin_params = {"MATCH_anyEPC": f"https://id.gs1.org/01/{QUERY_GTIN}", "perPage": "10000"}
                 urls = {
@@ -638,9 +639,6 @@ def run_epcis_bench(config: EpcisConfig = EpcisConfig(), *, log: Callable[[str],
                     if profile or (queries[name]["p50_ms"] or 0) > TARGET_LOT_QUERY_MS:
                         profiles.append(profile_query(w, name, call))
                         log(f"epcis: profile of {name}: in process {profiles[-1]['in_process_warm_ms']} ms warm; " + " | ".join(profiles[-1]["cumulative"][:6]))
-                # 3. the same lot document once the chain has moved on past the indexer's window
-                probe = probe_default_window(w, client, maker_key, urls["lot_document"])
-                log(f"epcis: the lot document {probe['blocks_later']} blocks later: {probe['status']} {probe['code'] or ''}")
         finally:
             stop_processes(w)
         with sqlite3.connect(f"file:{w.index_path}?mode=ro", uri=True) as conn:
@@ -650,7 +648,7 @@ def run_epcis_bench(config: EpcisConfig = EpcisConfig(), *, log: Callable[[str],
                 "query_lot_logs": conn.execute(
                     "SELECT count(*) FROM (SELECT DISTINCT e.tx_hash, e.log_index FROM part_events e JOIN parts p ON p.part_id = e.part_id WHERE p.lot = ?)", (lot,)
                 ).fetchone()[0],  # fmt: skip
-                "indexed_blocks_kept": conn.execute("SELECT count(*) FROM indexed_blocks").fetchone()[0],
+                "block_times": conn.execute("SELECT count(*) FROM block_times").fetchone()[0],
             }
         with sqlite3.connect(f"file:{Path(w.stack.service_db_url.removeprefix('sqlite:///'))}?mode=ro", uri=True) as conn:
             mirror["captured_events"] = conn.execute("SELECT count(*) FROM epcis_events").fetchone()[0]
@@ -662,15 +660,7 @@ def run_epcis_bench(config: EpcisConfig = EpcisConfig(), *, log: Callable[[str],
         "MATCH_epcClass matches the classes of an event's quantityList (the standard's SimpleEventQuery); a lot's ledger events name "
         "instances (SGTINs), so only its recall would match: the lot's events are asked for by its GTIN (MATCH_anyEPC; the lot is "
         "the only one of its GTIN) and as the lot's document.",
-        "The query lot is built and read on a paused chain (no block between its transactions and the queries): derived events take "
-        "their eventTime from the mirror's indexed_blocks, which the indexer keeps for its reorg window only (finality depth, 64 "
-        "blocks by default); see default_window_probe.",
     ]
-    if probe["status"] != 200:
-        notes.append(
-            f"With the default indexer, a lot's history older than the reorg window cannot be read: {probe['blocks_later']} blocks after the "
-            f"lot's last event, GET {probe['url']} answers {probe['status']} {probe['code']} ({probe['message']})."
-        )
     return {
         "epcis_capture_events_per_s": commissioning["events_per_s"],
         "epcis_capture_only_events_per_s": observations["events_per_s"],
@@ -680,7 +670,6 @@ def run_epcis_bench(config: EpcisConfig = EpcisConfig(), *, log: Callable[[str],
         "epcis_lot_query": worst["name"],
         "epcis_lot_events": queries["lot_document"]["events"],
         "epcis_part_query_p95_ms": queries["one_part"]["p95_ms"],
-        "epcis_lot_history_readable_later": probe["status"] == 200,
         "capture_met": commissioning["events_per_s"] >= TARGET_CAPTURE_PER_S,
         "lot_query_met": (worst["p95_ms"] or 0) <= TARGET_LOT_QUERY_MS,
         "targets": {"capture_events_per_s": TARGET_CAPTURE_PER_S, "lot_query_p95_ms": TARGET_LOT_QUERY_MS},
@@ -690,7 +679,6 @@ def run_epcis_bench(config: EpcisConfig = EpcisConfig(), *, log: Callable[[str],
         "query_lot": lot_load,
         "queries": queries,
         "profiles": profiles,
-        "default_window_probe": probe,
         "notes": notes,
         "mirror": mirror,
         "config": asdict(config),
@@ -733,14 +721,14 @@ def show(figures: dict[str, Any]) -> None:
     print(f"lot query ({figures['epcis_lot_query']}, {figures['epcis_lot_events']:,} events) p95 {figures['epcis_lot_query_p95_ms']} ms; target {TARGET_LOT_QUERY_MS:g} ms: "
           f"{'met' if figures['lot_query_met'] else 'NOT met'}")  # fmt: skip
     for found in figures["profiles"]:
-        print(f"profile of {found['query']}: in process {found['in_process_cold_ms']} ms cold, {found['in_process_warm_ms']} ms warm, orjson.dumps {found['orjson_dumps_ms']} ms")
+        print(f"profile of {found['query']}: in process {found['in_process_cold_ms']} ms cold, {found['in_process_warm_ms']} ms warm (of which the garbage collector "
+              f"{found['gc_ms_per_call']} ms, {found['gc_collections_per_call']} collections; {found['in_process_without_gc_ms']} ms with it off), "
+              f"orjson.dumps {found['orjson_dumps_ms']} ms")  # fmt: skip
         print(f"  own time by package (% of {found['profiled_s']} s profiled): {found['own_time_pct']}")
         for line in found["cumulative"]:
             print(f"  cum  {line}")
         for line in found["own_time"][:8]:
             print(f"  own  {line}")
-    probe = figures["default_window_probe"]
-    print(f"the lot document {probe['blocks_later']} blocks later (default indexer window): {probe['status']} {probe['code'] or ''}")
     for note in figures["notes"]:
         print(f"note: {note}")
     print(f"query lot {figures['query_lot']}; mirror {figures['mirror']}; load {figures['load_average']}; {figures['seconds']} s")

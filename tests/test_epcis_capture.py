@@ -364,3 +364,43 @@ def test_a_lots_exported_history_captured_into_a_fresh_deployment_gives_the_same
             assert {k: before.get(k) for k in keys} == {k: after.get(k) for k in keys}, pid
             assert before["lot"]["code"] == after["lot"]["code"] == "LOT-RT"
             assert before["status"] in ("installed", "sold", "in_stock") and before["recalled"] is True
+
+
+# --- a job outlives its process ----------------------------------------------------------------------------------
+
+
+def test_a_capture_job_cut_short_by_a_stop_resumes_at_the_next_start_and_captures_each_event_once(deployed: Ledger, tmp_path):
+    """The service stops (its worker mid-job, waiting for the chain) right after the 202; the next service instance
+    runs the job to its end: each event captured once, each part registered once, the shipment made."""
+    from tests.chainkit import revert_to, snapshot
+    from tests.servicekit import prepare_stack, running_service
+
+    snapshot_id = snapshot(deployed.w3)
+    try:
+        stack = prepare_stack(deployed, tmp_path, f"sqlite:///{tmp_path / 'index.db'}", f"sqlite:///{tmp_path / 'service.db'}")
+        serials = [f"RS-{i}" for i in range(5)]
+        doc = document(
+            commissioning(GTIN_A, serials, "LOT-RESUME"),
+            object_event("shipping", [sgtin(GTIN_A, s) for s in serials], disposition="in_transit",
+                         destinationList=[{"type": "owning_party", "destination": f"urn:partledger:org:{deployed.orgs['warehouse'].id}"}]),
+        )  # fmt: skip
+        with running_service(stack) as client:
+            accepted = client.post("/epcis/capture", headers=stack.headers("maker"), json=doc)
+            assert accepted.status_code == 202, accepted.text
+            location = accepted.headers["Location"]
+            wait_until(lambda: client.get(location, headers=stack.headers("maker")).json()["state"] == "running", "the job started")
+        with running_service(stack) as client:
+            site = Site(stack, client, deployed)
+            view = wait_until(lambda: (v := client.get(location, headers=stack.headers("maker")).json())["state"] == "done" and v, "the job resumed", timeout=120)
+            assert view["success"] and view["capturedCount"] == 2, view
+            assert part(site, "maker", GTIN_A, "RS-0")["status"] == "in_transit"
+            from sqlalchemy import select
+
+            from ledger_service.tables import Command
+            from partledger.db import make_engine
+
+            with make_engine(stack.service_db_url).connect() as conn:
+                kinds = sorted(row.kind for row in conn.execute(select(Command.__table__.c.kind)) if row.kind != "anchor_batch")
+            assert kinds == ["register", "ship"], kinds
+    finally:
+        revert_to(deployed.w3, snapshot_id)

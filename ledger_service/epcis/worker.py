@@ -227,7 +227,7 @@ def run_job(services: Services, job_id: str, *, stop: threading.Event) -> None:
     index_by_id = {p.event_id: p.index for p in todo}
     # a job started again: what it submitted before the crash, final first
     errors.update(settle(services, principal, job_id, index_by_id=index_by_id, stop=stop))
-    todo, repeats = _drop_repeats(engine, todo, errors)
+    todo, repeats = _drop_repeats(engine, job_id, todo, errors)
     with services.index_engine.connect() as conn:
         overlay = Overlay(conn, [pid for p in todo if p.operation for _, _, pid in p.epcs if pid is not None] + _registering(todo))
         for prepared in todo:
@@ -267,23 +267,25 @@ def _registering(todo: list[Prepared]) -> list[bytes]:
     return [pid for p in todo if p.operation == "register" for _, _, pid in p.epcs if pid is not None]
 
 
-def _drop_repeats(engine: Any, todo: list[Prepared], errors: dict[int, tuple[str, str]]) -> tuple[list[Prepared], int]:
+def _drop_repeats(engine: Any, job_id: str, todo: list[Prepared], errors: dict[int, tuple[str, str]]) -> tuple[list[Prepared], int]:
     """Events captured before (by eventID) are skipped when their hash is the same, errors when it differs; so are
-    repeats inside the document."""
-    known: dict[str, bytes] = {}
+    repeats inside the document. Returns the events to capture and how many were captured by other jobs (this job's
+    own, stored before a crash, are counted with its rows)."""
+    known: dict[str, tuple[bytes, str | None]] = {}
     ids = [p.event_id for p in todo]
     with engine.connect() as conn:
         for start in range(0, len(ids), 900):
-            for row in conn.execute(select(T_EVENT.c.event_id, T_EVENT.c.event_hash).where(T_EVENT.c.event_id.in_(ids[start : start + 900]))):
-                known[row.event_id] = bytes(row.event_hash)
+            rows = conn.execute(select(T_EVENT.c.event_id, T_EVENT.c.event_hash, T_EVENT.c.capture_id).where(T_EVENT.c.event_id.in_(ids[start : start + 900])))
+            for row in rows:
+                known[row.event_id] = (bytes(row.event_hash), row.capture_id)
     fresh, repeats = [], 0
     for prepared in todo:
-        digest = known.get(prepared.event_id)
+        digest, owner = known.get(prepared.event_id, (None, None))
         if digest is None:
-            known[prepared.event_id] = prepared.digest
+            known[prepared.event_id] = (prepared.digest, None)
             fresh.append(prepared)
         elif digest == prepared.digest:
-            repeats += 1
+            repeats += owner != job_id
         else:
             errors[prepared.index] = ("event_id_reused", f"eventID {prepared.event_id} was captured before with other content")
     return fresh, repeats
