@@ -78,9 +78,9 @@ class LedgerKey(NamedTuple):
     first: int
 
 
-@dataclass(frozen=True)
-class Derived:
-    """One derived event: its key, eventTime in ms, the organisation whose log it is, and the event (eventID set)."""
+class Derived(NamedTuple):
+    """One derived event: its key, eventTime in ms, the organisation whose log it is, and the event (eventID set).
+    A tuple: ten thousand of them are made for a lot's history, and a frozen dataclass costs several times more."""
 
     key: LedgerKey
     time_ms: int
@@ -208,6 +208,7 @@ class HashMemo:
         self._lock = threading.Lock()
 
     def __call__(self, event: dict[str, Any]) -> str:
+        """The canonical hash of `event` (its eventID, if it has one yet, is not hashed: see finish)."""
         content = hashlib.sha256(orjson.dumps(event)).digest()[:16]
         found = self._hashes.get(content)
         if found is not None:
@@ -228,8 +229,10 @@ HASHES = HashMemo()
 
 
 def finish(event: dict[str, Any], hasher: Callable[[dict[str, Any]], str] = HASHES) -> dict[str, Any]:
-    """The event with its eventID (the canonical hash of the rest of it) first."""
-    return {"eventID": hasher(event), **event}
+    """The event, built with `"eventID": None` as its first field, with its eventID set: the canonical hash of the rest
+    of it (the canonical hash leaves eventID out). Set in place: a copy to put it first costs more than the hash memo."""
+    event["eventID"] = hasher(event)
+    return event
 
 
 # --- reading the mirror -------------------------------------------------------------------------------------------
@@ -263,46 +266,70 @@ def block_bounds(conn: Connection, *, ge_ms: int | None, lt_ms: int | None) -> t
     return first, last, first is not None and last is not None and first > last
 
 
-def captured_transactions(service_conn: Connection, tx_hashes: Iterable[bytes]) -> set[bytes]:
-    """Those of `tx_hashes` that carry an EPCIS capture job's command."""
-    wanted = list({bytes(h) for h in tx_hashes})
-    found: set[bytes] = set()
-    for start in range(0, len(wanted), SQL_CHUNK):
-        chunk = wanted[start : start + SQL_CHUNK]
-        query = (
-            select(T_TX.c.tx_hash)
-            .select_from(T_TX.join(T_ITEM, T_ITEM.c.tx_id == T_TX.c.id).join(T_ECMD, T_ECMD.c.command_id == T_ITEM.c.command_id))
-            .where(T_TX.c.tx_hash.in_(chunk))
-        )
-        found.update(bytes(row[0]) for row in service_conn.execute(query))
+def driver_rows(conn: Connection, sql: str, values: Sequence[Any]) -> list[Any]:
+    """The rows of `sql`, whose one `{}` is the right side of an IN condition over `values` (thousands of them: a
+    lot's part ids, a page's transactions), read SQL_CHUNK values at a time. The values go to the driver as they are:
+    SQLAlchemy's expanding IN runs Python for each bound value (a LargeBinary one through its bind processor too), some
+    milliseconds per 5,000 32-byte ids. PostgreSQL takes each chunk as one array (`= ANY(%s)`)."""
+    found: list[Any] = []
+    postgres = conn.dialect.name == "postgresql"
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    for start in range(0, len(values), SQL_CHUNK):
+        chunk = values[start : start + SQL_CHUNK]
+        if postgres:
+            found += conn.exec_driver_sql(sql.format("= ANY(%s)"), (list(chunk),)).all()
+        else:
+            found += conn.exec_driver_sql(sql.format(f"IN ({', '.join([mark] * len(chunk))})"), tuple(chunk)).all()
     return found
 
 
-_ROW_COLUMNS = (
-    T_EVENT.c.block_number, T_EVENT.c.tx_hash, T_EVENT.c.log_index, T_EVENT.c.position, T_EVENT.c.part_id, T_EVENT.c.kind,
-    T_EVENT.c.org_id, T_EVENT.c.site_key, T_EVENT.c.counterparty, T_EVENT.c.doc_hash, T_EVENT.c.vin_hash,
-    T_PART.c.gtin, T_PART.c.serial, T_PART.c.lot,
-)  # fmt: skip
+_CAPTURED_TX_SQL = (
+    f"SELECT t.tx_hash FROM {T_TX.name} t JOIN {T_ITEM.name} i ON i.tx_id = t.id JOIN {T_ECMD.name} c ON c.command_id = i.command_id"
+    " WHERE t.tx_hash {}"
+)
 
 
-class _Row(NamedTuple):
-    """A part_events row with its part's GTIN, serial and lot (_ROW_COLUMNS), as a plain tuple: SQLAlchemy's Row
-    resolves an attribute in Python, ten times slower in the loops below."""
+def captured_transactions(service_conn: Connection, tx_hashes: Iterable[bytes]) -> set[bytes]:
+    """Those of `tx_hashes` that carry an EPCIS capture job's command."""
+    return {bytes(row[0]) for row in driver_rows(service_conn, _CAPTURED_TX_SQL, sorted({bytes(h) for h in tx_hashes}))}
 
-    block_number: int
-    tx_hash: bytes
-    log_index: int
-    position: int
-    part_id: bytes
-    kind: str
-    org_id: int
-    site_key: str
-    counterparty: int | None
-    doc_hash: bytes | None
-    vin_hash: bytes | None
-    gtin: str
-    serial: str
-    lot: int
+
+# The columns of a row of _rows_query, by position: a part_events row; its part's GTIN, serial and lot; its block's
+# timestamp (None: unknown); for a receipt, the organisation that shipped the part (None: unknown), for a removal,
+# the VIN hash of the vehicle it left, for a registration, the lot's code.
+(_BLOCK, _LOG, _POSITION, _TX, _KIND, _ORG, _SITE, _COUNTERPARTY, _DOC, _VIN, _PART, _GTIN, _SERIAL, _LOT, _SECONDS, _SENDER, _REMOVED_VIN,
+ _LOT_CODE) = range(18)  # fmt: skip
+
+
+def _rows_query(logs: Any) -> Select[Any]:
+    """Every part_events row of the logs `logs` (a subquery of _log_query), in order, with what its event needs from
+    the other tables (the columns above): one statement, no IN list of the rows' part ids or blocks. A part shipped
+    and received twice in one block takes its latest shipment's sender (and a removal its latest installation)."""
+    sender = (
+        select(T_SHIP.c.from_org)
+        .where(T_SHIP.c.part_id == T_EVENT.c.part_id, T_SHIP.c.closed_block == T_EVENT.c.block_number, T_SHIP.c.outcome == "received")
+        .order_by(T_SHIP.c.shipped_block.desc(), T_SHIP.c.id.desc()).limit(1).scalar_subquery()
+    )  # fmt: skip
+    vehicle = (
+        select(T_INSTALL.c.vin_hash)
+        .where(T_INSTALL.c.part_id == T_EVENT.c.part_id, T_INSTALL.c.removed_block == T_EVENT.c.block_number)
+        .order_by(T_INSTALL.c.installed_block.desc(), T_INSTALL.c.id.desc()).limit(1).scalar_subquery()
+    )  # fmt: skip
+    code = select(T_LOT.c.lot_code).where(T_LOT.c.lot == T_PART.c.lot).scalar_subquery()
+    return (
+        select(
+            T_EVENT.c.block_number, T_EVENT.c.log_index, T_EVENT.c.position, T_EVENT.c.tx_hash, T_EVENT.c.kind, T_EVENT.c.org_id,
+            T_EVENT.c.site_key, T_EVENT.c.counterparty, T_EVENT.c.doc_hash, T_EVENT.c.vin_hash, T_EVENT.c.part_id,
+            T_PART.c.gtin, T_PART.c.serial, T_PART.c.lot, T_BLOCK.c.timestamp,
+            case((T_EVENT.c.kind == "received", sender)), case((T_EVENT.c.kind == "removed", vehicle)), case((T_EVENT.c.kind == "registered", code)),
+        )
+        .select_from(
+            logs.join(T_EVENT, (T_EVENT.c.chain_id == logs.c.chain_id) & (T_EVENT.c.tx_hash == logs.c.tx_hash) & (T_EVENT.c.log_index == logs.c.log_index))
+            .join(T_PART, T_PART.c.part_id == T_EVENT.c.part_id)
+            .outerjoin(T_BLOCK, T_BLOCK.c.number == T_EVENT.c.block_number)
+        )
+        .order_by(T_EVENT.c.block_number, T_EVENT.c.log_index, T_EVENT.c.position)
+    )  # fmt: skip
 
 
 def _log_query(ledger: LedgerFilter, after: LedgerKey | None) -> Select[Any]:
