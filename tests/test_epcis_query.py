@@ -503,6 +503,93 @@ def test_warming_indexes_every_derived_event_id_once(world):
     assert warm_derived(world[0]) == 15  # nothing new indexed since
 
 
+# --- the ways a query reads (each must give the same events) ---------------------------------------------------------
+
+MATCH_QUERIES = [
+    ({"MATCH_epc": dl("P2")}, ["commissioning@10", "shipping@11", "receiving@12", "c1"]),
+    ({"MATCH_epc": "urn:epc:idpat:sgtin:9506000.013435.*"}, ["commissioning@10", "shipping@11", "receiving@11", "shipping@11", "receiving@12"]),
+    ({"MATCH_anyEPC": f"https://id.gs1.org/01/{GTIN_A}", "EQ_bizStep": "packing|inspecting"}, ["c1", "c3"]),
+    ({"MATCH_anyEPC": dl("P3")}, ["commissioning@10", "c3"]),
+    ({"MATCH_anyEPC": epc_key(SSCC), "MATCH_epc": dl("P3")}, ["c3"]),  # P3 is c3's child
+    ({"MATCH_parentID": SSCC, "MATCH_anyEPC": dl("P3")}, ["c3"]),
+    ({"MATCH_epcClass": lgtin_uri(GTIN_A, "L-1")}, ["holding@17", "c5"]),
+    ({"MATCH_anyEPCClass": "urn:epc:idpat:sgtin:4012345.000001.*"}, ["holding@17", "c5"]),
+    ({"MATCH_inputEPC": dl("Q0", GTIN_B)}, ["c4"]),
+]
+
+
+@pytest.mark.parametrize("sparse", [10_000, 0], ids=["through-the-epc-index", "in-event-time-order"])
+def test_match_finds_the_same_captured_events_through_the_epc_index_or_in_event_time_order(world, monkeypatch, sparse):
+    import ledger_service.epcis.query as query_module
+
+    monkeypatch.setattr(query_module, "SPARSE_EPCS", sparse)  # 0: every MATCH_ names "many" EPC rows
+    for params, expected in MATCH_QUERIES:
+        assert labels(world, **params) == expected, params
+
+
+def test_capture_jobs_transactions_are_told_apart_read_whole_or_asked_in_batches(world, monkeypatch):
+    import ledger_service.epcis.derive as derive_module
+    from ledger_service.epcis.derive import CapturedTransactions
+
+    sources = world[0]
+    others = {bytes([n]) * 32 for n in range(100, 200)}
+    with sources.service_engine.connect() as conn:
+        for read_from in (0, 10_000):  # read whole (fewer capture transactions than asked about), or IN lists
+            monkeypatch.setattr(derive_module, "READ_CAPTURED_FROM", read_from)
+            assert CapturedTransactions(conn).among(others | {SELL_TX}) == {SELL_TX}
+            assert CapturedTransactions(conn).among(others) == set()
+    monkeypatch.setattr(derive_module, "READ_CAPTURED_FROM", 0)
+    monkeypatch.setattr(derive_module, "SQL_CHUNK", 1)  # every IN list the driver gets, one value a statement
+    assert labels(world) == TIMELINE
+    assert labels(world, EQ_bizStep="retail_selling") == ["c2"]
+    expected = ["commissioning@10", "commissioning@10", "shipping@11", "shipping@11", "receiving@11", "shipping@11", "receiving@12",
+                "receiving@12", "c1", "shipping@13", "receiving@14", "installing@15", "installing@15", "removing@16", "holding@17", "c3", "c4", "c5"]  # fmt: skip
+    assert [label(e, world[1]) for e in lot_history_document(services=sources, principal=AUDIT, lot=1)["epcisBody"]["eventList"]] == expected
+
+
+def test_a_lots_captured_events_are_looked_up_per_part_only_when_one_of_its_gtins_was_captured(world):
+    from ledger_service.epcis.query import _may_name_parts_of
+
+    with world[0].service_engine.connect() as conn:
+        assert _may_name_parts_of(conn, [GTIN_B])  # c4's input, Q0
+        assert _may_name_parts_of(conn, ["00000000000017", GTIN_A])
+        assert not _may_name_parts_of(conn, ["00000000000017"])
+
+
+def test_a_derived_event_is_the_same_hashed_afresh_or_from_the_hash_memo(world):
+    from ledger_service.epcis.derive import HASHES
+
+    warm, _ = run(world, AUDIT, perPage="1000")
+    warm_lot = lot_history_document(services=world[0], principal=AUDIT, lot=1)["epcisBody"]
+    HASHES.clear()
+    cold, _ = run(world, AUDIT, perPage="1000")
+    assert orjson.dumps(cold) == orjson.dumps(warm)
+    HASHES.clear()
+    assert orjson.dumps(lot_history_document(services=world[0], principal=AUDIT, lot=1)["epcisBody"]) == orjson.dumps(warm_lot)
+
+
+def test_a_query_pauses_the_cyclic_garbage_collector_and_resumes_it_as_it_was(world, monkeypatch):
+    import gc
+
+    import ledger_service.epcis.query as query_module
+
+    seen = []
+    places = query_module._places
+    monkeypatch.setattr(query_module, "_places", lambda *args: seen.append(gc.isenabled()) or places(*args))
+    assert gc.isenabled()
+    run(world, perPage="5")
+    lot_history_document(services=world[0], principal=AUDIT, lot=1)
+    with pytest.raises(ApiError):
+        lot_history_document(services=world[0], principal=AUDIT, lot=99)
+    assert seen == [False, False] and gc.isenabled()  # paused while building, resumed after (an error too)
+    gc.disable()
+    try:
+        run(world, perPage="5")
+        assert not gc.isenabled()  # paused by someone else: left paused
+    finally:
+        gc.enable()
+
+
 # --- paging -----------------------------------------------------------------------------------------------------------
 
 
