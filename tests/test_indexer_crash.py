@@ -71,9 +71,11 @@ class CrashChain:
         return f"CrashChain({self.url}, {self.reference!r})"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def crash_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrashChain]:
-    """A dedicated Anvil holding 50,000 part events in bulk transactions, a few per block, and its manifest."""
+    """A dedicated Anvil holding 50,000 part events in bulk transactions, a few per block, and its manifest. Only read
+    by the tests (indexers follow it): built once per worker, even when the worker runs another module's tests between
+    this module's (a module fixture was rebuilt then, 15 s each time)."""
     with start_chain() as (node, ledger):
         workload = Workload(ledger, seed=SEED, txs_per_block=(1, 6), small_share=0.0)
         workload.run(PART_EVENTS + 1_000)  # operations also count lots opened and non-part events

@@ -50,7 +50,7 @@ def read_triage() -> dict[tuple[str, str], str]:
     return rows
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # slither takes seconds: once per worker, even if another module's tests interleave
 def findings() -> list[dict]:
     return run_slither()["results"].get("detectors", [])
 
