@@ -56,6 +56,15 @@ def validate_serial(serial: str) -> str:
     return serial
 
 
+def is_valid_serial(serial: str) -> bool:
+    """Whether `serial` is one validate_serial accepts (a Digital Link's serial may be any text)."""
+    try:
+        validate_serial(serial)
+    except ValidationError:
+        return False
+    return True
+
+
 def validate_lot(lot: str) -> str:
     """A GS1 AI 10 batch/lot code: 1 to 20 characters of GS1 character set 82."""
     _require_cset82("lot", "invalid_lot", lot, LOT_MAX_LENGTH)

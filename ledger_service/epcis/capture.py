@@ -49,7 +49,7 @@ from partledger.epcis.hashing import event_hash, hash_digest
 from partledger.epcis.identifiers import epc_key, parse_epc
 from partledger.epcis.vocabulary import bare_word
 from partledger.errors import ValidationError
-from partledger.ids import normalize_vin, part_id, validate_lot, validate_serial
+from partledger.ids import is_valid_serial, normalize_vin, part_id, validate_lot, validate_serial
 from partledger.model import PartStatus, Role
 
 log = logging.getLogger("partledger.service.epcis")
@@ -238,16 +238,8 @@ def _epc(value: Any, role: str) -> tuple[str, str, bytes | None]:
         epc = parse_epc(value)
     except ValidationError as exc:
         raise EventError("invalid_epc", f"{value!r}: {exc}") from None
-    pid = part_id(epc.gtin, epc.serial) if epc.kind == "sgtin" and epc.gtin and epc.serial is not None and _serial_ok(epc.serial) else None
+    pid = part_id(epc.gtin, epc.serial) if epc.kind == "sgtin" and epc.gtin and epc.serial is not None and is_valid_serial(epc.serial) else None
     return epc.key, role, pid
-
-
-def _serial_ok(serial: str) -> bool:
-    try:
-        validate_serial(serial)
-    except ValidationError:
-        return False
-    return True
 
 
 def _place_id(value: Any) -> str | None:

@@ -57,7 +57,7 @@ from partledger.epcis.hashing import NI_PREFIX, NI_SUFFIX
 from partledger.epcis.identifiers import ID_GS1, Epc, epc_key, lgtin_uri, parse_epc
 from partledger.epcis.vocabulary import ACTIONS, EVENT_TYPES, bare_word
 from partledger.errors import ValidationError
-from partledger.ids import part_id, validate_serial
+from partledger.ids import is_valid_serial, part_id
 
 T_CEVENT, T_CEPC = EpcisEvent.__table__, EpcisEventEpc.__table__
 T_PART, T_LOT, T_STATE, T_PEVENT, T_RECALL = Part.__table__, Lot.__table__, IndexerState.__table__, PartEvent.__table__, Recall.__table__
@@ -368,19 +368,11 @@ def _operations(query: EventQuery) -> frozenset[str]:
 def _ledger_match(values: tuple[Epc, ...]) -> EpcMatch:
     ids, gtins = set(), set()
     for epc in values:
-        if epc.kind == "sgtin" and epc.gtin and epc.serial is not None and _serial_ok(epc.serial):
+        if epc.kind == "sgtin" and epc.gtin and epc.serial is not None and is_valid_serial(epc.serial):
             ids.add(part_id(epc.gtin, epc.serial))
         elif epc.kind == "sgtin_pattern" and epc.gtin:
             gtins.add(epc.gtin)
     return EpcMatch(frozenset(ids), frozenset(gtins))
-
-
-def _serial_ok(serial: str) -> bool:
-    try:
-        validate_serial(serial)
-    except ValidationError:
-        return False
-    return True
 
 
 def _class_match(values: tuple[Epc, ...]) -> ClassMatch:
