@@ -15,15 +15,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ledger_service.epcis.identities import demo_gln
-from partledger.artifacts import REPO_ROOT
 from partledger.epcis.hashing import event_hash
 from partledger.ids import part_id
 from partledger.proofs import verifier as v
 from tests.chainkit import GTIN_A, GTIN_B, Ledger
 from tests.labelkit import live_stack
 from tests.servicekit import Stack, wait_until
+from tests.vectors import vectors_dir
 
-VECTORS = REPO_ROOT.parent / "shared" / "vectors" / "epcis"
+VECTORS = vectors_dir() / "epcis"
 CONTEXT = ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld", {"partledger": "https://partledger.org/ns/epcis/"}]
 VIN = "LSVAU2180N2183294"
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from partledger.artifacts import REPO_ROOT
 from partledger.epcis import hashing, schema, vocabulary
 from partledger.epcis.hashing import document_event_hashes, event_hash, event_prehash, hash_digest
 from partledger.epcis.identifiers import (
@@ -27,8 +26,9 @@ from partledger.epcis.identifiers import (
 )
 from partledger.epcis.schema import SchemaProblem, validate_document, validate_event
 from partledger.errors import ValidationError
+from tests.vectors import vectors_dir
 
-VECTORS = REPO_ROOT.parent / "shared" / "vectors" / "epcis"
+VECTORS = vectors_dir() / "epcis"
 EXAMPLES = VECTORS / "examples"
 HASHES = json.loads((VECTORS / "hashes.json").read_text())
 DOCUMENTS = sorted(EXAMPLES.rglob("*.jsonld"))
