@@ -19,7 +19,7 @@ from eth_account.messages import encode_typed_data
 from partledger.anvil import AnvilConfig, AnvilNode, free_port
 from partledger.chain import connect
 from partledger.eip712 import Attestation, attestation_typed_data, read_domain
-from partledger.ids import ascii32, part_id_unchecked
+from partledger.ids import ascii32, gtin_check_digit, normalize_sscc, part_id_unchecked
 from partledger.model import DocType, Role
 from tests.chainkit import GTIN_A, Ledger, build_ledger
 
@@ -48,6 +48,7 @@ def measure_gas(ledger: Ledger) -> dict[str, int]:
     vins = [secrets.token_bytes(32) for _ in bulk]
     install = gas(workshop.key, parts.installParts(bulk, vins, no_doc))
     single_ship = gas(maker.key, parts.shipParts(single, warehouse.id, no_doc))
+    containment = _containment_gas(ledger, gas)
     return {
         "register_per_part": register // BULK_PARTS,
         "ship_per_part": ship // BULK_PARTS,
@@ -56,6 +57,35 @@ def measure_gas(ledger: Ledger) -> dict[str, int]:
         "single_transition_tx": single_ship,
         "evidence_anchor": _anchor_document_gas(ledger),
         "batch_root_anchor": gas(maker.key, ledger.evidence.functions.anchorBatch(secrets.token_bytes(32), 1_000_000, ascii32("scan"))),
+        **containment,
+    }
+
+
+def _containment_gas(ledger: Ledger, gas: Any) -> dict[str, int]:
+    """Per contained part: packing BULK_PARTS parts into a new pallet (its creation included), shipping and receiving
+    the pallet, unpacking it, and fitting BULK_PARTS children into an assembly and taking them out again."""
+    parts = ledger.parts.functions
+    maker, warehouse = ledger.orgs["maker"], ledger.orgs["warehouse"]
+    serials = [ascii32(f"GASC{index:06d}") for index in range(BULK_PARTS + 1)]
+    gas(maker.key, parts.registerParts(int(GTIN_A), ascii32("LOT-GAS"), serials))
+    ids = [part_id_unchecked(int(GTIN_A), serial) for serial in serials]
+    parent, children = ids[0], ids[1:]
+    sscc = int(normalize_sscc("00345678901234567" + str(gtin_check_digit("00345678901234567"))))
+    pallet = bytes(parts.logisticUnitId(sscc).call())
+    no_doc = bytes(32)
+    assemble = gas(maker.key, parts.assembleParts(parent, children))
+    disassemble = gas(maker.key, parts.disassembleParts(parent, children))
+    pack = gas(maker.key, parts.packParts(sscc, children))
+    ship = gas(maker.key, parts.shipParts([pallet], warehouse.id, no_doc))
+    receive = gas(warehouse.key, parts.receiveParts([pallet], no_doc))
+    unpack = gas(warehouse.key, parts.unpackParts(sscc, children))
+    return {
+        "pack_per_part": pack // BULK_PARTS,
+        "unpack_per_part": unpack // BULK_PARTS,
+        "assemble_per_part": assemble // BULK_PARTS,
+        "disassemble_per_part": disassemble // BULK_PARTS,
+        "ship_container_per_part": ship // BULK_PARTS,
+        "receive_container_per_part": receive // BULK_PARTS,
     }
 
 

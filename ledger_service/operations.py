@@ -44,6 +44,11 @@ OPERATIONS: dict[str, Operation] = {
         Operation("release", "releaseParts", "PartLedger", CUSTODY_ROLES, frozenset({S.QUARANTINED}), pack_args=("doc_hash", "capture")),
         Operation("scrap", "scrapParts", "PartLedger", CUSTODY_ROLES, frozenset({S.IN_STOCK, S.QUARANTINED}), pack_args=("doc_hash", "capture")),
         Operation("recycle", "recycleParts", "PartLedger", Role.RECYCLER, frozenset({S.IN_STOCK, S.QUARANTINED}), pack_args=("doc_hash", "capture")),
+        Operation("pack", "packParts", "PartLedger", CUSTODY_ROLES, frozenset({S.IN_STOCK}), pack_args=("sscc", "capture")),
+        Operation("unpack", "unpackParts", "PartLedger", CUSTODY_ROLES, frozenset({S.IN_STOCK}), pack_args=("sscc", "capture")),
+        Operation("assemble", "assembleParts", "PartLedger", Role.MANUFACTURER | Role.WORKSHOP, frozenset({S.IN_STOCK}), pack_args=("parent", "capture")),
+        Operation("disassemble", "disassembleParts", "PartLedger", Role.MANUFACTURER | Role.WORKSHOP, frozenset({S.IN_STOCK}), pack_args=("parent", "capture")),
+        Operation("remanufacture", "remanufacturePart", "PartLedger", Role.MANUFACTURER, frozenset({S.IN_STOCK}), per_part=False, pack_args=("unique",), registers=True),
         Operation("recall", "recallLot", "PartLedger", Role.MANUFACTURER | Role.REGULATOR, per_part=False, pack_args=("lot", "notice_hash", "unique")),
         Operation("anchor_document", "anchorDocument", "EvidenceLedger", Role(0), per_part=False, pack_args=("unique",)),
         # Any member but an auditor: the contract lets every active organisation anchor, but an auditor only reads.
@@ -69,12 +74,18 @@ def contract_arguments(kind: str, payloads: list[dict[str, Any]]) -> tuple[str, 
              _b32(attestation["previous"]), _b32(attestation["partsRoot"]), _b32(attestation["nonce"]), attestation["deadline"]),
             bytes.fromhex(first["issuer_signature"][2:]), bytes.fromhex(first["counterparty_signature"][2:]),
         ]  # fmt: skip
+    if kind == "remanufacture":
+        return op.contract, op.function, [_b32(first["original"]), int(first["gtin"]), ascii32(first["lot"]), ascii32(first["serial"])]
     if kind == "anchor_batch":
         return op.contract, op.function, [_b32(first["root"]), first["record_count"], ascii32(first["batch_kind"])]
     parts = [_b32(part) for payload in payloads for part in payload["parts"]]
     doc = _b32(first.get("doc_hash"))
     if kind == "ship":
         return op.contract, op.function, [parts, first["to"], doc]
+    if kind in ("pack", "unpack"):
+        return op.contract, op.function, [int(first["sscc"]), parts]
+    if kind in ("assemble", "disassemble"):
+        return op.contract, op.function, [_b32(first["parent"]), parts]
     if kind == "install":
         vins = [_b32(vin) for payload in payloads for vin in payload["vin_hashes"]]
         return op.contract, op.function, [parts, vins, doc]

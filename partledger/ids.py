@@ -2,7 +2,8 @@
 
 A part is a GTIN-14 (GS1 AI 01) plus a serial (AI 21); its on-chain id is
 ``keccak256(abi.encode(uint64 gtin, bytes32 serial))`` with the serial in ASCII, left-aligned and zero-padded,
-exactly as PartLedger.sol computes it. Lot codes (AI 10) travel as bytes32 the same way. VINs never travel in
+exactly as PartLedger.sol computes it. A logistic unit is its SSCC (AI 00, 18 digits) stored under
+``keccak256(abi.encode(uint64 0, bytes32 sscc))``, an id no part can have (no GTIN is zero). Lot codes (AI 10) travel as bytes32 the same way. VINs never travel in
 clear: only ``keccak256(salt || VIN)``.
 """
 
@@ -40,6 +41,22 @@ def normalize_gtin(value: str | int) -> str:
     if int(gtin) == 0:
         raise ValidationError("invalid_gtin", "GTIN must not be zero")
     return gtin
+
+
+def normalize_sscc(value: str | int) -> str:
+    """An SSCC as its 18 digits, check digit verified; ValidationError otherwise."""
+    text = str(value).strip()
+    if not text.isdigit() or len(text) > 18 or int(text) == 0:
+        raise ValidationError("invalid_sscc", f"SSCC must be up to 18 digits and not zero, got {text!r}")
+    sscc = text.zfill(18)
+    if gtin_check_digit(sscc[:-1]) != int(sscc[-1]):
+        raise ValidationError("invalid_sscc", f"SSCC {sscc} has a wrong check digit (expected {gtin_check_digit(sscc[:-1])})")
+    return sscc
+
+
+def logistic_unit_id(sscc: str | int) -> bytes:
+    """The on-chain id of the logistic unit `sscc` (PartLedger.logisticUnitId), after validating the SSCC."""
+    return keccak_256(bytes(32) + int(normalize_sscc(sscc)).to_bytes(32, "big")).digest()
 
 
 def _require_cset82(kind: str, code: str, value: str, max_length: int) -> None:

@@ -31,9 +31,11 @@ class PartStatus(enum.IntEnum):
     QUARANTINED = 5
     SCRAPPED = 6
     RECYCLED = 7
+    CONTAINED = 8  # stored on chain only: a contained part shows its outermost container's status
+    REMANUFACTURED = 9
 
 
-TERMINAL_STATUSES = frozenset({PartStatus.SCRAPPED, PartStatus.RECYCLED})
+TERMINAL_STATUSES = frozenset({PartStatus.SCRAPPED, PartStatus.RECYCLED, PartStatus.REMANUFACTURED})
 
 
 class DocType(enum.IntEnum):

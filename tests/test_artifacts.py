@@ -67,6 +67,7 @@ def payloads(draw: st.DrawFn, kind: str) -> list[dict]:
     first: dict = {"parts": [], "doc_hash": draw(st.one_of(st.none(), HEX32)), "to": draw(st.integers(1, 2**32 - 1))}
     first |= {"gtin": "04012345000016", "lot": draw(SERIAL), "notice_hash": draw(HEX32), "root": draw(HEX32), "record_count": draw(st.integers(0, 2**32 - 1)), "batch_kind": "scans"}
     first |= {"lot": draw(st.integers(1, 2**64 - 1))} if kind == "recall" else {}
+    first |= {"sscc": str(draw(st.integers(1, 10**18 - 1))), "parent": draw(HEX32), "original": draw(HEX32), "serial": draw(SERIAL)}
     first |= {
         "attestation": {"docHash": draw(HEX32), "docType": draw(st.integers(0, 255)), "issuer": draw(st.integers(1, 2**32 - 1)), "counterparty": draw(st.integers(1, 2**32 - 1)),
                         "previous": draw(HEX32), "partsRoot": draw(HEX32), "nonce": draw(HEX32), "deadline": draw(st.integers(0, 2**64 - 1))},

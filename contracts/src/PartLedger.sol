@@ -9,8 +9,12 @@ import {
 
 /// @title PartLedger
 /// @notice The lifecycle of serialised auto parts: registration, two-step custody hand-over, sale, installation,
-/// removal, quarantine, scrapping and recycling, with recall as an overlay on production lots.
-/// @dev Each part is one storage slot, so a bulk operation costs one cold slot read and write per part.
+/// removal, quarantine, scrapping and recycling, with recall as an overlay on production lots; assemblies and logistic
+/// units that contain parts, and remanufacturing.
+/// @dev Each part is one storage slot, so a bulk operation costs one cold slot read and write per part. A contained
+/// part keeps that one slot: status Contained, and its container's number where an installed part keeps its VIN tag
+/// (a contained part is never installed itself), so packing stays one slot write per part and moving a container
+/// writes the container's slot only.
 contract PartLedger is IPartLedger {
     struct Part {
         PartStatus status;
@@ -25,6 +29,13 @@ contract PartLedger is IPartLedger {
         bool recalled;
     }
 
+    /// @dev A part or unit that has been used as a container: its number (what contained parts store) and how many
+    /// parts are directly inside it.
+    struct Container {
+        uint64 number;
+        uint32 contents;
+    }
+
     uint256 private constant _GTIN_LIMIT = 1e14;
 
     IConsortiumRegistry private immutable _registry;
@@ -32,6 +43,10 @@ contract PartLedger is IPartLedger {
     mapping(uint64 lotNumber => Lot) private _lots;
     mapping(uint32 manufacturer => mapping(bytes32 lotCode => uint64)) private _lotNumbers;
     uint64 private _lotCount;
+    mapping(bytes32 containerId => Container) private _containers;
+    mapping(uint64 containerNumber => bytes32) private _containerIds;
+    uint64 private _containerCount;
+    mapping(bytes32 partId => bytes32 originalId) private _origins;
 
     /// @param registry_ the consortium registry that says which keys may act for which organisation
     constructor(IConsortiumRegistry registry_) {
@@ -86,7 +101,7 @@ contract PartLedger is IPartLedger {
         for (uint256 i = 0; i < partIds.length; ++i) {
             bytes32 partId = partIds[i];
             Part memory shipped = _parts[partId];
-            if (shipped.status != PartStatus.InTransit) _revertWrongStatus(partId, shipped.status);
+            if (shipped.status != PartStatus.InTransit) _revertWrongStatus(partId, shipped);
             if (shipped.recipient != orgId) revert PartLedgerNotRecipient(partId, shipped.recipient, orgId);
             _parts[partId] = Part({
                 status: PartStatus.InStock, custodian: orgId, recipient: 0, lot: shipped.lot, vinTag: bytes15(0)
@@ -98,14 +113,14 @@ contract PartLedger is IPartLedger {
     /// @inheritdoc IPartLedger
     function cancelShipments(bytes32[] calldata partIds, bytes32 docHash) external {
         (uint32 orgId,) = _registry.authorize(msg.sender, CUSTODY_ROLES);
-        _transition(partIds, orgId, _mask(PartStatus.InTransit), PartStatus.InStock, false);
+        _transition(partIds, orgId, _mask(PartStatus.InTransit), PartStatus.InStock, false, false);
         emit ShipmentsCancelled(orgId, msg.sender, docHash, partIds);
     }
 
     /// @inheritdoc IPartLedger
     function sellParts(bytes32[] calldata partIds, bytes32 docHash) external {
         (uint32 orgId,) = _registry.authorize(msg.sender, ROLE_DISTRIBUTOR | ROLE_WORKSHOP);
-        _transition(partIds, orgId, _mask(PartStatus.InStock), PartStatus.Sold, true);
+        _transition(partIds, orgId, _mask(PartStatus.InStock), PartStatus.Sold, true, true);
         emit PartsSold(orgId, msg.sender, docHash, partIds);
     }
 
@@ -118,6 +133,7 @@ contract PartLedger is IPartLedger {
             bytes32 partId = partIds[i];
             Part memory held = _parts[partId];
             _requireHeld(partId, held, _mask(PartStatus.InStock), orgId);
+            if (held.lot == 0) revert PartLedgerLogisticUnit(partId);
             if (_lots[held.lot].recalled) revert PartLedgerPartRecalled(partId, held.lot);
             _parts[partId] = Part({
                 status: PartStatus.Installed,
@@ -133,21 +149,21 @@ contract PartLedger is IPartLedger {
     /// @inheritdoc IPartLedger
     function removeParts(bytes32[] calldata partIds, bytes32 docHash) external {
         (uint32 orgId,) = _registry.authorize(msg.sender, ROLE_WORKSHOP);
-        _transition(partIds, orgId, _mask(PartStatus.Installed), PartStatus.InStock, false);
+        _transition(partIds, orgId, _mask(PartStatus.Installed), PartStatus.InStock, false, true);
         emit PartsRemoved(orgId, msg.sender, docHash, partIds);
     }
 
     /// @inheritdoc IPartLedger
     function quarantineParts(bytes32[] calldata partIds, bytes32 reasonHash) external {
         (uint32 orgId,) = _registry.authorize(msg.sender, CUSTODY_ROLES);
-        _transition(partIds, orgId, _mask(PartStatus.InStock), PartStatus.Quarantined, false);
+        _transition(partIds, orgId, _mask(PartStatus.InStock), PartStatus.Quarantined, false, true);
         emit PartsQuarantined(orgId, msg.sender, reasonHash, partIds);
     }
 
     /// @inheritdoc IPartLedger
     function releaseParts(bytes32[] calldata partIds, bytes32 docHash) external {
         (uint32 orgId,) = _registry.authorize(msg.sender, CUSTODY_ROLES);
-        _transition(partIds, orgId, _mask(PartStatus.Quarantined), PartStatus.InStock, false);
+        _transition(partIds, orgId, _mask(PartStatus.Quarantined), PartStatus.InStock, false, true);
         emit PartsReleased(orgId, msg.sender, docHash, partIds);
     }
 
@@ -155,7 +171,7 @@ contract PartLedger is IPartLedger {
     function scrapParts(bytes32[] calldata partIds, bytes32 docHash) external {
         (uint32 orgId,) = _registry.authorize(msg.sender, CUSTODY_ROLES);
         _transition(
-            partIds, orgId, _mask(PartStatus.InStock) | _mask(PartStatus.Quarantined), PartStatus.Scrapped, false
+            partIds, orgId, _mask(PartStatus.InStock) | _mask(PartStatus.Quarantined), PartStatus.Scrapped, false, true
         );
         emit PartsScrapped(orgId, msg.sender, docHash, partIds);
     }
@@ -164,7 +180,7 @@ contract PartLedger is IPartLedger {
     function recycleParts(bytes32[] calldata partIds, bytes32 docHash) external {
         (uint32 orgId,) = _registry.authorize(msg.sender, ROLE_RECYCLER);
         _transition(
-            partIds, orgId, _mask(PartStatus.InStock) | _mask(PartStatus.Quarantined), PartStatus.Recycled, false
+            partIds, orgId, _mask(PartStatus.InStock) | _mask(PartStatus.Quarantined), PartStatus.Recycled, false, true
         );
         emit PartsRecycled(orgId, msg.sender, docHash, partIds);
     }
@@ -183,16 +199,102 @@ contract PartLedger is IPartLedger {
     }
 
     /// @inheritdoc IPartLedger
+    function packParts(uint64 sscc, bytes32[] calldata partIds) external {
+        (uint32 orgId,) = _registry.authorize(msg.sender, CUSTODY_ROLES);
+        _requireValidSscc(sscc);
+        bytes32 unitId = logisticUnitId(sscc);
+        if (_parts[unitId].status == PartStatus.None) {
+            _parts[unitId] =
+                Part({status: PartStatus.InStock, custodian: orgId, recipient: 0, lot: 0, vinTag: bytes15(0)});
+            emit LogisticUnitCreated(sscc, unitId, orgId);
+        }
+        _contain(unitId, partIds, orgId);
+        emit PartsPacked(unitId, orgId, msg.sender, partIds);
+    }
+
+    /// @inheritdoc IPartLedger
+    function unpackParts(uint64 sscc, bytes32[] calldata partIds) external {
+        (uint32 orgId,) = _registry.authorize(msg.sender, CUSTODY_ROLES);
+        _requireValidSscc(sscc);
+        bytes32 unitId = logisticUnitId(sscc);
+        _release(unitId, partIds, orgId);
+        emit PartsUnpacked(unitId, orgId, msg.sender, partIds);
+    }
+
+    /// @inheritdoc IPartLedger
+    function assembleParts(bytes32 parentId, bytes32[] calldata childIds) external {
+        (uint32 orgId,) = _registry.authorize(msg.sender, ROLE_MANUFACTURER | ROLE_WORKSHOP);
+        _requirePart(parentId);
+        _contain(parentId, childIds, orgId);
+        emit PartsAssembled(parentId, orgId, msg.sender, childIds);
+    }
+
+    /// @inheritdoc IPartLedger
+    function disassembleParts(bytes32 parentId, bytes32[] calldata childIds) external {
+        (uint32 orgId,) = _registry.authorize(msg.sender, ROLE_MANUFACTURER | ROLE_WORKSHOP);
+        _requirePart(parentId);
+        _release(parentId, childIds, orgId);
+        emit PartsDisassembled(parentId, orgId, msg.sender, childIds);
+    }
+
+    /// @inheritdoc IPartLedger
+    function remanufacturePart(bytes32 originalId, uint64 gtin, bytes32 lotCode, bytes32 serial) external {
+        (uint32 orgId,) = _registry.authorize(msg.sender, ROLE_MANUFACTURER);
+        Part memory original = _parts[originalId];
+        _requireHeld(originalId, original, _mask(PartStatus.InStock), orgId);
+        if (original.lot == 0) revert PartLedgerLogisticUnit(originalId);
+        uint32 contents = _containers[originalId].contents;
+        if (contents != 0) revert PartLedgerContainerNotEmpty(originalId, contents);
+        _requireValidGtin(gtin);
+        if (serial == bytes32(0)) revert PartLedgerEmptySerial(0);
+        uint64 lotNumber_ = _lotNumberFor(orgId, lotCode);
+        bytes32 partId = keccak256(abi.encode(gtin, serial));
+        if (_parts[partId].status != PartStatus.None) revert PartLedgerPartAlreadyRegistered(partId);
+        _parts[originalId] = Part({
+            status: PartStatus.Remanufactured, custodian: orgId, recipient: 0, lot: original.lot, vinTag: bytes15(0)
+        });
+        _parts[partId] =
+            Part({status: PartStatus.InStock, custodian: orgId, recipient: 0, lot: lotNumber_, vinTag: bytes15(0)});
+        _origins[partId] = originalId;
+        bytes32[] memory serials = new bytes32[](1);
+        serials[0] = serial;
+        emit PartsRegistered(lotNumber_, orgId, msg.sender, gtin, serials);
+        emit PartRemanufactured(originalId, partId, orgId, msg.sender);
+    }
+
+    /// @inheritdoc IPartLedger
     function part(bytes32 partId) external view returns (PartView memory) {
         Part memory stored = _parts[partId];
+        (, Part memory outermost) = _outermost(partId, stored);
         return PartView({
-            status: stored.status,
-            custodian: stored.custodian,
-            recipient: stored.recipient,
+            status: outermost.status,
+            custodian: outermost.custodian,
+            recipient: outermost.recipient,
             lot: stored.lot,
-            vinTag: stored.vinTag,
+            vinTag: outermost.vinTag,
             recalled: _lots[stored.lot].recalled
         });
+    }
+
+    /// @inheritdoc IPartLedger
+    function containerOf(bytes32 partId) external view returns (bytes32) {
+        Part memory stored = _parts[partId];
+        return stored.status == PartStatus.Contained ? _containerIds[_containerNumberIn(stored)] : bytes32(0);
+    }
+
+    /// @inheritdoc IPartLedger
+    function contentsCount(bytes32 containerId) external view returns (uint32) {
+        return _containers[containerId].contents;
+    }
+
+    /// @inheritdoc IPartLedger
+    function remanufacturedFrom(bytes32 partId) external view returns (bytes32) {
+        return _origins[partId];
+    }
+
+    /// @inheritdoc IPartLedger
+    function logisticUnitId(uint64 sscc) public pure returns (bytes32) {
+        return keccak256(abi.encode(uint64(0), bytes32(uint256(sscc))));
     }
 
     /// @inheritdoc IPartLedger
@@ -211,6 +313,71 @@ contract PartLedger is IPartLedger {
         return address(_registry);
     }
 
+    /// @dev Puts loose parts held by `orgId` into `containerId`, whose outermost container `orgId` must hold in stock.
+    /// A part can only be put into a container inside itself if it is that container's outermost one (a loose part
+    /// is outermost), so comparing with the outermost container is the whole cycle check.
+    function _contain(bytes32 containerId, bytes32[] calldata partIds, uint32 orgId) private {
+        _requireNonEmpty(partIds.length);
+        (bytes32 outermostId, Part memory outermost) = _outermost(containerId, _parts[containerId]);
+        _requireHeld(outermostId, outermost, _mask(PartStatus.InStock), orgId);
+        Container memory container = _containers[containerId];
+        if (container.number == 0) {
+            container.number = ++_containerCount;
+            _containerIds[container.number] = containerId;
+        }
+        bytes15 tag = bytes15(uint120(container.number));
+        for (uint256 i = 0; i < partIds.length; ++i) {
+            bytes32 partId = partIds[i];
+            if (partId == outermostId) revert PartLedgerContainmentCycle(partId, containerId);
+            Part memory held = _parts[partId];
+            _requireHeld(partId, held, _mask(PartStatus.InStock), orgId);
+            _parts[partId] =
+                Part({status: PartStatus.Contained, custodian: orgId, recipient: 0, lot: held.lot, vinTag: tag});
+        }
+        container.contents += uint32(partIds.length);
+        _containers[containerId] = container;
+    }
+
+    /// @dev Takes parts directly inside `containerId` out, loose into the stock of `orgId`, which must hold the
+    /// outermost container in stock.
+    function _release(bytes32 containerId, bytes32[] calldata partIds, uint32 orgId) private {
+        _requireNonEmpty(partIds.length);
+        (bytes32 outermostId, Part memory outermost) = _outermost(containerId, _parts[containerId]);
+        _requireHeld(outermostId, outermost, _mask(PartStatus.InStock), orgId);
+        Container memory container = _containers[containerId];
+        for (uint256 i = 0; i < partIds.length; ++i) {
+            bytes32 partId = partIds[i];
+            Part memory held = _parts[partId];
+            if (held.status != PartStatus.Contained || _containerNumberIn(held) != container.number) {
+                revert PartLedgerNotInContainer(partId, containerId);
+            }
+            _parts[partId] =
+                Part({status: PartStatus.InStock, custodian: orgId, recipient: 0, lot: held.lot, vinTag: bytes15(0)});
+        }
+        container.contents -= uint32(partIds.length);
+        _containers[containerId] = container;
+    }
+
+    /// @dev The outermost container of a part (the part itself when it is loose) and its stored record. Containment
+    /// has no cycles, so the walk ends; each level costs one storage read.
+    function _outermost(bytes32 partId, Part memory stored) private view returns (bytes32, Part memory) {
+        while (stored.status == PartStatus.Contained) {
+            partId = _containerIds[_containerNumberIn(stored)];
+            stored = _parts[partId];
+        }
+        return (partId, stored);
+    }
+
+    function _containerNumberIn(Part memory stored) private pure returns (uint64) {
+        return uint64(uint120(stored.vinTag));
+    }
+
+    function _requirePart(bytes32 id) private view {
+        Part memory stored = _parts[id];
+        if (stored.status == PartStatus.None) revert PartLedgerUnknownPart(id);
+        if (stored.lot == 0) revert PartLedgerLogisticUnit(id);
+    }
+
     /// @dev Moves parts held by `orgId` from one of the statuses in `fromMask` to `to`, clearing any recipient and
     /// VIN tag (neither outlives the status that set it).
     function _transition(
@@ -218,13 +385,15 @@ contract PartLedger is IPartLedger {
         uint32 orgId,
         uint256 fromMask,
         PartStatus to,
-        bool blockedByRecall
+        bool blockedByRecall,
+        bool partsOnly
     ) private {
         _requireNonEmpty(partIds.length);
         for (uint256 i = 0; i < partIds.length; ++i) {
             bytes32 partId = partIds[i];
             Part memory held = _parts[partId];
             _requireHeld(partId, held, fromMask, orgId);
+            if (partsOnly && held.lot == 0) revert PartLedgerLogisticUnit(partId);
             if (blockedByRecall && _lots[held.lot].recalled) revert PartLedgerPartRecalled(partId, held.lot);
             _parts[partId] = Part({status: to, custodian: orgId, recipient: 0, lot: held.lot, vinTag: bytes15(0)});
         }
@@ -243,14 +412,22 @@ contract PartLedger is IPartLedger {
         }
     }
 
-    function _requireHeld(bytes32 partId, Part memory held, uint256 fromMask, uint32 orgId) private pure {
-        if (_mask(held.status) & fromMask == 0) _revertWrongStatus(partId, held.status);
+    function _requireHeld(bytes32 partId, Part memory held, uint256 fromMask, uint32 orgId) private view {
+        if (_mask(held.status) & fromMask == 0) _revertWrongStatus(partId, held);
         if (held.custodian != orgId) revert PartLedgerNotCustodian(partId, held.custodian, orgId);
     }
 
-    function _revertWrongStatus(bytes32 partId, PartStatus status) private pure {
-        if (status == PartStatus.None) revert PartLedgerUnknownPart(partId);
-        revert PartLedgerWrongStatus(partId, status);
+    function _revertWrongStatus(bytes32 partId, Part memory held) private view {
+        if (held.status == PartStatus.None) revert PartLedgerUnknownPart(partId);
+        if (held.status == PartStatus.Contained) {
+            revert PartLedgerPartContained(partId, _containerIds[_containerNumberIn(held)]);
+        }
+        revert PartLedgerWrongStatus(partId, held.status);
+    }
+
+    /// @dev SSCC (GS1 AI 00): 18 digits, the last a GS1 mod-10 check digit over the 17 before it.
+    function _requireValidSscc(uint64 sscc) private pure {
+        if (sscc == 0 || sscc >= 1e18 || !_checkDigitValid(sscc, 17)) revert PartLedgerInvalidSscc(sscc);
     }
 
     function _requireNonEmpty(uint256 count) private pure {
@@ -260,14 +437,17 @@ contract PartLedger is IPartLedger {
     /// @dev GTIN-14 check digit (GS1 General Specifications 7.9.1): weights 3,1,3,... from the digit left of the
     /// check digit; the check digit brings the sum to a multiple of ten.
     function _requireValidGtin(uint64 gtin) private pure {
-        if (gtin == 0 || gtin >= _GTIN_LIMIT) revert PartLedgerInvalidGtin(gtin);
-        uint256 rest = gtin / 10;
+        if (gtin == 0 || gtin >= _GTIN_LIMIT || !_checkDigitValid(gtin, 13)) revert PartLedgerInvalidGtin(gtin);
+    }
+
+    function _checkDigitValid(uint64 number, uint256 digits) private pure returns (bool) {
+        uint256 rest = number / 10;
         uint256 sum = 0;
-        for (uint256 position = 0; position < 13; ++position) {
+        for (uint256 position = 0; position < digits; ++position) {
             sum += (rest % 10) * (position % 2 == 0 ? 3 : 1);
             rest /= 10;
         }
-        if ((10 - (sum % 10)) % 10 != gtin % 10) revert PartLedgerInvalidGtin(gtin);
+        return (10 - (sum % 10)) % 10 == number % 10;
     }
 
     function _mask(PartStatus status) private pure returns (uint256) {
