@@ -3,6 +3,7 @@ accounts, and helpers to act as a key and to expect an exact custom error."""
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -12,11 +13,12 @@ from eth_account import Account
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
+from web3._utils.method_formatters import receipt_formatter
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from partledger.artifacts import load_artifact
-from partledger.chain import revert_of
+from partledger.chain import decode_revert, revert_of
 from partledger.deploy import DEV_MNEMONIC, deploy_contracts
 from partledger.errors import ContractRevert
 from partledger.ids import ascii32, part_id
@@ -75,13 +77,28 @@ class Ledger:
         return self.w3.eth.contract(address=self.manifest.address(name), abi=load_artifact(name).abi)
 
     def act(self, sender: str, call: Any) -> TxReceipt:
-        """Sends `call` from the unlocked account `sender`; raises ContractRevert with the decoded custom error."""
-        try:
-            tx_hash = call.transact({"from": sender, "gasPrice": 0})
-        except ContractLogicError as exc:
-            raise revert_of(exc) from None
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, poll_latency=0.01)
-        assert receipt["status"] == 1
+        """Sends `call` from the unlocked account `sender`; raises ContractRevert with the decoded custom error.
+
+        Three bare JSON-RPC requests (estimate, send, receipt) rather than `call.transact`: web3's middlewares add an
+        eth_chainId, an eth_getBlockByNumber and their formatting to every transaction, which made `transact` 2.4
+        times slower than this in the stateful tests (measured side by side), where thousands of calls are sent."""
+        tx = {"from": sender, "to": call.address, "data": call._encode_transaction_data(), "gasPrice": "0x0"}
+        provider = self.w3.provider
+        estimate = provider.make_request("eth_estimateGas", [tx])
+        if "error" in estimate:
+            error = estimate["error"]
+            revert = decode_revert(error.get("data")) if isinstance(error, dict) else None
+            if revert is None:
+                raise AssertionError(f"eth_estimateGas failed without a revert: {error}")
+            raise revert
+        gas = int(estimate["result"], 16)
+        sent = provider.make_request("eth_sendTransaction", [tx | {"gas": hex(gas + min(100_000, gas // 5))}])
+        assert "result" in sent, sent
+        tx_hash = sent["result"]
+        while (raw := provider.make_request("eth_getTransactionReceipt", [tx_hash]).get("result")) is None:
+            time.sleep(0.002)  # Anvil mines the transaction right after answering: the wait is a few ms
+        receipt = receipt_formatter(raw)
+        assert receipt["status"] == 1, receipt
         return receipt
 
     def view(self, call: Any) -> Any:
