@@ -363,6 +363,10 @@ class Submitter:
                 elif "nonce too low" in message or "nonce is too low" in message:
                     if not self._mined_after_all(tx):
                         continue
+                elif "nonce too high" in message:
+                    # A node that takes no nonce gap (Hardhat's automine) and got this batch's transactions out of
+                    # order: not yet. The same bytes go again (resend, in order) once the nonce before is mined.
+                    continue
                 else:
                     self._void(tx, f"the node refused the transaction: {message}")
                     continue
