@@ -9,7 +9,9 @@ Scenarios, one after the other (each on its own node and databases; `--only` pic
 - console: benchmarks.console_bench (server time of every member-console page with 10^5 parts in the mirror, an
   organisation holding 10^4 of them; issue 14);
 - epcis: benchmarks.epcis_bench (EPCIS capture of commissioning events into the ledger beside the JSON API's
-  registrations, capture-only observations, and a lot's 10^4 events queried back; issue 16).
+  registrations, capture-only observations, and a lot's 10^4 events queried back; issue 16);
+- recall_impact: benchmarks.recall_impact_bench (a lot of 10^4 parts three containment levels down in a mirror of 10^6
+  parts: the recall impact answers, SQLite and PostgreSQL; issue 15).
 Prints tables, then as the last line one JSON object with every figure of issue 7, the machine, `targets` (met or
 not per target) and, for each target missed, a `bottlenecks` note (from a py-spy profile of the service and the
 indexer under load when py-spy is installed, and a cProfile of the indexer). A scenario that fails leaves its
@@ -50,7 +52,7 @@ from partledger.artifacts import REPO_ROOT
 from partledger.chain import connect
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
-SCENARIOS = ("gas", "e2e", "indexer", "verify", "scaling", "console", "epcis")
+SCENARIOS = ("gas", "e2e", "indexer", "verify", "scaling", "console", "epcis", "recall_impact")
 PACKAGES = ("web3", "eth-account", "eth-abi", "coincurve", "fastapi", "starlette", "uvicorn", "pydantic", "sqlalchemy", "sqlmodel", "psycopg", "httpx", "orjson")
 # name: (comparison, threshold). Gas targets are the ones README's gas table and tests/test_gas.py hold.
 TARGETS: dict[str, tuple[str, float]] = {
@@ -66,6 +68,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "console_worst_p95_ms": ("<=", 50),
     "epcis_capture_events_per_s": (">=", 5_000),
     "epcis_lot_query_p95_ms": ("<=", 200),
+    "recall_impact_sqlite_p95_ms": ("<=", 200),
+    "recall_impact_postgres_p95_ms": ("<=", 200),
     "gas.register_per_part": ("<=", 26_000),
     "gas.ship_per_part": ("<=", 9_000),
     "gas.receive_per_part": ("<=", 9_000),
@@ -81,6 +85,7 @@ KEYS = (
     "console_worst_p95_ms", "console_pages_met", "console_pages",
     "epcis_capture_events_per_s", "epcis_capture_only_events_per_s", "epcis_api_register_parts_per_s", "epcis_capture_vs_api_ratio",
     "epcis_lot_query_p95_ms", "epcis_part_query_p95_ms",
+    "recall_impact_sqlite_p95_ms", "recall_impact_postgres_p95_ms",
 )  # fmt: skip
 
 
@@ -196,9 +201,20 @@ def scenario_epcis(quick: bool, profile: bool) -> dict[str, Any]:
     return {key: figures[key] for key in keys} | {"epcis": figures}
 
 
+def scenario_recall_impact(quick: bool, profile: bool) -> dict[str, Any]:
+    """benchmarks.recall_impact_bench: recall impact through three containment levels (p95 <= 200 ms per answer)."""
+    from benchmarks import recall_impact_bench as bench
+
+    if quick:
+        figures = bench.run_recall_impact_bench(parts=bench.QUICK_PARTS, lot_parts=bench.QUICK_LOT_PARTS, samples=10, log=log)
+    else:
+        figures = bench.run_recall_impact_bench(log=log)
+    return {key: figures[key] for key in ("recall_impact_sqlite_p95_ms", "recall_impact_postgres_p95_ms")} | {"recall_impact": figures}
+
+
 RUNNERS: dict[str, Callable[[bool, bool], dict[str, Any]]] = {
     "gas": scenario_gas, "e2e": scenario_e2e, "indexer": scenario_indexer, "verify": scenario_verify, "scaling": scenario_scaling,
-    "console": scenario_console, "epcis": scenario_epcis,
+    "console": scenario_console, "epcis": scenario_epcis, "recall_impact": scenario_recall_impact,
 }  # fmt: skip
 
 
@@ -293,6 +309,15 @@ def bottlenecks(results: dict[str, Any], targets: dict[str, Any]) -> dict[str, s
         notes["epcis_capture_events_per_s"] = _epcis_capture_note(epcis)
     if targets["epcis_lot_query_p95_ms"]["met"] is False:
         notes["epcis_lot_query_p95_ms"] = _epcis_query_note(epcis)
+    impact = results.get("recall_impact") or {}
+    for name, backend in (("recall_impact_sqlite_p95_ms", "sqlite"), ("recall_impact_postgres_p95_ms", "postgresql")):
+        if targets[name]["met"] is False:
+            answers = (impact.get(backend) or {}).get("answers") or {}
+            notes[name] = (
+                f"Recall impact on {backend} (load average {impact.get('load_average')}): "
+                + "; ".join(f"{answer} p95 {figures.get('p95_ms')} ms" for answer, figures in answers.items())
+                + ". The walk up from the lot's parts is one recursive statement per answer (ledger_service.containment); see benchmarks/recall_impact_bench.py."
+            )
     for name, target in targets.items():
         if name.startswith("gas.") and target["met"] is False:
             notes[name] = "Gas is deterministic: the contract's bulk loop for this operation (see make gas)."

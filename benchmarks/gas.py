@@ -3,6 +3,12 @@
 Bulk figures are a whole transaction's gasUsed divided by the parts it carried (BULK_PARTS per transaction), so
 the 21,000 base cost and the calldata are included. Floors for comparison: a cold SSTORE to a new slot costs
 22,100; a log 375 + 375 per topic + 8 per byte.
+
+Relayed figures are an executeBatch transaction's gasUsed divided by its RELAY_BATCH requests, each signed by a
+different site key of its own organisation (RELAY_BATCH organisations), each a one-part transition: the forwarder's
+signature check (ecrecover 3,000), the signer's nonce (a slot rewrite, 5,000 cold: a site's very first relayed
+request writes a new slot, 22,100, 17,100 more), the call, its event and ExecutedForwardRequest, and the calldata
+of the request (its 65-byte signature included).
 """
 
 from __future__ import annotations
@@ -15,15 +21,19 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
+from web3.logs import DISCARD
 
 from partledger.anvil import AnvilConfig, AnvilNode, free_port
+from partledger.artifacts import FORWARDER, load_artifact
 from partledger.chain import connect
-from partledger.eip712 import Attestation, attestation_typed_data, read_domain
+from partledger.eip712 import Attestation, ForwardRequest, attestation_typed_data, forward_request_typed_data, read_domain
 from partledger.ids import ascii32, gtin_check_digit, normalize_sscc, part_id_unchecked
 from partledger.model import DocType, Role
 from tests.chainkit import GTIN_A, Ledger, build_ledger
 
 BULK_PARTS = 200
+RELAY_BATCH = 100
+RELAYED_CALL_GAS = 300_000  # what each relayed request offers its call (a limit: only what is used is paid)
 
 
 def measure_gas(ledger: Ledger) -> dict[str, int]:
@@ -58,6 +68,7 @@ def measure_gas(ledger: Ledger) -> dict[str, int]:
         "evidence_anchor": _anchor_document_gas(ledger),
         "batch_root_anchor": gas(maker.key, ledger.evidence.functions.anchorBatch(secrets.token_bytes(32), 1_000_000, ascii32("scan"))),
         **containment,
+        **_relayed_gas(ledger),
     }
 
 
@@ -87,6 +98,42 @@ def _containment_gas(ledger: Ledger, gas: Any) -> dict[str, int]:
         "ship_container_per_part": ship // BULK_PARTS,
         "receive_container_per_part": receive // BULK_PARTS,
     }
+
+
+def _relayed_gas(ledger: Ledger) -> dict[str, int]:
+    """Per request of an executeBatch of RELAY_BATCH requests from as many sites, each of its own manufacturer, each
+    shipping one part to the warehouse. Each site has relayed a request before (the registration of that part), so
+    that its nonce slot exists: the steady state."""
+    parts = ledger.parts.functions
+    warehouse = ledger.orgs["warehouse"]
+    forwarder = ledger.w3.eth.contract(address=ledger.manifest.forwarder, abi=load_artifact(FORWARDER).abi)
+    domain = read_domain(forwarder)
+    sites = [Account.create() for _ in range(RELAY_BATCH)]
+    for index, site in enumerate(sites):
+        receipt = ledger.act(ledger.operator, ledger.registry.functions.registerOrganisation(int(Role.MANUFACTURER), f"relay-gas-{index}"))
+        org_id = ledger.events(receipt, ledger.registry, "OrganisationRegistered")[0]["args"]["orgId"]
+        ledger.act(ledger.operator, ledger.registry.functions.addSiteKey(org_id, site.address, ascii32("relay-gas")))
+    serials = [ascii32(f"RLYGAS{index:04d}") for index in range(RELAY_BATCH)]
+    ids = [part_id_unchecked(int(GTIN_A), serial) for serial in serials]
+
+    def relay_batch(calls: list[Any]) -> int:
+        """Each site signs its call; the operator's account, which has no role in the ledgers, relays them all."""
+        batch = []
+        for site, call in zip(sites, calls):
+            request = ForwardRequest(
+                sender=site.address, to=call.address, value=0, gas=RELAYED_CALL_GAS, nonce=forwarder.functions.nonces(site.address).call(),
+                deadline=int(time.time()) + 3600, data=bytes.fromhex(call._encode_transaction_data()[2:]),
+            )  # fmt: skip
+            signature = site.sign_message(encode_typed_data(full_message=forward_request_typed_data(domain, request))).signature
+            batch.append(request.as_call_data(bytes(signature)))
+        receipt = ledger.act(ledger.operator, forwarder.functions.executeBatch(batch, ledger.operator))
+        executed = forwarder.events.ExecutedForwardRequest().process_receipt(receipt, errors=DISCARD)
+        outcomes = [event["args"]["success"] for event in executed]
+        assert outcomes == [True] * RELAY_BATCH, f"relayed requests failed: {outcomes}"
+        return receipt["gasUsed"] // RELAY_BATCH
+
+    relay_batch([parts.registerParts(int(GTIN_A), ascii32("LOT-RELAY"), [serial]) for serial in serials])
+    return {"relayed_transition_per_request": relay_batch([parts.shipParts([pid], warehouse.id, bytes(32)) for pid in ids])}
 
 
 def _anchor_document_gas(ledger: Ledger) -> int:

@@ -1,7 +1,9 @@
 """The SQL mirror of the chain: SQLModel tables written only by the indexer and read by the service.
 
-Current-state tables (organisations, site_keys, lots, parts, shipments, installations) are kept by applying events
-in chain order; history tables (part_events, documents, batches, recalls, cancelled_nonces) hold one row per event.
+Current-state tables (organisations, site_keys, lots, parts, logistic_units, containment, shipments, installations)
+are kept by applying events in chain order; history tables (part_events, documents, batches, recalls, lineage,
+cancelled_nonces) hold one row per event. A contained part's row holds its effective state (its outermost
+container's), as PartLedger.part(id) answers it: a container's move changes every part inside it, at any depth.
 Every row carries the block it came from, so that a reorganisation can be undone block by block (see `undo_log`).
 Ids and hashes are raw bytes; addresses are checksummed text.
 """
@@ -113,6 +115,61 @@ class PartEvent(IndexTable, table=True):
     counterparty: Optional[int] = None
     doc_hash: Optional[bytes] = Field(default=None, sa_type=LargeBinary)
     vin_hash: Optional[bytes] = Field(default=None, sa_type=LargeBinary)
+    # packed, unpacked, assembled, disassembled: the container; remanufactured: the new part; any other kind: None for
+    # a part the log names, and for a part that moved inside a container (its position after the named ones) the
+    # container the log names.
+    related_id: Optional[bytes] = Field(default=None, sa_type=LargeBinary)
+
+
+class LogisticUnit(IndexTable, table=True):
+    """A logistic unit (a carton, a pallet) by its SSCC. On chain a pseudo-part with lot 0; here a table of its own, so
+    that inventories, lots and counts never take it for a part. Its state is PartLedger.part(unitId)'s."""
+
+    __tablename__ = "logistic_units"
+    __table_args__ = (Index("ix_logistic_units_custodian_status", "custodian", "status"),)
+
+    unit_id: bytes = Field(sa_type=LargeBinary, primary_key=True)
+    sscc: str = Field(max_length=18, unique=True)
+    created_by: int
+    block_number: int = _block(index=True)  # created (by its first packing)
+    tx_hash: bytes = Field(sa_type=LargeBinary)
+    created_site_key: str = Field(max_length=42)
+    status: int
+    custodian: int
+    recipient: Optional[int] = None
+    vin_hash: Optional[bytes] = Field(default=None, sa_type=LargeBinary)
+    site_key: str = Field(max_length=42)
+    updated_block: int = _block()
+
+
+class Containment(IndexTable, table=True):
+    """What is directly inside what, now (PartLedger.containerOf): one row per contained part or unit, written by the
+    packing or assembly that put it there. `path` names every container it is in, the direct one first and the
+    outermost last: per container, its kind's first letter (a, u) and its 32-byte id. A link, an unlink or their undo
+    rewrites the paths of what is inside the part linked; a container's move changes none."""
+
+    __tablename__ = "containment"
+    __table_args__ = (Index("ix_containment_lot_path", "lot", "path"),)  # a lot's containers at every level, from the index alone
+
+    part_id: bytes = Field(sa_type=LargeBinary, primary_key=True)
+    container_id: bytes = Field(sa_type=LargeBinary, index=True)
+    kind: str = Field(max_length=8)  # unit | assembly
+    lot: int = Field(sa_type=BigInteger)  # the contained part's (0 for a logistic unit): where recall impact starts
+    path: bytes = Field(sa_type=LargeBinary)
+    block_number: int = _block(index=True)
+    tx_hash: bytes = Field(sa_type=LargeBinary)
+    log_index: int
+
+
+class Lineage(IndexTable, table=True):
+    """A remanufactured part and the part it was made from (PartLedger.remanufacturedFrom)."""
+
+    __tablename__ = "lineage"
+
+    part_id: bytes = Field(sa_type=LargeBinary, primary_key=True)
+    original_id: bytes = Field(sa_type=LargeBinary, index=True)
+    block_number: int = _block(index=True)
+    tx_hash: bytes = Field(sa_type=LargeBinary)
 
 
 class Shipment(IndexTable, table=True):
@@ -252,5 +309,5 @@ class IndexerState(IndexTable, table=True):
     updated_at: float = 0.0
 
 
-STATE_TABLES = ("organisations", "site_keys", "lots", "parts", "shipments", "installations")
-HISTORY_TABLES = ("part_events", "recalls", "documents", "batches", "cancelled_nonces")
+STATE_TABLES = ("organisations", "site_keys", "lots", "parts", "logistic_units", "containment", "shipments", "installations")
+HISTORY_TABLES = ("part_events", "recalls", "documents", "batches", "lineage", "cancelled_nonces")

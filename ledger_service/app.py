@@ -26,12 +26,17 @@ from ledger_service.routes import evidence as evidence_routes
 from ledger_service.routes import queries, writes
 from ledger_service.routes import resolver
 from ledger_service.routes import proofs
+from ledger_service.routes import containment as containment_routes
 from ledger_service.audit import install_audit_log
 from ledger_service.epcis.routes import install_epcis
+from ledger_service.notifications import routes as notification_routes
 from ledger_service.console import install_console
 from ledger_service.schemas import keep_documented_bodies
 from ledger_service.settings import ServiceSettings
 from ledger_service.submitter import Submitter, SubmitterConfig
+from ledger_service.relay import RelayDesk
+from ledger_service.relayer import Relayer, RelayerConfig
+from ledger_service.routes import relay as relay_routes
 from ledger_service.vault import Vault
 from partledger.db import make_engine
 from partledger.dblock import ExclusiveLock, LockHeld
@@ -108,6 +113,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             ),
         )
 
+    relayer = None
+    relayer_keys = load_relayer_keys(settings, manifest)
+    if relayer_keys and manifest.forwarder is not None:  # a manifest from before the forwarder: direct calls only
+        services.relay = RelayDesk(
+            service_engine=services.service_engine, index_engine=services.index_engine, manifest=manifest, w3=w3,
+            max_request_gas=settings.relay_max_request_gas,
+        )  # fmt: skip
+        if settings.relayer:
+            config = RelayerConfig(batch_size=settings.relay_batch_size, max_in_flight=settings.relay_max_in_flight, interval=settings.submit_interval)
+            relayer = Relayer(engine=services.service_engine, w3=w3, keys=relayer_keys, manifest=manifest, config=config)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
@@ -115,6 +131,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if submitter is not None:
             thread = threading.Thread(target=run_as_leader, args=(submitter, services.service_engine, stop), name="submitter", daemon=True)
             thread.start()
+        relay_thread = None
+        if relayer is not None:
+            relay_thread = threading.Thread(target=run_as_leader, args=(relayer, services.service_engine, stop, "relayer"), name="relayer", daemon=True)
+            relay_thread.start()
         if epcis_worker is not None:
             epcis_worker.start()
         with settled_heap():
@@ -124,6 +144,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             epcis_worker.stop()
         if thread is not None:
             thread.join(timeout=10)
+        if relay_thread is not None:
+            relay_thread.join(timeout=10)
         services.index_engine.dispose()
         services.service_engine.dispose()
 
@@ -142,6 +164,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.include_router(writes.router)
     app.include_router(evidence_routes.router)
     app.include_router(proofs.router)
+    app.include_router(containment_routes.reads)  # /v1/units, recall impact through containers (issue 15)
+    app.include_router(containment_routes.writes)  # pack, unpack, assemble, disassemble, remanufacture
+    app.include_router(notification_routes.router)  # /v1/notifications: quality notifications
+    app.include_router(relay_routes.router)  # /v1/relay: requests signed by sites' own keys (issue 17)
     epcis_worker = install_epcis(app, services)  # /epcis: the EPCIS 2.0 REST binding; /v1/gs1: members' GS1 identities
     install_console(app)  # /console: the member console's pages, static files and HTML error pages
     app.add_middleware(resolver.ResolverFastPath)  # innermost: the audit log and the block header see it as any route
@@ -194,6 +220,27 @@ def load_signers(settings: ServiceSettings, manifest: Manifest, known: Mapping[s
     return signers
 
 
+def load_relayer_keys(settings: ServiceSettings, manifest: Manifest) -> dict[str, Signer]:
+    """The relayer's keys: every v3 keystore in settings.relayer_keys_dir, opened with the keystore passphrase. They
+    pay for and send the batches, and hold no role. Public development keys only on a development chain."""
+    if settings.relayer_keys_dir is None:
+        return {}
+    if settings.keystore_passphrase is not None:
+        passphrase = settings.keystore_passphrase.get_secret_value()
+    else:
+        passphrase = read_passphrase(settings.keystore_passphrase_file)
+    keys: dict[str, Signer] = {}
+    for path in sorted(settings.relayer_keys_dir.glob("*.json")):
+        signer = LocalSigner.from_keystore(path, passphrase)
+        if signer.address in dev_key_addresses() and not manifest.dev_chain:
+            raise ConfigError(f"refusing the public development key {signer.address} as a relayer on chain {manifest.chain_id}, not a dev chain")
+        keys[signer.address] = signer
+    if not keys:
+        raise ConfigError(f"no relayer keystore (*.json) in {settings.relayer_keys_dir}")
+    log.info("relaying with %d relayer key(s)", len(keys))
+    return keys
+
+
 def key_refresher(settings: ServiceSettings, manifest: Manifest, signers: dict[str, Signer]) -> Callable[..., bool]:
     """A function that opens keystores added to the key directory since (a site's replacement key after
     `partledger wallet rotate`) into `signers`, in place, so that the service signs with them without a restart;
@@ -218,24 +265,25 @@ def key_refresher(settings: ServiceSettings, manifest: Manifest, signers: dict[s
     return refresh
 
 
-def run_as_leader(submitter: Submitter, engine: Engine, stop: threading.Event) -> None:
-    """Runs the submitter while this process holds the database's submitter lock. Every other worker or replica
-    serves the API only, and tries again every few seconds, so a new leader takes over when one dies."""
+def run_as_leader(submitter: Submitter | Relayer, engine: Engine, stop: threading.Event, name: str = "submitter") -> None:
+    """Runs the submitter (or the relayer: `name`) while this process holds the database's lock of that name. Every
+    other worker or replica serves the API only, and tries again every few seconds, so a new leader takes over when
+    one dies."""
     while not stop.is_set():
         try:
-            lock = ExclusiveLock(engine, "submitter")
+            lock = ExclusiveLock(engine, name)
         except LockHeld:
             stop.wait(LEADER_RETRY_SECONDS)
             continue
         except Exception:  # noqa: BLE001 - the database may be down for a while; try again
-            log.exception("cannot take the submitter lock")
+            log.exception("cannot take the %s lock", name)
             stop.wait(LEADER_RETRY_SECONDS)
             continue
         try:
-            log.info("this process runs the submitter")
+            log.info("this process runs the %s", name)
             submitter.run(stop, lock)
         finally:
             try:
                 lock.release()
             except Exception:  # noqa: BLE001 - a lost database session released it already
-                log.warning("the submitter lock's session was lost; nothing to release")
+                log.warning("the %s lock's session was lost; nothing to release", name)

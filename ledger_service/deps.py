@@ -15,6 +15,7 @@ from ledger_service.auth import Principal, authenticate
 from ledger_service.read import indexed_block
 from ledger_service.evidence import Notary
 from ledger_service.outbox import Outbox
+from ledger_service.relay import RelayDesk
 from ledger_service.settings import ServiceSettings
 from ledger_service.vault import Vault
 from partledger.manifest import Manifest
@@ -32,6 +33,7 @@ class Services:
     outbox: Optional[Outbox] = None  # None: a read-only instance
     vault: Optional[Vault] = None
     notary: Optional[Notary] = None
+    relay: Optional[RelayDesk] = None  # None: no relayer key configured, or a manifest without a forwarder
 
 
 @dataclass

@@ -18,11 +18,11 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import false, insert, literal, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from indexer.tables import Batch, Lot, Organisation, Part, SiteKey
+from indexer.tables import Batch, LogisticUnit, Lot, Organisation, Part, SiteKey
 from ledger_service.auth import Principal, require_may_act
 from ledger_service.errors import Conflict, Forbidden, NotFound, Unprocessable
 from ledger_service.operations import OPERATIONS, Operation
@@ -32,6 +32,7 @@ from partledger.model import CUSTODY_ROLES, PartStatus, Role
 
 T_IDEM, T_CMD, T_ITEM, T_TX = IdempotencyRecord.__table__, Command.__table__, CommandItem.__table__, ChainTransaction.__table__
 T_PART, T_KEY, T_LOT, T_ORG, T_BATCH = Part.__table__, SiteKey.__table__, Lot.__table__, Organisation.__table__, Batch.__table__
+T_UNIT = LogisticUnit.__table__
 PRECHECK_CHUNK = 900  # bound parameters per IN (...) query, under SQLite's limit
 
 
@@ -106,6 +107,13 @@ class Outbox:
                 chunk = part_ids[start : start + PRECHECK_CHUNK]
                 rows = conn.execute(
                     select(T_PART.c.part_id, T_PART.c.status, T_PART.c.custodian, T_PART.c.recipient, T_PART.c.recalled, T_PART.c.manufacturer).where(T_PART.c.part_id.in_(chunk))
+                )  # fmt: skip
+                found.update({bytes(row.part_id): row for row in rows})
+            missing = [pid for pid in part_ids if pid not in found]
+            for start in range(0, len(missing), PRECHECK_CHUNK):  # logistic units (issue 15): they ship, receive, pack like parts
+                rows = conn.execute(
+                    select(T_UNIT.c.unit_id.label("part_id"), T_UNIT.c.status, T_UNIT.c.custodian, T_UNIT.c.recipient, false().label("recalled"), literal(0).label("manufacturer"))
+                    .where(T_UNIT.c.unit_id.in_(missing[start : start + PRECHECK_CHUNK]))
                 )  # fmt: skip
                 found.update({bytes(row.part_id): row for row in rows})
         if op.registers:

@@ -6,10 +6,13 @@ entries (rows, counted from 1), each one of:
 - {"gtin": ..., "serial": ...}: a GTIN-8/12/13/14 (normalised to 14 digits, check digit verified) and a GS1 serial;
 - a Digital Link URI as a label prints it, https://{resolver}/01/{gtin}/21/{serial}[?sig=…]. Naming a part is not
   verifying a label: a signature, when present, is not checked here (the resolver and the scan endpoint do that);
+- {"sscc": ...}: a logistic unit (a carton, a pallet: GS1 AI 00, 18 digits), where a write takes one (ship, receive,
+  cancel, pack, unpack);
 - a selection {"lot": <lot code (string) or lot number (integer)>, "gtin"?, "status"?, "site"?}: the caller's own
   parts of that lot, optionally of one GTIN, in one status, at one of its sites (a site name or site key address).
   "Own" is who must hold a part for the write: its custodian, or for a receipt its recipient. Without "status", the
-  statuses the write starts from (for a shipment: in stock).
+  statuses the write starts from (for a shipment: in stock). A part inside a container moves only with it, so a
+  selection leaves such parts out, but for an unpacking or a disassembly.
 
 A row that cannot be read, names no registered part, names a part the caller does not hold, selects nothing or names
 a part an earlier row named is refused with its row and reason (422 invalid_parts); nothing is accepted then.
@@ -27,13 +30,13 @@ from typing import Any, Union
 from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Connection
 
-from indexer.tables import Lot, Part, SiteKey
+from indexer.tables import Containment, LogisticUnit, Lot, Part, SiteKey
 from labels.digital_link import parse_uri
 from ledger_service.auth import Principal
 from ledger_service.errors import PayloadTooLarge, RowErrors
 from ledger_service.operations import OPERATIONS
 from partledger.errors import ValidationError
-from partledger.ids import normalize_gtin, part_id_unchecked, ascii32, validate_lot, validate_serial
+from partledger.ids import ascii32, logistic_unit_id, normalize_gtin, part_id_unchecked, validate_lot, validate_serial
 from partledger.model import PartStatus
 
 __all__ = ["PartRef", "RowErrors", "Selection", "parse_part_ref", "resolve_install_parts", "resolve_parts"]
@@ -47,6 +50,7 @@ SELECTIONS_PER_QUERY = 50  # selections OR-ed into one query (a few bound parame
 _PART_ID = re.compile(r"0[xX][0-9a-fA-F]{64}")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _PART_KEYS, _SELECTION_KEYS = frozenset({"gtin", "serial"}), frozenset({"lot", "gtin", "status", "site"})
+_UNIT_KEYS = frozenset({"sscc"})
 
 
 @dataclass(frozen=True)
@@ -83,9 +87,16 @@ def parse_part_ref(value: Any) -> bytes | Selection:
         keys = set(value)
         if keys == _PART_KEYS:
             return _gtin_serial(value["gtin"], value["serial"])
+        if keys == _UNIT_KEYS:
+            if not isinstance(value["sscc"], (str, int)) or isinstance(value["sscc"], bool):
+                raise ValidationError(UNREADABLE, "sscc is a string of 18 digits")
+            try:
+                return logistic_unit_id(value["sscc"])
+            except ValidationError as exc:
+                raise ValidationError(UNREADABLE, str(exc)) from None
         if "lot" in keys and keys <= _SELECTION_KEYS:
             return _selection(value)
-        raise ValidationError(UNREADABLE, "an object names a part as {gtin, serial} or selects parts as {lot, gtin?, status?, site?}")
+        raise ValidationError(UNREADABLE, "an object names a part as {gtin, serial}, a logistic unit as {sscc}, or selects parts as {lot, gtin?, status?, site?}")
     raise ValidationError(UNREADABLE, "a part is named by a string or an object")
 
 
@@ -154,7 +165,11 @@ def resolve_parts(
     explicit = [ref for _, _, ref in parsed if isinstance(ref, bytes)]
     held = _held(conn, explicit)
     selections = [ref for _, _, ref in parsed if isinstance(ref, Selection)]
-    selected = _select(conn, principal, selections, holders=holders, default_statuses=op.from_statuses if op else None, cap=max_parts) if selections else {}
+    selected = (
+        _select(conn, principal, selections, holders=holders, default_statuses=op.from_statuses if op else None, cap=max_parts,
+                loose_only=kind not in ("unpack", "disassemble"))
+        if selections else {}
+    )  # fmt: skip
 
     ids: list[bytes] = []
     named: dict[bytes, int] = {}  # part id -> the row that first named it
@@ -208,6 +223,11 @@ def _held(conn: Connection, ids: list[bytes]) -> dict[bytes, Any]:
         chunk = unique[start : start + LOOKUP_CHUNK]
         rows = conn.execute(select(part.c.part_id, part.c.custodian, part.c.recipient).where(part.c.part_id.in_(chunk)))
         found.update({bytes(row.part_id): row for row in rows})
+    unit = LogisticUnit.__table__
+    missing = [pid for pid in unique if pid not in found]
+    for start in range(0, len(missing), LOOKUP_CHUNK):
+        rows = conn.execute(select(unit.c.unit_id, unit.c.custodian, unit.c.recipient).where(unit.c.unit_id.in_(missing[start : start + LOOKUP_CHUNK])))
+        found.update({bytes(row.unit_id): row for row in rows})
     return found
 
 
@@ -216,7 +236,7 @@ _NO_LOT, _NO_SITE = "no_lot", "no_site"
 
 def _select(
     conn: Connection, principal: Principal, selections: list[Selection], *, holders: tuple[str, ...],
-    default_statuses: Iterable[PartStatus] | None, cap: int,
+    default_statuses: Iterable[PartStatus] | None, cap: int, loose_only: bool = True,
 ) -> dict[Selection, list[bytes] | str]:  # fmt: skip
     """The part ids of each selection, in part id order, or why it selects nothing (_NO_LOT, _NO_SITE): one query
     for the lots, one for the caller's sites, and one per SELECTIONS_PER_QUERY selections for the caller's parts,
@@ -262,6 +282,9 @@ def _select(
         return and_(*terms)
 
     mine = or_(*(getattr(part.c, holder) == principal.org_id for holder in holders))
+    if loose_only:
+        contained = Containment.__table__
+        mine = and_(mine, ~select(contained.c.part_id).where(contained.c.part_id == part.c.part_id).exists())
     by_lot: dict[int, list[Any]] = {}
     found: set[bytes] = set()
     pending = list(wanted)

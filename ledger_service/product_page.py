@@ -11,7 +11,7 @@ import html
 from collections.abc import Sequence
 
 from ledger_service.resolver_links import Link, ProductFacts
-from ledger_service.verify_page import WORDS, Pair, _both, _document, _pair
+from ledger_service.verify_page import WORDS, Pair, _both, _document, _pair, render_notice
 
 TEXTS: dict[str, Pair] = {
     "product_title": _pair("已登记的商品", "Registered product"),
@@ -48,7 +48,7 @@ def render_product_page(facts: ProductFacts, links: Sequence[Link], *, lang: str
         kind, severity, title, detail = "lot", "ok", TEXTS["lot_ok_title"], TEXTS["lot_ok_detail"]
     parts = [f'<section class="card verdict {severity}" id="verdict" data-verdict="{kind}">',
              f'<h1 id="verdict-title">{_both(title)}</h1>',
-             f'<p id="verdict-detail">{_both(detail, maker=maker_pair)}</p></section>']  # fmt: skip
+             f'<p id="verdict-detail">{_both(detail, maker=maker_pair)}</p></section>', render_notice(facts.recall)]  # fmt: skip
     facts_rows = [(WORDS["manufacturer"], html.escape(maker or "—")), (WORDS["gtin"], html.escape(facts.gtin))]
     if facts.lot is not None:
         facts_rows.append((TEXTS["lot"], html.escape(facts.lot)))

@@ -34,7 +34,8 @@ from ledger_service.auth import Principal, require_may_act
 from ledger_service.errors import Forbidden, NotFound, RowErrors
 from ledger_service.link_tables import ProductLink
 from ledger_service.read import indexed_block
-from ledger_service.schemas import Exact, Hex32, Omittable, OrganisationRef
+from ledger_service.recall_notices import Notice
+from ledger_service.schemas import Exact, Hex32, Omittable, OrganisationRef, RecallNoticeView
 
 T_PART, T_LOT, T_RECALL, T_ORG = Part.__table__, Lot.__table__, Recall.__table__, Organisation.__table__
 T_LINK = ProductLink.__table__
@@ -113,6 +114,7 @@ class RecallView(Exact):
     notice_hash: Hex32
     block: int
     by: Optional[str] = Field(description="the recalling organisation's name")
+    notice: Optional[RecallNoticeView] = Field(description="the notice's text; null when this service holds none for the hash")
 
 
 class ProductAnswer(Exact):
@@ -318,6 +320,7 @@ class RecallFacts:
     notice_hash: bytes
     block: int
     by: Optional[str]
+    notice: Optional[Notice] = None  # its text, when the service holds it (ledger_service.recall_notices)
 
 
 @dataclass(frozen=True)
@@ -374,7 +377,8 @@ def product_answer(facts: ProductFacts, links: Sequence[Link]) -> dict[str, Any]
     if facts.lot is not None:
         answer["recalled"] = facts.recalled
         if facts.recall is not None:
-            answer["recall"] = {"notice_hash": "0x" + facts.recall.notice_hash.hex(), "block": facts.recall.block, "by": facts.recall.by}
+            recall = facts.recall
+            answer["recall"] = {"notice_hash": "0x" + recall.notice_hash.hex(), "block": recall.block, "by": recall.by, "notice": recall.notice}
     answer["links"] = [link.view() for link in links]
     answer["block"] = facts.block
     return answer

@@ -28,7 +28,7 @@ Signature = Annotated[str, Field(pattern=r"^0x[0-9a-f]{130}$", description="65-b
 Address = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$", description="an EVM address, EIP-55 checksummed")]
 Uint = Annotated[int, Field(ge=0)]
 # partledger.model.PartStatus and Role by name, lower case, as the answers give them (no registered part is NONE)
-PartStatusName = Literal["in_stock", "in_transit", "sold", "installed", "quarantined", "scrapped", "recycled"]
+PartStatusName = Literal["in_stock", "in_transit", "sold", "installed", "quarantined", "scrapped", "recycled", "remanufactured"]
 RoleName = Literal["manufacturer", "logistics", "distributor", "workshop", "recycler", "auditor", "regulator"]
 
 
@@ -100,6 +100,55 @@ class PartEventView(Exact):
     counterparty: Optional[OrganisationRef]
     doc_hash: Optional[Hex32]
     vin_hash: Optional[Hex32] = Field(description="for the acting organisation, auditors and regulators")
+    related_id: Optional[Hex32] = Field(
+        description="packed, unpacked, assembled, disassembled: the container; remanufactured: the new part; any other kind: "
+        "null, or the container the event named when the part moved inside it"
+    )
+
+
+class ContainerRef(Exact):
+    """A container: an assembly (a part: its GTIN and serial) or a logistic unit (its SSCC)."""
+
+    id: Hex32
+    kind: Literal["assembly", "unit"]
+    gtin: Optional[str]
+    serial: Optional[str]
+    sscc: Optional[str]
+
+
+class ContentsNode(Exact):
+    """Something inside a container: a part (GTIN, serial) or a logistic unit (SSCC), and what is inside it."""
+
+    id: Hex32
+    kind: Literal["part", "unit"]
+    gtin: Optional[str]
+    serial: Optional[str]
+    sscc: Optional[str]
+    status: Optional[PartStatusName]
+    recalled: bool = Field(description="its own lot is recalled")
+    children: list[ContentsNode]
+
+
+class ContainmentView(Exact):
+    container: Optional[ContainerRef] = Field(description="what it is directly inside; null when loose")
+    outermost_container: Optional[ContainerRef] = Field(description="the container whose state it shares (the direct one at one level)")
+    children: list[ContentsNode] = Field(description="what is inside it, at any depth (an assembly's bill of materials, a unit's contents)")
+    children_truncated: bool = Field(description="the tree was cut at 1,000 nodes")
+
+
+class LineagePart(Exact):
+    part_id: Hex32
+    gtin: Optional[str]
+    serial: Optional[str]
+
+
+class LineageInto(LineagePart):
+    block: int
+
+
+class LineageView(Exact):
+    remanufactured_from: list[LineagePart] = Field(description="the part it was remanufactured from, then that part's own origin, back to the first")
+    remanufactured_into: Optional[LineageInto] = Field(description="the part it was remanufactured into (it is then consumed)")
 
 
 class PublicPartDetail(Exact):
@@ -109,6 +158,8 @@ class PublicPartDetail(Exact):
     part: PublicPart
     classification: Literal["public"]
     history: None
+    lineage: LineageView
+    containment: None
 
 
 class ConsortiumPartDetail(Exact):
@@ -118,6 +169,8 @@ class ConsortiumPartDetail(Exact):
     part: ConsortiumPartRecord
     classification: Literal["consortium"]
     history: list[PartEventView]
+    lineage: LineageView
+    containment: ContainmentView
 
 
 PartDetail = Annotated[Union[PublicPartDetail, ConsortiumPartDetail], Field(discriminator="classification")]
@@ -143,7 +196,8 @@ class RecallImpactItem(Exact):
     custodian: OrganisationRef
     recipient: Optional[OrganisationRef]
     site_key: Address
-    vehicle_vin_hash: Optional[Hex32] = Field(description="salted VIN hash of the vehicle it is installed in")
+    vehicle_vin_hash: Optional[Hex32] = Field(description="salted VIN hash of the vehicle it is installed in, itself or inside an assembly")
+    outermost_container: Optional[ContainerRef] = Field(description="the outermost assembly or logistic unit it is inside, whose state it shares")
 
 
 class RecalledLot(Exact):
@@ -153,11 +207,118 @@ class RecalledLot(Exact):
     recalled: bool
 
 
+class NoticeTextView(Exact):
+    zh: str
+    en: str
+
+
+class RecallNoticeView(Exact):
+    """A recall notice people can act on (ledger_service.recall_notices), each text in Chinese and English."""
+
+    title: NoticeTextView
+    reason: NoticeTextView = Field(description="what is wrong")
+    risk: NoticeTextView = Field(description="what can happen")
+    remedy: NoticeTextView = Field(description="what the manufacturer does about it")
+    action: NoticeTextView = Field(description="what to do now")
+    contact: NoticeTextView
+
+
+class CanonicalRecallNotice(RecallNoticeView):
+    """A recall notice's canonical JSON (RFC 8785; ledger_service.recall_notices): its texts and the schema marker."""
+
+    schema_: Literal["partledger/recall-notice/1"] = Field(alias="schema")
+
+
+class NoticeRecall(Exact):
+    block: int
+    by: Optional[str] = Field(description="the recalling organisation's name")
+
+
+class RecallNoticeAnswer(Exact):
+    """A recall notice with its canonical bytes: SHA-256 of `canonical` (UTF-8) is notice_hash, which the recalls
+    listed put on chain."""
+
+    notice_hash: Hex32
+    hash_algorithm: Literal["sha-256"]
+    canonical_form: str
+    canonical: str = Field(description="the canonical JSON (RFC 8785) that is hashed, as a string; its bytes alone: .../canonical.json")
+    notice: RecallNoticeView
+    recalls: list[NoticeRecall] = Field(description="the recalls on chain naming this notice, oldest first")
+
+
 class RecallRecord(Exact):
     block: int
     tx_hash: Hex32
     notice_hash: Hex32
     by: OrganisationRef
+    notice: Optional[RecallNoticeView] = Field(description="the notice's text; null when this service holds none for the hash")
+
+
+class ImpactContainers(Exact):
+    assemblies: int = Field(description="assemblies holding its parts at any depth")
+    units: int = Field(description="logistic units holding its parts at any depth")
+    contained_parts: int = Field(description="its parts inside an assembly or unit")
+    levels: int = Field(description="containment levels above its parts, at most")
+
+
+class ImpactCustodian(Exact):
+    organisation: OrganisationRef
+    parts: int
+    counts: dict[str, int] = Field(description="by lifecycle status")
+
+
+class ImpactContainer(Exact):
+    """An assembly or logistic unit holding parts of the lot, with its effective state."""
+
+    id: Hex32
+    kind: Literal["assembly", "unit"]
+    gtin: Optional[str]
+    serial: Optional[str]
+    sscc: Optional[str]
+    status: Optional[PartStatusName]
+    custodian: Optional[OrganisationRef]
+    recipient: Optional[OrganisationRef]
+    vehicle_vin_hash: Optional[Hex32]
+    container: Optional[Hex32] = Field(description="what it is directly inside")
+    levels_above_lot: int = Field(description="1: it holds a part of the lot directly")
+    lot_parts_inside: int = Field(description="parts of the lot inside it, at any depth")
+
+
+class ImpactContainerPage(MirrorPage[ImpactContainer]):
+    lot: int
+    total: Optional[int] = Field(description="on the first page: how many containers in all")
+
+
+class ImpactVehicle(Exact):
+    vin_hash: Hex32
+    lot_parts: int
+    installed_by: OrganisationRef
+
+
+class ImpactVehicles(MirrorPage[ImpactVehicle]):
+    lot: int
+
+
+class LogisticUnitRecord(Exact):
+    unit_id: Hex32
+    sscc: str
+    status: PartStatusName
+    custodian: OrganisationRef
+    recipient: Optional[OrganisationRef]
+    site_key: Address
+    created_by: OrganisationRef
+    created_block: int
+    updated_block: int
+
+
+class LogisticUnitDetail(Exact):
+    """A logistic unit (GS1 SSCC), what is inside it and its history: for the organisations involved with it,
+    auditors and regulators."""
+
+    block: int
+    unit: LogisticUnitRecord
+    containment: ContainmentView
+    history: list[PartEventView]
 
 
 class RecallImpact(MirrorPage[RecallImpactItem]):
@@ -166,7 +327,9 @@ class RecallImpact(MirrorPage[RecallImpactItem]):
     lot: RecalledLot
     recall: Optional[RecallRecord]
     counts: dict[str, int] = Field(description="the lot's parts, by lifecycle status")
-    installed_vehicles: int
+    installed_vehicles: int = Field(description="vehicles its parts are installed in, directly or inside assemblies")
+    containers: ImpactContainers
+    custodians: list[ImpactCustodian] = Field(description="who holds its parts now (inside containers: the outermost's custodian), most first")
 
 
 # --- organisations, documents, health ---------------------------------------------------------------------------
@@ -585,6 +748,22 @@ class VerdictRecall(Exact):
     notice_hash: Hex32
     block: int
     by: Optional[str] = Field(description="the recalling organisation's name")
+    notice: Optional[RecallNoticeView] = Field(description="the notice's text; null when this service holds none for the hash")
+
+
+class RecalledPartRef(Exact):
+    part_id: Hex32
+    gtin: Optional[str]
+    serial: Optional[str]
+
+
+class ContainedRecallView(Exact):
+    """The part of a recalled lot nearest the top of the scanned assembly, and its recall."""
+
+    part: RecalledPartRef
+    depth: int = Field(description="1: directly inside")
+    count: int = Field(description="parts of recalled lots inside, in all")
+    recall: Optional[VerdictRecall]
 
 
 class LabelVerdict(Exact):
@@ -600,6 +779,11 @@ class LabelVerdict(Exact):
     block: int
     part: Omittable[VerdictPart] = Field(default=None, description="present when the part is registered")
     recall: Omittable[VerdictRecall] = Field(default=None, description="present when its lot is recalled")
+    contains_recalled: Omittable[ContainedRecallView] = Field(default=None, description="present when a part of a recalled lot is inside it, at any depth")
+    remanufactured_from: Omittable[RecalledPartRef] = Field(default=None, description="present when it was remanufactured: the part it was made from")
+    label_warning: Omittable[Literal["unsigned", "signature_invalid", "key_revoked"]] = Field(
+        default=None, description="present when the verdict (recalled comes first) is not the label's own: what is wrong with the label"
+    )
     vin_match: Omittable[Optional[bool]] = Field(default=None, description="present when a VIN was checked")
     scan_id: Hex16
 

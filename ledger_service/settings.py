@@ -33,6 +33,16 @@ class ServiceSettings(BaseSettings):
     submit_interval: float = 0.05
     defer_seconds: float = 30.0  # how long a command that would revert waits for in-flight transactions
 
+    # The relay (POST /v1/relay): ForwardRequests that sites sign with their own keys, packed into the forwarder's
+    # executeBatch transactions sent with the relayer's own keys (no role anywhere: they only carry signatures).
+    # Without relayer keys the service relays nothing.
+    relayer_keys_dir: Optional[Path] = None  # v3 keystores (*.json) of the relayer keys, opened with the keystore passphrase
+    relayer: bool = True  # run the relayer inside the service process (the leader's, as the submitter)
+    relay_batch_size: int = 100  # requests per executeBatch transaction
+    relay_max_in_flight: int = 4  # batches per relayer key sent and not yet mined
+    relay_max_request_gas: int = 5_000_000  # the most gas one request may offer its call
+    relay_max_requests: int = 1_000  # requests per POST /v1/relay
+
     # Labels and consumer verification (the Digital Link resolver, /v1/scan).
     public_rate_limit: str = "60/minute"  # per client on the public endpoints: N/second|minute|hour (burst N)
     scan_key_file: Optional[Path] = None  # base64 key for client fingerprints; default: derived from vin_key_file

@@ -1,16 +1,21 @@
 """The verdict on a scanned label, from the label's signature and the ledger's state (the indexer's mirror).
 
 Read side of the flow: it reads the mirror's parts, lots, recalls and site keys (with their validity intervals) and,
-for a VIN check, the service's encrypted private_vins. The verdict, in order of precedence:
+for a VIN check, the service's encrypted private_vins, and for a recall the notice's text the service keeps
+(ledger_service.recall_notices). The verdict, in order of precedence:
 
     unknown            no part with this GTIN and serial: "not registered, possibly counterfeit" (HTTP 404)
+    recalled           the part's lot is recalled (with the notice, its hash, block and who recalled it). Safety first:
+                       whatever else is wrong with the scan (unsigned, forged signature, revoked key, destroyed), the
+                       headline says do not use it; what is wrong with the label comes second (label_warning)
+    contains_recalled  an assembly (or what else holds parts) with a part of a recalled lot inside it at any depth,
+                       naming that part and its recall; as safety-first as recalled, which its own recall comes before
     unsigned           the label carries no signature (PartLedger labels always do)
     signature_invalid  the signature is malformed, or not by a site key of the part's manufacturer
     key_revoked        by such a key, but one revoked at or before the part's registration block: the label cannot
                        have been made while the key was valid (a label is made for a registered part; a key revoked
                        later leaves the labels it made valid, which is what lets a site rotate its key)
     scrapped           scrapped or recycled: a label on a part in use is a copy
-    recalled           the part's lot is recalled (with the notice hash, block and who recalled it)
     quarantined        held back (QC failure or suspected counterfeit)
     installed          in a vehicle; with the scanner's VIN, whether it is that vehicle's
     sold               sold over the counter
@@ -35,10 +40,12 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from indexer.tables import IndexerState, Organisation, Part, Recall, SiteKey
+from indexer.tables import Containment, IndexerState, Lineage, Organisation, Part, Recall, SiteKey
 from labels.digital_link import DigitalLink
 from labels.signature import recover_signer
 from ledger_service.clones import Flag
+from ledger_service.containment import recalled_inside
+from ledger_service.recall_notices import Notice, notice_of
 from ledger_service.tables import PrivateVin
 from ledger_service.vault import Vault
 from partledger.eip712 import Eip712Domain
@@ -46,7 +53,7 @@ from partledger.ids import ascii32, normalize_vin, part_id_unchecked, vin_hash
 from partledger.model import PartStatus
 
 T_PART, T_KEY, T_ORG, T_RECALL, T_STATE = Part.__table__, SiteKey.__table__, Organisation.__table__, Recall.__table__, IndexerState.__table__
-T_VIN = PrivateVin.__table__
+T_VIN, T_CONTAIN, T_LINEAGE = PrivateVin.__table__, Containment.__table__, Lineage.__table__
 log = logging.getLogger("partledger.service.verify")
 KEY_CACHE_SECONDS = 2.0  # how stale a site key's revocation may be seen (a revocation is an operator's act, not a race)
 NAME_CACHE_SECONDS = 30.0
@@ -57,6 +64,7 @@ class Verdict(str, enum.Enum):
     SOLD = "sold"
     INSTALLED = "installed"
     RECALLED = "recalled"
+    CONTAINS_RECALLED = "contains_recalled"
     QUARANTINED = "quarantined"
     SCRAPPED = "scrapped"
     SIGNATURE_INVALID = "signature_invalid"
@@ -72,6 +80,7 @@ SEVERITY = {
     Verdict.QUARANTINED: "warning",
     Verdict.UNSIGNED: "warning",
     Verdict.RECALLED: "danger",
+    Verdict.CONTAINS_RECALLED: "danger",
     Verdict.SCRAPPED: "danger",
     Verdict.SIGNATURE_INVALID: "danger",
     Verdict.KEY_REVOKED: "danger",
@@ -84,6 +93,19 @@ class RecallNotice:
     notice_hash: bytes
     block: int
     by: Optional[str]
+    notice: Optional[Notice] = None  # its text (zh, en), when the service holds it
+
+
+@dataclass(frozen=True)
+class ContainedRecall:
+    """A part of a recalled lot inside the scanned part (the one nearest its top), and its recall."""
+
+    part_id: bytes
+    gtin: Optional[str]
+    serial: Optional[str]
+    depth: int  # 1: directly inside
+    count: int  # parts of recalled lots inside, in all
+    recall: Optional[RecallNotice]
 
 
 @dataclass
@@ -98,6 +120,8 @@ class Verification:
     status: Optional[PartStatus] = None
     recalled: bool = False
     recall: Optional[RecallNotice] = None
+    contained_recall: Optional[ContainedRecall] = None
+    remanufactured_from: Optional[tuple[bytes, Optional[str], Optional[str]]] = None  # the original's id, GTIN, serial
     signature: str = "missing"  # valid | invalid | revoked | missing | unchecked (an unknown serial: no key to check it against)
     vin_match: Optional[bool] = None  # None: no VIN given, or nothing to compare it with
     vin_checked: bool = False
@@ -112,6 +136,13 @@ class Verification:
         """The flags the scanner is told of: none on an unknown serial (what is flagged to the GTIN's manufacturer
         there would only tell the public which GTINs are in use)."""
         return self.flags if self.registered else []
+
+    @property
+    def label_warning(self) -> Optional[Verdict]:
+        """What is wrong with the label of a registered part when the verdict headlines something else first (a
+        recall): the label's own verdict, shown second."""
+        label = _label_verdict(self.signature)
+        return label if self.registered and label is not None and label is not self.verdict else None
 
     @property
     def suspicious(self) -> bool:
@@ -141,7 +172,23 @@ class Verification:
                 "recalled": self.recalled,
             }
         if self.recall is not None:
-            answer["recall"] = {"notice_hash": "0x" + self.recall.notice_hash.hex(), "block": self.recall.block, "by": self.recall.by}
+            recall = self.recall
+            answer["recall"] = {"notice_hash": "0x" + recall.notice_hash.hex(), "block": recall.block, "by": recall.by, "notice": recall.notice}
+        if self.remanufactured_from is not None:
+            original, gtin, serial = self.remanufactured_from
+            answer["remanufactured_from"] = {"part_id": "0x" + original.hex(), "gtin": gtin, "serial": serial}
+        inside = self.contained_recall
+        if inside is not None:
+            recall = inside.recall
+            answer["contains_recalled"] = {
+                "part": {"part_id": "0x" + inside.part_id.hex(), "gtin": inside.gtin, "serial": inside.serial},
+                "depth": inside.depth,
+                "count": inside.count,
+                "recall": None if recall is None else {"notice_hash": "0x" + recall.notice_hash.hex(), "block": recall.block, "by": recall.by, "notice": recall.notice},
+            }  # fmt: skip
+        warning = self.label_warning
+        if warning is not None:
+            answer["label_warning"] = warning.value
         if self.vin_checked:
             answer["vin_match"] = self.vin_match
         return answer
@@ -180,6 +227,7 @@ class Verifier:
         self._names = _TtlCache(NAME_CACHE_SECONDS)
         self._gtins = _TtlCache(NAME_CACHE_SECONDS)
         self._recalls = _TtlCache(NAME_CACHE_SECONDS)
+        self._originals = _TtlCache(NAME_CACHE_SECONDS)  # a remanufactured part's original: its GTIN and serial never change
         self._reads = _HotReads(index_engine, pin=pin_connection)
 
     def close(self) -> None:
@@ -196,7 +244,7 @@ class Verifier:
                 block = self._reads.block(conn, self.domain.chainId)
                 maker = self._gtins.get(link.gtin, lambda: conn.execute(select(T_PART.c.manufacturer).where(T_PART.c.gtin == link.gtin).limit(1)).scalar())
                 return Verification(Verdict.UNKNOWN, link, pid, block, registered=False, manufacturer_id=maker, signature=self._signature_shape(link))
-            manufacturer, status_number, recalled, on_chain_vin, registered_block, lot, block = row
+            manufacturer, status_number, recalled, on_chain_vin, registered_block, lot, block, holds_parts, original = row
             status = PartStatus(status_number)
             found = Verification(
                 Verdict.GENUINE, link, pid, -1 if block is None else int(block), registered=True, manufacturer_id=manufacturer,
@@ -205,6 +253,10 @@ class Verifier:
             found.signature = self._signature(conn, link, manufacturer=manufacturer, registered_block=registered_block)
             if recalled:
                 found.recall = self._recalls.get(lot, lambda: self._recall(conn, lot))
+            if original is not None:
+                found.remanufactured_from = self._originals.get(bytes(original), lambda: self._original(conn, bytes(original)))
+            if holds_parts:
+                found.contained_recall = self._contained_recall(conn, pid)
         if vin is not None and status is PartStatus.INSTALLED:
             found.vin_checked = True
             found.vin_match = self._vin_matches(vin, on_chain_vin)
@@ -231,7 +283,22 @@ class Verifier:
 
     def _recall(self, conn: Any, lot: int) -> Optional[RecallNotice]:
         row = conn.execute(select(T_RECALL.c.notice_hash, T_RECALL.c.block_number, T_RECALL.c.org_id).where(T_RECALL.c.lot == lot)).first()
-        return None if row is None else RecallNotice(bytes(row.notice_hash), row.block_number, self._org_name(conn, row.org_id))
+        if row is None:
+            return None
+        digest = bytes(row.notice_hash)
+        return RecallNotice(digest, row.block_number, self._org_name(conn, row.org_id), notice_of(self.service_engine, digest))
+
+    def _original(self, conn: Any, original: bytes) -> tuple[bytes, Optional[str], Optional[str]]:
+        row = conn.execute(select(T_PART.c.gtin, T_PART.c.serial).where(T_PART.c.part_id == original)).first()
+        return (original, row.gtin if row else None, row.serial if row else None)
+
+    def _contained_recall(self, conn: Any, pid: bytes) -> Optional[ContainedRecall]:
+        inside = recalled_inside(conn.connection(), pid)  # a walk: through SQLAlchemy, not the hot reads' cursor
+        if inside is None:
+            return None
+        part, lot = inside.part, inside.part.lot
+        recall = None if lot is None else self._recalls.get(lot, lambda: self._recall(conn, lot))
+        return ContainedRecall(part.id, part.gtin, part.serial, inside.depth, inside.count, recall)
 
     def _org_name(self, conn: Any, org_id: Optional[int]) -> Optional[str]:
         if org_id is None:
@@ -273,8 +340,12 @@ class _Reader:
         finally:
             cursor.close()
 
-    def execute(self, statement: Any) -> Any:
-        return self._connection().execute(statement)
+    def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self._connection().execute(statement, parameters)
+
+    def connection(self) -> Connection:
+        """This reader's SQLAlchemy connection (opened on first use), for the reads that are not hot."""
+        return self._connection()
 
     def _connection(self) -> Connection:
         if self._conn is None:
@@ -299,7 +370,9 @@ class _HotReads:
         self._pinned_cursor: Any = None
         self._part = (
             "SELECT p.manufacturer, p.status, p.recalled, p.vin_hash, p.registered_block, p.lot, "
-            f"(SELECT s.block_number FROM {T_STATE.name} s WHERE s.chain_id = {mark}) FROM {T_PART.name} p WHERE p.part_id = {mark}"
+            f"(SELECT s.block_number FROM {T_STATE.name} s WHERE s.chain_id = {mark}), "
+            f"(SELECT 1 FROM {T_CONTAIN.name} c WHERE c.container_id = p.part_id LIMIT 1), "
+            f"(SELECT l.original_id FROM {T_LINEAGE.name} l WHERE l.part_id = p.part_id) FROM {T_PART.name} p WHERE p.part_id = {mark}"
         )
         self._block = f"SELECT block_number FROM {T_STATE.name} WHERE chain_id = {mark}"
 
@@ -339,18 +412,25 @@ class _HotReads:
                 log.debug("closing the pinned mirror connection failed", exc_info=True)
 
 
+LABEL_VERDICTS = {"missing": Verdict.UNSIGNED, "invalid": Verdict.SIGNATURE_INVALID, "revoked": Verdict.KEY_REVOKED}
+
+
+def _label_verdict(signature: str) -> Optional[Verdict]:
+    """The verdict a label's signature alone gives (None: valid, or not checked)."""
+    return LABEL_VERDICTS.get(signature)
+
+
 def _verdict(found: Verification) -> Verdict:
-    if found.signature == "missing":
-        return Verdict.UNSIGNED
-    if found.signature == "invalid":
-        return Verdict.SIGNATURE_INVALID
-    if found.signature == "revoked":
-        return Verdict.KEY_REVOKED
-    status = found.status
-    if status in (PartStatus.SCRAPPED, PartStatus.RECYCLED):
-        return Verdict.SCRAPPED
-    if found.recalled:
+    if found.recalled:  # safety first: recalled whatever else is wrong (the label's fault is Verification.label_warning)
         return Verdict.RECALLED
+    if found.contained_recall is not None:  # as safety-first: a recalled part inside, at any depth
+        return Verdict.CONTAINS_RECALLED
+    label = _label_verdict(found.signature)
+    if label is not None:
+        return label
+    status = found.status
+    if status in (PartStatus.SCRAPPED, PartStatus.RECYCLED, PartStatus.REMANUFACTURED):  # consumed: a label on a part in use is a copy
+        return Verdict.SCRAPPED
     if status is PartStatus.QUARANTINED:
         return Verdict.QUARANTINED
     if status is PartStatus.INSTALLED:

@@ -15,12 +15,17 @@ import json
 import re
 from pathlib import Path
 from string import Template
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from labels.digital_link import DigitalLink
 from ledger_service.clones import FLAG_KINDS
-from ledger_service.verify import Verdict, Verification
+from ledger_service.verify import RecallNotice, Verdict, Verification
 from partledger.model import PartStatus
+
+if TYPE_CHECKING:
+    from ledger_service.resolver_links import RecallFacts
 
 TEMPLATES = Path(__file__).with_name("templates")
 LANGUAGES = ("zh", "en")
@@ -44,6 +49,9 @@ VERDICTS: dict[Verdict, tuple[Pair, Pair]] = {
     Verdict.RECALLED: (_pair("已召回 — 请勿使用", "Recalled — do not use"),
                        _pair("{maker}已召回该配件所在的生产批次。请勿安装或使用，请联系销售商或维修厂。",
                              "{maker} has recalled this part's production lot. Do not install or use it; contact the seller or your workshop.")),
+    Verdict.CONTAINS_RECALLED: (_pair("含有召回配件 — 请勿使用", "Contains a recalled part — do not use"),
+                                _pair("该总成内含有已被召回批次的配件（见下方）。请勿安装或使用，请联系销售商或维修厂。",
+                                      "This assembly holds a part of a recalled lot (see below). Do not install or use it; contact the seller or your workshop.")),
     Verdict.QUARANTINED: (_pair("已隔离 — 请勿安装", "On hold — do not install"),
                           _pair("该配件因质量检验或疑似假冒被暂扣，不得使用。", "This part is held back for a quality check or as a suspected counterfeit.")),
     Verdict.SCRAPPED: (_pair("已销毁的配件", "Destroyed part"),
@@ -77,6 +85,7 @@ STATUS_NAMES: dict[PartStatus, Pair] = {
     PartStatus.QUARANTINED: _pair("已隔离", "quarantined"),
     PartStatus.SCRAPPED: _pair("已报废", "scrapped"),
     PartStatus.RECYCLED: _pair("已回收", "recycled"),
+    PartStatus.REMANUFACTURED: _pair("已再制造（原件已消耗）", "remanufactured (consumed)"),
 }
 SIGNATURES: dict[str, Pair] = {
     "valid": _pair("有效（制造商签名）", "valid (manufacturer's)"),
@@ -96,6 +105,10 @@ WORDS: dict[str, Pair] = {
     "signature": _pair("标签签名", "Label signature"),
     "recall": _pair("召回通知", "Recall notice"),
     "recall_detail": _pair("区块 {block}，发布方：{by}", "block {block}, issued by {by}"),
+    "remanufactured_from": _pair("再制造件，原件（商品条码 / 序列号）", "Remanufactured from (GTIN / serial)"),
+    "remanufactured_detail": _pair("此件由制造商用退回的原件再制造，原件已消耗。", "The manufacturer remanufactured this part from a returned original, which was consumed."),
+    "recalled_inside": _pair("内含召回配件（商品条码 / 序列号）", "Recalled part inside (GTIN / serial)"),
+    "recalled_inside_detail": _pair("共 {count} 件召回配件；最近的一件位于第 {depth} 层", "{count} recalled part(s) inside; the nearest {depth} level(s) down"),
     "vin_title": _pair("核对是否为您车辆上的配件", "Is this the part fitted to your vehicle?"),
     "vin_placeholder": _pair("车架号（17位）", "VIN (17 characters)"),
     "vin_button": _pair("核对", "Check"),
@@ -117,6 +130,13 @@ WORDS: dict[str, Pair] = {
     "limited_title": _pair("查询过于频繁", "Too many checks"),
     "limited_detail": _pair("请在 {seconds} 秒后重试。", "Please try again in {seconds} s."),
     "unknown_maker": _pair("未知制造商", "an unknown manufacturer"),
+    "notice_action": _pair("现在请这样做", "What to do now"),
+    "notice_reason": _pair("召回原因", "Reason"),
+    "notice_risk": _pair("风险", "Risk"),
+    "notice_remedy": _pair("处理办法", "Remedy"),
+    "notice_contact": _pair("联系方式", "Contact"),
+    "notice_check": _pair("通知原文（其 SHA-256 即链上记录的哈希）：", "The notice as anchored (its SHA-256 is the hash on chain):"),
+    "label_also": _pair("另外：", "Also:"),
 }  # fmt: skip
 
 
@@ -162,6 +182,29 @@ def _asset(name: str) -> str:
     return (TEMPLATES / name).read_text(encoding="utf-8")
 
 
+@functools.cache
+def _fragments() -> Environment:
+    """The Jinja2 templates of the pages' newer parts (templates/verify/), autoescaped."""
+    return Environment(loader=FileSystemLoader(TEMPLATES / "verify"), autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined)
+
+
+def render_notice(recall: Optional[RecallNotice | RecallFacts]) -> str:
+    """The card of a recall's notice in both languages, what to do now first; "" when the service holds no text for
+    its hash (a recall sent with a bare notice_hash), where the facts still show the hash."""
+    if recall is None or recall.notice is None:
+        return ""
+    return _fragments().get_template("recall_notice.html").render(notice=recall.notice, notice_hash="0x" + recall.notice_hash.hex(), words=WORDS)
+
+
+def _label_warning(found: Verification) -> str:
+    """The label's own fault under a verdict that comes first (recalled), as the line below the headline."""
+    kind = found.label_warning
+    if kind is None:
+        return ""
+    title, detail = VERDICTS[kind]
+    return _fragments().get_template("label_warning.html").render(kind=kind.value, title=title, detail=detail, words=WORDS)
+
+
 def _both(pair: Pair, **values: Any) -> str:
     """Both languages of a text, each in its span; the page's CSS shows one."""
     return "".join(
@@ -203,11 +246,12 @@ def render_page(found: Verification, *, lang: str, nonce: str) -> str:
     severity = found.severity
     parts = [f'<section class="card verdict {severity}" id="verdict" data-verdict="{found.verdict.value}">',
              f'<h1 id="verdict-title">{_both(title)}</h1>',
-             f'<p id="verdict-detail">{_both(detail, maker=maker_pair)}</p>']  # fmt: skip
+             f'<p id="verdict-detail">{_both(detail, maker=maker_pair)}</p>', _label_warning(found)]  # fmt: skip
     if found.public_flags:
         items = "".join(f"<li>{_both(FLAGS[flag.kind])}</li>" for flag in found.public_flags)
         parts.append(f'<div class="alert" id="suspicious" role="alert">{_both(WORDS["suspicious"])}<ul>{items}</ul></div>')
     parts.append("</section>")
+    parts.append(render_notice(found.recall if found.recall is not None or found.contained_recall is None else found.contained_recall.recall))
     facts = [
         (WORDS["gtin"], html.escape(found.link.gtin)),
         (WORDS["serial"], html.escape(found.link.serial)),
@@ -220,6 +264,14 @@ def render_page(found: Verification, *, lang: str, nonce: str) -> str:
     if found.recall is not None:
         by = found.recall.by or "—"
         facts.append((WORDS["recall"], f'<code>0x{found.recall.notice_hash.hex()}</code><br>{_both(WORDS["recall_detail"], block=str(found.recall.block), by=_pair(by, by))}'))
+    if found.remanufactured_from is not None:
+        _, gtin, serial = found.remanufactured_from
+        facts.append((WORDS["remanufactured_from"], f'<span id="remanufactured-from">{html.escape(f"{gtin or chr(8212)} / {serial or chr(8212)}")}</span><br>{_both(WORDS["remanufactured_detail"])}'))
+    inside = found.contained_recall
+    if inside is not None:
+        named = html.escape(f"{inside.gtin or '—'} / {inside.serial or '—'}")
+        notice = "" if inside.recall is None else f'<br><code>0x{inside.recall.notice_hash.hex()}</code>'
+        facts.append((WORDS["recalled_inside"], f'<span id="recalled-inside">{named}</span>{notice}<br>{_both(WORDS["recalled_inside_detail"], count=str(inside.count), depth=str(inside.depth))}'))
     rows = "".join(f"<dt>{_both(label)}</dt><dd>{value}</dd>" for label, value in facts)
     parts.append(f'<section class="card" id="facts"><dl>{rows}</dl></section>')
     if found.registered and found.verdict in (Verdict.INSTALLED, Verdict.RECALLED) and found.status is PartStatus.INSTALLED:

@@ -18,27 +18,32 @@ import csv
 import io
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 
 from ledger_service.auth import Principal, require_may_act  # a viewer reads and never writes: 403 read_only_role
+from ledger_service.containment_checks import check_write
 from ledger_service.deps import Services
 from ledger_service.errors import BadRequest, PayloadTooLarge, Unprocessable
 from ledger_service.operations import OPERATIONS
 from ledger_service.outbox import Draft, Outbox
 from ledger_service.part_refs import PartRef, resolve_install_parts, resolve_parts
+from ledger_service.recall_notices import canonical_bytes, checked_notice, store_notice
+from ledger_service.recall_notices import notice_hash as notice_digest
 from ledger_service.tables import PrivateVin
 from partledger.errors import ValidationError
-from partledger.ids import normalize_gtin, normalize_vin, part_id, validate_lot, validate_serial, vin_hash
+from partledger.ids import logistic_unit_id, normalize_gtin, normalize_sscc, normalize_vin, part_id, validate_lot, validate_serial, vin_hash
 
 __all__ = [
-    "TRANSITIONS", "csv_registration", "outbox_of", "registration_draft", "require_may_act", "submit_batch", "submit_install",
-    "submit_recall", "submit_register", "submit_register_csv", "submit_transition",
+    "CONTAINMENT", "TRANSITIONS", "csv_registration", "outbox_of", "registration_draft", "require_may_act", "submit_batch",
+    "submit_containment", "submit_install", "submit_recall", "submit_register", "submit_register_csv", "submit_remanufacture", "submit_transition",
 ]  # fmt: skip
 TRANSITIONS = ("ship", "receive", "cancel", "sell", "remove", "quarantine", "release", "scrap", "recycle")
+CONTAINMENT = ("pack", "unpack", "assemble", "disassemble")
+CONTAINMENT_CHECKED = frozenset(TRANSITIONS + CONTAINMENT + ("install", "remanufacture"))
 DocHash = bytes | str | None  # 32 bytes, or "0x" + 64 hex digits as the API's bodies carry it
 
 
@@ -67,6 +72,8 @@ def _accept(
     outbox.precheck(principal, op, [])  # the role alone, before any part is looked up
     draft = build()
     outbox.precheck(principal, op, draft.part_ids, to=draft.summary.get("to"))
+    if kind in CONTAINMENT_CHECKED:  # contained parts, logistic units, recalled parts inside containers
+        check_write(services.index_engine, principal, kind, draft.part_ids, draft.summary)
     if precheck is not None:
         precheck()
     return outbox.accept(principal, draft, signer=signer, idempotency_key=idempotency_key, request_sha256=request_sha256)
@@ -250,13 +257,29 @@ def submit_install(
 
 
 def submit_recall(
-    services: Services, principal: Principal, *, lot: int, notice_hash: bytes | str, site: str | None = None,
-    idempotency_key: str | None = None, request_sha256: str,
+    services: Services, principal: Principal, *, lot: int, notice_hash: bytes | str | None = None, notice: Mapping[str, Any] | None = None,
+    site: str | None = None, idempotency_key: str | None = None, request_sha256: str,
 ) -> dict[str, Any]:  # fmt: skip
-    """A lot recalled by its manufacturer or a regulator; `notice_hash` is the hash of the recall notice."""
+    """A lot recalled by its manufacturer or a regulator, with its `notice` (ledger_service.recall_notices: kept here
+    in the command's transaction, its SHA-256 on chain) or the bare `notice_hash` of a notice kept elsewhere. Both:
+    the hash must be the notice's (422 notice_hash_mismatch); a notice that is not valid: 422 invalid_notice."""
     require_may_act(principal)
+    canonical = None
+    if notice is not None:
+        canonical = canonical_bytes(checked_notice(notice))
+        digest = "0x" + notice_digest(canonical).hex()
+        if notice_hash is not None and (_hex(notice_hash) or "").lower() != digest:
+            raise Unprocessable(f"notice_hash is not the notice's hash ({digest})", code="notice_hash_mismatch")
+        notice_hash = digest
+    if notice_hash is None:
+        raise Unprocessable("a recall needs its notice or a notice_hash", code="invalid_notice")
     payload = {"lot": lot, "notice_hash": _hex(notice_hash)}
-    draft = Draft(kind="recall", summary=payload, part_ids=[], items=[payload], part_count=0)
+
+    def store(conn: Connection, command_id: str) -> None:
+        assert canonical is not None
+        store_notice(conn, command_id=command_id, canonical=canonical, org_id=principal.org_id, lot=lot)
+
+    draft = Draft(kind="recall", summary=payload, part_ids=[], items=[payload], part_count=0, after_write=store if canonical is not None else None)
     outbox = outbox_of(services)
     return _accept(
         services, principal, kind="recall", build=lambda: draft, site=site, idempotency_key=idempotency_key,
@@ -279,3 +302,68 @@ def submit_batch(
         services, principal, kind="anchor_batch", build=lambda: draft, site=site, idempotency_key=idempotency_key,
         request_sha256=request_sha256, precheck=lambda: outbox.precheck_batch(bytes.fromhex(root_hex[2:])),
     )  # fmt: skip
+
+
+# --- containment and remanufacturing (issue 15) -----------------------------------------------------------------
+
+
+def submit_containment(
+    services: Services, principal: Principal, *, kind: str, container: str | int | bytes | PartRef, parts: Sequence[bytes | PartRef],
+    site: str | None = None, idempotency_key: str | None = None, request_sha256: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Parts packed into or unpacked from the logistic unit `container` (its SSCC), or fitted into or taken out of the
+    assembly part `container` (its id, or a reference naming one part). The contents are part ids taken as they are,
+    or references (part_refs). Checks, beyond the role and the parts' state: ledger_service.containment_checks."""
+    if kind not in CONTAINMENT:
+        raise ValueError(f"not a containment write: {kind}")
+    require_may_act(principal)
+    if not parts:
+        raise Unprocessable("name at least one part", code="no_parts")
+    settings = services.settings
+    sscc = normalize_sscc(container) if kind in ("pack", "unpack") else None  # type: ignore[arg-type]
+
+    def build() -> Draft:
+        with services.index_engine.connect() as conn:
+            summary: dict[str, Any]
+            if sscc is not None:
+                named = "0x" + logistic_unit_id(sscc).hex()
+                shared, summary = {"sscc": sscc}, {"sscc": sscc, "unit_id": named}
+            else:
+                parent = container if isinstance(container, bytes) else resolve_parts(conn, principal, [container], max_parts=1, allow_selections=False)[0]
+                named = "0x" + parent.hex()
+                shared = summary = {"parent": named}
+            if all(isinstance(part, bytes) for part in parts):
+                ids: list[bytes] = list(parts)  # type: ignore[arg-type]
+            else:
+                ids = resolve_parts(conn, principal, parts, kind=kind, max_parts=settings.max_rows_per_request)
+        hex_ids = ["0x" + pid.hex() for pid in ids]
+        # part_ids: the container, so that the submitter never simulates a later write naming it before this one
+        items = [{"parts": chunk, **shared, "part_ids": [named]} for chunk in _chunks(hex_ids, settings.max_parts_per_tx)]
+        return Draft(kind=kind, summary=summary, part_ids=ids, items=items, part_count=len(ids))
+
+    return _accept(services, principal, kind=kind, build=build, site=site, idempotency_key=idempotency_key, request_sha256=request_sha256)
+
+
+def submit_remanufacture(
+    services: Services, principal: Principal, *, original: bytes | PartRef, gtin: str, lot: str, serial: str, site: str | None = None,
+    idempotency_key: str | None = None, request_sha256: str,
+) -> dict[str, Any]:  # fmt: skip
+    """A part returned to its manufacturer (or a remanufacturer) remanufactured into the new part `gtin`/`serial` of
+    lot `lot`, linked to it on chain; the original is consumed."""
+    require_may_act(principal)
+    gtin14 = normalize_gtin(gtin)
+    validate_lot(lot)
+    validate_serial(serial)
+    new = part_id(gtin14, serial)
+
+    def build() -> Draft:
+        if isinstance(original, bytes):
+            source = original
+        else:
+            with services.index_engine.connect() as conn:
+                (source,) = resolve_parts(conn, principal, [original], max_parts=1, allow_selections=False)
+        payload = {"original": "0x" + source.hex(), "gtin": gtin14, "lot": lot, "serial": serial, "part_ids": ["0x" + source.hex(), "0x" + new.hex()]}
+        summary = {key: value for key, value in payload.items() if key != "part_ids"}
+        return Draft(kind="remanufacture", summary=summary, part_ids=[new], items=[payload], part_count=1)
+
+    return _accept(services, principal, kind="remanufacture", build=build, site=site, idempotency_key=idempotency_key, request_sha256=request_sha256)

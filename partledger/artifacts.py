@@ -17,6 +17,9 @@ from typing import Any
 from partledger.errors import ConfigError
 
 CONTRACT_NAMES = ("ConsortiumRegistry", "PartLedger", "EvidenceLedger")
+# OpenZeppelin's ERC2771Forwarder under the consortium's name: PartLedger and EvidenceLedger trust it (fixed at their
+# deployment) to relay requests signed by site keys. Not one of CONTRACT_NAMES: its errors are OpenZeppelin's.
+FORWARDER = "PartLedgerForwarder"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

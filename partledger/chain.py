@@ -16,7 +16,7 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from web3.types import TxReceipt
 
-from partledger.artifacts import abi_type, all_artifacts
+from partledger.artifacts import FORWARDER, abi_type, all_artifacts, load_artifact
 from partledger.errors import ChainError, ChainMismatch, ChainUnavailable, ContractRevert
 
 DEV_CLIENT_PREFIXES = ("anvil/", "hardhat", "ganache")
@@ -57,7 +57,7 @@ def _error_table() -> dict[bytes, tuple[str, list[str]]]:
         function_signature_to_4byte_selector("Error(string)"): ("Error", ["string"]),
         function_signature_to_4byte_selector("Panic(uint256)"): ("Panic", ["uint256"]),
     }
-    for artifact in all_artifacts().values():
+    for artifact in [*all_artifacts().values(), load_artifact(FORWARDER)]:
         for entry in artifact.errors:
             types = [abi_type(item) for item in entry["inputs"]]
             selector = keccak(text=f"{entry['name']}({','.join(types)})")[:4]

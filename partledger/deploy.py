@@ -1,4 +1,4 @@
-"""Deployment of the three PartLedger contracts to any JSON-RPC chain, and the dev-key guard.
+"""Deployment of the PartLedger contracts (and the forwarder they trust) to any JSON-RPC chain, and the dev-key guard.
 
 Standard eth_* calls only: works on Anvil and on a Besu/QBFT network with gas price zero alike.
 """
@@ -11,7 +11,7 @@ from eth_account import Account
 from eth_utils import keccak
 from web3 import Web3
 
-from partledger.artifacts import load_artifact
+from partledger.artifacts import FORWARDER, load_artifact
 from partledger.chain import TransactionSigner, is_dev_chain, send_transaction
 from partledger.errors import ConfigError
 from partledger.manifest import DeployedContract, Manifest
@@ -45,7 +45,8 @@ def deploy_contracts(
     gas_price: int = 0,
     confirmations: int = 0,
 ) -> Manifest:
-    """Deploys ConsortiumRegistry, PartLedger and EvidenceLedger and returns the manifest describing them."""
+    """Deploys the ERC-2771 forwarder, ConsortiumRegistry, PartLedger and EvidenceLedger (both trusting the
+    forwarder) and returns the manifest describing them."""
     for address in (deployer.address, admin, operator):
         refuse_dev_key(w3, address)
     chain_id = w3.eth.chain_id
@@ -74,9 +75,11 @@ def deploy_contracts(
         )
         return address
 
+    # The forwarder first: the ledgers fix its address at construction (ERC2771Context), for good.
+    forwarder = deploy(FORWARDER)
     registry = deploy("ConsortiumRegistry", Web3.to_checksum_address(admin), Web3.to_checksum_address(operator))
-    deploy("PartLedger", registry)
-    deploy("EvidenceLedger", registry)
+    deploy("PartLedger", registry, forwarder)
+    deploy("EvidenceLedger", registry, forwarder)
     return Manifest(
         chain_id=chain_id,
         rpc_url=rpc_url,

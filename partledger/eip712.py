@@ -1,4 +1,5 @@
-"""EIP-712 typed data of the EvidenceLedger's Attestation, with the domain read from the contract (ERC-5267)."""
+"""EIP-712 typed data: the EvidenceLedger's Attestation and the forwarder's ForwardRequest, each with the domain read
+from its contract (ERC-5267)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,84 @@ def attestation_typed_data(domain: Eip712Domain, attestation: Attestation) -> di
         "domain": asdict(domain),
         "message": asdict(attestation),
     }
+
+
+# OpenZeppelin's ERC2771Forwarder: a site key signs one of these; anyone relays it (execute, executeBatch).
+FORWARD_REQUEST_FIELDS = [
+    {"name": "from", "type": "address"},
+    {"name": "to", "type": "address"},
+    {"name": "value", "type": "uint256"},
+    {"name": "gas", "type": "uint256"},
+    {"name": "nonce", "type": "uint256"},
+    {"name": "deadline", "type": "uint48"},
+    {"name": "data", "type": "bytes"},
+]
+
+
+@dataclass(frozen=True)
+class ForwardRequest:
+    """A request for the forwarder to call `to` with `data` as `sender`. The nonce is signed but not sent: the
+    forwarder checks the signature against its current nonce of `sender`, so a request runs at most once."""
+
+    sender: str  # EIP-712 field "from"
+    to: str
+    value: int
+    gas: int
+    nonce: int
+    deadline: int
+    data: bytes
+
+    def message(self) -> dict[str, Any]:
+        return {"from": self.sender, "to": self.to, "value": self.value, "gas": self.gas, "nonce": self.nonce, "deadline": self.deadline, "data": self.data}
+
+    def as_call_data(self, signature: bytes) -> tuple[Any, ...]:
+        """The forwarder's ForwardRequestData (from, to, value, gas, deadline, data, signature), as a call argument."""
+        return (self.sender, self.to, self.value, self.gas, self.deadline, self.data, signature)
+
+
+def forward_request_typed_data(domain: Eip712Domain, request: ForwardRequest) -> dict[str, Any]:
+    """Full EIP-712 typed data of a ForwardRequest, as eth-account's `sign_typed_data(full_message=...)` takes it."""
+    return {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            "ForwardRequest": FORWARD_REQUEST_FIELDS,
+        },
+        "primaryType": "ForwardRequest",
+        "domain": asdict(domain),
+        "message": request.message(),
+    }
+
+
+SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
+
+
+def forward_request_digest(domain: Eip712Domain, request: ForwardRequest) -> bytes:
+    """The EIP-712 digest the site key signs (the forwarder recomputes it with its own nonce of the sender)."""
+    from eth_account.messages import encode_typed_data
+    from eth_utils import keccak
+
+    signable = encode_typed_data(full_message=forward_request_typed_data(domain, request))
+    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+
+
+def recover_forward_request_signer(domain: Eip712Domain, request: ForwardRequest, signature: bytes, *, digest: bytes | None = None) -> str | None:
+    """Who signed `request` (whose digest may be given, computed once), as the forwarder's ECDSA.tryRecover sees it:
+    None for a signature it refuses (not 65 bytes, v not 27 or 28, s in the upper half of the curve order, no point)."""
+    from eth_keys import keys
+    from eth_keys.exceptions import BadSignature
+
+    if len(signature) != 65 or signature[64] not in (27, 28):
+        return None
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big")
+    if s > SECP256K1_HALF_N or r == 0 or s == 0:
+        return None
+    try:
+        public = keys.Signature(vrs=(signature[64] - 27, r, s)).recover_public_key_from_msg_hash(digest or forward_request_digest(domain, request))
+    except (BadSignature, ValueError):
+        return None
+    return public.to_checksum_address()

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from partledger.artifacts import FORWARDER
 from partledger.errors import ConfigError
 
 FORMAT = "partledger-deployment/1"
@@ -44,6 +45,13 @@ class Manifest:
             return self.contracts[name].address
         except KeyError:
             raise ConfigError(f"the deployment manifest has no {name} contract") from None
+
+    @property
+    def forwarder(self) -> str | None:
+        """The ERC-2771 forwarder PartLedger and EvidenceLedger trust; None in a manifest written before there was one
+        (its ledgers take only direct calls)."""
+        entry = self.contracts.get(FORWARDER)
+        return entry.address if entry is not None else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

@@ -86,8 +86,9 @@ def restore_command(
 
 
 def _service_metadata() -> MetaData:
-    from ledger_service import audit_tables, link_tables, scan_tables  # noqa: F401 - their tables join SERVICE_METADATA
+    from ledger_service import audit_tables, link_tables, notice_tables, scan_tables  # noqa: F401 - their tables join SERVICE_METADATA
     from ledger_service.epcis import tables as epcis_tables  # noqa: F401
+    from ledger_service.notifications import tables as notification_tables  # noqa: F401
     from ledger_service.tables import SERVICE_METADATA
 
     return SERVICE_METADATA

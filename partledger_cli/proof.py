@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from partledger.errors import ConfigError
@@ -46,11 +47,11 @@ def _hex32(text: str, what: str) -> bytes:
     return raw
 
 
-def _builder(manifest: Path | None, rpc: str | None) -> ProofBuilder:
+def _builder(manifest: Path | None, rpc: str | None, validators_from: int | None = None) -> ProofBuilder:
     from partledger.proofs.builder import ProofBuilder
 
     loaded = load_manifest(manifest or default_paths().manifest)
-    return ProofBuilder(rpc_url=rpc or loaded.rpc_url, manifest=loaded)
+    return ProofBuilder(rpc_url=rpc or loaded.rpc_url, manifest=loaded, qbft_from=validators_from)
 
 
 def _record(path: Path) -> BatchRecord:
@@ -109,6 +110,7 @@ def get_command(
     document: Annotated[Optional[Path], typer.Option(help="with --doc-hash and --salt: the document file, to put its salt and content hash in the bundle")] = None,
     salt: Annotated[Optional[str], typer.Option(help="the document's 32-byte salt (0x...)")] = None,
     chain_to: Annotated[Optional[int], typer.Option(help="add the headers up to this block (a checkpointed one)")] = None,
+    validators_from: Annotated[Optional[int], typer.Option(help="Besu QBFT: the block after which the auditor's trusted validators hold (0: genesis; default: the newest epoch block)")] = None,
     checkpoints: Annotated[Optional[Path], typer.Option(help="add the headers up to the first checkpoint of this file after the block")] = None,
     out: Annotated[Path, typer.Option(help="where to write the bundle")] = Path("bundle.json"),
     manifest: ManifestOption = None,
@@ -121,14 +123,16 @@ def get_command(
 
     if sum(x is not None for x in (doc_hash, tx, batch_root)) != 1 or (tx is None) != (log_index is None):
         raise typer.BadParameter("give exactly one of --doc-hash, --tx with --log-index, or --batch-root")
+    if validators_from is not None and service is not None:
+        raise typer.BadParameter("--validators-from builds from a node: it does not go with --service")
     batch_record = _record(record) if record is not None else None
     if checkpoints is not None and chain_to is None:
         # the target depends on the block, known once the bundle is built: build, then rebuild with the chain
-        first = _get(doc_hash, tx, log_index, batch_root, batch_record, None, manifest, rpc, service)
+        first = _get(doc_hash, tx, log_index, batch_root, batch_record, None, manifest, rpc, service, validators_from)
         chain_to = chain_target(json.loads(checkpoints.read_text()), first["block"]["number"])
         if chain_to is None:
             raise ConfigError(f"no checkpoint in {checkpoints} at or after block {first['block']['number']}: export checkpoints again")
-    bundle = _get(doc_hash, tx, log_index, batch_root, batch_record, chain_to, manifest, rpc, service)
+    bundle = _get(doc_hash, tx, log_index, batch_root, batch_record, chain_to, manifest, rpc, service, validators_from)
     if salt is not None or document is not None:
         if salt is None or document is None or doc_hash is None:
             raise typer.BadParameter("--salt and --document go together, with --doc-hash")
@@ -138,7 +142,7 @@ def get_command(
 
 
 def _get(doc_hash: str | None, tx: str | None, log_index: int | None, batch_root: str | None, record: BatchRecord | None,
-         chain_to: int | None, manifest: Path | None, rpc: str | None, service: str | None) -> dict[str, Any]:  # fmt: skip
+         chain_to: int | None, manifest: Path | None, rpc: str | None, service: str | None, validators_from: int | None) -> dict[str, Any]:  # fmt: skip
     params = {"chain_to": chain_to} if chain_to is not None else {}
     if service is not None:
         if doc_hash is not None:
@@ -146,7 +150,7 @@ def _get(doc_hash: str | None, tx: str | None, log_index: int | None, batch_root
         if tx is not None:
             return _from_service(service, f"/v1/proofs/events/{tx}/{log_index}", params=params, record=None)
         return _from_service(service, f"/v1/proofs/batches/{batch_root}", params=params, record=record)
-    builder = _builder(manifest, rpc)
+    builder = _builder(manifest, rpc, validators_from)
     if doc_hash is not None:
         return builder.document(_hex32(doc_hash, "--doc-hash"), chain_to=chain_to)
     if tx is not None:
@@ -163,9 +167,11 @@ def verify_command(
     checkpoints: Annotated[Optional[Path], typer.Option(help="the operator's signed checkpoint file")] = None,
     operator: Annotated[Optional[str], typer.Option(help="the operator address the checkpoints must be signed by")] = None,
     manifest: Annotated[Optional[Path], typer.Option(help="the consortium's deployment manifest: pins the contract addresses")] = None,
+    validators: Annotated[Optional[Path], typer.Option(help="Besu QBFT: the genesis file, or a JSON list of the validator addresses, you trust")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the verdict as JSON")] = False,
 ) -> None:
     """Verify a proof bundle offline: every hash, proof and signature, against a trust anchor. Exit 0 only if valid."""
+    from partledger.proofs import qbft
     from partledger.proofs import verifier as v
 
     try:
@@ -180,7 +186,13 @@ def verify_command(
         contracts = v.manifest_contracts(v.parse_json(manifest.read_bytes())) if manifest is not None else None
     except (OSError, v.CheckFailed) as exc:
         raise ConfigError(f"unreadable deployment manifest {manifest}: {exc}") from None
-    anchors = v.TrustAnchors(blocks=blocks, rpc_url=rpc, checkpoints=loaded_checkpoints, operator=operator, contracts=contracts)
+    try:
+        loaded_validators = v.parse_json(validators.read_bytes()) if validators is not None else None
+        if loaded_validators is not None:
+            qbft.trusted_validators(loaded_validators)
+    except (OSError, v.CheckFailed) as exc:
+        raise ConfigError(f"unusable validators file {validators}: {exc}") from None
+    anchors = v.TrustAnchors(blocks=blocks, rpc_url=rpc, checkpoints=loaded_checkpoints, operator=operator, contracts=contracts, validators=loaded_validators)
     try:
         raw = bundle.read_bytes()
         content = document.read_bytes() if document is not None else None
@@ -211,7 +223,8 @@ def print_verdict(verdict: v.Verdict, source: Path) -> None:
         console.print(facts)
         console.print(f"[bold green]VALID[/]: all {len(verdict.checks)} checks passed")
     else:
-        console.print(f"[bold red]INVALID[/]: failed {', '.join(verdict.failed)}")
+        first = next(check for check in verdict.checks if not check.ok)
+        console.print(f"[bold red]INVALID[/]: failed {', '.join(verdict.failed)}: {first.name}: {escape(first.detail)}", soft_wrap=True, highlight=False)
 
 
 @checkpoint_app.command("export")

@@ -53,7 +53,7 @@ def test_devnet_up_deploys_and_seeds_demo_consortium_then_down_stops_it(devnet_d
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["chain_id"] == 4242 and manifest["rpc_url"] == f"http://127.0.0.1:{port}"
-    assert set(manifest["contracts"]) == {"ConsortiumRegistry", "PartLedger", "EvidenceLedger"}
+    assert set(manifest["contracts"]) == {"PartLedgerForwarder", "ConsortiumRegistry", "PartLedger", "EvidenceLedger"}
     for name, contract in manifest["contracts"].items():
         assert contract["artifact_sha256"] == load_artifact(name).sha256
     assert manifest["deployment_block"] == min(c["block"] for c in manifest["contracts"].values())

@@ -1,7 +1,8 @@
 """The manufacturer's console pages on the real stack (Anvil, the indexer, the service with its submitter, SQLite):
 a lot registered by form and by CSV upload (a bad row: the row table, nothing registered), its label PDFs made in the
 background, downloaded, rendered and decoded, the lots' counts against the mirror, a recall with its notice PDF
-confirmed on chain with the PDF's hash; a viewer reads but may not act, and another organisation's lot is refused.
+confirmed on chain with the PDF's hash, and one with a notice written in both languages, which the impact page, the
+home page, the verdict and the API then show; a viewer reads but may not act, and another organisation's lot is refused.
 Every outcome is checked on the chain or through the query API, not only on the page. In Chromium on a phone, the
 same pages in both languages (axe-core reads them in tests/test_console_security.py)."""
 
@@ -24,6 +25,7 @@ from typer.testing import CliRunner
 
 from labels.digital_link import parse_uri
 from labels.signature import label_domain, recover_signer
+from ledger_service.recall_notices import canonical_bytes
 from partledger.ids import ascii32, part_id
 from partledger_cli.main import app as cli
 from tests.chainkit import GTIN_A, GTIN_B, Ledger
@@ -296,9 +298,60 @@ def test_a_recall_with_its_notice_pdf_is_confirmed_on_chain_with_the_pdfs_hash(s
 
     page = mia.get(f"/console/maker/lots/{lot}/impact")
     assert page.status_code == 200 and f'<code id="impact-notice-hash">0x{digest}</code>' in page.text
+    assert 'id="impact-notice-none"' in page.text  # a PDF's hash: the service holds no text to show
     assert page.text.count("<tr data-part-id=") == 2
     again = mia.post(f"/console/maker/lots/{lot}/recall", files={"notice": ("notice.pdf", notice, "application/pdf")})
     assert again.status_code == 409 and problem_code(again) == "lot_recalled"
+
+
+NOTICE = {
+    "title": {"zh": "离合器片批次召回", "en": "Clutch plate lot recall"},
+    "reason": {"zh": "铆钉可能脱落。", "en": "The rivets may come off."},
+    "risk": {"zh": "离合器打滑。", "en": "The clutch may slip."},
+    "remedy": {"zh": "免费更换。", "en": "Free replacement."},
+    "action": {"zh": "请勿安装。\n退回经销商。", "en": "Do not fit it.\nReturn it to your dealer."},
+    "contact": {"zh": "热线 400-111-2222", "en": "Hotline +86 400 111 2222"},
+}
+
+
+def notice_form(notice: dict[str, dict[str, str]], *, line_break: str = "\n") -> dict[str, str]:
+    return {f"notice_{name}_{lang}": text.replace("\n", line_break) for name, texts in notice.items() for lang, text in texts.items()}
+
+
+def test_a_recall_with_a_written_notice_reaches_scanners_the_console_and_the_api(site):
+    stack, client = site
+    mia = browser(site, "mia")
+    lot = register_by_csv(site, mia, lot="RECALL-TEXT", serials=["RT-1"])
+    form_page = mia.get(f"/console/maker/lots/{lot}/recall").text
+    assert 'id="recall-notice-form"' in form_page and 'id="recall-form"' in form_page  # written, or a PDF
+
+    blank = mia.post(f"/console/maker/lots/{lot}/recall", {"mode": "text", **notice_form(NOTICE), "notice_risk_en": "  "})
+    assert blank.status_code == 422 and problem_code(blank) == "invalid_notice" and 'id="f-notice_risk_en-error"' in blank.text
+    assert NOTICE["title"]["zh"] in blank.text  # what was written stays in the form
+
+    review = mia.post(f"/console/maker/lots/{lot}/recall", {"mode": "text", **notice_form(NOTICE, line_break="\r\n")})  # as browsers send a textarea
+    digest = "0x" + hashlib.sha256(canonical_bytes(NOTICE)).hexdigest()
+    assert review.status_code == 200 and f'<code id="notice-hash">{digest}</code>' in review.text, review.text
+    shown = review.text[review.text.index('id="notice-review"') :]
+    assert all(NOTICE[name][lang] in unescape(shown) for name in NOTICE for lang in ("zh", "en"))
+    fields = dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)">', review.text[review.text.index('id="recall-confirm-form"') :]))
+    assert fields["mode"] == "text" and "notice_hash" not in fields  # the service hashes what it is sent, not a hash the page carried
+    confirmed = mia.post(f"/console/maker/lots/{lot}/recall/confirm", {key: unescape(value) for key, value in fields.items() if key != "csrf_token"} | {"confirm": "yes"})
+    view = wait_command(stack, "maker", command_of(confirmed))
+    assert view["status"] == "confirmed" and view["kind"] == "recall"
+    (event,) = stack.ledger.parts.events.LotRecalled.get_logs(from_block=view["block"], to_block=view["block"])
+    assert event["args"]["lot"] == lot and "0x" + bytes(event["args"]["noticeHash"]).hex() == digest
+    caught_up(client, stack.ledger)
+
+    for user, lang in ((mia, "en"), (browser(site, "mia", lang=ZH), "zh")):
+        impact = user.get(f"/console/maker/lots/{lot}/impact").text
+        notice = unescape(impact[impact.index('id="impact-notice"') :])
+        assert NOTICE["title"][lang] in notice and NOTICE["action"][lang] in notice and NOTICE["contact"][lang] in notice
+        home = unescape(user.get("/console").text)
+        assert f'data-lot="{lot}"><strong>{NOTICE["title"][lang]}</strong>' in home and NOTICE["action"][lang] in home
+    scanned = client.get(f"/01/{GTIN_A}/21/RT-1", headers=JSON).json()  # a label without its signature
+    assert (scanned["verdict"], scanned["label_warning"], scanned["recall"]["notice"]) == ("recalled", "unsigned", NOTICE)
+    assert client.get(f"/v1/recall-notices/{digest}").json()["notice"] == NOTICE
 
 
 # --- who may see and act -------------------------------------------------------------------------------------------

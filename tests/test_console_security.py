@@ -205,6 +205,12 @@ def build_world(world: World) -> None:
     world.ids |= {"tx_hash": tx_hash, "log_index": log_index, "entry": entry}
     assert auditor.post("/console/audit/log/anchor").status_code == 303  # so that the entry has a proof to download
     wait_until(lambda: auditor.get(f"/console/audit/log/{entry}/proof").status_code == 200, "the audit log's anchor", timeout=60)
+    # a recall alert of A's about its lot, sent to the workshop that installed one of its parts
+    alert = client.post("/v1/notifications", headers=maker, json={"kind": "alert", "title": "SEC alert", "lots": [world.ids["lot"]], "send": True})
+    assert alert.status_code == 201, alert.text
+    step = alert.json()["transitions"][-1]["id"]
+    world.ids |= {"notification": alert.json()["id"], "transition": step}
+    wait_until(lambda: client.get(f"/v1/notifications/{world.ids['notification']}/transitions/{step}/proof", headers=maker).status_code == 200, "the alert's anchor", timeout=60)
 
 
 # --- the routes, and URLs for them ---------------------------------------------------------------------------------
@@ -236,6 +242,7 @@ def path_values(world: World) -> dict[str, list[str]]:
         "command_id": [ids["a_commands"][0]], "part_id": [ids["pid"]], "part": [ids["pid"]], "key": [ids["inbound_key"]],
         "proposal_id": [ids["proposal"]], "doc_hash": [ids["anchored_doc"]], "org_id": [str(world.org_id(ORG_A))],
         "tx_hash": [ids["tx_hash"]], "log_index": [ids["log_index"]], "entry_id": [str(ids["entry"])], "name": sorted(SECTION_BY_NAME),
+        "notification_id": [ids["notification"]], "transition_id": [ids["transition"]],
     }  # fmt: skip
 
 
@@ -324,6 +331,8 @@ def acting_forms(world: World) -> dict[str, tuple[dict[str, Any], dict[str, Any]
         "/console/documents/proposals/{proposal_id}/countersign": ({}, None),
         "/console/documents/check": ({"salt": "0x" + "11" * 32}, {"document": ("d.pdf", pdf_bytes("checked"), "application/pdf")}),
         "/console/audit/log/anchor": ({}, None),
+        "/console/notifications/new": ({"kind": "alert", "severity": "major", "title": "SEC new", "lots": str(ids["lot"]), "send": "on"}, None),
+        "/console/notifications/{notification_id}/act": ({"action": "close"}, None),
     }  # fmt: skip
 
 
@@ -385,7 +394,7 @@ def markers(world: World) -> tuple[set[str], set[str]]:
     private = {*ids["a_commands"], ids["a_key_id"], A_KEY_LABEL} | {u for u, (org, _, _) in USERS.items() if org == ORG_A} | {
         display for org, _, display in USERS.values() if org == ORG_A and display != SCRIPT_FULL
     }
-    consortium = {A_LOT, ids["tx_hash"], ids["vin_hash"], ids["proposal"], ids["proposal_doc"], ids["anchored_doc"], ids["job"]}
+    consortium = {A_LOT, ids["tx_hash"], ids["vin_hash"], ids["proposal"], ids["proposal_doc"], ids["anchored_doc"], ids["job"], ids["notification"]}
     return private, consortium
 
 

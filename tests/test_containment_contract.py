@@ -11,6 +11,7 @@ from partledger.errors import ValidationError
 from partledger.ids import ascii32, logistic_unit_id, normalize_sscc, part_id
 from partledger.model import PartStatus
 from tests.chainkit import GTIN_A, GTIN_B, reverts
+from tests.relaykit import on_both_paths  # noqa: F401 - every test runs direct and relayed through the forwarder
 
 NO_DOC = bytes(32)
 VIN_HASH = keccak(text="salted vin")

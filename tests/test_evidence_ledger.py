@@ -24,6 +24,7 @@ from partledger.ids import ascii32, part_id
 from partledger.merkle import build_tree
 from partledger.model import DocType
 from tests.chainkit import GTIN_A, Ledger, Org, dev_account, reverts
+from tests.relaykit import on_both_paths  # noqa: F401 - every test runs direct and relayed through the forwarder
 
 pytestmark = pytest.mark.chain
 
@@ -128,7 +129,7 @@ def deploy_other_evidence_ledger(ledger: Ledger) -> Contract:
     """A second EvidenceLedger on the same registry: same name, version and chain, another verifying contract."""
     artifact = load_artifact("EvidenceLedger")
     factory = ledger.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-    tx_hash = factory.constructor(ledger.registry.address).transact({"from": ledger.operator, "gasPrice": 0})
+    tx_hash = factory.constructor(ledger.registry.address, ledger.manifest.forwarder).transact({"from": ledger.operator, "gasPrice": 0})
     address = ledger.w3.eth.wait_for_transaction_receipt(tx_hash)["contractAddress"]
     return cast(Contract, ledger.w3.eth.contract(address=address, abi=artifact.abi))
 

@@ -1,4 +1,6 @@
-"""Invariants of the contracts on a live Anvil, checked from the outside, without a model of the lifecycle.
+"""Invariants of the contracts on a live Anvil, checked from the outside, without a model of the lifecycle, over both
+paths: each call is sent by its key directly, or signed by that key and relayed through the forwarder in a batch as
+the service relays it (a refused relayed call is mined too: the forwarder reports it failed, and it changes nothing).
 
 tests/test_lifecycle_stateful.py predicts every outcome from a model; this machine predicts nothing. It sends any
 operation, by any key (members of every role, a key revoked during the run, a key nobody registered), on any parts
@@ -12,7 +14,8 @@ estimation, and then compares the chain's state before and after that one transa
   in two PartsRegistered events;
 - custody changes only by the holder's shipment (in transit, to the named organisation) and the named receiver's
   receipt; every other change to a part is made by its custodian;
-- revoked and unknown keys change nothing (their transactions revert, with no log);
+- revoked and unknown keys change nothing (their transactions revert, with no log; relayed, their request is
+  reported failed by the forwarder's one log, and nothing else);
 - every state change emits exactly one event: a transaction's logs are one part event whose ids are exactly the
   parts it changed, plus LotOpened for a lot it opened and LotRecalled for a lot it recalled; a reverted or
   unchanged one has none.
@@ -34,12 +37,14 @@ from web3.logs import DISCARD
 from partledger.ids import ascii32, part_id_unchecked
 from partledger.model import CUSTODY_ROLES, PartStatus, Role
 from tests.chainkit import GTIN_A, Ledger, revert_to, snapshot
+from tests.relaykit import Relay
 
 pytestmark = [pytest.mark.chain, pytest.mark.heavy]
 
 EXAMPLES = 60  # sequences; set here, not by the profile, to keep the file at about a minute
 STEPS = 15
 GAS = 2_000_000
+RELAYED_GAS = 1_500_000  # what a relayed request offers its call: the forwarder keeps 1/63 back, the batch its own
 GTIN = int(GTIN_A)
 SERIALS = tuple(ascii32(f"INV-{index}") for index in range(1, 6))  # no other test uses these serials
 POOL = tuple(part_id_unchecked(GTIN, serial) for serial in SERIALS)
@@ -103,6 +108,7 @@ class InvariantMachine(RuleBasedStateMachine):
         ledger = self.ledger
         self.w3 = ledger.w3
         self.snapshot_id = snapshot(self.w3)
+        self.relay = Relay(ledger)
         self.revoked: set[str] = set()
         self.registered: Counter[bytes] = Counter()
         self.topics = {self.w3.keccak(text=_signature(e)): e["name"] for e in ledger.parts.abi if e["type"] == "event"}
@@ -149,12 +155,12 @@ class InvariantMachine(RuleBasedStateMachine):
 
     # -- the rules --------------------------------------------------------------------------------------------
 
-    @initialize(count=st.integers(min_value=2, max_value=len(POOL)))
-    def register_some(self, count: int) -> None:
+    @initialize(count=st.integers(min_value=2, max_value=len(POOL)), relayed=st.booleans())
+    def register_some(self, count: int, relayed: bool) -> None:
         """Each sequence opens with the one call whose outcome is certain without a model: the maker's own key
         registering parts that do not exist yet, on a chain reverted to before any of them."""
         STATS["sequences"] += 1
-        accepted = self.send("register", self.actors[0], list(POOL[:count]), to=0, lot=0, label="initial register")
+        accepted = self.send("register", self.actors[0], list(POOL[:count]), to=0, lot=0, label="initial register", relayed=relayed)
         assert accepted, f"the maker could not register {count} fresh parts"
 
     @rule(
@@ -164,8 +170,9 @@ class InvariantMachine(RuleBasedStateMachine):
         to=st.integers(min_value=0, max_value=100),
         lot=st.integers(min_value=0, max_value=3),
         as_holder=st.booleans(),
+        relayed=st.booleans(),
     )
-    def act(self, operation: str, actor: int, picks: list[int], to: int, lot: int, as_holder: bool) -> None:
+    def act(self, operation: str, actor: int, picks: list[int], to: int, lot: int, as_holder: bool, relayed: bool = False) -> None:
         """Any operation by any key; with as_holder, by a key of the organisation that holds the first part picked
         (its named recipient, for a receipt), so that sequences get past the first refusals."""
         parts = [POOL[index] for index in picks]
@@ -174,15 +181,15 @@ class InvariantMachine(RuleBasedStateMachine):
             view = self.ledger.parts.functions.part(parts[0]).call()
             holder = view[2] if operation == "receive" else view[1]
             candidates = [a for a in self.actors if a.org_id == holder] or self.actors
-        self.send(operation, candidates[actor % len(candidates)], parts, to=self.org_ids[to % len(self.org_ids)], lot=lot)
+        self.send(operation, candidates[actor % len(candidates)], parts, to=self.org_ids[to % len(self.org_ids)], lot=lot, relayed=relayed)
 
     @rule(picks=st.lists(st.integers(min_value=0, max_value=len(POOL) - 1), min_size=1, max_size=2, unique=True),
-          to=st.integers(min_value=0, max_value=100), receive=st.booleans())
-    def hand_over(self, picks: list[int], to: int, receive: bool) -> None:
+          to=st.integers(min_value=0, max_value=100), receive=st.booleans(), relayed=st.booleans())
+    def hand_over(self, picks: list[int], to: int, receive: bool, relayed: bool) -> None:
         """The holder ships, and the named organisation may receive: the custody path, taken more often than chance."""
-        self.act("ship", 0, picks, to, 0, True)
+        self.act("ship", 0, picks, to, 0, True, relayed)
         if receive:
-            self.act("receive", 0, picks, 0, 0, True)
+            self.act("receive", 0, picks, 0, 0, True, not relayed)
 
     @rule(actor=st.integers(min_value=0, max_value=100))
     def revoke_a_key(self, actor: int) -> None:
@@ -208,35 +215,42 @@ class InvariantMachine(RuleBasedStateMachine):
             return functions.recallLot(numbers[lot % len(numbers)], bytes(32))
         return getattr(functions, SIMPLE[operation])(parts, bytes(32))
 
-    def send(self, operation: str, actor: Actor, parts: list[bytes], *, to: int, lot: int, label: str | None = None) -> bool:
-        """Sends one call and checks the invariants on what it changed; whether it was accepted."""
+    def send(self, operation: str, actor: Actor, parts: list[bytes], *, to: int, lot: int, label: str | None = None, relayed: bool = False) -> bool:
+        """Sends one call, directly or relayed, and checks the invariants on what it changed; whether it was accepted."""
         before_parts, before_lots = self.state()
         call = self.call_for(operation, parts, to=to, lot=lot)
         outsider = actor.key in self.revoked or actor.org_id == 0
         STATS["sent by a revoked or unknown key"] += outsider
-        try:
-            tx_hash = call.transact({"from": actor.key, "gas": GAS, "gasPrice": 0})
-        except ContractLogicError:  # a node that checks before mining; Anvil mines the revert
-            STATS[f"{label or operation} refused before mining"] += 1
-            STATS["refused: revoked or unknown key"] += outsider
-            assert self.state() == (before_parts, before_lots)
-            return False
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, poll_latency=0.01)
+        STATS[f"sent {'relayed' if relayed else 'directly'}"] += 1
+        if relayed:
+            receipt, accepted = self.relayed(actor, call)
+        else:
+            try:
+                tx_hash = call.transact({"from": actor.key, "gas": GAS, "gasPrice": 0})
+            except ContractLogicError:  # a node that checks before mining; Anvil mines the revert
+                STATS[f"{label or operation} refused before mining"] += 1
+                STATS["refused: revoked or unknown key"] += outsider
+                assert self.state() == (before_parts, before_lots)
+                return False
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, poll_latency=0.01)
+            accepted = receipt.status == 1
         after_parts, after_lots = self.state()
         changed = {pid: (before_parts[pid], after_parts[pid]) for pid in POOL if before_parts[pid] != after_parts[pid]}
         opened = set(after_lots) - set(before_lots)
         recalled = {n for n in before_lots if after_lots[n][1] and not before_lots[n][1]}
         lots_changed = {n for n in before_lots if after_lots[n] != before_lots[n]}
-        STATS[f"{label or operation} {'accepted' if receipt.status else 'reverted'}"] += 1
+        STATS[f"{label or operation} {'accepted' if accepted else 'reverted'}"] += 1
+        STATS["accepted (relayed)"] += relayed and accepted
+        logs = [log for log in receipt["logs"] if log["address"] != self.relay.forwarder.address]  # the forwarder's: checked in relayed()
 
         # Revoked and unknown keys change nothing.
         if outsider:
-            assert receipt.status == 0 and not changed and not opened and not lots_changed and not receipt.logs
+            assert not accepted and not changed and not opened and not lots_changed and not logs
             STATS["refused: revoked or unknown key"] += 1
             return False
         # Every state change emits exactly one event; no event without a change.
-        self.check_events(operation, receipt, changed, opened, recalled)
-        if receipt.status == 0:
+        self.check_events(operation, receipt, logs, changed, opened, recalled)
+        if not accepted:
             assert not changed and not opened and not lots_changed
             return False
         assert changed or opened or recalled, f"{operation} succeeded and changed nothing"
@@ -270,8 +284,18 @@ class InvariantMachine(RuleBasedStateMachine):
         if S(after[0]) == S.IN_TRANSIT and status != S.IN_TRANSIT:
             assert operation == "ship" and after[2] == to, f"{pid.hex()} in transit by {operation} to {after[2]}"
 
-    def check_events(self, operation: str, receipt: Any, changed: dict, opened: set[int], recalled: set[int]) -> None:
-        logs = receipt.logs
+    def relayed(self, actor: Actor, call: Any) -> tuple[Any, bool]:
+        """`call` signed by the actor's key and relayed in a (non-atomic) batch with explicit gas, so that a refused
+        call is mined too; the receipt, and whether the forwarder reports the call succeeded. The forwarder logs that
+        one request and nothing else: its signature, nonce and deadline are right, only the call may fail."""
+        signed = self.relay.sign(actor.key, call, gas=RELAYED_GAS)
+        receipt = self.relay.execute_batch([signed], gas=GAS)
+        [(signer, nonce, success)] = self.relay.outcomes(receipt)
+        assert (signer, nonce) == (actor.key, signed.request.nonce) and receipt["status"] == 1
+        assert sum(log["address"] == self.relay.forwarder.address for log in receipt["logs"]) == 1
+        return receipt, success
+
+    def check_events(self, operation: str, receipt: Any, logs: list[Any], changed: dict, opened: set[int], recalled: set[int]) -> None:
         assert all(log["address"] == self.ledger.parts.address for log in logs), "a log from another contract"
         names = Counter(self.topics[log["topics"][0]] for log in logs)
         expected: Counter[str] = Counter()
@@ -315,3 +339,5 @@ def test_contract_invariants_hold_for_any_sequence_of_calls(deployed: Ledger) ->
     assert STATS["refused: revoked or unknown key"] == outsiders > 0, f"{outsiders} calls by revoked or unknown keys: {dict(STATS)}"
     accepted = sum(count for key, count in STATS.items() if key.endswith("accepted"))
     assert accepted > EXAMPLES, f"too few calls accepted to mean anything: {dict(STATS)}"
+    # Both paths taken, and the relayed one accepted often enough to mean something too.
+    assert STATS["sent directly"] > EXAMPLES and STATS["sent relayed"] > EXAMPLES and STATS["accepted (relayed)"] > EXAMPLES // 2, dict(STATS)

@@ -12,6 +12,7 @@ from partledger.errors import ValidationError
 from partledger.ids import ascii32, part_id_unchecked
 from partledger.model import PartStatus
 from tests.chainkit import GTIN_A, GTIN_B, reverts
+from tests.relaykit import on_both_paths  # noqa: F401 - every test runs direct and relayed through the forwarder
 
 NO_DOC = bytes(32)
 DOC = keccak(text="delivery-note-1")

@@ -341,7 +341,7 @@ def test_lot_level_answers_the_lot_and_its_recall_status(world):
     assert recalled.status_code == 200
     assert recalled.json() == {
         "gtin": GTIN_A, "lot": "L-RC", "manufacturer": {"id": MAKER, "name": "Maker Co"}, "recalled": True,
-        "recall": {"notice_hash": "0x" + NOTICE.hex(), "block": 30, "by": "Maker Co"}, "links": recalled.json()["links"], "block": 40,
+        "recall": {"notice_hash": "0x" + NOTICE.hex(), "block": 30, "by": "Maker Co", "notice": None}, "links": recalled.json()["links"], "block": 40,
     }  # fmt: skip
     assert len(recalled.json()["links"]) == 4  # the product's, inherited
     fine = client.get(f"/01/{GTIN_A}/10/L-OK", headers=JSON).json()

@@ -1,6 +1,8 @@
 """The verification page in headless Chromium on a phone-sized viewport, served by a real uvicorn over the live
 stack: a Chinese phone opens a label's Digital Link, reads the verdict, switches to English, checks its VIN and
-shares its coarse location; a destroyed part's label reads as a copy. Screenshots go to test-artifacts/<worker>/."""
+shares its coarse location; a destroyed part's label reads as a copy; a recalled part's unsigned label reads as
+recalled first, the missing signature second, with the recall's notice in English and, switched, in Chinese.
+Screenshots go to test-artifacts/<worker>/."""
 
 from __future__ import annotations
 
@@ -25,6 +27,14 @@ CHROMIUM_ARGS = [
     "--disable-sync", "--no-first-run",
 ]  # fmt: skip
 VIN = "LSVAU2180N2183294"
+NOTICE = {
+    "title": {"zh": "刹车片批次召回", "en": "Brake pad lot recall"},
+    "reason": {"zh": "摩擦材料可能开裂。", "en": "The friction material may crack."},
+    "risk": {"zh": "制动距离变长。", "en": "Longer braking distances."},
+    "remedy": {"zh": "免费更换刹车片。", "en": "The pads are replaced free of charge."},
+    "action": {"zh": "请勿安装。\n已安装请尽快联系维修厂。", "en": "Do not fit it.\nIf it is fitted, call your workshop soon."},
+    "contact": {"zh": "客服 400-000-0000", "en": "Service line +86 400 000 0000"},
+}
 PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
 
 
@@ -59,6 +69,7 @@ def test_phone_reads_the_verdict_switches_language_and_checks_its_vin(deployed, 
     with live_stack(ledger, tmp_path, public_rate_limit="1000/minute") as (stack, client):
         o, fn, maker = ledger.orgs, ledger.parts.functions, ledger.orgs["maker"].key
         register(ledger, maker, gtin=GTIN_A, lot="LOT-PHONE", serials=["PHONE-1", "PHONE-SCRAP"])
+        register(ledger, maker, gtin=GTIN_A, lot="LOT-PHONE-R", serials=["PHONE-R"])
         fitted, scrapped = part_id(GTIN_A, "PHONE-1"), part_id(GTIN_A, "PHONE-SCRAP")
         ledger.act(maker, fn.scrapParts([scrapped], bytes(32)))
         ledger.act(maker, fn.shipParts([fitted], o["workshop"].id, bytes(32)))
@@ -66,6 +77,9 @@ def test_phone_reads_the_verdict_switches_language_and_checks_its_vin(deployed, 
         caught_up(client, ledger)
         installed = client.post("/v1/parts/install", headers=stack.headers("workshop"), json={"items": [{"part_id": "0x" + fitted.hex(), "vin": VIN}]})
         assert wait_command(stack, "workshop", installed.json()["command_id"])["status"] == "confirmed"
+        recalled = client.post("/v1/lots/recall", headers=stack.headers("maker"), json={"lot": ledger.lot_number(o["maker"], "LOT-PHONE-R"), "notice": NOTICE})
+        assert wait_command(stack, "maker", recalled.json()["command_id"])["status"] == "confirmed"
+        caught_up(client, ledger)
 
         with Server(create_app(stack.settings(submitter=False, public_rate_limit="1000/minute"))) as server, sync_playwright() as playwright:
             resolver = f"http://127.0.0.1:{server.port}"
@@ -102,7 +116,27 @@ def test_phone_reads_the_verdict_switches_language_and_checks_its_vin(deployed, 
                 expect(page.locator("#verdict-detail")).to_have_text("This part was destroyed: a label on a part in use is a copy.", use_inner_text=True)
                 expect(page.locator("#suspicious")).to_be_visible()
                 page.screenshot(path=str(artifacts_dir / "verify-phone-scrapped-en.png"), full_page=True)
+
+                # A recalled part's unsigned label: recalled first, the label's fault second, the notice to act on.
+                page.goto(label_uri(ledger, gtin=GTIN_A, serial="PHONE-R", key=None, resolver=resolver))
+                expect(title).to_have_text("Recalled — do not use", use_inner_text=True)
+                expect(page.locator("#label-warning")).to_have_text(
+                    "Also: Label without manufacturer signature PartLedger labels carry the manufacturer's signature; this one has none. Ask the seller for a genuine label.",
+                    use_inner_text=True,
+                )  # fmt: skip
+                expect(page.locator("#notice-title")).to_have_text(NOTICE["title"]["en"], use_inner_text=True)
+                expect(page.locator("#notice-action p")).to_have_text(NOTICE["action"]["en"], use_inner_text=True)  # its line break kept
+                expect(page.locator("#notice-contact")).to_have_text(NOTICE["contact"]["en"], use_inner_text=True)
+                assert page.evaluate("document.documentElement.scrollWidth") <= 390
+                page.screenshot(path=str(artifacts_dir / "verify-phone-recalled-en.png"), full_page=True)
+                page.locator("#lang-switch").click()
+                expect(title).to_have_text("已召回 — 请勿使用", use_inner_text=True)
+                expect(page.locator("#label-warning")).to_contain_text("标签缺少厂商签名", use_inner_text=True)
+                expect(page.locator("#notice-title")).to_have_text(NOTICE["title"]["zh"], use_inner_text=True)
+                expect(page.locator("#notice-action p")).to_have_text(NOTICE["action"]["zh"], use_inner_text=True)
+                expect(page.locator("#notice-risk")).to_have_text(NOTICE["risk"]["zh"], use_inner_text=True)
+                page.screenshot(path=str(artifacts_dir / "verify-phone-recalled-zh.png"), full_page=True)
             finally:
                 browser.close()
-    for name in ("verify-phone-zh.png", "verify-phone-en.png", "verify-phone-scrapped-en.png"):
+    for name in ("verify-phone-zh.png", "verify-phone-en.png", "verify-phone-scrapped-en.png", "verify-phone-recalled-en.png", "verify-phone-recalled-zh.png"):
         assert (artifacts_dir / name).stat().st_size > 10_000

@@ -1,11 +1,14 @@
 """The verdict matrix against the live stack (Anvil, indexer, service): one part in each lifecycle state, a recalled
 lot, a forged signature, another organisation's key, a revoked key, an unsigned label, an unknown serial and
-malformed addresses, each with its exact verdict, HTTP status and page text; any address under /01/ with the exact
+malformed addresses, each with its exact verdict, HTTP status and page text; recalled × {unsigned, forged, revoked
+key} headlined recalled with the label's fault second, and the recall's notice (sent through the API, its hash on
+chain) on the page in both languages, in the JSON, on the lot's page and served with its canonical bytes; any address under /01/ with the exact
 status, form and error code the GS1 Digital Link rules (and the GS1-Conformant Resolver standard's) give it; the
 linkset; public data only; the rate limit."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import time
@@ -18,6 +21,9 @@ from eth_utils import keccak
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from ledger_service.recall_notices import canonical_bytes
+from ledger_service.resolver_links import LotAnswer
+from ledger_service.schemas import CanonicalRecallNotice, LabelVerdict, RecallImpact, RecallNoticeAnswer
 from partledger.ids import part_id
 from tests.chainkit import GTIN_A, GTIN_B
 from tests.labelkit import BROWSER_EN, BROWSER_ZH, JSON, caught_up, forged_uri, label_uri, live_stack, register, target
@@ -25,7 +31,16 @@ from tests.servicekit import wait_command
 
 VIN = "LSVAU2180N2183294"
 OTHER_VIN = "LFV2A21K8M4123456"
-NOTICE = keccak(text="recall notice 2026-07: brake caliper bolt torque")
+NOTICE = keccak(text="recall notice 2026-07: brake caliper bolt torque")  # a bare hash: the service holds no text for it
+NOTICE_TEXT = {
+    "title": {"zh": "制动卡钳螺栓召回", "en": "Brake caliper bolt recall"},
+    "reason": {"zh": "该批次卡钳的固定螺栓扭矩不足。", "en": "The caliper bolts of this lot were under-torqued."},
+    "risk": {"zh": "卡钳可能松动，导致制动失效。", "en": "The caliper may come loose and the brake fail."},
+    "remedy": {"zh": "经销商免费更换螺栓。", "en": "Dealers replace the bolts free of charge."},
+    "action": {"zh": "请勿安装此配件。\n已安装的车辆请停止驾驶并联系经销商。", "en": "Do not fit this part.\nIf it is fitted, stop driving and call your dealer."},
+    "contact": {"zh": "召回热线 400-800-1234", "en": "Recall line +86 400 800 1234"},
+}
+NOTICE_HASH = "0x" + hashlib.sha256(canonical_bytes(NOTICE_TEXT)).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +78,13 @@ def world(deployed, tmp_path_factory):
         early = label_uri(ledger, gtin=GTIN_A, serial="STOCK", key=maker_spare)
         ledger.act(ledger.operator, ledger.registry.functions.revokeSiteKey(maker_spare))
         register(ledger, maker, gtin=GTIN_A, lot="LOT-M", serials=["LATE"])
+        # A lot recalled through the API with a notice people can read; registered after the revocation, so that
+        # its part carries every fault a label can have: none, no signature, a forged one, the revoked key's.
+        register(ledger, maker, gtin=GTIN_A, lot="LOT-N", serials=["N-1"])
+        caught_up(client, ledger)
+        recall = client.post("/v1/lots/recall", headers=stack.headers("maker"), json={"lot": ledger.lot_number(o["maker"], "LOT-N"), "notice": NOTICE_TEXT})
+        assert recall.status_code == 202, recall.text
+        assert wait_command(stack, "maker", recall.json()["command_id"])["status"] == "confirmed"
         caught_up(client, ledger)
         yield {"ledger": ledger, "stack": stack, "client": client, "maker": maker, "spare": maker_spare, "early": early}
 
@@ -86,6 +108,11 @@ CASES = [
     ("recycled", lambda w: uri(w, "RECYCLED"), "scrapped", 200, "Destroyed part", "已销毁的配件"),
     ("recalled", lambda w: uri(w, "RECALL-1"), "recalled", 200, "Recalled — do not use", "已召回 — 请勿使用"),
     ("recalled and installed", lambda w: uri(w, "RECALL-INST"), "recalled", 200, "Recalled — do not use", "已召回 — 请勿使用"),
+    ("recalled with a notice", lambda w: uri(w, "N-1"), "recalled", 200, "Recalled — do not use", "已召回 — 请勿使用"),
+    ("recalled, unsigned", lambda w: uri(w, "N-1", key=None), "recalled", 200, "Recalled — do not use", "已召回 — 请勿使用"),
+    ("recalled, forged signature", lambda w: forged_uri(w["ledger"], gtin=GTIN_A, serial="N-1"), "recalled", 200, "Recalled — do not use", "已召回 — 请勿使用"),
+    ("recalled, key revoked", lambda w: uri(w, "N-1", key="spare"), "recalled", 200, "Recalled — do not use", "已召回 — 请勿使用"),
+    ("recalled, bare hash, unsigned", lambda w: uri(w, "RECALL-1", key=None), "recalled", 200, "Recalled — do not use", "已召回 — 请勿使用"),
     ("forged signature", lambda w: forged_uri(w["ledger"], gtin=GTIN_A, serial="STOCK"), "signature_invalid", 200, "Invalid label — possibly counterfeit", "标签无效 — 可能是假冒"),
     ("signature of another serial", lambda w: uri(w, "SOLD").replace("/21/SOLD", "/21/STOCK"), "signature_invalid", 200, "Invalid label — possibly counterfeit", "标签无效 — 可能是假冒"),
     ("another manufacturer's key", lambda w: uri(w, "STOCK", key="maker2"), "signature_invalid", 200, "Invalid label — possibly counterfeit", "标签无效 — 可能是假冒"),
@@ -129,6 +156,119 @@ def test_recalled_part_shows_the_recall_notice(world):
     assert body["recall"]["notice_hash"] == "0x" + NOTICE.hex() and body["recall"]["by"] == world["ledger"].orgs["maker"].name
     page = world["client"].get(target(uri(world, "RECALL-1")), headers=BROWSER_ZH).text
     assert "0x" + NOTICE.hex() in page and "召回通知" in page
+
+
+LABEL_FAULTS = [
+    ("unsigned", lambda w: uri(w, "N-1", key=None), "Label without manufacturer signature", "标签缺少厂商签名"),
+    ("signature_invalid", lambda w: forged_uri(w["ledger"], gtin=GTIN_A, serial="N-1"), "Invalid label — possibly counterfeit", "标签无效 — 可能是假冒"),
+    ("key_revoked", lambda w: uri(w, "N-1", key="spare"), "Invalid label — possibly counterfeit", "标签无效 — 可能是假冒"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("warning", "make", "english", "chinese"), LABEL_FAULTS, ids=[fault[0] for fault in LABEL_FAULTS])
+def test_recalled_comes_first_and_the_labels_fault_second(world, warning, make, english, chinese):
+    client, path = world["client"], target(make(world))
+    body = client.get(path, headers=JSON).json()
+    assert (body["verdict"], body["severity"], body["suspicious"], body["label_warning"]) == ("recalled", "danger", True, warning)
+    assert body["recall"]["notice"] == NOTICE_TEXT and body["recall"]["notice_hash"] == NOTICE_HASH
+    LabelVerdict.model_validate(body)  # the documented answer
+    for headers in (BROWSER_ZH, BROWSER_EN):
+        page = client.get(path, headers=headers).text
+        line = re.search(r'<p class="label-warning" id="label-warning" data-warning="([a-z_]+)">(.*?)</p>', page, re.S)
+        assert line is not None and line[1] == warning
+        assert f'<span lang="zh" class="zh">{chinese}</span><span lang="en" class="en">{english}</span>' in line[2]
+        # the headline, the label's fault under it in the verdict card, then the notice, then the facts
+        assert page.index('id="verdict-title"') < page.index('id="label-warning"') < page.index('id="recall-notice"') < page.index('id="facts"')
+    assert client.post("/v1/scan", json={"uri": make(world)}).json()["label_warning"] == warning
+
+
+def test_the_recall_notice_is_on_the_page_in_both_languages_what_to_do_now_first(world):
+    client, path = world["client"], target(uri(world, "N-1"))
+    body = client.get(path, headers=JSON).json()
+    assert body["verdict"] == "recalled" and body["signature"] == "valid" and "label_warning" not in body
+    for headers, lang in ((BROWSER_ZH, "zh-CN"), (BROWSER_EN, "en")):
+        page = client.get(path, headers=headers).text
+        assert f'<html lang="{lang}">' in page and 'id="label-warning"' not in page
+        card = re.search(r'<section class="card notice" id="recall-notice".*?</section>', page, re.S)[0]
+        for name, texts in NOTICE_TEXT.items():
+            assert f'<span lang="zh" class="zh">{texts["zh"]}</span><span lang="en" class="en">{texts["en"]}</span>' in card, name
+        assert card.index('id="notice-action"') < card.index('id="notice-reason"')
+        assert f'href="/v1/recall-notices/{NOTICE_HASH}/canonical.json"' in card
+    bare = client.get(target(uri(world, "RECALL-1")), headers=BROWSER_EN).text  # recalled with a bare hash: no text to show
+    assert 'id="recall-notice"' not in bare and "0x" + NOTICE.hex() in bare
+    assert client.get(target(uri(world, "RECALL-1")), headers=JSON).json()["recall"]["notice"] is None
+
+
+def test_anyone_gets_the_notice_with_the_bytes_whose_sha256_the_recall_put_on_chain(world):
+    client, ledger = world["client"], world["ledger"]
+    lot = ledger.lot_number(ledger.orgs["maker"], "LOT-N")
+    (event,) = [log for log in ledger.parts.events.LotRecalled.get_logs(from_block=0) if log["args"]["lot"] == lot]
+    assert "0x" + bytes(event["args"]["noticeHash"]).hex() == NOTICE_HASH
+    answer = client.get(f"/v1/recall-notices/{NOTICE_HASH}")
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/json", answer.text
+    body = RecallNoticeAnswer.model_validate(answer.json()).model_dump()
+    assert (body["notice_hash"], body["hash_algorithm"], body["notice"]) == (NOTICE_HASH, "sha-256", NOTICE_TEXT)
+    assert body["recalls"] == [{"block": event["blockNumber"], "by": ledger.orgs["maker"].name}]
+    assert "0x" + hashlib.sha256(body["canonical"].encode("utf-8")).hexdigest() == NOTICE_HASH
+    raw = client.get(f"/v1/recall-notices/{NOTICE_HASH.upper().replace('0X', '0x')}/canonical.json")
+    assert raw.status_code == 200 and raw.headers["content-type"] == "application/json"
+    assert raw.content == body["canonical"].encode("utf-8") and "0x" + hashlib.sha256(raw.content).hexdigest() == NOTICE_HASH
+    CanonicalRecallNotice.model_validate_json(raw.content)
+    for unknown in ("0x" + NOTICE.hex(), "0x" + "00" * 32):  # a recall's bare hash (no text held), a hash no recall names
+        for suffix in ("", "/canonical.json"):
+            missing = client.get(f"/v1/recall-notices/{unknown}{suffix}")
+            assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_recall_notice", unknown
+    malformed = client.get("/v1/recall-notices/0x1234")
+    assert malformed.status_code == 422 and malformed.json()["error"]["code"] == "invalid_request"
+
+
+def test_the_lot_page_its_json_and_recall_impact_show_the_notice(world):
+    client, ledger, stack = world["client"], world["ledger"], world["stack"]
+    lot_json = client.get(f"/01/{GTIN_A}/10/LOT-N", headers=JSON).json()
+    assert lot_json["recalled"] is True and lot_json["recall"]["notice"] == NOTICE_TEXT and lot_json["recall"]["notice_hash"] == NOTICE_HASH
+    LotAnswer.model_validate(lot_json)
+    for headers, title in ((BROWSER_EN, "Brake caliper bolt recall"), (BROWSER_ZH, "制动卡钳螺栓召回")):
+        page = client.get(f"/01/{GTIN_A}/10/LOT-N", headers=headers).text
+        assert 'data-verdict="recalled"' in page and 'id="recall-notice"' in page and title in page
+    assert client.get(f"/01/{GTIN_A}/10/LOT-R", headers=JSON).json()["recall"]["notice"] is None
+    for code, notice in (("LOT-N", NOTICE_TEXT), ("LOT-R", None)):
+        impact = client.get(f"/v1/lots/{ledger.lot_number(ledger.orgs['maker'], code)}/recall-impact", headers=stack.headers("maker"))
+        assert impact.status_code == 200 and impact.json()["recall"]["notice"] == notice, impact.text
+        RecallImpact.model_validate(impact.json())
+
+
+def _notice(**changes):
+    return {name: changes.get(name, texts) for name, texts in NOTICE_TEXT.items()}
+
+
+@pytest.mark.parametrize(
+    ("case", "body", "code", "fields"),
+    [
+        ("neither notice nor hash", {}, "invalid_request", None),
+        ("blank", {"notice": _notice(risk={"zh": "  ", "en": "x"})}, "invalid_notice", [("risk.zh", "blank")]),
+        ("control character", {"notice": _notice(action={"zh": "a\u0000b", "en": "a\rb"})}, "invalid_notice", [("action.zh", "invalid_text"), ("action.en", "invalid_text")]),
+        ("too long", {"notice": _notice(title={"zh": "题" * 201, "en": "t"})}, "invalid_notice", [("title.zh", "too_long")]),
+        ("a field missing", {"notice": {name: texts for name, texts in NOTICE_TEXT.items() if name != "contact"}}, "invalid_request", None),
+        ("a third language", {"notice": _notice(title={"zh": "题", "en": "t", "fr": "titre"})}, "invalid_request", None),
+        ("not a string", {"notice": _notice(title={"zh": 1, "en": "t"})}, "invalid_request", None),
+        ("hash of something else", {"notice": NOTICE_TEXT, "notice_hash": "0x" + "11" * 32}, "notice_hash_mismatch", None),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_a_recall_with_a_bad_notice_is_refused_422_and_nothing_is_sent(world, case, body, code, fields):
+    client, stack, ledger = world["client"], world["stack"], world["ledger"]
+    lot = ledger.lot_number(ledger.orgs["maker"], "LOT-M")
+    refused = client.post("/v1/lots/recall", headers=stack.headers("maker"), json={"lot": lot} | body)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == code, refused.text
+    if fields is not None:
+        assert [(problem["field"], problem["code"]) for problem in refused.json()["error"]["details"]] == fields
+    assert client.get(f"/01/{GTIN_A}/10/LOT-M", headers=JSON).json()["recalled"] is False
+
+
+def test_a_notice_with_its_own_hash_passes_to_the_lots_checks(world):
+    client, stack, ledger = world["client"], world["stack"], world["ledger"]
+    again = client.post("/v1/lots/recall", headers=stack.headers("maker"), json={"lot": ledger.lot_number(ledger.orgs["maker"], "LOT-N"), "notice": NOTICE_TEXT, "notice_hash": NOTICE_HASH})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "lot_recalled", again.text
 
 
 def test_unknown_part_page_says_not_registered_possibly_counterfeit(world):
@@ -418,6 +558,8 @@ def test_public_tier_serves_the_same_verdicts_and_nothing_for_members(world):
             assert (answer.status_code, answer.json()["verdict"]) == (200, verdict)
             assert int(answer.headers["x-partledger-block"]) == answer.json()["block"] > 0
         assert public.post("/v1/scan", json={"uri": uri(world, "SOLD")}).json()["verdict"] == "sold"
+        assert public.post("/v1/scan", json={"uri": uri(world, "N-1", key=None)}).json()["label_warning"] == "unsigned"
+        assert public.get(f"/v1/recall-notices/{NOTICE_HASH}").json()["notice"] == NOTICE_TEXT
         assert public.get(target(uri(world, "NEVER-MADE")), headers=BROWSER_EN).status_code == 404
         for member_path in ("/v1/scan-flags", "/v1/parts", "/v1/health", "/v1/commands/x"):
             assert public.get(member_path, headers=stack.headers("maker")).status_code == 404

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.28;
 
+import {ERC2771Context} from "@openzeppelin/contracts/metatx/ERC2771Context.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
@@ -10,7 +11,9 @@ import {IEvidenceLedger} from "./interfaces/IEvidenceLedger.sol";
 /// @title EvidenceLedger
 /// @notice Trade evidence between consortium members: documents anchored with both parties' EIP-712 signatures
 /// checked here, on chain, against the consortium registry; and Merkle roots of batches of records.
-contract EvidenceLedger is IEvidenceLedger, EIP712 {
+/// @dev The submitting site key is `_msgSender()` (ERC2771Context): the transaction's sender, or the signer of a
+/// request relayed by the consortium's forwarder, fixed at deployment.
+contract EvidenceLedger is IEvidenceLedger, EIP712, ERC2771Context {
     /// @notice EIP-712 type hash of {Attestation}.
     bytes32 public constant ATTESTATION_TYPEHASH = keccak256(
         "Attestation(bytes32 docHash,uint16 docType,uint32 issuer,uint32 counterparty,bytes32 previous,bytes32 partsRoot,bytes32 nonce,uint64 deadline)"
@@ -22,7 +25,11 @@ contract EvidenceLedger is IEvidenceLedger, EIP712 {
     mapping(uint32 orgId => mapping(bytes32 nonce => bool)) private _usedNonces;
 
     /// @param registry_ the consortium registry that says which keys sign for which organisation
-    constructor(IConsortiumRegistry registry_) EIP712("PartLedger EvidenceLedger", "1") {
+    /// @param trustedForwarder_ the ERC-2771 forwarder (PartLedgerForwarder) whose relayed calls act for their signer
+    constructor(IConsortiumRegistry registry_, address trustedForwarder_)
+        EIP712("PartLedger EvidenceLedger", "1")
+        ERC2771Context(trustedForwarder_)
+    {
         _registry = registry_;
     }
 
@@ -58,19 +65,19 @@ contract EvidenceLedger is IEvidenceLedger, EIP712 {
 
     /// @inheritdoc IEvidenceLedger
     function cancelNonce(bytes32 nonce) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, 0);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), 0);
         _useNonce(orgId, nonce);
-        emit NonceCancelled(orgId, nonce, msg.sender);
+        emit NonceCancelled(orgId, nonce, _msgSender());
     }
 
     /// @inheritdoc IEvidenceLedger
     function anchorBatch(bytes32 root, uint32 recordCount, bytes32 kind) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, 0);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), 0);
         if (root == bytes32(0) || recordCount == 0) revert EvidenceLedgerEmptyBatch();
         if (_batches[root].blockNumber != 0) revert EvidenceLedgerBatchAlreadyAnchored(root);
         // One slot per batch, so that anchoring costs the same whatever the batch size; the kind lives in the event.
         _batches[root] = BatchRecord({blockNumber: uint64(block.number), orgId: orgId, recordCount: recordCount});
-        emit BatchAnchored(root, orgId, msg.sender, kind, recordCount);
+        emit BatchAnchored(root, orgId, _msgSender(), kind, recordCount);
     }
 
     /// @inheritdoc IEvidenceLedger
@@ -100,9 +107,9 @@ contract EvidenceLedger is IEvidenceLedger, EIP712 {
 
     /// @dev Every check on an attestation that needs no signature: submitter, parties, hash, deadline, link.
     function _requireAnchorable(Attestation calldata attestation) private view {
-        (uint32 submitterOrg,) = _registry.authorize(msg.sender, 0);
+        (uint32 submitterOrg,) = _registry.authorize(_msgSender(), 0);
         if (submitterOrg != attestation.issuer && submitterOrg != attestation.counterparty) {
-            revert EvidenceLedgerSubmitterNotParty(msg.sender, submitterOrg);
+            revert EvidenceLedgerSubmitterNotParty(_msgSender(), submitterOrg);
         }
         if (attestation.issuer == attestation.counterparty) revert EvidenceLedgerSameParty(attestation.issuer);
         if (attestation.docHash == bytes32(0)) revert EvidenceLedgerEmptyDocumentHash();

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.28;
 
+import {ERC2771Context} from "@openzeppelin/contracts/metatx/ERC2771Context.sol";
 import {IConsortiumRegistry} from "./interfaces/IConsortiumRegistry.sol";
 import {IPartLedger} from "./interfaces/IPartLedger.sol";
 import {
@@ -15,7 +16,11 @@ import {
 /// part keeps that one slot: status Contained, and its container's number where an installed part keeps its VIN tag
 /// (a contained part is never installed itself), so packing stays one slot write per part and moving a container
 /// writes the container's slot only.
-contract PartLedger is IPartLedger {
+///
+/// Who acts is `_msgSender()` (OpenZeppelin's ERC2771Context): the transaction's sender, or, for a call relayed by
+/// the consortium's forwarder (fixed at deployment), the site key that signed the forwarded request. Every rule and
+/// every event applies to that site key alike on both paths.
+contract PartLedger is IPartLedger, ERC2771Context {
     struct Part {
         PartStatus status;
         uint32 custodian;
@@ -49,13 +54,14 @@ contract PartLedger is IPartLedger {
     mapping(bytes32 partId => bytes32 originalId) private _origins;
 
     /// @param registry_ the consortium registry that says which keys may act for which organisation
-    constructor(IConsortiumRegistry registry_) {
+    /// @param trustedForwarder_ the ERC-2771 forwarder (PartLedgerForwarder) whose relayed calls act for their signer
+    constructor(IConsortiumRegistry registry_, address trustedForwarder_) ERC2771Context(trustedForwarder_) {
         _registry = registry_;
     }
 
     /// @inheritdoc IPartLedger
     function registerParts(uint64 gtin, bytes32 lotCode, bytes32[] calldata serials) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, ROLE_MANUFACTURER);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), ROLE_MANUFACTURER);
         _requireNonEmpty(serials.length);
         _requireValidGtin(gtin);
         uint64 lotNumber_ = _lotNumberFor(orgId, lotCode);
@@ -68,12 +74,12 @@ contract PartLedger is IPartLedger {
                 status: PartStatus.InStock, custodian: orgId, recipient: 0, lot: lotNumber_, vinTag: bytes15(0)
             });
         }
-        emit PartsRegistered(lotNumber_, orgId, msg.sender, gtin, serials);
+        emit PartsRegistered(lotNumber_, orgId, _msgSender(), gtin, serials);
     }
 
     /// @inheritdoc IPartLedger
     function shipParts(bytes32[] calldata partIds, uint32 to, bytes32 docHash) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, CUSTODY_ROLES);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), CUSTODY_ROLES);
         uint16 toRoles = _registry.requireActiveOrganisation(to);
         if (toRoles & CUSTODY_ROLES == 0) revert PartLedgerRecipientCannotHoldParts(to);
         if (to == orgId) revert PartLedgerShipmentToSelf(to);
@@ -91,12 +97,12 @@ contract PartLedger is IPartLedger {
                 status: PartStatus.InTransit, custodian: orgId, recipient: to, lot: held.lot, vinTag: bytes15(0)
             });
         }
-        emit PartsShipped(orgId, to, msg.sender, docHash, partIds);
+        emit PartsShipped(orgId, to, _msgSender(), docHash, partIds);
     }
 
     /// @inheritdoc IPartLedger
     function receiveParts(bytes32[] calldata partIds, bytes32 docHash) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, CUSTODY_ROLES);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), CUSTODY_ROLES);
         _requireNonEmpty(partIds.length);
         for (uint256 i = 0; i < partIds.length; ++i) {
             bytes32 partId = partIds[i];
@@ -107,26 +113,26 @@ contract PartLedger is IPartLedger {
                 status: PartStatus.InStock, custodian: orgId, recipient: 0, lot: shipped.lot, vinTag: bytes15(0)
             });
         }
-        emit PartsReceived(orgId, msg.sender, docHash, partIds);
+        emit PartsReceived(orgId, _msgSender(), docHash, partIds);
     }
 
     /// @inheritdoc IPartLedger
     function cancelShipments(bytes32[] calldata partIds, bytes32 docHash) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, CUSTODY_ROLES);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), CUSTODY_ROLES);
         _transition(partIds, orgId, _mask(PartStatus.InTransit), PartStatus.InStock, false, false);
-        emit ShipmentsCancelled(orgId, msg.sender, docHash, partIds);
+        emit ShipmentsCancelled(orgId, _msgSender(), docHash, partIds);
     }
 
     /// @inheritdoc IPartLedger
     function sellParts(bytes32[] calldata partIds, bytes32 docHash) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, ROLE_DISTRIBUTOR | ROLE_WORKSHOP);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), ROLE_DISTRIBUTOR | ROLE_WORKSHOP);
         _transition(partIds, orgId, _mask(PartStatus.InStock), PartStatus.Sold, true, true);
-        emit PartsSold(orgId, msg.sender, docHash, partIds);
+        emit PartsSold(orgId, _msgSender(), docHash, partIds);
     }
 
     /// @inheritdoc IPartLedger
     function installParts(bytes32[] calldata partIds, bytes32[] calldata vinHashes, bytes32 docHash) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, ROLE_WORKSHOP);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), ROLE_WORKSHOP);
         _requireNonEmpty(partIds.length);
         if (vinHashes.length != partIds.length) revert PartLedgerLengthMismatch(partIds.length, vinHashes.length);
         for (uint256 i = 0; i < partIds.length; ++i) {
@@ -143,51 +149,51 @@ contract PartLedger is IPartLedger {
                 vinTag: bytes15(vinHashes[i])
             });
         }
-        emit PartsInstalled(orgId, msg.sender, docHash, partIds, vinHashes);
+        emit PartsInstalled(orgId, _msgSender(), docHash, partIds, vinHashes);
     }
 
     /// @inheritdoc IPartLedger
     function removeParts(bytes32[] calldata partIds, bytes32 docHash) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, ROLE_WORKSHOP);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), ROLE_WORKSHOP);
         _transition(partIds, orgId, _mask(PartStatus.Installed), PartStatus.InStock, false, true);
-        emit PartsRemoved(orgId, msg.sender, docHash, partIds);
+        emit PartsRemoved(orgId, _msgSender(), docHash, partIds);
     }
 
     /// @inheritdoc IPartLedger
     function quarantineParts(bytes32[] calldata partIds, bytes32 reasonHash) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, CUSTODY_ROLES);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), CUSTODY_ROLES);
         _transition(partIds, orgId, _mask(PartStatus.InStock), PartStatus.Quarantined, false, true);
-        emit PartsQuarantined(orgId, msg.sender, reasonHash, partIds);
+        emit PartsQuarantined(orgId, _msgSender(), reasonHash, partIds);
     }
 
     /// @inheritdoc IPartLedger
     function releaseParts(bytes32[] calldata partIds, bytes32 docHash) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, CUSTODY_ROLES);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), CUSTODY_ROLES);
         _transition(partIds, orgId, _mask(PartStatus.Quarantined), PartStatus.InStock, false, true);
-        emit PartsReleased(orgId, msg.sender, docHash, partIds);
+        emit PartsReleased(orgId, _msgSender(), docHash, partIds);
     }
 
     /// @inheritdoc IPartLedger
     function scrapParts(bytes32[] calldata partIds, bytes32 docHash) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, CUSTODY_ROLES);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), CUSTODY_ROLES);
         _transition(
             partIds, orgId, _mask(PartStatus.InStock) | _mask(PartStatus.Quarantined), PartStatus.Scrapped, false, true
         );
-        emit PartsScrapped(orgId, msg.sender, docHash, partIds);
+        emit PartsScrapped(orgId, _msgSender(), docHash, partIds);
     }
 
     /// @inheritdoc IPartLedger
     function recycleParts(bytes32[] calldata partIds, bytes32 docHash) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, ROLE_RECYCLER);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), ROLE_RECYCLER);
         _transition(
             partIds, orgId, _mask(PartStatus.InStock) | _mask(PartStatus.Quarantined), PartStatus.Recycled, false, true
         );
-        emit PartsRecycled(orgId, msg.sender, docHash, partIds);
+        emit PartsRecycled(orgId, _msgSender(), docHash, partIds);
     }
 
     /// @inheritdoc IPartLedger
     function recallLot(uint64 lotNumber_, bytes32 noticeHash) external {
-        (uint32 orgId, uint16 roles) = _registry.authorize(msg.sender, ROLE_MANUFACTURER | ROLE_REGULATOR);
+        (uint32 orgId, uint16 roles) = _registry.authorize(_msgSender(), ROLE_MANUFACTURER | ROLE_REGULATOR);
         Lot memory lot_ = _lots[lotNumber_];
         if (lot_.manufacturer == 0) revert PartLedgerUnknownLot(lotNumber_);
         if (roles & ROLE_REGULATOR == 0 && lot_.manufacturer != orgId) {
@@ -195,12 +201,12 @@ contract PartLedger is IPartLedger {
         }
         if (lot_.recalled) revert PartLedgerLotRecalled(lotNumber_);
         _lots[lotNumber_].recalled = true;
-        emit LotRecalled(lotNumber_, orgId, msg.sender, noticeHash);
+        emit LotRecalled(lotNumber_, orgId, _msgSender(), noticeHash);
     }
 
     /// @inheritdoc IPartLedger
     function packParts(uint64 sscc, bytes32[] calldata partIds) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, CUSTODY_ROLES);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), CUSTODY_ROLES);
         _requireValidSscc(sscc);
         bytes32 unitId = logisticUnitId(sscc);
         if (_parts[unitId].status == PartStatus.None) {
@@ -209,37 +215,37 @@ contract PartLedger is IPartLedger {
             emit LogisticUnitCreated(sscc, unitId, orgId);
         }
         _contain(unitId, partIds, orgId);
-        emit PartsPacked(unitId, orgId, msg.sender, partIds);
+        emit PartsPacked(unitId, orgId, _msgSender(), partIds);
     }
 
     /// @inheritdoc IPartLedger
     function unpackParts(uint64 sscc, bytes32[] calldata partIds) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, CUSTODY_ROLES);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), CUSTODY_ROLES);
         _requireValidSscc(sscc);
         bytes32 unitId = logisticUnitId(sscc);
         _release(unitId, partIds, orgId);
-        emit PartsUnpacked(unitId, orgId, msg.sender, partIds);
+        emit PartsUnpacked(unitId, orgId, _msgSender(), partIds);
     }
 
     /// @inheritdoc IPartLedger
     function assembleParts(bytes32 parentId, bytes32[] calldata childIds) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, ROLE_MANUFACTURER | ROLE_WORKSHOP);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), ROLE_MANUFACTURER | ROLE_WORKSHOP);
         _requirePart(parentId);
         _contain(parentId, childIds, orgId);
-        emit PartsAssembled(parentId, orgId, msg.sender, childIds);
+        emit PartsAssembled(parentId, orgId, _msgSender(), childIds);
     }
 
     /// @inheritdoc IPartLedger
     function disassembleParts(bytes32 parentId, bytes32[] calldata childIds) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, ROLE_MANUFACTURER | ROLE_WORKSHOP);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), ROLE_MANUFACTURER | ROLE_WORKSHOP);
         _requirePart(parentId);
         _release(parentId, childIds, orgId);
-        emit PartsDisassembled(parentId, orgId, msg.sender, childIds);
+        emit PartsDisassembled(parentId, orgId, _msgSender(), childIds);
     }
 
     /// @inheritdoc IPartLedger
     function remanufacturePart(bytes32 originalId, uint64 gtin, bytes32 lotCode, bytes32 serial) external {
-        (uint32 orgId,) = _registry.authorize(msg.sender, ROLE_MANUFACTURER);
+        (uint32 orgId,) = _registry.authorize(_msgSender(), ROLE_MANUFACTURER);
         Part memory original = _parts[originalId];
         _requireHeld(originalId, original, _mask(PartStatus.InStock), orgId);
         if (original.lot == 0) revert PartLedgerLogisticUnit(originalId);
@@ -258,8 +264,8 @@ contract PartLedger is IPartLedger {
         _origins[partId] = originalId;
         bytes32[] memory serials = new bytes32[](1);
         serials[0] = serial;
-        emit PartsRegistered(lotNumber_, orgId, msg.sender, gtin, serials);
-        emit PartRemanufactured(originalId, partId, orgId, msg.sender);
+        emit PartsRegistered(lotNumber_, orgId, _msgSender(), gtin, serials);
+        emit PartRemanufactured(originalId, partId, orgId, _msgSender());
     }
 
     /// @inheritdoc IPartLedger

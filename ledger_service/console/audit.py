@@ -27,6 +27,7 @@ from ledger_service.audit_tables import AuditBatch, AuditLogEntry
 from ledger_service.console.web import ConsoleUser, PageParams, checked_form, next_page_url, page_error, render, router_for
 from ledger_service.deps import IndexReadDep, ServicesDep
 from ledger_service.errors import ApiError, BadRequest, Forbidden, NotFound, Unavailable
+from ledger_service.recall_notices import notice_of
 from ledger_service.read import hex0x, inventory, list_documents, list_parts, organisation_lots, organisations, part_detail, recall_impact
 from ledger_service.routes.proofs import audit_entry_bundle, event_bundle, proof_builder
 from partledger.errors import ValidationError
@@ -238,12 +239,14 @@ def audit_part(request: Request, user: Auditor, snapshot: IndexReadDep, part: st
 
 
 @router.get("/audit/lots/{lot}")
-def audit_lot(request: Request, user: Auditor, snapshot: IndexReadDep, paging: PageParams, lot: Int63) -> Response:
-    """A lot's recall impact: counts by status, the recall if any, and every part with where it is."""
+def audit_lot(request: Request, user: Auditor, snapshot: IndexReadDep, services: ServicesDep, paging: PageParams, lot: Int63) -> Response:
+    """A lot's recall impact: counts by status, the recall if any with its notice, and every part with where it is."""
     try:
         impact = recall_impact(snapshot.conn, user.principal, lot, limit=paging.limit, cursor=paging.cursor)
     except ApiError as exc:
         return logged(request, user, page_error(request, user, exc))
+    if impact["recall"] is not None:
+        impact["recall"]["notice"] = notice_of(services.service_engine, impact["recall"]["notice_hash"])
     return logged(request, user, render(request, user, "console/audit/lot.html", {"impact": impact, "next_url": next_page_url(request, impact["next_cursor"])}))
 
 

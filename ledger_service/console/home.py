@@ -33,6 +33,7 @@ from ledger_service.deps import Services
 from ledger_service.errors import NotFound
 from ledger_service.pagination import decode_cursor, encode_cursor
 from ledger_service.read import hex0x, organisation_names
+from ledger_service.recall_notices import held_notices
 from ledger_service.scan_tables import ScanFlag
 from ledger_service.tables import Command, DocumentProposal
 from partledger.model import CUSTODY_ROLES, PartStatus, Role
@@ -156,6 +157,16 @@ def _service_read(function: Callable[..., dict[str, Any]]) -> Callable[[Services
     return read
 
 
+def _recalls_read(services: Services, principal: Principal, limit: int, cursor: str | None) -> dict[str, Any]:
+    """recalls_touching, each recall with its notice (what to do now), when the service holds its text."""
+    with services.index_engine.connect() as conn:
+        page = recalls_touching(conn, principal, limit=limit, cursor=cursor)
+    notices = held_notices(services.service_engine, [bytes.fromhex(item["notice_hash"][2:]) for item in page["items"]])
+    for item in page["items"]:
+        item["notice"] = notices.get(bytes.fromhex(item["notice_hash"][2:]))
+    return page
+
+
 SECTIONS = (
     Section("inbound", lazy("home.inbound.title"), CONSOLE + "/custody/inbound", lazy("home.inbound.go"),
             lambda p: bool(p.roles & CUSTODY_ROLES), _index_read(inbound_shipments)),
@@ -164,7 +175,7 @@ SECTIONS = (
     Section("flags", lazy("home.flags.title"), CONSOLE + "/maker", lazy("home.flags.go"),
             lambda p: bool(p.roles & Role.MANUFACTURER), _service_read(clone_flags)),
     Section("recalls", lazy("home.recalls.title"), CONSOLE + "/custody/inventory", lazy("home.recalls.go"),
-            lambda p: bool(p.roles & CUSTODY_ROLES), _index_read(recalls_touching)),
+            lambda p: bool(p.roles & CUSTODY_ROLES), _recalls_read),
     Section("documents", lazy("home.documents.title"), CONSOLE + "/documents", lazy("home.documents.go"),
             lambda p: True, _service_read(documents_to_countersign)),
 )  # fmt: skip

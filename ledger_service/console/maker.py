@@ -1,5 +1,7 @@
 """The manufacturer's pages of the member console: register a lot (form or CSV upload), print its labels (A4 and
-thermal PDFs), the organisation's lots with counts by status, recall a lot with its notice PDF, and recall impact.
+thermal PDFs), the organisation's lots with counts by status, recall a lot with its notice (written in Chinese and
+English, kept by the service and shown to whoever scans a part; or a PDF, of which only the hash is kept), and
+recall impact.
 
 Where it sits: one area of the console (ledger_service.console.web). Every write goes through
 ledger_service.write_service, so the API's validation, authorisation and outbox apply; reads go through
@@ -38,7 +40,7 @@ from indexer.tables import Lot, Organisation, Part
 from labels.lot import LabelPart, make_labels
 from labels.sheets import LAYOUTS, write_pdf
 from labels.signature import label_domain
-from ledger_service import read, write_service
+from ledger_service import read, recall_notices, write_service
 from ledger_service.accounts import SessionUser
 from ledger_service.auth import Principal
 from ledger_service.console.i18n import lazy
@@ -194,10 +196,13 @@ def lot_page(request: Request, lot: LotNumber, user: Maker, snapshot: IndexReadD
 
 
 @router.get("/maker/lots/{lot}/impact", response_class=HTMLResponse)
-def impact_page(request: Request, lot: LotNumber, user: Maker, snapshot: IndexReadDep, paging: PageParams) -> HTMLResponse:
-    """read.recall_impact of one of the organisation's lots: where each part is, the vehicles it is in."""
+def impact_page(request: Request, lot: LotNumber, user: Maker, snapshot: IndexReadDep, paging: PageParams, services: ServicesDep) -> HTMLResponse:
+    """read.recall_impact of one of the organisation's lots: where each part is, the vehicles it is in, and the
+    recall's notice."""
     owned_lot(snapshot.conn, user.org_id, lot)  # the maker's pages show the organisation's own lots only
     impact = read.recall_impact(snapshot.conn, user.principal, lot, limit=paging.limit, cursor=paging.cursor)
+    if impact["recall"] is not None:
+        impact["recall"]["notice"] = recall_notices.notice_of(services.service_engine, impact["recall"]["notice_hash"])
     context = {"impact": impact, "lot_number": lot, "next_url": next_page_url(request, impact["next_cursor"]),
                "first_url": url_with(request, cursor=None) if paging.cursor else None, "statuses": STATUS_NAMES, "block": snapshot.block}  # fmt: skip
     return render(request, user, "console/maker/impact.html", context)
@@ -528,9 +533,44 @@ def notice_hash(content: bytes) -> bytes:
 
 
 def _recall_form(request: Request, user: SessionUser, lot_row: dict[str, Any], key: str, *, errors: dict[str, str] | None = None,
-                 status: int = 200, code: str | None = None) -> HTMLResponse:  # fmt: skip
-    context = {"lot": lot_row, "values": {"idempotency_key": key}, "errors": errors or {}}
+                 status: int = 200, code: str | None = None, values: dict[str, str] | None = None) -> HTMLResponse:  # fmt: skip
+    context = {"lot": lot_row, "values": (values or {}) | {"idempotency_key": key}, "errors": errors or {}}
     return render(request, user, "console/maker/recall.html", context, status=status, code=code)
+
+
+# The words of a written notice's refusals (recall_notices.checked_notice's detail codes), next to the field.
+NOTICE_ERRORS = {
+    "missing": lazy("maker.recall.error.text_required"), "blank": lazy("maker.recall.error.text_required"),
+    "too_long": lazy("maker.recall.error.text_too_long"), "invalid_text": lazy("maker.recall.error.invalid_text"),
+}  # fmt: skip
+NOTICE_FORM_FIELDS = tuple(f"notice_{name}_{lang}" for name in recall_notices.FIELDS for lang in recall_notices.LANGUAGES)
+
+
+def notice_from_form(form: FormData) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """The notice a recall form carries (fields notice_<field>_<lang>: each stripped, its line breaks as \\n), and the
+    same texts as the form's values."""
+    values = {}
+    for name in NOTICE_FORM_FIELDS:
+        value = form.get(name)
+        values[name] = value.replace("\r\n", "\n").replace("\r", "\n").strip() if isinstance(value, str) else ""
+    notice = {name: {lang: values[f"notice_{name}_{lang}"] for lang in recall_notices.LANGUAGES} for name in recall_notices.FIELDS}
+    return notice, values
+
+
+def _checked_form_notice(notice: dict[str, dict[str, str]]) -> tuple[bytes | None, dict[str, str]]:
+    """The canonical bytes of a written notice, or its refusals as field errors."""
+    try:
+        return recall_notices.canonical_bytes(recall_notices.checked_notice(notice)), {}
+    except ApiError as exc:
+        problems = exc.details if isinstance(exc.details, list) else []
+        errors = {"notice_" + problem["field"].replace(".", "_"): NOTICE_ERRORS.get(problem["code"], problem["message"]) for problem in problems}
+        return None, errors or {"form": lazy("maker.recall.error.text_required")}
+
+
+def _written_notice(canonical: bytes, notice: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """A written notice as the review shows it and sends it on (its texts in hidden fields)."""
+    return {"hash": "0x" + recall_notices.notice_hash(canonical).hex(), "size": len(canonical), "text": notice,
+            "fields": [(f"notice_{name}_{lang}", notice[name][lang]) for name in recall_notices.FIELDS for lang in recall_notices.LANGUAGES]}  # fmt: skip
 
 
 def _owned_lot(services: Services, org_id: int, lot: int) -> dict[str, Any]:
@@ -550,6 +590,8 @@ async def recall_review(request: Request, lot: LotNumber, user: MakerOperator, s
     form = await checked_form(request, user)
     key = form_key(form, "idempotency_key")
     lot_row = await run_in_threadpool(_owned_lot, services, user.org_id, lot)
+    if form_text(form, "mode") == "text":
+        return _review_written(request, user, lot_row, key, form)
     try:
         content = await read_upload(form, "notice", limit=MAX_NOTICE_BYTES)
     except PayloadTooLarge:
@@ -564,11 +606,26 @@ async def recall_review(request: Request, lot: LotNumber, user: MakerOperator, s
     return render(request, user, "console/maker/recall_confirm.html", {"lot": lot_row, "notice": notice, "values": {"idempotency_key": key}})
 
 
+def _review_written(request: Request, user: SessionUser, lot_row: dict[str, Any], key: str, form: FormData) -> HTMLResponse:
+    """Step one of a written notice: the notice checked as the API checks it, shown in both languages with the hash
+    that will go on chain. Nothing is sent yet."""
+    notice, values = notice_from_form(form)
+    if lot_row["recalled"]:
+        return _recall_form(request, user, lot_row, key, errors={"form": lazy("maker.error.lot_recalled")}, status=409, code="lot_recalled", values=values)
+    canonical, errors = _checked_form_notice(notice)
+    if canonical is None:
+        return _recall_form(request, user, lot_row, key, errors=errors, status=422, code="invalid_notice", values=values)
+    return render(request, user, "console/maker/recall_confirm.html", {"lot": lot_row, "notice": _written_notice(canonical, notice), "values": {"idempotency_key": key}})
+
+
 @router.post("/maker/lots/{lot}/recall/confirm", response_class=HTMLResponse)
 async def recall_confirm(request: Request, lot: LotNumber, user: MakerOperator, services: ServicesDep) -> Response:
-    """Step two, once confirmed: the recall goes to write_service.submit_recall with the notice's hash."""
+    """Step two, once confirmed: the recall goes to write_service.submit_recall with the written notice (kept by
+    the service, its hash on chain) or the PDF's hash."""
     form = await checked_form(request, user)
     key = form_key(form, "idempotency_key")
+    if form_text(form, "mode") == "text":
+        return await _confirm_written(request, lot, user, services, form, key)
     text = form_text(form, "notice_hash", 80).lower()
     notice = {"hash": text, "size": form_text(form, "notice_size", 20), "file_name": form_text(form, "notice_file_name", 200)}
     lot_row = await run_in_threadpool(_owned_lot, services, user.org_id, lot)
@@ -585,6 +642,28 @@ async def recall_confirm(request: Request, lot: LotNumber, user: MakerOperator, 
     except (ApiError, ValidationError) as exc:
         errors, _, status, code = _refusal(exc, {})
         context = {"lot": lot_row, "notice": notice, "values": {"idempotency_key": key}, "errors": errors}
+        return render(request, user, "console/maker/recall_confirm.html", context, status=status, code=code)
+    return _accepted(answer)
+
+
+async def _confirm_written(request: Request, lot: int, user: SessionUser, services: Services, form: FormData, key: str) -> Response:
+    notice, values = notice_from_form(form)
+    lot_row = await run_in_threadpool(_owned_lot, services, user.org_id, lot)
+    canonical, errors = _checked_form_notice(notice)
+    if canonical is None:
+        return _recall_form(request, user, lot_row, key, errors=errors, status=422, code="invalid_notice", values=values)
+    written = _written_notice(canonical, notice)
+    if form_text(form, "confirm") != "yes":
+        context = {"lot": lot_row, "notice": written, "values": {"idempotency_key": key}, "errors": {"confirm": lazy("maker.recall.error.confirm")}}
+        return render(request, user, "console/maker/recall_confirm.html", context, status=400, code="not_confirmed")
+    digest = form_digest(request.url.path, {"lot": lot, "notice_hash": written["hash"]})
+    try:
+        answer = await run_in_threadpool(
+            functools.partial(write_service.submit_recall, services, user.principal, lot=lot, notice=notice, idempotency_key=key, request_sha256=digest)
+        )
+    except (ApiError, ValidationError) as exc:
+        refused, _, status, code = _refusal(exc, {})
+        context = {"lot": lot_row, "notice": written, "values": {"idempotency_key": key}, "errors": refused}
         return render(request, user, "console/maker/recall_confirm.html", context, status=status, code=code)
     return _accepted(answer)
 

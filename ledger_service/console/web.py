@@ -261,6 +261,7 @@ NAVIGATION = (
     NavEntry(lazy("nav.maker"), CONSOLE + "/maker", Role.MANUFACTURER),
     NavEntry(lazy("nav.custody"), CONSOLE + "/custody", CUSTODY_ROLES),
     NavEntry(lazy("nav.documents"), CONSOLE + "/documents"),
+    NavEntry(lazy("nav.notifications"), CONSOLE + "/notifications"),
     NavEntry(lazy("nav.audit"), CONSOLE + "/audit", Role.AUDITOR | Role.REGULATOR),
     NavEntry(lazy("nav.commands"), CONSOLE + "/commands"),
     NavEntry(lazy("nav.admin"), CONSOLE + "/admin", admin_only=True),

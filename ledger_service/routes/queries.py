@@ -11,6 +11,7 @@ from ledger_service import read
 from ledger_service.schemas import AnchoredDocument, ConsortiumPart, Health, Inventory, MirrorPage, Organisations, PartDetail, RecallImpact
 from ledger_service.deps import CurrentPrincipal, IndexReadDep, ServicesDep
 from ledger_service.errors import BadRequest
+from ledger_service.recall_notices import notice_of
 from partledger.ids import normalize_gtin, part_id as compute_part_id
 from partledger.model import DocType, PartStatus
 
@@ -114,7 +115,10 @@ def recall_impact(
     limit: Limit = None, cursor: Cursor = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Every part of a lot, where it is and which vehicles it is in: for its manufacturer, regulators, auditors."""
-    return {"block": snapshot.block, **read.recall_impact(snapshot.conn, principal, lot, limit=_page(services, limit), cursor=cursor)}
+    impact = read.recall_impact(snapshot.conn, principal, lot, limit=_page(services, limit), cursor=cursor)
+    if impact.get("recall") is not None:
+        impact["recall"]["notice"] = notice_of(services.service_engine, impact["recall"]["notice_hash"])
+    return {"block": snapshot.block, **impact}
 
 
 @router.get("/evidence", tags=["evidence"], responses={200: {"model": MirrorPage[AnchoredDocument], "description": "a page of anchored documents, newest first"}})

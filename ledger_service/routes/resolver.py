@@ -10,6 +10,8 @@ Public, rate-limited per client (429 with Retry-After), public data only:
          ...?linkType=gs1:pip             307 to the manufacturer's link of that type (the best for Accept-Language),
                                           the request's query string passed on; 404 link_type_not_found without one
     GET  /.well-known/gs1resolver         the resolver description file
+    GET  /v1/recall-notices/{hash}        a recall notice (zh, en) and its canonical bytes, once a recall names it;
+         .../canonical.json               the bytes alone, whose SHA-256 is the hash on chain (404 unknown_recall_notice)
     POST /v1/scan                         the same verdict for an app: {uri, vin?, context?, lat?, lon?}
     POST /v1/scan/image                   a photo (image/* body or multipart field "image"): every QR code in it
                                           decoded (zxing-cpp) and verified
@@ -39,6 +41,7 @@ import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Annotated, Any, Literal, Optional, Union
 
 import orjson
@@ -62,8 +65,9 @@ from ledger_service.resolver_links import (
     replace_links, resolver_description,
 )  # fmt: skip
 from ledger_service.ratelimit import Rate, RateLimiter, retry_after
+from ledger_service.recall_notices import anchored_notice, notice_answer, notice_of
 from ledger_service.scans import ScanBook, ScanRecord, client_fingerprint, fingerprint_key
-from ledger_service.schemas import ImageScan, LabelVerdict, Linkset, Page, ScanFlag, ScanRecordProof
+from ledger_service.schemas import CanonicalRecallNotice, ImageScan, LabelVerdict, Linkset, Page, RecallNoticeAnswer, ScanFlag, ScanRecordProof
 from ledger_service.verify import Verification, Verifier
 from partledger.errors import ValidationError
 from partledger.ids import normalize_gtin
@@ -179,6 +183,8 @@ class ScanDesk:
                 facts = lot_facts(conn, facts, key.lot)
                 if facts is None:
                     return None, [], "unknown_lot"
+        if facts.recall is not None:
+            facts = replace(facts, recall=replace(facts.recall, notice=notice_of(self.services.service_engine, facts.recall.notice_hash)))
         return facts, self.links(key.gtin), ""
 
     def links(self, gtin: str) -> list[Link]:
@@ -289,6 +295,7 @@ public = APIRouter(route_class=PublicRoute, tags=["verification"])
 members = APIRouter(prefix="/v1", tags=["verification"])
 
 ANSWER_HEADERS = {"Cache-Control": "no-store", "Vary": "Accept, Accept-Language, Cookie"}
+NOTICE_HEADERS = {"Cache-Control": "public, max-age=300"}  # a notice never changes; a recall naming it may be reorged away
 HTML = {"schema": {"type": "string"}}  # the verification page, for a browser
 
 
@@ -545,6 +552,38 @@ def _description(request: Request) -> Response:
 )  # fmt: skip
 async def resolver_description_file(request: Request) -> Response:
     return _description(request)
+
+
+NoticeHashPath = Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$", description="the recall's notice_hash: SHA-256 of the notice's canonical bytes")]
+
+
+async def _anchored_notice(request: Request, notice_hash: str) -> tuple[bytes, list[dict[str, Any]]]:
+    desk = desk_of(request.app)
+    desk.limit(request)
+    services = desk.services
+    return await desk.run(anchored_notice, service_engine=services.service_engine, index_engine=services.index_engine, digest=bytes.fromhex(notice_hash[2:]))
+
+
+@public.get(
+    "/v1/recall-notices/{notice_hash}", tags=["recalls"],
+    responses={200: {"model": RecallNoticeAnswer, "description": "the notice, its canonical bytes and the recalls naming it"}},
+    summary="A recall notice in zh and en, with the canonical bytes whose SHA-256 a recall put on chain (public)",
+    description="404 unknown_recall_notice when no recall on chain names the hash, or this service holds no text for it; 429 when rate limited.",
+)  # fmt: skip
+async def recall_notice(request: Request, notice_hash: NoticeHashPath) -> Response:
+    canonical, recalls = await _anchored_notice(request, notice_hash)
+    return _json(notice_answer(canonical, recalls), 200, NOTICE_HEADERS)
+
+
+@public.get(
+    "/v1/recall-notices/{notice_hash}/canonical.json", tags=["recalls"], response_class=Response,
+    responses={200: {"model": CanonicalRecallNotice, "description": "the canonical bytes alone: their SHA-256 is notice_hash"}},
+    summary="A recall notice's canonical bytes, to hash: `sha256sum` gives the notice_hash on chain (public)",
+    description="404 unknown_recall_notice as for the notice itself; 429 when rate limited.",
+)  # fmt: skip
+async def recall_notice_bytes(request: Request, notice_hash: NoticeHashPath) -> Response:
+    canonical, _ = await _anchored_notice(request, notice_hash)
+    return Response(canonical, media_type="application/json", headers=NOTICE_HEADERS)
 
 
 class ScanBody(BaseModel):

@@ -84,6 +84,11 @@ PART_REF_SCHEMA: dict[str, Any] = {
             "properties": {"gtin": {"type": "string", "pattern": "^[0-9]{8,14}$", "description": "GTIN-8/12/13/14"}, "serial": {"type": "string", "minLength": 1, "maxLength": 20}},
         },
         {
+            "type": "object", "title": "LogisticUnit", "required": ["sscc"], "additionalProperties": False,
+            "description": "a logistic unit (carton, pallet), where the write takes one: ship, receive, cancel, pack, unpack",
+            "properties": {"sscc": {"type": "string", "pattern": "^[0-9]{18}$", "description": "SSCC, GS1 AI 00"}},
+        },
+        {
             "type": "object", "title": "LotSelection", "required": ["lot"], "additionalProperties": False,
             "description": "your parts of a lot (those you hold; for a receipt, those shipped to you), by default in the states the write starts from",
             "properties": {
@@ -151,9 +156,39 @@ class InstallBody(Body):
     doc_hash: Optional[Annotated[str, Field(pattern=HEX32)]] = None
 
 
+class NoticeText(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    zh: str = Field(description="in Chinese")
+    en: str = Field(description="in English")
+
+
+class RecallNoticeIn(BaseModel):
+    """What the recall says, in both languages (ledger_service.recall_notices: not blank; title up to 200 characters,
+    contact 500, the others 4000; line breaks as \\n). The service keeps it and puts its SHA-256 on chain."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: NoticeText
+    reason: NoticeText = Field(description="what is wrong")
+    risk: NoticeText = Field(description="what can happen")
+    remedy: NoticeText = Field(description="what the manufacturer does about it")
+    action: NoticeText = Field(description="what to do now")
+    contact: NoticeText
+
+
 class RecallBody(Body):
     lot: int = Field(ge=1, lt=2**63, description="the lot number (see GET /v1/parts?lot=...)")
-    notice_hash: Annotated[str, Field(pattern=HEX32)]
+    notice: Omittable[RecallNoticeIn] = Field(
+        default=None, description="the notice people read (the verification page, GET /v1/recall-notices/{notice_hash}); its hash goes on chain"
+    )
+    notice_hash: Omittable[Annotated[str, Field(pattern=HEX32)]] = Field(
+        default=None, description="the hash of a notice kept elsewhere (a PDF's SHA-256, say); with `notice`, it must be that notice's hash"
+    )
+
+    @model_validator(mode="after")
+    def _some_notice(self) -> RecallBody:
+        if self.notice is None and self.notice_hash is None:
+            raise ValueError("notice or notice_hash is required")
+        return self
 
 
 class BatchBody(Body):
@@ -243,11 +278,12 @@ async def install_parts(request: Request, body: InstallBody, principal: CurrentP
     )  # fmt: skip
 
 
-@router.post("/lots/recall", status_code=202, responses=ACCEPTED, summary="Recall a lot (its manufacturer or a regulator)")
+@router.post("/lots/recall", status_code=202, responses=ACCEPTED, summary="Recall a lot (its manufacturer or a regulator) with its notice in zh and en, or a notice's hash")
 async def recall_lot(request: Request, body: RecallBody, principal: CurrentPrincipal, services: ServicesDep, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     digest = await _digest(request, services)
     return await run_in_threadpool(
-        partial(submit_recall, services, principal, lot=body.lot, notice_hash=body.notice_hash, site=body.site, idempotency_key=idempotency_key, request_sha256=digest)
+        partial(submit_recall, services, principal, lot=body.lot, notice_hash=body.notice_hash, notice=body.notice.model_dump() if body.notice is not None else None,
+                site=body.site, idempotency_key=idempotency_key, request_sha256=digest)
     )  # fmt: skip
 
 

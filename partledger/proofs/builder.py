@@ -4,7 +4,9 @@ Shared core: the service's /v1/proofs endpoints and `partledger proof get` call 
 (`partledger.proofs.verifier`) checks what it builds, and so does the builder itself before it hands a bundle out.
 Only standard eth_* calls: eth_getTransactionReceipt, eth_getBlockByNumber, eth_getBlockReceipts (or one receipt per
 transaction), eth_getProof, eth_call, eth_getLogs. The header is rebuilt from eth_getBlockByNumber's fields and must
-hash to the block hash; a field this module does not know (a later hardfork) stops it with a clear error.
+hash to the block hash (as the chain hashes it: a Besu QBFT header without its commit seals); a field this module
+does not know (a later hardfork) stops it with a clear error. A block of a Besu QBFT chain (told by its extraData)
+gets the headers that lead to it from the validators an auditor trusts (the `qbft` section).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from trie import HexaryTrie
 
 from partledger.errors import ChainUnavailable, PartLedgerError
 from partledger.manifest import Manifest
+from partledger.proofs import qbft
 from partledger.proofs import verifier as v
 
 # eth_getBlockByNumber fields that are not part of the header.
@@ -95,11 +98,11 @@ def encode_header(block: dict[str, Any]) -> bytes:
         raise NotProvable("unknown_header_layout", f"block {block.get('number')} has header fields {present}, which match no known hardfork layout")
     values = [_q(block[name]) if kind == "q" else _b(block[name]) for name, kind in v.HEADER_FIELDS[: len(present)]]
     raw = rlp.encode(values)
-    if keccak(raw) != _b(block["hash"]):
+    if v.header_hash(raw) != _b(block["hash"]):
         raise NotProvable(
             "header_hash_mismatch",
-            f"the rebuilt header of block {_q(block['number'])} does not hash to {block['hash']} (a chain whose block hash is not "
-            "keccak256(rlp(header)), e.g. Besu QBFT, which leaves the commit seals out of it, is not supported yet)",
+            f"the rebuilt header of block {_q(block['number'])} does not hash to {block['hash']} (neither keccak256(rlp(header)) "
+            "nor, for a Besu QBFT header, keccak256 of it without commit seals and round: another consensus' header hash?)",
         )
     return raw
 
@@ -179,9 +182,14 @@ def trie_proof(values: Sequence[bytes], index: int) -> tuple[bytes, list[bytes]]
 class ProofBuilder:
     """Bundles for one deployment (its manifest), from a node at `rpc_url`."""
 
-    def __init__(self, *, rpc_url: str, manifest: Manifest) -> None:
+    def __init__(self, *, rpc_url: str, manifest: Manifest, qbft_from: int | None = None, qbft_epoch_length: int = qbft.DEFAULT_EPOCH_LENGTH) -> None:
+        """`qbft_from`: on a Besu QBFT chain, the block after which the auditor's trusted validators hold (0: the
+        genesis validators); by default the newest epoch block before the bundle's block (0 on a chain younger than
+        one epoch), where no vote is open."""
         self.rpc = JsonRpc(rpc_url)
         self.manifest = manifest
+        self.qbft_from = qbft_from
+        self.qbft_epoch_length = qbft_epoch_length
         self.contracts = {name: to_checksum_address(manifest.address(name)) for name in ("ConsortiumRegistry", "PartLedger", "EvidenceLedger")}
 
     def final_block(self) -> int:
@@ -265,6 +273,8 @@ class ProofBuilder:
             },
             "registry": self._registry_facts(number, v.acting_keys(spec, args, tx.sender)),
         }  # fmt: skip
+        if qbft.header_extra_data(header) is not None:
+            bundle["qbft"] = {"headers": self._qbft_headers(number)}
         if spec.name == "DocumentAnchored":
             bundle |= self._typed_data(number, args)
         if record is not None:
@@ -299,6 +309,13 @@ class ProofBuilder:
         if chain_to > final:
             raise NotProvable("not_final", f"block {chain_to} is not final yet")
         return [v.to_hex(encode_header(self.rpc.call("eth_getBlockByNumber", [hex(n), False]))) for n in range(number + 1, chain_to + 1)]
+
+    def _qbft_headers(self, number: int) -> list[str]:
+        """The QBFT headers after the block from which the auditor's validators hold, up to the one before `number`."""
+        start = self.qbft_from if self.qbft_from is not None else (number - 1) // self.qbft_epoch_length * self.qbft_epoch_length
+        if not 0 <= start < number:
+            raise NotProvable("qbft_from_after_block", f"the trusted QBFT validators after block {start} cannot prove block {number}")
+        return [v.to_hex(encode_header(self.rpc.call("eth_getBlockByNumber", [hex(n), False]))) for n in range(start + 1, number)]
 
     def _registry_facts(self, number: int, actors: list[tuple[str, str, tuple[int, ...], int]]) -> dict[str, Any]:
         """The registry's records of the acting keys and their organisations, with storage proofs at `number`."""

@@ -10,8 +10,10 @@ recomputed here; nothing is taken on the bundle's word. The checks, in the order
   header        the block header (RLP) decodes to a known hardfork layout, hashes (keccak-256) to the block hash,
                 and its fields are the ones listed
   header chain  each later header names the one before it as its parent (a bridge to a checkpointed block)
-  anchor        the block hash is the trusted one: given on the command line, answered by your own node, or signed
-                by the consortium operator in a checkpoint file
+  finality      (Besu QBFT) the headers from the trusted validator set up to the block link by parent hash, each
+                sealed by ceil(2n/3) distinct validators after its parent, the validator votes followed (qbft.py)
+  anchor        the block hash is the trusted one: given on the command line, answered by your own node, signed
+                by the consortium operator in a checkpoint file, or sealed by the QBFT validators you trust
   transaction   the raw transaction hashes to its hash, sits at its index under the header's transactionsRoot
                 (Merkle-Patricia proof), was signed by its sender for this chain, and called the event's contract
   receipt       the receipt (EIP-2718 encoding) sits at the same index under the header's receiptsRoot and succeeded
@@ -24,7 +26,8 @@ recomputed here; nothing is taken on the bundle's word. The checks, in the order
                 suspension
   signers       each acting key belonged to the right organisation, was added by that block and not revoked,
                 its organisation not suspended and holding a role the operation needs
-  batch record  (batched records) the record's leaf, and its StandardMerkleTree proof up to the anchored root
+  batch record  (batched records) the record's leaf, and its StandardMerkleTree proof up to the anchored root; an
+                EPCIS event or a quality-notification transition given with it hashes to the record
   document      keccak256(salt || contentHash) is the anchored docHash; with the file, keccak256(file) is contentHash
 
 A verdict is valid only when every check passes. Run it as `python -m partledger.proofs.verifier bundle.json
@@ -126,6 +129,12 @@ EVENTS = {
         _parts_event("PartsReleased", CUSTODY),
         _parts_event("PartsScrapped", CUSTODY),
         _parts_event("PartsRecycled", RECYCLER),
+        EventSpec("PartLedger", "LogisticUnitCreated", (("sscc", "uint64", True), ("unitId", "bytes32", True), ("orgId", "uint32", True)), "orgId", None, CUSTODY),
+        EventSpec("PartLedger", "PartsPacked", (("unitId", "bytes32", True), ("orgId", "uint32", True), ("siteKey", "address", True), ("partIds", "bytes32[]", False)), "orgId", "siteKey", CUSTODY),
+        EventSpec("PartLedger", "PartsUnpacked", (("unitId", "bytes32", True), ("orgId", "uint32", True), ("siteKey", "address", True), ("partIds", "bytes32[]", False)), "orgId", "siteKey", CUSTODY),
+        EventSpec("PartLedger", "PartsAssembled", (("parentId", "bytes32", True), ("orgId", "uint32", True), ("siteKey", "address", True), ("childIds", "bytes32[]", False)), "orgId", "siteKey", MANUFACTURER | WORKSHOP),
+        EventSpec("PartLedger", "PartsDisassembled", (("parentId", "bytes32", True), ("orgId", "uint32", True), ("siteKey", "address", True), ("childIds", "bytes32[]", False)), "orgId", "siteKey", MANUFACTURER | WORKSHOP),
+        EventSpec("PartLedger", "PartRemanufactured", (("originalId", "bytes32", True), ("partId", "bytes32", True), ("orgId", "uint32", True), ("siteKey", "address", False)), "orgId", "siteKey", MANUFACTURER),
         EventSpec("PartLedger", "LotRecalled", (("lot", "uint64", True), ("orgId", "uint32", True), ("siteKey", "address", True), ("noticeHash", "bytes32", False)), "orgId", "siteKey", MANUFACTURER | REGULATOR),
         EventSpec("EvidenceLedger", "DocumentAnchored", (
             ("docHash", "bytes32", True), ("issuer", "uint32", True), ("counterparty", "uint32", True),
@@ -584,6 +593,14 @@ def decode_header(raw: bytes) -> dict[str, Any]:
     return fields
 
 
+def header_hash(raw: bytes) -> bytes:
+    """The block hash of a header: keccak256 of its RLP; for a Besu QBFT header (told by its extraData) keccak256 of
+    its RLP with the commit seals and the round left out of extraData (partledger/proofs/qbft.py)."""
+    from partledger.proofs import qbft
+
+    return qbft.block_hash(raw)
+
+
 def render_header(fields: dict[str, Any]) -> dict[str, str]:
     return {name: quantity(value) if isinstance(value, int) else to_hex(value) for name, value in fields.items()}
 
@@ -614,6 +631,8 @@ OPTIONAL_SCHEMA: dict[str, Any] = {
     "batchRecord": {"types": [STR], "value": JSON, "leaf": HEX32, "proof": [HEX32]},
     "document": {"salt": HEX32, "contentHash": HEX32},
     "epcisEvent": JSON,
+    "notification": {"transition": JSON, "content": JSON},
+    "qbft": {"headers": [HEX]},  # any subject, for a Besu QBFT block: the headers from the trusted validators to it
 }
 SECTIONS_BY_SUBJECT = {
     "event": set(),
@@ -621,7 +640,7 @@ SECTIONS_BY_SUBJECT = {
     "batch-record": {"batchRecord"},
     "document": {"typedData", "signatures"},
 }
-OPTIONAL_BY_SUBJECT = {"document": {"document"}, "batch-record": {"epcisEvent"}}
+OPTIONAL_BY_SUBJECT = {"document": {"document"}, "batch-record": {"epcisEvent", "notification"}}
 EPCIS_BATCH_KIND = "epcis"
 EPCIS_RECORD_TYPES = ["bytes32", "string", "uint32", "uint64"]  # event hash, eventID, organisation, seq
 
@@ -680,7 +699,7 @@ def check_format(bundle: Any) -> None:
     subject = bundle.get("subject")
     if subject not in SECTIONS_BY_SUBJECT:
         raise CheckFailed(f"unknown subject {str(subject)[:40]!r}")
-    allowed = SECTIONS_BY_SUBJECT[subject] | OPTIONAL_BY_SUBJECT.get(subject, set())
+    allowed = SECTIONS_BY_SUBJECT[subject] | OPTIONAL_BY_SUBJECT.get(subject, set()) | {"qbft"}
     schema = dict(BUNDLE_SCHEMA)
     for section in allowed & set(bundle):
         schema[section] = OPTIONAL_SCHEMA[section]
@@ -701,10 +720,11 @@ class TrustAnchors:
     checkpoints: Any = None  # a parsed partledger-checkpoints/1 file
     operator: str | None = None  # the checkpoint signer to require
     contracts: dict[str, str] | None = None  # the deployment's addresses, from its published manifest
+    validators: Any = None  # Besu QBFT: a parsed genesis file or list of validator addresses (qbft.trusted_validators)
 
     @property
     def empty(self) -> bool:
-        return not self.blocks and self.rpc_url is None and self.checkpoints is None
+        return not self.blocks and self.rpc_url is None and self.checkpoints is None and self.validators is None
 
 
 def manifest_contracts(data: Any) -> dict[str, str]:
@@ -826,11 +846,13 @@ class _Verification:
         self.keys: dict[str, dict[str, Any]] = {}
         self.orgs: dict[int, dict[str, Any]] = {}
         self.facts: list[tuple[str, str]] = []
+        self.finality: str | None = None
 
     def run(self) -> list[Check]:
         checks: list[tuple[str, Callable[[], str]]] = [
             ("header", self.check_header),
             ("header chain", self.check_header_chain),
+            ("finality", self.check_finality),
             ("anchor", self.check_anchor),
             ("transaction", self.check_transaction),
             ("receipt", self.check_receipt),
@@ -868,16 +890,17 @@ class _Verification:
         fields = decode_header(raw)
         self.header = fields
         layout = HEADER_LAYOUTS[len(fields)]
-        if keccak(raw) != from_hex(block["hash"]):
-            raise CheckFailed(f"keccak256(header) is {to_hex(keccak(raw))}, not the block hash {block['hash']}")
+        if header_hash(raw) != from_hex(block["hash"]):
+            raise CheckFailed(f"the header hashes to {to_hex(header_hash(raw))}, not the block hash {block['hash']}")
         if fields["number"] != block["number"]:
             raise CheckFailed(f"the header is of block {fields['number']}, the bundle says {block['number']}")
         if render_header(fields) != block["fields"]:
             raise CheckFailed("the listed header fields differ from the header's RLP")
-        self.known_hashes[fields["number"]] = keccak(raw)
+        self.known_hashes[fields["number"]] = header_hash(raw)
         when = datetime.datetime.fromtimestamp(fields["timestamp"], datetime.timezone.utc).isoformat().replace("+00:00", "Z")
         self.facts += [("block", f"{fields['number']} {block['hash']}"), ("block time", when)]
-        return f"block {fields['number']} ({layout} layout, {len(fields)} fields) hashes to {block['hash']}"
+        bft = ", Besu QBFT: hashed without its commit seals and round" if header_hash(raw) != keccak(raw) else ""
+        return f"block {fields['number']} ({layout} layout, {len(fields)} fields{bft}) hashes to {block['hash']}"
 
     def check_header_chain(self) -> str:
         chain = self.b["headerChain"]
@@ -890,13 +913,31 @@ class _Verification:
             fields = decode_header(raw)
             if fields["number"] != number + 1 or fields["parentHash"] != parent:
                 raise CheckFailed(f"the header after block {number} does not name it as its parent")
-            number, parent = number + 1, keccak(raw)
+            number, parent = number + 1, header_hash(raw)
             self.known_hashes[number] = parent
         return f"{len(chain)} header(s) link block {self.b['block']['number']} to block {number} ({to_hex(parent)})"
 
+    def check_finality(self) -> str:
+        """Besu QBFT: the bundle's headers lead from the trusted validators to the block, each sealed by a quorum of
+        the validators after its parent (with --validators); without it, only that they link up to the block."""
+        if "qbft" not in self.b and self.anchors.validators is None:
+            return ""
+        from partledger.proofs import qbft
+
+        self.need(self.header, "a valid header")
+        headers = [from_hex(h) for h in self.b.get("qbft", {"headers": []})["headers"]] + [from_hex(self.b["block"]["header"])]
+        if self.anchors.validators is None:
+            first = qbft.link_headers(headers)
+            return f"QBFT headers link blocks {first}..{self.header['number']} (seals not checked: no --validators given)"
+        trusted = qbft.trusted_validators(self.anchors.validators)
+        final = qbft.verify_finality(headers, trusted, chain_id=self.b["chainId"])
+        self.finality = f"block {final.number} is final: sealed by {final.signers} of the {final.validators} validators followed from {trusted.source}"
+        self.facts.append(("finality", self.finality))
+        return final.detail
+
     def check_anchor(self) -> str:
         if self.anchors.empty:
-            raise CheckFailed("no trust anchor given: pass --trusted-block N:HASH, --rpc URL or --checkpoints FILE")
+            raise CheckFailed("no trust anchor given: pass --trusted-block N:HASH, --rpc URL, --checkpoints FILE or --validators FILE")
         self.need(self.known_hashes or None, "a valid header")
         done = []
         for number, block_hash in sorted(self.anchors.blocks.items()):
@@ -923,6 +964,8 @@ class _Verification:
             if not block:
                 raise CheckFailed(f"the node at {url} has no block {number}")
             done.append(self._match(number, from_hex(block["hash"].lower(), 32), f"the node at {url}"))
+        if self.anchors.validators is not None:
+            done.append(self.need(self.finality, "the block's QBFT finality"))
         if self.anchors.contracts is not None:
             if any(self.anchors.contracts.get(name) != address for name, address in self.b["contracts"].items()):
                 raise CheckFailed("the bundle's contract addresses are not the deployment manifest's")
@@ -1123,7 +1166,46 @@ class _Verification:
         detail = f"the record's leaf is in the anchored batch {args['root']} ({len(record['proof'])} proof step(s))"
         if "epcisEvent" in self.b:
             detail += "; " + self.check_epcis_event(args, record)
+        if "notification" in self.b:
+            detail += "; " + self.check_notification(args, record)
         return detail
+
+    def check_notification(self, args: dict[str, Any], record: dict[str, Any]) -> str:
+        """A quality-notification transition proven by its batch (partledger/quality_notifications.py): the batch is
+        of kind "notification" and was anchored by the acting organisation (its site key sent the transaction, the
+        signers check proves the key was that organisation's); the transition hashes (keccak256 of its canonical
+        JSON) to the record's first value, the record's other values are the transition's, the transition is one
+        the state machine allows, and the notification's content hashes to the contentHash it names."""
+        from partledger import quality_notifications as qn
+
+        kind = from_hex(args["kind"], 32).rstrip(b"\0").decode("ascii", "replace")
+        if kind != qn.NOTIFICATION_BATCH_KIND or record["types"] != qn.RECORD_TYPES:
+            raise CheckFailed(f"a notification transition is proven by a batch of kind {qn.NOTIFICATION_BATCH_KIND!r} with records ({', '.join(qn.RECORD_TYPES)}), not {kind!r}")
+        transition, content = self.b["notification"]["transition"], self.b["notification"]["content"]
+        if not isinstance(transition, dict) or transition.get("format") != qn.TRANSITION_FORMAT:
+            raise CheckFailed(f"the notification transition is not a {qn.TRANSITION_FORMAT} object")
+        try:
+            values = qn.record_values(transition)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckFailed(f"the notification transition cannot be hashed: {exc}") from None
+        if values != record["value"]:
+            raise CheckFailed("the notification transition is not the record: its hash, notification, organisations, state or time differ")
+        problem = qn.transition_problem(transition)
+        if problem is not None:
+            raise CheckFailed(f"the state machine allows no such transition: {problem}")
+        if transition["actor"] != args["orgId"]:
+            raise CheckFailed(f"the transition was taken by organisation {transition['actor']}, but organisation {args['orgId']} anchored it")
+        if not isinstance(content, dict) or content.get("id") != transition["notification"]:
+            raise CheckFailed("the notification content is not the transition's notification")
+        try:
+            content_hash = "0x" + qn.record_hash(content).hex()
+        except (TypeError, ValueError) as exc:
+            raise CheckFailed(f"the notification content cannot be hashed: {exc}") from None
+        if content_hash != transition.get("contentHash"):
+            raise CheckFailed(f"the notification content hashes to {content_hash}, the transition names {transition.get('contentHash')}")
+        self.facts.append(("notification", f"{content.get('kind')} {transition['notification']} of organisation {transition.get('initiator')}: {content.get('title')}"))
+        self.facts.append(("transition", f"{transition['action']}: {transition['from']} -> {transition['state']} for organisation {transition['recipient']}, by organisation {transition['actor']} at {transition['atMillis']} ms"))
+        return f"the {transition['action']} transition hashes to {values[0]}, the record's, and was taken by the anchoring organisation {args['orgId']}"
 
     def check_epcis_event(self, args: dict[str, Any], record: dict[str, Any]) -> str:
         """An EPCIS event proven by its batch: the batch is of kind "epcis", and the event's canonical hash (EPCIS 2.0,
@@ -1198,6 +1280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trusted-block", action="append", default=[], metavar="N:HASH", help="a block hash you trust")
     parser.add_argument("--rpc", help="a JSON-RPC node you trust")
     parser.add_argument("--checkpoints", type=Path, help="the operator's signed checkpoint file")
+    parser.add_argument("--validators", type=Path, help="Besu QBFT: the genesis file or a JSON list of the validators you trust")
     parser.add_argument("--operator", help="the operator address the checkpoints must be signed by")
     parser.add_argument("--manifest", type=Path, help="the consortium's deployment manifest: pins the contract addresses")
     options = parser.parse_args(argv)
@@ -1207,13 +1290,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     try:
         checkpoints = parse_json(options.checkpoints.read_bytes()) if options.checkpoints else None
+        validators = parse_json(options.validators.read_bytes()) if options.validators else None
         contracts = manifest_contracts(parse_json(options.manifest.read_bytes())) if options.manifest else None
         document = options.document.read_bytes() if options.document else None
         bundle = options.bundle.read_bytes()
     except (OSError, CheckFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    anchors = TrustAnchors(blocks=blocks, rpc_url=options.rpc, checkpoints=checkpoints, operator=options.operator, contracts=contracts)
+    anchors = TrustAnchors(blocks=blocks, rpc_url=options.rpc, checkpoints=checkpoints, operator=options.operator, contracts=contracts, validators=validators)
     verdict = verify_bundle(bundle, document=document, anchors=anchors)
     for check in verdict.checks:
         print(f"[{'PASS' if check.ok else 'FAIL'}] {check.name:<13} {check.detail}")

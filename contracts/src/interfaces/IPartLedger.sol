@@ -14,6 +14,9 @@ pragma solidity 0.8.28;
 /// and VIN tag from its outermost container (see {part}): moving a container moves everything inside in the same
 /// transaction, at no cost per contained part, and the events name the container only. The chain keeps no list of a
 /// container's contents (the indexer's mirror does), so the recall block on a container's contents is the service's.
+///
+/// The caller is the acting site key: the transaction's sender, or the signer of a request relayed by the trusted
+/// ERC-2771 forwarder (see {PartLedgerForwarder}). Events name it as `siteKey` on both paths.
 interface IPartLedger {
     /// @notice Lifecycle status of a part. Scrapped and Recycled are terminal.
     enum PartStatus {

@@ -1,0 +1,495 @@
+"""The relayer: packs accepted relay requests of many sites into executeBatch transactions of the forwarder, signs
+them with the relayer's own keys (which hold no role: a request acts only through its site's signature), sends them,
+and follows each to its verdict per request — surviving a crash at any point.
+
+Packing. A request is relayed only when its nonce is the one the forwarder will expect of its signer (the chain's
+count, or the next after the signer's requests already in flight), so each site's requests go in nonce order, and a
+site's requests in flight all ride with one relayer key (its transactions are mined in their nonce order). Requests
+of up to batch_size different or equal sites, taken in turn from each site, fill a batch. Batches are non-atomic
+(the refund receiver is the relayer): a request the forwarder finds invalid is skipped, and a call that reverts uses
+its nonce and is reported — a relayed request behaves like a transaction of its site.
+
+Recording. The relayer's nonce is chosen in the SQL transaction that stores the signed bytes (unique on relayer +
+nonce) and marks the requests relayed; only then are the bytes sent. After a restart the recorded bytes are sent
+again as they are ("already known": sent; "nonce too low" with our receipt: mined; without it for a while: void, and
+its requests wait again).
+
+Verdicts, from the receipt: the forwarder's ExecutedForwardRequest(signer, nonce, success) per executed request.
+Success: mined, then confirmed after the manifest's confirmations. A failed call: failed with the target's custom
+error, which the forwarder does not pass on, found by replaying the call as the forwarder made it (the signer's
+address appended, its gas) on the state before the block, or, when that passes (a request earlier in the same
+batch changed the state), after it. No event: the forwarder skipped it; the forwarder's own error, replayed, says
+why (a deadline passed, a nonce used meanwhile by the site itself). A request expired before it could be packed, or
+whose nonce the site used meanwhile, fails with the error the forwarder would raise, without being sent; the site's
+later requests then wait for a request with that nonce (the site signs again from its nonce) or for their own
+deadline, and are never sent out of order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from eth_abi import decode
+from eth_utils import keccak
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
+from web3 import Web3
+from web3.exceptions import Web3RPCError
+
+from ledger_service.relay_tables import RelayBatch, RelayRequest
+from partledger.artifacts import FORWARDER, load_artifact
+from partledger.chain import decode_revert, replay_revert
+from partledger.dblock import ExclusiveLock, LockHeld
+from partledger.eip712 import Eip712Domain, ForwardRequest, read_domain, recover_forward_request_signer
+from partledger.errors import ChainError, ChainUnavailable, ContractRevert
+from partledger.failpoints import failpoint
+from partledger.manifest import Manifest
+from wallets.errors import SignerUnavailable
+from wallets.signer import Signer
+
+log = logging.getLogger("partledger.relayer")
+T_REQ, T_BATCH = RelayRequest.__table__, RelayBatch.__table__
+EXECUTED_TOPIC = keccak(text="ExecutedForwardRequest(address,uint256,bool)")
+RESEND_AFTER_SECONDS = 5.0
+RECEIPTS_PER_BATCH = 200
+CANDIDATES = 5_000  # accepted requests looked at per pass
+MAX_ATTEMPTS = 3  # whole-batch reverts, or skips that pass when replayed, before a request fails for good
+DEADLINE_MARGIN_SECONDS = 2  # a request that expires sooner would likely expire before its batch is mined
+BLOCK_GAS_SHARE = 0.9
+PER_REQUEST_GAS = 40_000  # what the forwarder spends around each call: calldata, signature, nonce, event
+BATCH_GAS = 60_000
+
+
+@dataclass(frozen=True)
+class RelayerConfig:
+    batch_size: int = 100
+    max_in_flight: int = 4  # batches one relayer key may have sent and not yet mined
+    interval: float = 0.05
+    nonce_taken_seconds: float = 30.0  # "nonce too low" and still no receipt this long (and 2 blocks) later: void
+
+
+class Relayer:
+    def __init__(self, *, engine: Engine, w3: Web3, keys: dict[str, Signer], manifest: Manifest, config: RelayerConfig) -> None:
+        """`keys`: the relayer's own keys (not site keys), by address."""
+        self.engine = engine
+        self.w3 = w3
+        self.keys = keys
+        self.manifest = manifest
+        self.config = config
+        self.forwarder = w3.eth.contract(address=manifest.forwarder, abi=load_artifact(FORWARDER).abi)
+        self._domain: Eip712Domain | None = None
+        self._block_gas_limit: int | None = None
+        self._nonce_taken: dict[int, tuple[float, int]] = {}
+
+    # --- the loop -------------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, lock: ExclusiveLock | None = None) -> None:
+        """Steps until `stop`; returns if `lock` (the leader's) was lost to another process."""
+        delay = self.config.interval
+        while not stop.is_set():
+            try:
+                if lock is not None:
+                    lock.ensure()
+                busy = self.step()
+                delay = self.config.interval
+            except LockHeld as exc:
+                log.warning("%s: this process no longer runs the relayer", exc)
+                return
+            except (OperationalError, InterfaceError, ChainUnavailable, SignerUnavailable) as exc:
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                busy = False
+                delay = min(max(delay * 2, 0.5), 5.0)
+            except Exception:  # noqa: BLE001 - the loop must outlive any one bad step; it is logged
+                log.exception("relayer step failed")
+                busy = False
+                delay = 1.0
+            if not busy:
+                stop.wait(delay)
+
+    def step(self) -> bool:
+        """One pass: follow what was sent (and send what was signed), then pack and send for each relayer key."""
+        try:
+            progressed = self.follow()
+            for relayer in sorted(self.keys):
+                progressed |= self.pack(relayer)
+        except (OSError, Web3RPCError) as exc:
+            raise ChainUnavailable(f"the JSON-RPC node failed: {type(exc).__name__}") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith(("requests", "urllib3")):
+                raise ChainUnavailable(f"cannot reach the JSON-RPC node: {type(exc).__name__}") from None
+            raise
+        return progressed
+
+    # --- following batches ----------------------------------------------------------------------------------
+
+    def follow(self) -> bool:
+        """Receipts of the open batches, in JSON-RPC batches: a verdict per request of each mined batch; batches
+        recorded and not sent (a crash), or sent long ago without a receipt, are sent (again)."""
+        with self.engine.connect() as conn:
+            open_batches = conn.execute(select(T_BATCH).where(T_BATCH.c.state.in_(("signed", "sent", "mined"))).order_by(T_BATCH.c.id)).mappings().all()
+        if not open_batches:
+            return False
+        head = self.w3.eth.block_number
+        progressed = False
+        to_send = []
+        for batch, receipt in zip(open_batches, self._receipts([bytes(batch["tx_hash"]) for batch in open_batches])):
+            if receipt is None:
+                if batch["state"] == "mined":  # its block was reorganised away: it waits to be mined again
+                    self._unmine(batch)
+                    progressed = True
+                elif batch["state"] == "signed" or time.time() - (batch["sent_at"] or 0) > RESEND_AFTER_SECONDS:
+                    to_send.append(batch)
+                continue
+            confirmed = head - int(receipt["blockNumber"], 16) >= self.manifest.confirmations
+            if batch["state"] == "mined":
+                if confirmed:
+                    self._confirm(batch)
+                    progressed = True
+                continue
+            failpoint("relayer.before_receipt")  # mined, its verdicts not recorded
+            self._settle(batch, receipt, confirmed=confirmed)
+            progressed = True
+        if to_send:
+            self._send(to_send)
+            progressed = True
+        return progressed
+
+    def _settle(self, batch: Any, receipt: dict[str, Any], *, confirmed: bool) -> None:
+        """The verdict of each request of a mined batch, recorded with the batch's in one SQL transaction."""
+        block = int(receipt["blockNumber"], 16)
+        with self.engine.connect() as conn:
+            requests = conn.execute(select(T_REQ).where(T_REQ.c.batch_id == batch["id"])).mappings().all()
+        if int(receipt["status"], 16) != 1:
+            self._batch_reverted(batch, requests, block)
+            return
+        executed = self._executed(receipt)
+        now = time.time()
+        verdicts: list[tuple[Any, dict[str, Any]]] = []
+        for request in requests:
+            success = executed.get((request["signer"].lower(), request["nonce"]))
+            if success is True:
+                verdicts.append((request, {"state": "confirmed" if confirmed else "mined"}))
+            elif success is False:
+                verdicts.append((request, _failed(self._call_error(request, block))))
+            else:
+                skipped = self._skip_error(request, block, batch["relayer"])
+                if skipped is not None:
+                    verdicts.append((request, _failed(skipped)))
+                elif request["attempts"] + 1 >= MAX_ATTEMPTS:
+                    verdicts.append((request, _failed(ContractRevert("Unknown"), "the forwarder skipped it in every batch, though it passes alone")))
+                else:  # valid now: skipped for a reason gone since; it waits for the next batch
+                    verdicts.append((request, {"state": "accepted", "batch_id": None, "attempts": request["attempts"] + 1}))
+        with self.engine.begin() as conn:
+            conn.execute(update(T_BATCH).where(T_BATCH.c.id == batch["id"]).values(
+                state="confirmed" if confirmed else "mined", block_number=block, gas_used=int(receipt["gasUsed"], 16),
+            ))  # fmt: skip
+            for request, values in verdicts:
+                conn.execute(update(T_REQ).where(T_REQ.c.id == request["id"]).values(**values, updated_at=now))
+        failed = sum(values["state"] == "failed" for _, values in verdicts)
+        log.info("batch %s mined in block %d: %d request(s), %d failed", _hex(batch["tx_hash"]), block, len(requests), failed)
+
+    def _batch_reverted(self, batch: Any, requests: list[Any], block: int) -> None:
+        """The whole batch reverted (it should not: it was estimated): its requests wait for another batch, and fail
+        with the batch's error after MAX_ATTEMPTS."""
+        sent = self.w3.eth.get_transaction(bytes(batch["tx_hash"]))
+        decoded = replay_revert(self.w3, {"from": sent["from"], "to": sent["to"], "data": sent["input"], "gas": sent["gas"]}, block)
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(update(T_BATCH).where(T_BATCH.c.id == batch["id"]).values(state="reverted", block_number=block, error_name=decoded.name[:200]))
+            for request in requests:
+                if request["attempts"] + 1 >= MAX_ATTEMPTS:
+                    values = _failed(decoded, f"its batches reverted {MAX_ATTEMPTS} times: {decoded}")
+                else:
+                    values = {"state": "accepted", "batch_id": None}
+                conn.execute(update(T_REQ).where(T_REQ.c.id == request["id"]).values(**values, attempts=request["attempts"] + 1, updated_at=now))
+        log.warning("batch %s reverted with %s", _hex(batch["tx_hash"]), decoded)
+
+    def _confirm(self, batch: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(T_BATCH).where(T_BATCH.c.id == batch["id"]).values(state="confirmed"))
+            conn.execute(update(T_REQ).where(T_REQ.c.batch_id == batch["id"], T_REQ.c.state == "mined").values(state="confirmed", updated_at=time.time()))
+
+    def _unmine(self, batch: Any) -> None:
+        """A mined batch whose block is gone: sent again as it is, its requests relayed and undecided."""
+        with self.engine.begin() as conn:
+            conn.execute(update(T_BATCH).where(T_BATCH.c.id == batch["id"]).values(state="sent", block_number=None))
+            conn.execute(update(T_REQ).where(T_REQ.c.batch_id == batch["id"]).values(state="relayed", updated_at=time.time()))
+
+    def _executed(self, receipt: dict[str, Any]) -> dict[tuple[str, int], bool]:
+        """(signer, nonce) -> success of each request the forwarder executed, from its ExecutedForwardRequest logs."""
+        executed = {}
+        for entry in receipt["logs"]:
+            topics = [bytes.fromhex(topic[2:]) for topic in entry["topics"]]
+            if entry["address"].lower() == self.forwarder.address.lower() and topics and topics[0] == EXECUTED_TOPIC:
+                nonce, success = decode(["uint256", "bool"], bytes.fromhex(entry["data"][2:]))
+                executed[("0x" + topics[1][-20:].hex(), nonce)] = success
+        return executed
+
+    def _call_error(self, request: Any, block: int) -> ContractRevert:
+        """Why a forwarded call failed: the call as the forwarder made it, replayed before the block, then after it."""
+        call = {
+            "from": self.forwarder.address, "to": request["target"], "gas": hex(request["gas"]),
+            "data": "0x" + (bytes(request["data"]) + bytes.fromhex(request["signer"][2:])).hex(),
+        }  # fmt: skip
+        for state in (block - 1, block):
+            error = self._call_fails(call, state)
+            if error is not None:
+                return error
+        return ContractRevert("Unknown")
+
+    def _skip_error(self, request: Any, block: int, relayer: str) -> ContractRevert | None:
+        """Why the forwarder skipped a request: its own error for `execute` of it after the block; None when it would
+        pass now."""
+        call = {"from": relayer, "to": self.forwarder.address, "data": self._execute_calldata(request)}
+        return self._call_fails(call, block)
+
+    def _call_fails(self, call: dict[str, Any], block: int) -> ContractRevert | None:
+        answer = self.w3.provider.make_request("eth_call", [call, hex(block)])  # type: ignore[arg-type]
+        error = answer.get("error")
+        if error is None:
+            return None
+        data = error.get("data") if isinstance(error, dict) else None
+        decoded = decode_revert(data.get("data") if isinstance(data, dict) else data)
+        if decoded.name == "Unknown" and not decoded.data and isinstance(error, dict):
+            return ContractRevert("Unknown", (str(error.get("message", ""))[:200],))  # out of gas and the like: the node's words
+        return decoded
+
+    # --- packing --------------------------------------------------------------------------------------------
+
+    def pack(self, relayer: str) -> bool:
+        """Packs the next batch for `relayer` if it has room in flight: requests whose nonce is next for their
+        signer, from signers that have nothing in flight with another relayer key. True if it did anything."""
+        with self.engine.connect() as conn:
+            in_flight = conn.execute(select(func.count()).where(T_BATCH.c.relayer == relayer, T_BATCH.c.state.in_(("signed", "sent")))).scalar()
+            if in_flight >= self.config.max_in_flight:
+                return False
+            candidates = conn.execute(select(T_REQ).where(T_REQ.c.state == "accepted").order_by(T_REQ.c.created_at, T_REQ.c.id).limit(CANDIDATES)).mappings().all()
+            if not candidates:
+                return False
+            flying = conn.execute(
+                select(T_REQ.c.signer, T_REQ.c.nonce, T_BATCH.c.relayer).join(T_BATCH, T_BATCH.c.id == T_REQ.c.batch_id)
+                .where(T_REQ.c.state == "relayed", T_BATCH.c.state.in_(("signed", "sent")))
+            ).all()  # fmt: skip
+        elsewhere = {row.signer for row in flying if row.relayer != relayer}
+        next_after_flight: dict[str, int] = {}
+        for row in flying:
+            next_after_flight[row.signer] = max(next_after_flight.get(row.signer, 0), row.nonce + 1)
+        by_signer: dict[str, list[Any]] = {}
+        for request in candidates:
+            if request["signer"] not in elsewhere:
+                by_signer.setdefault(request["signer"], []).append(request)
+        if not by_signer:
+            return False
+        now = time.time()
+        chain_nonces = self._chain_nonces(sorted(by_signer))
+        failures: list[tuple[Any, ContractRevert, str]] = []
+        runs: list[list[Any]] = []
+        for signer, requests in by_signer.items():
+            chain_nonce = chain_nonces[signer]
+            expected = max(chain_nonce, next_after_flight.get(signer, 0))
+            by_nonce = {}
+            for request in sorted(requests, key=lambda r: r["nonce"]):
+                if request["deadline"] <= now + DEADLINE_MARGIN_SECONDS:
+                    failures.append((request, ContractRevert("ERC2771ForwarderExpiredRequest", (request["deadline"],)), f"its deadline {request['deadline']} passed before it could be relayed"))
+                elif request["nonce"] < chain_nonce:
+                    failures.append((request, self._used_nonce_error(request, chain_nonce), f"nonce {request['nonce']} was used meanwhile: the forwarder is at {chain_nonce}"))
+                else:
+                    by_nonce.setdefault(request["nonce"], request)  # one per nonce (acceptance refuses a second)
+            run = []
+            while expected in by_nonce:  # the signer's requests from the nonce the forwarder will expect, without a gap
+                run.append(by_nonce.pop(expected))
+                expected += 1
+            if run:
+                runs.append(run)
+        if failures:
+            self._fail_unsent(failures)
+        batch = self._fill(runs)
+        if batch:
+            self._sign_and_send(relayer, batch)
+        return bool(failures or batch)
+
+    def _fill(self, runs: list[list[Any]]) -> list[Any]:
+        """Up to batch_size requests taken in turn from each signer's run (so that each signer's stay in nonce order
+        and many sites share a batch), within the block's gas."""
+        budget = self._gas_limit() - BATCH_GAS
+        batch: list[Any] = []
+        while runs and len(batch) < self.config.batch_size:
+            for run in list(runs):
+                need = run[0]["gas"] * 64 // 63 + PER_REQUEST_GAS
+                if len(batch) >= self.config.batch_size or (batch and need > budget):
+                    return batch
+                batch.append(run.pop(0))
+                budget -= need
+                if not run:
+                    runs.remove(run)
+        return batch
+
+    def _sign_and_send(self, relayer: str, requests: list[Any]) -> None:
+        """Claims the requests, signs one executeBatch with `relayer`'s next nonce and records it, in one SQL
+        transaction; then sends the recorded bytes."""
+        data = self._calldata(requests, relayer)
+        gas = self._batch_gas(relayer, data, requests)
+        ids = [request["id"] for request in requests]
+        now = time.time()
+        with self.engine.begin() as conn:
+            claimed = conn.execute(update(T_REQ).where(T_REQ.c.id.in_(ids), T_REQ.c.state == "accepted").values(state="relayed", updated_at=now)).rowcount
+            if claimed != len(ids):
+                raise ChainError("relay requests changed while being packed")  # rolls back: nothing signed is kept
+            nonce = self._next_nonce(conn, relayer)
+            transaction = {
+                "to": self.forwarder.address, "data": data, "value": 0, "gas": gas, "gasPrice": self.manifest.gas_price,
+                "chainId": self.manifest.chain_id, "nonce": nonce,
+            }  # fmt: skip
+            raw = bytes(self.keys[relayer].sign_transaction(transaction).raw_transaction)
+            batch_id = conn.execute(insert(T_BATCH).values(
+                relayer=relayer, nonce=nonce, tx_hash=keccak(raw), raw=raw, request_count=len(ids), state="signed", created_at=now,
+            )).inserted_primary_key[0]  # fmt: skip
+            conn.execute(update(T_REQ).where(T_REQ.c.id.in_(ids)).values(batch_id=batch_id))
+        failpoint("relayer.after_sign")  # signed and recorded, not sent
+        with self.engine.connect() as conn:
+            batch = conn.execute(select(T_BATCH).where(T_BATCH.c.id == batch_id)).mappings().one()
+        self._send([batch])
+
+    def _batch_gas(self, relayer: str, data: str, requests: list[Any]) -> int:
+        """The node's estimate with room to spare (the state may change before it is mined), or, if the node cannot
+        estimate, what the requests offer their calls and the forwarder's share around each."""
+        limit = self._gas_limit()
+        bound = min(limit, BATCH_GAS + sum(request["gas"] * 64 // 63 + PER_REQUEST_GAS for request in requests))
+        answer = self.w3.provider.make_request("eth_estimateGas", [{"from": relayer, "to": self.forwarder.address, "data": data}, "pending"])  # type: ignore[arg-type]
+        if "error" in answer:
+            return bound
+        estimate = int(answer["result"], 16)
+        return min(limit, max(estimate + estimate // 4 + 100_000, estimate + max(request["gas"] for request in requests) // 63 + 100_000))
+
+    def _send(self, batches: list[Any]) -> None:
+        """Sends recorded batches (their bytes) in order and records as sent those the node holds now."""
+        held = []
+        for batch in batches:
+            answer = self.w3.provider.make_request("eth_sendRawTransaction", [_hex(batch["raw"])])  # type: ignore[arg-type]
+            error = answer.get("error")
+            if error is not None:
+                message = str(error.get("message", error) if isinstance(error, dict) else error).lower()
+                if "already known" in message or "already imported" in message or "known transaction" in message:
+                    pass
+                elif "nonce too low" in message or "nonce is too low" in message:
+                    if not self._mined_after_all(batch):
+                        continue
+                elif "nonce too high" in message:
+                    continue  # a node that takes no nonce gap: the batch before goes first
+                else:
+                    self._void(batch, f"the node refused the transaction: {message}")
+                    continue
+            held.append(batch["id"])
+        if held:
+            failpoint("relayer.after_send")  # sent, not recorded as sent
+            with self.engine.begin() as conn:
+                conn.execute(update(T_BATCH).where(T_BATCH.c.id.in_(held), T_BATCH.c.state.in_(("signed", "sent"))).values(state="sent", sent_at=time.time()))
+
+    def _mined_after_all(self, batch: Any) -> bool:
+        """"nonce too low": true if the batch itself was mined (following records it); otherwise, once that has
+        held a while and a few blocks, another transaction has the nonce and the batch is void."""
+        if self._receipts([bytes(batch["tx_hash"])])[0] is not None:
+            return True
+        block = self.w3.eth.block_number
+        since, first_block = self._nonce_taken.setdefault(batch["id"], (time.monotonic(), block))
+        if time.monotonic() - since >= self.config.nonce_taken_seconds and block >= first_block + 2:
+            self._nonce_taken.pop(batch["id"], None)
+            self._void(batch, "nonce taken by another transaction")
+        return False
+
+    def _void(self, batch: Any, reason: str) -> None:
+        """A batch that can never be mined: its requests wait for another."""
+        log.warning("batch %s void: %s", _hex(batch["tx_hash"]), reason)
+        with self.engine.begin() as conn:
+            conn.execute(update(T_BATCH).where(T_BATCH.c.id == batch["id"]).values(state="void", error_name=reason[:200]))
+            conn.execute(update(T_REQ).where(T_REQ.c.batch_id == batch["id"], T_REQ.c.state == "relayed").values(state="accepted", batch_id=None, updated_at=time.time()))
+
+    def _fail_unsent(self, failures: list[tuple[Any, ContractRevert, str]]) -> None:
+        now = time.time()
+        with self.engine.begin() as conn:
+            for request, error, why in failures:
+                conn.execute(update(T_REQ).where(T_REQ.c.id == request["id"], T_REQ.c.state == "accepted").values(**_failed(error, f"{error}: {why}"), updated_at=now))
+
+    # --- the chain ------------------------------------------------------------------------------------------
+
+    def _used_nonce_error(self, request: Any, chain_nonce: int) -> ContractRevert:
+        """What the forwarder says of a request whose nonce is behind: the signature recovers, for its current nonce,
+        to another address (ERC2771ForwarderInvalidSigner(recovered, from))."""
+        if self._domain is None:
+            self._domain = read_domain(self.forwarder)
+        current = replace(_forward_request(request), nonce=chain_nonce)
+        recovered = recover_forward_request_signer(self._domain, current, bytes(request["signature"])) or "0x0000000000000000000000000000000000000000"
+        return ContractRevert("ERC2771ForwarderInvalidSigner", (recovered, request["signer"]))
+
+    def _chain_nonces(self, signers: list[str]) -> dict[str, int]:
+        calls = [{"to": self.forwarder.address, "data": self.forwarder.encode_abi("nonces", args=[signer])} for signer in signers]
+        answers = self.w3.provider.make_batch_request([("eth_call", [call, "latest"]) for call in calls])  # type: ignore[attr-defined]
+        if not isinstance(answers, list) or len(answers) != len(signers) or any("error" in answer for answer in answers):
+            raise Web3RPCError(f"the node failed to answer the forwarder's nonces: {answers if not isinstance(answers, list) else ''}")
+        return {signer: int(answer["result"], 16) for signer, answer in zip(signers, answers)}
+
+    def _receipts(self, tx_hashes: list[bytes]) -> list[dict[str, Any] | None]:
+        receipts: list[dict[str, Any] | None] = []
+        for start in range(0, len(tx_hashes), RECEIPTS_PER_BATCH):
+            chunk = tx_hashes[start : start + RECEIPTS_PER_BATCH]
+            answers = self.w3.provider.make_batch_request([("eth_getTransactionReceipt", [_hex(tx_hash)]) for tx_hash in chunk])  # type: ignore[attr-defined]
+            if not isinstance(answers, list) or len(answers) != len(chunk):
+                raise Web3RPCError(f"the node refused a batch of {len(chunk)} receipt requests")
+            for answer in answers:
+                if "error" in answer:
+                    raise Web3RPCError(f"the node failed to answer for a receipt: {answer['error']}")
+                receipts.append(answer.get("result"))
+        return receipts
+
+    def _next_nonce(self, conn: Any, relayer: str) -> int:
+        chain_nonce = self.w3.eth.get_transaction_count(Web3.to_checksum_address(relayer), "latest")
+        taken = {row[0] for row in conn.execute(select(T_BATCH.c.nonce).where(T_BATCH.c.relayer == relayer, T_BATCH.c.state != "void", T_BATCH.c.nonce >= chain_nonce))}
+        nonce = chain_nonce
+        while nonce in taken:
+            nonce += 1
+        return nonce
+
+    def _calldata(self, requests: list[Any], relayer: str) -> str:
+        """executeBatch of the requests, non-atomic: a refund receiver that is not zero (the relayer; requests carry
+        no value, so nothing is ever refunded) makes the forwarder skip an invalid request rather than revert all."""
+        return self.forwarder.encode_abi("executeBatch", args=[[_forward_request(r).as_call_data(bytes(r["signature"])) for r in requests], relayer])
+
+    def _execute_calldata(self, request: Any) -> str:
+        return self.forwarder.encode_abi("execute", args=[_forward_request(request).as_call_data(bytes(request["signature"]))])
+
+    def _gas_limit(self) -> int:
+        if self._block_gas_limit is None:
+            self._block_gas_limit = int(self.w3.eth.get_block("latest")["gasLimit"] * BLOCK_GAS_SHARE)
+        return self._block_gas_limit
+
+
+def _forward_request(row: Any) -> ForwardRequest:
+    return ForwardRequest(sender=row["signer"], to=row["target"], value=0, gas=row["gas"], nonce=row["nonce"], deadline=row["deadline"], data=bytes(row["data"]))
+
+
+def _failed(error: ContractRevert, message: str | None = None) -> dict[str, Any]:
+    return {
+        "state": "failed",
+        "error_name": error.name,
+        "error_args": json.dumps([_jsonable(value) for value in error.args_]),
+        "error_message": message or str(error),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+def _hex(raw: bytes) -> str:
+    return "0x" + bytes(raw).hex()
+

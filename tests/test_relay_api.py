@@ -1,0 +1,269 @@
+"""The service as relayer, on a live Anvil with the real stack (indexer, service, relayer thread), one per module.
+
+The service holds no key of workshop2: that site keeps its own (the "edge" here is the test, signing with the site's
+dev key). POST /v1/relay takes requests signed by sites, checks them as the forwarder and the contracts will (each
+refusal asserted with its row's code), stores them, and relays them in batches of many sites' requests; GET
+/v1/relay/{id} follows each to confirmed, or to failed with the forwarder's or the target's decoded error.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import MetaData, func, select
+
+from ledger_service import migrate as service_migrate
+from ledger_service.relay_tables import RelayBatch, RelayRequest
+from ledger_service.tables import SERVICE_METADATA
+from partledger.db import make_engine
+from partledger.model import PartStatus
+from tests.chainkit import Ledger, reverts, revert_to, snapshot
+from tests.labelkit import caught_up
+from tests.relaykit import Relay, Signed, dev_keys
+from tests.servicekit import PASSPHRASE, Stack, prepare_stack, running_service
+from wallets.keystore import create_keystore, load_keystore
+
+pytestmark = pytest.mark.chain
+
+NO_DOC = bytes(32)
+S = PartStatus
+EDGE = "workshop2"  # the site whose key the service does not hold
+
+
+@dataclass
+class World:
+    ledger: Ledger
+    stack: Stack
+    client: TestClient
+    relay: Relay  # signs as sites do (their dev keys); relays on chain with the service's own relayer key
+
+    def post(self, org: str, signed: list[Signed]) -> httpx.Response:
+        return self.client.post("/v1/relay", json={"requests": [body_of(item) for item in signed]}, headers=self.stack.headers(org))
+
+    def accepted(self, org: str, signed: list[Signed]) -> list[str]:
+        response = self.post(org, signed)
+        assert response.status_code == 202, response.text
+        return [answer["id"] for answer in response.json()["requests"]]
+
+    def status(self, org: str, request_id: str) -> dict[str, Any]:
+        response = self.client.get(f"/v1/relay/{request_id}", headers=self.stack.headers(org))
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def settled(self, org: str, request_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            view = self.status(org, request_id)
+            if view["status"] in ("confirmed", "failed"):
+                return view
+            time.sleep(0.02)
+        raise TimeoutError(f"relayed request {request_id} still {view['status']}")
+
+    def org(self, name: str) -> Any:
+        return self.ledger.orgs[name]
+
+
+def body_of(signed: Signed) -> dict[str, Any]:
+    request = signed.request
+    return {
+        "from": request.sender, "to": request.to, "value": request.value, "gas": request.gas, "nonce": request.nonce,
+        "deadline": request.deadline, "data": "0x" + request.data.hex(), "signature": "0x" + signed.signature.hex(),
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def world(deployed: Ledger, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    ledger = deployed
+    workdir = tmp_path_factory.mktemp("relay")
+    snapshot_id = snapshot(ledger.w3)
+    try:
+        stack = prepare_stack(ledger, workdir, f"sqlite:///{workdir / 'index.db'}", f"sqlite:///{workdir / 'service.db'}")
+        shutil.rmtree(stack.keys_dir / EDGE)  # registered on chain, but the service holds no key of that site
+        create_keystore(workdir / "relayer" / "relayer-1.json", PASSPHRASE, light=True)
+        relayer = load_keystore(workdir / "relayer" / "relayer-1.json", PASSPHRASE)
+        with running_service(stack, relayer_keys_dir=workdir / "relayer") as client:
+            caught_up(client, ledger)
+            yield World(ledger, stack, client, Relay(ledger, relayer))
+    finally:
+        revert_to(ledger.w3, snapshot_id)
+
+
+def shipped(world: World, to: str, serials: list[str]) -> list[bytes]:
+    """Parts the maker registers and ships (directly, with its dev key) to `to`, indexed."""
+    ledger = world.ledger
+    ids = ledger.register(world.org("maker"), serials, lot="L-RELAY")
+    ledger.act(world.org("maker").key, ledger.parts.functions.shipParts(ids, world.org(to).id, NO_DOC))
+    caught_up(world.client, ledger)
+    return ids
+
+
+def relay_rows(world: World) -> int:
+    engine = world.client.app.state.services.service_engine  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(RelayRequest.__table__)).scalar()
+
+
+def on_chain(ledger: Ledger, pid: bytes) -> tuple[S, int]:
+    status, custodian, *_ = ledger.status(pid)
+    return S(status), custodian
+
+
+def test_a_site_keeping_its_own_key_acts_through_the_relay_and_the_service_cannot_act_for_it(world):
+    ledger, relay = world.ledger, world.relay
+    edge, maker = world.org(EDGE), world.org("maker")
+    [pid] = shipped(world, EDGE, ["RLA-OWN"])
+    receive = ledger.parts.functions.receiveParts([pid], NO_DOC)
+    # The custodial path has no key to sign with.
+    response = world.client.post("/v1/parts/receive", json={"part_ids": ["0x" + pid.hex()]}, headers=world.stack.headers(EDGE))
+    assert (response.status_code, response.json()["error"]["code"]) == (403, "no_site_key")
+    # A request in the site's name signed by keys the service does have (the maker's site key it holds, its relayer
+    # key) is refused at once, and on chain by the forwarder if a relayer sends it all the same.
+    held_key = load_keystore(world.stack.keys_dir / "maker" / "service-site.json", PASSPHRASE)
+    for forger in (held_key, relay.relayer):
+        forged = relay.sign(edge.key, receive, signer=forger)
+        response = world.post(EDGE, [forged])
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["code"] == "invalid_requests"
+        assert [(row["row"], row["code"]) for row in response.json()["error"]["details"]] == [(1, "invalid_signature")]
+        with reverts("ERC2771ForwarderInvalidSigner", forger.address, edge.key):
+            relay.execute(forged)
+    assert on_chain(ledger, pid) == (S.IN_TRANSIT, maker.id)
+    # The site's own signature: relayed by the service's relayer key, acting as the site.
+    [request_id] = world.accepted(EDGE, [relay.sign(edge.key, receive)])
+    view = world.settled(EDGE, request_id)
+    assert (view["status"], view["signer"], view["organisation"], view["function"], view["error"]) == ("confirmed", edge.key, edge.id, "receiveParts", None)
+    assert on_chain(ledger, pid) == (S.IN_STOCK, edge.id)
+    receipt = ledger.w3.eth.get_transaction_receipt(view["tx_hash"])
+    assert (receipt["from"], receipt["to"], receipt["blockNumber"]) == (relay.relayer.address, ledger.manifest.forwarder, view["block"])
+    (event,) = ledger.events(receipt, ledger.parts, "PartsReceived")
+    assert (event["args"]["orgId"], event["args"]["siteKey"], list(event["args"]["partIds"])) == (edge.id, edge.key, [pid])
+
+
+def test_requests_from_several_sites_land_in_one_transaction_each_acting_as_itself(world):
+    ledger, relay = world.ledger, world.relay
+    p = ledger.parts.functions
+    warehouse, distributor, workshop = world.org("warehouse"), world.org("distributor"), world.org("workshop")
+    to_warehouse = shipped(world, "warehouse", ["RLA-W1", "RLA-W2"])
+    to_distributor = shipped(world, "distributor", ["RLA-D1"])
+    to_workshop = shipped(world, "workshop", ["RLA-S1"])
+    # The workshop's receipt and then its installation: two requests of one site, nonces in a row, one post.
+    received = relay.sign(workshop.key, p.receiveParts(to_workshop, NO_DOC))
+    install = relay.sign(workshop.key, p.installParts(to_workshop, [b"\x17" * 32], NO_DOC), nonce=received.request.nonce + 1, gas=300_000)
+    batch = [
+        relay.sign(warehouse.key, p.receiveParts(to_warehouse, NO_DOC)),
+        relay.sign(distributor.key, p.receiveParts(to_distributor, NO_DOC)),
+        received,
+        install,
+    ]
+    ids = world.accepted("warehouse", batch)  # anyone may post them: the signatures say who acts
+    views = [world.settled(name, request_id) for name, request_id in zip(("warehouse", "distributor", "workshop", "workshop"), ids)]
+    assert [view["status"] for view in views] == ["confirmed"] * 4
+    assert len({view["tx_hash"] for view in views}) == 1, views
+    receipt = ledger.w3.eth.get_transaction_receipt(views[0]["tx_hash"])
+    # Sites in any order; each site's requests in nonce order (the installation after the receipt it needs).
+    assert sorted(relay.outcomes(receipt)) == sorted((signed.request.sender, signed.request.nonce, True) for signed in batch)
+    acted = {(event["event"], event["args"]["siteKey"], event["args"]["orgId"]) for name in ("PartsReceived", "PartsInstalled") for event in ledger.events(receipt, ledger.parts, name)}
+    assert acted == {("PartsReceived", warehouse.key, warehouse.id), ("PartsReceived", distributor.key, distributor.id), ("PartsReceived", workshop.key, workshop.id), ("PartsInstalled", workshop.key, workshop.id)}
+    assert [on_chain(ledger, pid) for pid in [*to_warehouse, *to_distributor, *to_workshop]] == [
+        (S.IN_STOCK, warehouse.id), (S.IN_STOCK, warehouse.id), (S.IN_STOCK, distributor.id), (S.INSTALLED, workshop.id),
+    ]  # fmt: skip
+    # Each request is its signer's organisation's (and the poster's) to follow; not another member's.
+    response = world.client.get(f"/v1/relay/{ids[1]}", headers=world.stack.headers("workshop"))
+    assert (response.status_code, response.json()["error"]["code"]) == (404, "unknown_relay_request")
+
+
+def test_a_request_the_chain_refuses_fails_with_the_targets_decoded_error_and_the_sites_next_request_runs(world):
+    ledger, relay = world.ledger, world.relay
+    p = ledger.parts.functions
+    warehouse, distributor = world.org("warehouse"), world.org("distributor")
+    [not_mine] = shipped(world, "warehouse", ["RLA-NOT-MINE"])
+    [mine] = shipped(world, "distributor", ["RLA-MINE"])
+    wrong = relay.sign(distributor.key, p.receiveParts([not_mine], NO_DOC))
+    right = relay.sign(distributor.key, p.receiveParts([mine], NO_DOC), nonce=wrong.request.nonce + 1)
+    refused_id, next_id = world.accepted("distributor", [wrong, right])  # no part-state check at acceptance: the chain judges
+    refused = world.settled("distributor", refused_id)
+    assert refused["status"] == "failed" and refused["tx_hash"] is not None
+    assert refused["error"]["error"] == "PartLedgerNotRecipient"
+    assert refused["error"]["args"] == ["0x" + not_mine.hex(), warehouse.id, distributor.id]
+    assert world.settled("distributor", next_id)["status"] == "confirmed"  # the refused call used its nonce
+    assert on_chain(ledger, not_mine) == (S.IN_TRANSIT, world.org("maker").id)
+    assert on_chain(ledger, mine) == (S.IN_STOCK, distributor.id)
+
+
+def test_acceptance_refuses_what_cannot_run_each_row_with_its_reason_and_accepts_nothing_of_the_post(world):
+    ledger, relay = world.ledger, world.relay
+    p = ledger.parts.functions
+    maker, auditor, warehouse = world.org("maker"), world.org("auditor"), world.org("warehouse")
+    [pid] = ledger.register(maker, ["RLA-ROWS"], lot="L-RELAY")
+    caught_up(world.client, ledger)
+    ship = p.shipParts([pid], warehouse.id, NO_DOC)
+    good = relay.sign(maker.key, ship)
+    now = int(time.time())
+    unknown_key = ledger.spare_keys[0]
+    rows = [
+        relay.sign(maker.key, ship, deadline=now - 1),  # 1 request_expired
+        Signed(replace(good.request, data=bytes.fromhex(p.shipParts([pid], world.org("distributor").id, NO_DOC)._encode_transaction_data()[2:])), good.signature),  # 2 tampered
+        relay.sign(auditor.key, ship),  # 3 missing_role
+        relay.sign(unknown_key, ship),  # 4 unknown_site_key
+        relay.sign(maker.key, ledger.registry.functions.revokeSiteKey(maker.keys[1]), gas=100_000),  # 5 unknown_target
+        Signed(replace(good.request, value=1), good.signature),  # 6 invalid_value
+        relay.sign(maker.key, ledger.evidence.functions.cancelNonce(b"\x01" * 32), gas=100_000),  # 7 unknown_operation
+        good,  # 8 fine, but not without the others
+    ]
+    before = relay_rows(world)
+    response = world.post("maker", rows)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_requests"
+    assert [(row["row"], row["code"]) for row in error["details"]] == [
+        (1, "request_expired"), (2, "invalid_signature"), (3, "missing_role"), (4, "unknown_site_key"), (5, "unknown_target"),
+        (6, "invalid_value"), (7, "unknown_operation"),
+    ]  # fmt: skip
+    assert relay_rows(world) == before
+    [request_id] = world.accepted("maker", [good])
+    assert world.settled("maker", request_id)["status"] == "confirmed"
+
+
+def test_a_replayed_request_is_named_again_not_relayed_again_and_a_used_nonce_is_refused(world):
+    ledger, relay = world.ledger, world.relay
+    p = ledger.parts.functions
+    maker = world.org("maker")
+    [pid] = ledger.register(maker, ["RLA-REPLAY"], lot="L-RELAY")
+    caught_up(world.client, ledger)
+    signed = relay.sign(maker.key, p.quarantineParts([pid], NO_DOC))
+    [request_id] = world.accepted("maker", [signed])
+    first = world.settled("maker", request_id)
+    assert first["status"] == "confirmed"
+    again = world.post("maker", [signed])
+    assert again.status_code == 202
+    assert again.json()["requests"] == [{"id": request_id, "signer": maker.key, "nonce": signed.request.nonce, "status": "confirmed", "idempotent_replay": True}]
+    # Another request signed for the nonce used: a replay of the nonce, refused before it reaches the chain.
+    stale = relay.sign(maker.key, p.releaseParts([pid], NO_DOC), nonce=signed.request.nonce)
+    response = world.post("maker", [stale])
+    assert [(row["row"], row["code"]) for row in response.json()["error"]["details"]] == [(1, "nonce_used")]
+    engine = world.client.app.state.services.service_engine  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        batches = conn.execute(select(func.count()).select_from(RelayRequest.__table__.join(RelayBatch.__table__, RelayRequest.__table__.c.batch_id == RelayBatch.__table__.c.id)).where(RelayRequest.__table__.c.id == request_id)).scalar()
+    assert batches == 1
+    assert on_chain(ledger, pid) == (S.QUARANTINED, maker.id)
+
+
+def test_the_relay_tables_are_what_their_migration_creates(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'service.db'}")
+    service_migrate.upgrade(engine)
+    tables = {"relay_requests", "relay_batches"}
+    mine = MetaData()
+    for name in tables:
+        SERVICE_METADATA.tables[name].to_metadata(mine)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"include_name": lambda name, kind, _parent: kind != "table" or name in tables})
+        assert compare_metadata(context, mine) == []
