@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _pytest.nodeid import NodeId
 from hypothesis import HealthCheck, settings
 from web3 import Web3
 
@@ -49,9 +50,17 @@ def pytest_mark_work_units(config: pytest.Config, items: list[pytest.Item]) -> N
     """Work units for the workers (pytest-xdist's loadgroup): a module is one unit, so its module-scoped fixtures are
     built once; a module marked `spread` gives each test (or each group sharing a wide parameter) a unit of its own,
     for modules whose tests are few and long."""
+    loadgroup = bool(getattr(config.option, "loadgroup", False))  # set on pytest-xdist workers under --dist loadgroup
     for item in items:
         spread = item.get_closest_marker("spread") is not None
-        item.add_marker(pytest.mark.xdist_group(item.nodeid if spread else str(item.path.relative_to(config.rootpath))))
+        group = item.nodeid if spread else str(item.path.relative_to(config.rootpath))
+        item.add_marker(pytest.mark.xdist_group(group))
+        if loadgroup:
+            # pytest-xdist 3.8 tells the scheduler the group by renaming the item (`item._nodeid = "<id>@<group>"`), but
+            # pytest 9 reads a node's id from `item._id`: the rename is lost, every test becomes a unit of its own, and a
+            # module's fixtures are built on every worker (seen: the equality module's 10,000-operation chain built
+            # twice, the reorg module's on all three workers). Rename the way pytest 9 reads it.
+            item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
 def _group_key(item: pytest.Item) -> tuple[object, ...]:
