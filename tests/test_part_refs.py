@@ -259,7 +259,8 @@ def test_an_installation_names_one_part_per_item_never_a_selection(mirror):
 
 
 def test_ten_thousand_rows_take_a_handful_of_queries(mirror):
-    """Resolution runs a bounded number of SQL statements, not one per row (the lookups go in chunks of 900)."""
+    """Resolution runs a bounded number of SQL statements, not one per row (the lookups go in chunks of 900; an id that
+    is no part is looked up again, in chunks, among the logistic units, which ship and receive by the same id)."""
     statements: list[str] = []
     engine = mirror.engine
 
@@ -276,7 +277,7 @@ def test_ten_thousand_rows_take_a_handful_of_queries(mirror):
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert len(raised.value.rows) == 1000 and raised.value.rows[0]["code"] == "unknown_part"  # the first 1000 rows reported
-    assert len(statements) <= 10_000 // 900 + 1 + 3
+    assert len(statements) <= 2 * (10_000 // 900 + 1) + 3
 
 
 # --- through the API, on Anvil ----------------------------------------------------------------------------------
@@ -398,7 +399,7 @@ def test_part_ids_keep_their_answers_and_cannot_be_sent_with_parts(stack, ledger
 
         body = stack.client.get("/openapi.json").json()["paths"]["/v1/parts/ship"]["post"]["requestBody"]["content"]["application/json"]["schema"]
         schema = stack.client.get("/openapi.json").json()["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
-        assert {form["title"] for form in schema["properties"]["parts"]["items"]["anyOf"]} == {"PartId", "DigitalLink", "GtinSerial", "LotSelection"}
+        assert {form["title"] for form in schema["properties"]["parts"]["items"]["anyOf"]} == {"PartId", "DigitalLink", "GtinSerial", "LotSelection", "LogisticUnit"}
 
 
 @pytest.mark.chain
