@@ -209,6 +209,26 @@ class ContainmentMachine(RuleBasedStateMachine):
         self.execute("pack", org_name, self.ledger.parts.functions.packParts(SSCCS[unit], ids), predict, ids)
 
     @rule(data=st.data(), unit=st.integers(0, 1))
+    def pack_a_container_into_itself(self, data: st.DataObject, unit: int) -> None:
+        """A cycle attempt, which random packing reaches too rarely to rely on: the unit's outermost container (the unit
+        itself when it is loose) packed into the unit, mostly by its custodian so that the cycle is what refuses it."""
+        outer_id, outer = self.outermost(UNITS[unit])
+        by_id = {org.id: name for name, org in self.orgs.items()}
+        right = by_id.get(outer.custodian, "maker")
+        org_name = right if data.draw(st.integers(0, 4), label="org choice") else data.draw(st.sampled_from(ORGS), label="org")
+        ids = [outer_id]
+
+        def predict() -> dict[bytes, Item]:
+            org = self.authorize(org_name, Role.MANUFACTURER | Role.LOGISTICS | Role.DISTRIBUTOR | Role.WORKSHOP | Role.RECYCLER)
+            items = dict(self.items)
+            if items.get(UNITS[unit], Item()).status is S.NONE:
+                items[UNITS[unit]] = Item(S.IN_STOCK, org, is_unit=True)
+            self._contain(items, org, UNITS[unit], ids)
+            return items
+
+        self.execute("pack", org_name, self.ledger.parts.functions.packParts(SSCCS[unit], ids), predict, ids)
+
+    @rule(data=st.data(), unit=st.integers(0, 1))
     def unpack(self, data: st.DataObject, unit: int) -> None:
         inside = [item_id for item_id, item in self.items.items() if item.container == UNITS[unit]]
         org_name, ids = self._draw(data, among=inside or list(ITEMS))
