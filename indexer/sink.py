@@ -530,8 +530,11 @@ class Sink:
         with self.engine.begin() as conn:
             changed = self._undo_above(conn, ancestor.number)
             conn.execute(
-                update(T_STATE).where(T_STATE.c.chain_id == self.chain_id).values(block_number=ancestor.number, block_hash=ancestor.hash, updated_at=time.time())
-            )
+                update(T_STATE).where(T_STATE.c.chain_id == self.chain_id).values(
+                    block_number=ancestor.number, block_hash=ancestor.hash, updated_at=time.time(),
+                    reorgs=T_STATE.c.reorgs + 1, reorged_blocks=T_STATE.c.reorged_blocks + (T_STATE.c.block_number - ancestor.number),
+                )
+            )  # fmt: skip
         return changed
 
     def _undo_above(self, conn: Connection, above: int) -> int:

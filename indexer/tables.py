@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sqlalchemy import BigInteger, Index, Integer, LargeBinary, MetaData, UniqueConstraint
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, MetaData, UniqueConstraint, text
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -100,6 +100,9 @@ class PartEvent(IndexTable, table=True):
     __table_args__ = (
         UniqueConstraint("chain_id", "tx_hash", "log_index", "position", name="uq_part_events_natural_key"),
         Index("ix_part_events_part", "part_id", "block_number"),
+        # the rows naming a container or a new part (a minority): EPCIS MATCH_parentID / MATCH_outputEPC, and whether
+        # the mirror holds any containment at all
+        Index("ix_part_events_related", "related_id", sqlite_where=text("related_id IS NOT NULL"), postgresql_where=text("related_id IS NOT NULL")),
     )
 
     id: Optional[int] = Field(default=None, sa_type=BigId, primary_key=True)
@@ -303,6 +306,8 @@ class IndexerState(IndexTable, table=True):
     block_number: int = Field(sa_type=BigInteger)
     block_hash: bytes = Field(sa_type=LargeBinary)
     written_block: int = Field(sa_type=BigInteger, default=0, sa_column_kwargs={"server_default": "0"})
+    reorgs: int = Field(sa_type=BigInteger, default=0, sa_column_kwargs={"server_default": "0"})  # reorganisations rolled back
+    reorged_blocks: int = Field(sa_type=BigInteger, default=0, sa_column_kwargs={"server_default": "0"})  # blocks they took away
     head_seen: int = Field(sa_type=BigInteger, default=0)
     healthy: bool = True
     message: str = ""

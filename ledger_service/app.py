@@ -28,6 +28,9 @@ from ledger_service.routes import resolver
 from ledger_service.routes import proofs
 from ledger_service.routes import containment as containment_routes
 from ledger_service.audit import install_audit_log
+from ledger_service.command_stages import MirrorWatch
+from ledger_service.key_figures import BlockTimes
+from ledger_service.metrics import install_metrics
 from ledger_service.epcis.routes import install_epcis
 from ledger_service.notifications import routes as notification_routes
 from ledger_service.console import install_console
@@ -38,7 +41,8 @@ from ledger_service.relay import RelayDesk
 from ledger_service.relayer import Relayer, RelayerConfig
 from ledger_service.routes import relay as relay_routes
 from ledger_service.vault import Vault
-from partledger.db import make_engine
+from ledger_service.signer_leases import SignerLeases
+from partledger.db import is_sqlite, make_engine
 from partledger.dblock import ExclusiveLock, LockHeld
 from partledger.artifacts import load_artifact
 from partledger.deploy import dev_key_addresses
@@ -82,6 +86,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         index_engine=make_engine(settings.index_db_url),
         service_engine=make_engine(settings.service_db_url, durable=True),
         head=ChainHead(rpc_url),
+        block_time=BlockTimes(rpc_url),
     )
     migrate.upgrade(services.service_engine)
     signers = load_signers(settings, manifest)
@@ -99,19 +104,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         services.notary = Notary(outbox=services.outbox, signers=signers, read_domain=lambda: read_domain(evidence))
     submitter = None
     if signers and settings.submitter:
-        submitter = Submitter(
-            engine=services.service_engine,
-            w3=w3,
-            signers=signers,
-            refresh_keys=refresh_keys,
-            manifest=manifest,
-            config=SubmitterConfig(
-                max_parts_per_tx=settings.max_parts_per_tx,
-                max_in_flight_per_signer=settings.max_in_flight_per_signer,
-                defer_seconds=settings.defer_seconds,
-                interval=settings.submit_interval,
-            ),
-        )
+        submitter = build_submitter(settings, manifest=manifest, engine=services.service_engine, w3=w3, signers=signers, refresh_keys=refresh_keys)
 
     relayer = None
     relayer_keys = load_relayer_keys(settings, manifest)
@@ -123,6 +116,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if settings.relayer:
             config = RelayerConfig(batch_size=settings.relay_batch_size, max_in_flight=settings.relay_max_in_flight, interval=settings.submit_interval)
             relayer = Relayer(engine=services.service_engine, w3=w3, keys=relayer_keys, manifest=manifest, config=config)
+
+    mirror_watch = MirrorWatch(service_engine=services.service_engine, index_engine=services.index_engine, chain_id=manifest.chain_id)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -137,9 +132,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             relay_thread.start()
         if epcis_worker is not None:
             epcis_worker.start()
+        stages = threading.Thread(target=run_as_leader, args=(mirror_watch, services.service_engine, stop, "stages"), name="mirror-watch", daemon=True)
+        stages.start()  # every process may: one at a time marks the commands the mirror shows (the latency metrics)
         with settled_heap():
             yield
         stop.set()
+        stages.join(timeout=10)
         if epcis_worker is not None:
             epcis_worker.stop()
         if thread is not None:
@@ -173,6 +171,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.add_middleware(resolver.ResolverFastPath)  # innermost: the audit log and the block header see it as any route
     install_audit_log(app)
     app.add_middleware(BlockHeader)
+    install_metrics(app, services)  # outermost: GET /metrics, X-Request-ID, every request counted and logged
     return app
 
 
@@ -265,7 +264,28 @@ def key_refresher(settings: ServiceSettings, manifest: Manifest, signers: dict[s
     return refresh
 
 
-def run_as_leader(submitter: Submitter | Relayer, engine: Engine, stop: threading.Event, name: str = "submitter") -> None:
+def build_submitter(
+    settings: ServiceSettings, *, manifest: Manifest, engine: Engine, w3: Web3, signers: dict[str, Signer], refresh_keys: Callable[..., bool],
+) -> Submitter:
+    """The submitter of these settings. On PostgreSQL it shares the site keys out with the other submitter processes
+    (`partledger submit`, signer_leases.py); on SQLite it signs with all of them, in the one process that leads."""
+    return Submitter(
+        engine=engine,
+        w3=w3,
+        signers=signers,
+        refresh_keys=refresh_keys,
+        manifest=manifest,
+        config=SubmitterConfig(
+            max_parts_per_tx=settings.max_parts_per_tx,
+            max_in_flight_per_signer=settings.max_in_flight_per_signer,
+            defer_seconds=settings.defer_seconds,
+            interval=settings.submit_interval,
+        ),
+        leases=None if is_sqlite(settings.service_db_url) else SignerLeases(settings.service_db_url),
+    )
+
+
+def run_as_leader(submitter: Submitter | Relayer | MirrorWatch, engine: Engine, stop: threading.Event, name: str = "submitter") -> None:
     """Runs the submitter (or the relayer: `name`) while this process holds the database's lock of that name. Every
     other worker or replica serves the API only, and tries again every few seconds, so a new leader takes over when
     one dies."""

@@ -30,6 +30,7 @@ class Services:
     index_engine: Engine
     service_engine: Engine
     head: Callable[[], int | None]  # the node's head block, None when it does not answer
+    block_time: Optional[Callable[[int], int | None]] = None  # a block's timestamp from the node (the indexer's lag in seconds)
     outbox: Optional[Outbox] = None  # None: a read-only instance
     vault: Optional[Vault] = None
     notary: Optional[Notary] = None

@@ -25,9 +25,11 @@ from sqlalchemy.exc import IntegrityError
 from indexer.tables import Batch, LogisticUnit, Lot, Organisation, Part, SiteKey
 from ledger_service.auth import Principal, require_may_act
 from ledger_service.errors import Conflict, Forbidden, NotFound, Unprocessable
+from ledger_service.metrics import count_accepted
 from ledger_service.operations import OPERATIONS, Operation
 from ledger_service.tables import ChainTransaction, Command, CommandItem, IdempotencyRecord
 from partledger.failpoints import failpoint
+from partledger.jsonlog import current_request_id
 from partledger.model import CUSTODY_ROLES, PartStatus, Role
 
 T_IDEM, T_CMD, T_ITEM, T_TX = IdempotencyRecord.__table__, Command.__table__, CommandItem.__table__, ChainTransaction.__table__
@@ -201,6 +203,7 @@ class Outbox:
                 conn.execute(insert(T_CMD).values(
                     id=command_id, org_id=principal.org_id, api_key_id=principal.key_id[:16], actor=principal.actor[:80], kind=draft.kind,
                     site_key=signer, part_count=draft.part_count, summary=json.dumps(draft.summary), created_at=now,
+                    request_id=current_request_id() or f"internal-{command_id}",  # what the submitter's log lines name it by
                 ))  # fmt: skip
                 conn.execute(insert(T_ITEM), [
                     {"command_id": command_id, "signer": signer, "kind": draft.kind, "pack_key": pack_key(draft.kind, payload, command_id),
@@ -217,6 +220,7 @@ class Outbox:
                 raise
             return replay  # a concurrent request with the same key was written first
         failpoint("api.after_commit")  # committed, the 202 not sent: the client's retry must get the same command
+        count_accepted(draft.kind)
         return answer
 
     def replay(self, org_id: int, key: str, request_sha256: str) -> dict[str, Any] | None:

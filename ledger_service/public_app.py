@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from ledger_service import migrate
 from ledger_service.deps import Services, settled_heap
 from ledger_service.errors import install_error_handlers
+from ledger_service.metrics import install_metrics
 from ledger_service.routes import resolver
 from ledger_service.settings import ServiceSettings
 from ledger_service.vault import Vault
@@ -51,6 +52,7 @@ def create_public_app(settings: ServiceSettings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(resolver.public_router)
     app.add_middleware(resolver.ResolverFastPath)
+    install_metrics(app, services)  # GET /metrics (this host or a token only), X-Request-ID; no node: the indexer's head
     return app
 
 

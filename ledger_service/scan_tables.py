@@ -45,7 +45,10 @@ class ScanFlag(ServiceTable, table=True):
     """A clone-detection flag on a scan, for the part's manufacturer (and auditors, regulators) to see."""
 
     __tablename__ = "scan_flags"
-    __table_args__ = (Index("ix_scan_flags_manufacturer", "manufacturer", "id"),)
+    __table_args__ = (
+        Index("ix_scan_flags_manufacturer", "manufacturer", "id"),
+        Index("ix_scan_flags_created_at", "created_at"),  # the operations dashboard's flags per day (migration 0010)
+    )
 
     id: Optional[int] = Field(default=None, sa_type=BigId, primary_key=True)
     scan_id: bytes = Field(sa_type=LargeBinary, index=True)

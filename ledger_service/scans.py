@@ -38,6 +38,7 @@ from indexer.tables import Batch, Organisation
 from ledger_service.auth import Principal
 from ledger_service.clones import Flag, PriorScan
 from ledger_service.errors import Forbidden, NotFound
+from ledger_service.metrics import count_scan
 from ledger_service.outbox import Draft, Outbox, request_digest
 from ledger_service.pagination import decode_cursor, encode_cursor
 from ledger_service.scan_tables import Scan, ScanBatch, ScanFlag
@@ -150,6 +151,7 @@ class ScanBook:
     # --- recording ------------------------------------------------------------------------------------------
 
     def record(self, record: ScanRecord) -> None:
+        count_scan(source=record.source, verdict=record.verdict, flags=[flag.kind for flag in record.flags])
         with self._lock:
             self._queue.append(record)
             if len(self._queue) > MAX_QUEUE:

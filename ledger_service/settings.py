@@ -54,6 +54,13 @@ class ServiceSettings(BaseSettings):
     # proxy that sets X-Forwarded-Proto, say so here (the header is otherwise ignored: a client could send it).
     console_trust_forwarded_proto: bool = False
 
+    # Operations (ledger_service.metrics): GET /metrics in Prometheus's text format, for clients on this host only
+    # unless a token is set (then `Authorization: Bearer <token>` from anywhere); one JSON log line per request
+    # (logger partledger.http) carrying its X-Request-ID.
+    metrics: bool = True
+    metrics_token: Optional[SecretStr] = None
+    request_log: bool = True
+
     # FastAPI's OpenTelemetry spans and metrics, for an SDK configured outside (opentelemetry-instrument, OTEL_*).
     # None: on when the environment configures OpenTelemetry. Off, requests skip its per-request check of the
     # providers (three environment reads: a tenth of a scan's own CPU).

@@ -21,6 +21,9 @@ is signed with a key after the chain refused it, nor with one the command's send
 A rejected item is final, and _reject_items is the one place an item becomes rejected: an install item's encrypted
 clear VINs (private_vins) are deleted in the same SQL transaction, as the install never happened. A voided or
 re-signed item is not rejected, so its VINs stay.
+
+With `leases` (PostgreSQL, several submitter processes: signer_leases.py) a submitter follows, sends and signs only
+for the keys it holds now, and takes up a key handed over from another process as it would after its own restart.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
+from ledger_service import command_stages
 from ledger_service.operations import contract_arguments
 from ledger_service.auth import sites_allow
 from ledger_service.tables import ApiKey, ChainTransaction, Command, CommandItem, PrivateVin, User
@@ -51,6 +55,7 @@ from partledger.dblock import ExclusiveLock, LockHeld
 from partledger.errors import ChainError, ChainUnavailable, ContractRevert
 from partledger.failpoints import failpoint
 from partledger.manifest import Manifest
+from ledger_service.signer_leases import SignerLeases
 from wallets.errors import SignerUnavailable
 from wallets.signer import Signer
 
@@ -78,10 +83,12 @@ class SubmitterConfig:
 class Submitter:
     def __init__(
         self, *, engine: Engine, w3: Web3, signers: dict[str, Signer], manifest: Manifest, config: SubmitterConfig,
-        refresh_keys: Callable[..., bool] | None = None,
+        refresh_keys: Callable[..., bool] | None = None, leases: SignerLeases | None = None,
     ) -> None:
-        """`signers` may grow while it runs: `refresh_keys(force=True)` opens keystores added since into it."""
+        """`signers` may grow while it runs: `refresh_keys(force=True)` opens keystores added since into it.
+        `leases`: which of `signers` this process may use now, shared with other submitter processes; None: all."""
         self.engine = engine
+        self.leases = leases
         self.w3 = w3
         self.signers = signers
         self.refresh_keys = refresh_keys
@@ -102,11 +109,20 @@ class Submitter:
     def run(self, stop: threading.Event, lock: ExclusiveLock | None = None) -> None:
         """Steps until `stop`; returns early if `lock` (the leader's) was lost to another process (its database
         session ended, and another replica took over meanwhile)."""
+        try:
+            self._run(stop, lock)
+        finally:
+            if self.leases is not None:
+                self.leases.release()
+
+    def _run(self, stop: threading.Event, lock: ExclusiveLock | None) -> None:
         delay = self.config.interval
         while not stop.is_set():
             try:
                 if lock is not None:
                     lock.ensure()
+                if self.leases is not None:
+                    self.leases.refresh(self.signers)
                 busy = self.step()
                 delay = self.config.interval
             except LockHeld as exc:
@@ -136,7 +152,7 @@ class Submitter:
             if self._lost_resent:
                 return True  # what the node lost goes first: new transactions wait for the next pass
             progressed |= self.resend()
-            for signer in sorted(self.signers):
+            for signer in self.held_signers():
                 progressed |= self.submit_batch(signer)
         except (OSError, Web3RPCError) as exc:
             raise ChainUnavailable(f"the JSON-RPC node failed: {type(exc).__name__}") from None
@@ -145,6 +161,16 @@ class Submitter:
                 raise ChainUnavailable(f"cannot reach the JSON-RPC node: {type(exc).__name__}") from None
             raise
         return progressed
+
+    def held_signers(self) -> list[str]:
+        """The keys this submitter signs, sends and follows for now: all of them, or those its leases hold."""
+        if self.leases is None:
+            return sorted(self.signers)
+        return sorted(self.leases.owned & set(self.signers))
+
+    def _held_only(self) -> tuple[Any, ...]:
+        """A WHERE clause on the outbox's transactions: those of the keys held (none with every key)."""
+        return () if self.leases is None else (T_TX.c.signer.in_(self.held_signers()),)
 
     # --- following sent transactions ------------------------------------------------------------------------
 
@@ -155,7 +181,7 @@ class Submitter:
         self._lost_resent = False
         with self.engine.connect() as conn:
             # In signing order: what is sent again goes out in the order it went first (a receipt after its shipment).
-            open_txs = conn.execute(select(T_TX).where(T_TX.c.state.in_(("sent", "mined"))).order_by(T_TX.c.id)).mappings().all()
+            open_txs = conn.execute(select(T_TX).where(T_TX.c.state.in_(("sent", "mined")), *self._held_only()).order_by(T_TX.c.id)).mappings().all()
         if not open_txs:
             return False
         head = self.w3.eth.block_number
@@ -200,7 +226,7 @@ class Submitter:
         self._next_recheck = time.monotonic() + RECHECK_CONFIRMED_SECONDS
         progressed = False
         head = self.w3.eth.block_number
-        for signer in sorted(self.signers):
+        for signer in self.held_signers():
             on_chain = self.w3.eth.get_transaction_count(signer, "latest")
             with self.engine.connect() as conn:
                 # A nonce the chain has not reached, or a block the chain no longer has: either way, ask for the receipt.
@@ -339,7 +365,7 @@ class Submitter:
     def resend(self) -> bool:
         """Sends what was signed and not recorded as sent (a crash in between), in signing order."""
         with self.engine.connect() as conn:
-            signed = conn.execute(select(T_TX).where(T_TX.c.state == "signed").order_by(T_TX.c.id)).mappings().all()
+            signed = conn.execute(select(T_TX).where(T_TX.c.state == "signed", *self._held_only()).order_by(T_TX.c.id)).mappings().all()
         self._send_all(signed, in_order=True)
         return bool(signed)
 
@@ -377,6 +403,7 @@ class Submitter:
         with self.engine.begin() as conn:
             conn.execute(update(T_TX).where(T_TX.c.id.in_(held), T_TX.c.state.in_(("signed", "sent"))).values(state="sent", sent_at=time.time()))
             conn.execute(update(T_ITEM).where(T_ITEM.c.tx_id.in_(held), T_ITEM.c.state == "signed").values(state="sent", updated_at=time.time()))
+            command_stages.record_sent(conn, held)  # logged with the commands' request ids; first sends timed
         return len(held)
 
     def _send_in_order(self, txs: list[Any]) -> list[dict[str, Any]]:
@@ -541,6 +568,8 @@ class Submitter:
                 values["gas_used"] = gas_used
             conn.execute(update(T_TX).where(T_TX.c.id == tx_id).values(**values))
             conn.execute(update(T_ITEM).where(T_ITEM.c.tx_id == tx_id).values(state=items_state, updated_at=time.time()))
+            if state == "confirmed" and block_number is not None:
+                command_stages.record_confirmed(conn, tx_id, block_number)
 
 
 def _reject_items(conn: Connection, *where: Any, values: dict[str, Any]) -> int:
@@ -551,6 +580,7 @@ def _reject_items(conn: Connection, *where: Any, values: dict[str, Any]) -> int:
     rejected = conn.execute(
         update(T_ITEM).where(*where).values(state="rejected", **values).returning(T_ITEM.c.command_id, T_ITEM.c.kind, T_ITEM.c.payload)
     ).all()
+    command_stages.record_rejected(conn, {item.command_id for item in rejected}, error=values.get("error_name"))
     for item in rejected:
         if item.kind == "install":
             hashes = [bytes.fromhex(value[2:]) for value in json.loads(item.payload)["vin_hashes"]]

@@ -52,7 +52,11 @@ class Command(ServiceTable, table=True):
     """An accepted request (202): what an organisation asked, and how it ended. Split into items for packing."""
 
     __tablename__ = "commands"
-    __table_args__ = (Index("ix_commands_org_id_created_at", "org_id", "created_at"),)  # the console's newest-first lists
+    __table_args__ = (
+        Index("ix_commands_org_id_created_at", "org_id", "created_at"),  # the console's newest-first lists
+        Index("ix_commands_created_at", "created_at"),  # the operations dashboard's commands per day
+        Index("ix_commands_mirror_wait", "mirrored_at", "confirmed_block"),  # confirmed commands the mirror has not shown yet
+    )
 
     id: str = Field(primary_key=True, max_length=36)
     org_id: int = Field(index=True)
@@ -63,6 +67,14 @@ class Command(ServiceTable, table=True):
     summary: str  # JSON: the request's arguments that are not per part (to, doc hash, gtin, lot, ...)
     created_at: float
     actor: Optional[str] = Field(default=None, max_length=80, index=True)  # who sent it: "user:<username>" or "key:<key id>"
+    # How it went (migration 0010; ledger_service.command_stages): the id of the HTTP request that sent it, which the
+    # submitter's log lines about its transactions carry, and when it reached each stage (None: not yet, or never).
+    request_id: Optional[str] = Field(default=None, max_length=128)
+    submitted_at: Optional[float] = None  # its first transaction sent
+    confirmed_at: Optional[float] = None  # every item confirmed
+    confirmed_block: Optional[int] = Field(default=None, sa_type=BigInteger)  # the highest block holding one of its transactions
+    rejected_at: Optional[float] = None  # an item rejected
+    mirrored_at: Optional[float] = None  # the indexer's mirror reached confirmed_block
 
 
 class CommandItem(ServiceTable, table=True):

@@ -5,7 +5,6 @@ The indexer and SQLAlchemy are imported inside the command, so that `partledger 
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ def index_command(
     batch_blocks: Annotated[int, typer.Option(help="blocks per iteration at most")] = 2_000,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="drop the mirror and rebuild it from the chain")] = False,
     once: Annotated[bool, typer.Option("--once", help="catch up to the current head, then exit")] = False,
+    log_format: Annotated[str, typer.Option(help="json: one JSON object per line; or text")] = "json",
 ) -> None:
     """Mirror the chain into SQL and keep following it (until Ctrl-C or SIGTERM)."""
     from indexer import migrate
@@ -38,7 +38,12 @@ def index_command(
     from indexer.source import JsonRpcSource
     from partledger.db import make_engine
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from partledger.jsonlog import configure_logging
+
+    try:
+        configure_logging(log_format)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
     loaded = load_manifest(manifest or default_paths().manifest)
     engine = make_engine(db or default_db_url(), sqlite_cache_mib=SQLITE_CACHE_MIB)
     lock = IndexerLock(engine)

@@ -29,6 +29,7 @@ from partledger_cli.org import org_app
 from partledger_cli.products import products_app
 from partledger_cli.proof import register_proof_commands
 from partledger_cli.stack import down_command, serve_command, up_command
+from partledger_cli.submit import submit_command
 from partledger_cli.users import user_app
 
 app = typer.Typer(help="PartLedger: serialised auto parts, custody and trade evidence on a permissioned EVM chain.", no_args_is_help=True)
@@ -46,6 +47,7 @@ app.add_typer(epcis_app, name="epcis")
 app.command("up")(up_command)
 app.command("down")(down_command)
 app.command("serve")(serve_command)
+app.command("submit")(submit_command)
 register_proof_commands(app)
 register_backup_commands(app)
 console = Console()

@@ -347,14 +347,63 @@ def serve_command(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    log_format: Annotated[str, typer.Option(help="json: one JSON object per line, with request ids; or text")] = "json",
 ) -> None:
-    """Run the HTTP service (settings from PARTLEDGER_* environment variables)."""
+    """Run the HTTP service (settings from PARTLEDGER_* environment variables). Its metrics are at /metrics; with
+    several workers they add up through PROMETHEUS_MULTIPROC_DIR (a fresh directory when that is not set)."""
+    import logging.config
+
     import uvicorn
 
-    if workers > 1:
-        uvicorn.run("partledger_cli.stack:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")
-    else:
-        uvicorn.run(app_from_env(), host=host, port=port, log_level="info")
+    from partledger.jsonlog import logging_config
+
+    try:
+        config = logging_config(log_format)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
+    logging.config.dictConfig(config)  # before the app is built: its start-up lines too
+    with metrics_directory(workers):
+        if workers > 1:
+            uvicorn.run("partledger_cli.stack:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info", log_config=config, access_log=False)
+        else:
+            uvicorn.run(app_from_env(), host=host, port=port, log_level="info", log_config=config, access_log=False)
+
+
+@contextmanager
+def metrics_directory(workers: int) -> Iterator[None]:
+    """PROMETHEUS_MULTIPROC_DIR for the workers' metrics: the one set, without the files of processes that no longer
+    run (a former run's: each process writes `<kind>_<pid>.db`; those of live processes sharing the directory, a
+    `partledger submit` on this host, stay), or for several workers a temporary one of this run's own."""
+    import tempfile
+
+    variable = "PROMETHEUS_MULTIPROC_DIR"
+    given = os.environ.get(variable)
+    if given:
+        for path in Path(given).glob("*.db"):
+            pid = path.stem.rpartition("_")[2]
+            if not pid.isdigit() or not _alive(int(pid)):
+                path.unlink(missing_ok=True)
+        yield
+        return
+    if workers <= 1:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="partledger-metrics-") as directory:
+        os.environ[variable] = directory
+        try:
+            yield
+        finally:
+            os.environ.pop(variable, None)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def app_from_env():  # type: ignore[no-untyped-def]

@@ -253,6 +253,7 @@ class NavEntry:
     path: str
     roles: Role | None = None  # any of these organisation roles; None: every organisation
     admin_only: bool = False
+    operators_only: bool = False  # admins and operators (users who may act), not viewers
 
 
 NAVIGATION = (
@@ -265,6 +266,7 @@ NAVIGATION = (
     NavEntry(lazy("nav.audit"), CONSOLE + "/audit", Role.AUDITOR | Role.REGULATOR),
     NavEntry(lazy("nav.commands"), CONSOLE + "/commands"),
     NavEntry(lazy("nav.admin"), CONSOLE + "/admin", admin_only=True),
+    NavEntry(lazy("nav.operations"), CONSOLE + "/operations", operators_only=True),
 )
 
 
@@ -273,7 +275,10 @@ def navigation(user: SessionUser | None, path: str) -> list[dict[str, Any]]:
     if user is None:
         return []
     roles = user.principal.roles
-    entries = [entry for entry in NAVIGATION if (entry.roles is None or roles & entry.roles) and (not entry.admin_only or user.principal.is_admin)]
+    entries = [
+        entry for entry in NAVIGATION
+        if (entry.roles is None or roles & entry.roles) and (not entry.admin_only or user.principal.is_admin) and (not entry.operators_only or user.principal.may_act)
+    ]  # fmt: skip
     return [
         {"key": entry.key, "path": entry.path, "current": path == entry.path or (entry.path != CONSOLE and path.startswith(entry.path + "/"))}
         for entry in entries

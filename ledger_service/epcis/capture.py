@@ -8,8 +8,9 @@ from then on the job survives any crash. The capture worker (a thread of the ser
    idempotency (an eventID captured before with the same hash is skipped; with another hash it is an error), parties
    and locations (ledger_service.epcis.identities: an unknown one is an error), EPCs (partledger.epcis.identifiers),
    and the ledger operation it maps to (ledger_service.epcis.mapping);
-2. mapped events are checked against the mirror in order, each seeing the effect of the ones before it (an overlay),
-   with the rules the outbox's pre-check applies. An event naming no part the ledger knows is consortium data only;
+2. mapped events are checked against the mirror in order, each seeing the effect of the ones before it (an overlay
+   of parts, logistic units and what is inside what), with the rules the outbox's pre-checks and
+   ledger_service.containment_checks apply. An event naming no part or unit the ledger knows is consortium data only;
 3. with captureErrorBehaviour "rollback" (the default) any error captures nothing; with "proceed" the events without
    errors are captured;
 4. events go in as commands, grouped (one command per operation, signer and shared arguments) into stages: an event
@@ -38,7 +39,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
-from indexer.tables import Lot, Organisation, Part
+from indexer.tables import Containment, LogisticUnit, Lot, Organisation, Part
 from ledger_service.auth import Principal
 from ledger_service.deps import Services
 from ledger_service.epcis import mapping
@@ -46,10 +47,10 @@ from ledger_service.epcis.identities import Directory, Place, UnknownParty
 from ledger_service.epcis.tables import EpcisBatch, EpcisCapture, EpcisCommand, EpcisEvent, EpcisEventEpc
 from ledger_service.operations import OPERATIONS
 from partledger.epcis.hashing import event_hash, hash_digest
-from partledger.epcis.identifiers import epc_key, parse_epc
+from partledger.epcis.identifiers import ID_GS1, epc_key, parse_epc
 from partledger.epcis.vocabulary import bare_word
 from partledger.errors import ValidationError
-from partledger.ids import is_valid_serial, normalize_vin, part_id, validate_lot, validate_serial
+from partledger.ids import is_valid_serial, logistic_unit_id, normalize_vin, part_id, validate_lot, validate_serial
 from partledger.model import PartStatus, Role
 
 log = logging.getLogger("partledger.service.epcis")
@@ -57,6 +58,10 @@ log = logging.getLogger("partledger.service.epcis")
 T_JOB, T_EVENT, T_EPC = EpcisCapture.__table__, EpcisEvent.__table__, EpcisEventEpc.__table__
 T_ECMD, T_EBATCH = EpcisCommand.__table__, EpcisBatch.__table__
 T_PART, T_LOT, T_ORG = Part.__table__, Lot.__table__, Organisation.__table__
+T_UNIT, T_CONTAIN = LogisticUnit.__table__, Containment.__table__
+UNIT_KEY = f"{ID_GS1}/00/"  # how an SSCC's canonical key starts (partledger.epcis.identifiers.epc_key)
+UNIT_OPERATIONS = frozenset({"ship", "receive", "cancel"})  # the ObjectEvent operations a logistic unit takes part in
+RECALL_BLOCKED = frozenset({"ship", "sell", "install"})  # a container holding a recalled part is held back from these
 
 CAPTURE_LIMIT = 20_000  # events per document (GS1-EPCIS-Capture-Limit)
 BEHAVIOURS = ("rollback", "proceed")
@@ -136,7 +141,10 @@ def _view(row: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
-_CONFLICTS = {"invalid_state", "already_registered", "event_id_reused", "lot_recalled", "chain_refused"}
+_CONFLICTS = {
+    "invalid_state", "already_registered", "event_id_reused", "lot_recalled", "chain_refused", "part_contained", "not_in_container",
+    "containment_cycle", "container_not_empty", "contains_recalled",
+}  # fmt: skip
 
 
 def _iso(seconds: float) -> str:
@@ -161,11 +169,12 @@ class Prepared:
     biz_location: str | None
     read_point: str | None
     event_time_ms: int
-    epcs: list[tuple[str, str, bytes | None]]  # (key, role, part id)
+    epcs: list[tuple[str, str, bytes | None]]  # (key, role, part id; for an SSCC the logistic unit's id)
     operation: str | None = None
     place: Place | None = None
-    parts: list[bytes] = field(default_factory=list)
+    parts: list[bytes] = field(default_factory=list)  # what the command names (a containment's contents)
     args: dict[str, Any] = field(default_factory=dict)
+    touches: set[bytes] = field(default_factory=set)  # every id whose state it reads or changes (containers up to the outermost)
 
 
 # What a repository sets itself: an event captured again (a lot's history exported from one deployment into another)
@@ -227,7 +236,13 @@ def prepare_event(index: int, raw: Any, *, context: Any, directory: Directory) -
         action=action, biz_step=biz_step, disposition=disposition, biz_location=biz_location, read_point=read_point,
         event_time_ms=_ms(event.get("eventTime"), "eventTime"), epcs=epcs, place=place,
     )  # fmt: skip
-    prepared.operation = mapping.operation_for(event_type=event_type, action=action, biz_step=biz_step, disposition=disposition)
+    if event_type in ("AggregationEvent", "TransformationEvent"):
+        kinds = {role: [parse_epc(key).kind for key, r, _ in epcs if r == role] for role in ("parent", "input", "output")}
+        prepared.operation = mapping.containment_operation_for(
+            event_type=event_type, action=action, biz_step=biz_step, parent=next(iter(kinds["parent"]), None), inputs=kinds["input"], outputs=kinds["output"],
+        )  # fmt: skip
+    else:
+        prepared.operation = mapping.operation_for(event_type=event_type, action=action, biz_step=biz_step, disposition=disposition)
     return prepared
 
 
@@ -238,6 +253,8 @@ def _epc(value: Any, role: str) -> tuple[str, str, bytes | None]:
         epc = parse_epc(value)
     except ValidationError as exc:
         raise EventError("invalid_epc", f"{value!r}: {exc}") from None
+    if epc.kind == "sscc" and epc.sscc is not None:
+        return epc.key, role, logistic_unit_id(epc.sscc)
     pid = part_id(epc.gtin, epc.serial) if epc.kind == "sgtin" and epc.gtin and epc.serial is not None and is_valid_serial(epc.serial) else None
     return epc.key, role, pid
 
@@ -280,25 +297,135 @@ class PartState:
     recalled: bool
     manufacturer: int
     lot: int
+    unit: bool = False  # a logistic unit: on chain a pseudo-part of lot 0
+
+
+NESTING_LIMIT = 64  # containers followed up from a part (the chain has no cycles; never loop on a corrupt mirror)
 
 
 class Overlay:
-    """The mirror's parts as this job's earlier events leave them."""
+    """The mirror's parts and logistic units as this job's earlier events leave them, and what is directly inside what.
 
-    def __init__(self, conn: Connection, part_ids: Iterable[bytes]) -> None:
+    A contained part's own state is never read: what may be done to it follows its outermost container's, as on
+    chain (`outermost`). Links are read from the mirror's containment table (in bulk for the ids the job names, one by
+    one for the rest), then kept here as the job's events change them."""
+
+    def __init__(self, conn: Connection, part_ids: Iterable[bytes], *, unit_ids: Iterable[bytes] = ()) -> None:
+        self.conn = conn
         self.parts: dict[bytes, PartState | None] = {}
         self.recalled_lots: set[int] = set()
-        ids = list(dict.fromkeys(part_ids))
+        self._container: dict[bytes, bytes | None] = {}  # id -> its direct container (None: loose), as far as read
+        self._contents: dict[bytes, list[bytes]] = {}  # container -> what is directly inside it, as far as read
+        self._holders: set[bytes] = set()  # ids read in bulk that hold something in the mirror
+        self._read: set[bytes] = set()  # ids whose links were read in bulk
+        self._links = conn.execute(select(T_CONTAIN.c.part_id).limit(1)).first() is not None  # any containment at all
+        ids, units = list(dict.fromkeys(part_ids)), list(dict.fromkeys(unit_ids))
+        self._load(ids, units=False)
+        self._load([uid for uid in units if uid not in self.parts], units=True)
+        if self._links:
+            self._read_links([pid for pid in dict.fromkeys(ids + units) if pid in self.parts])
+
+    def _load(self, ids: list[bytes], *, units: bool) -> None:
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
-            rows = conn.execute(select(
+            if units:
+                rows = self.conn.execute(select(T_UNIT.c.unit_id, T_UNIT.c.status, T_UNIT.c.custodian, T_UNIT.c.recipient).where(T_UNIT.c.unit_id.in_(chunk)))
+                for row in rows:
+                    self.parts[bytes(row.unit_id)] = PartState(PartStatus(row.status), row.custodian, row.recipient, False, 0, 0, unit=True)
+                continue
+            rows = self.conn.execute(select(
                 T_PART.c.part_id, T_PART.c.status, T_PART.c.custodian, T_PART.c.recipient, T_PART.c.recalled, T_PART.c.manufacturer, T_PART.c.lot,
             ).where(T_PART.c.part_id.in_(chunk)))  # fmt: skip
             for row in rows:
                 self.parts[bytes(row.part_id)] = PartState(PartStatus(row.status), row.custodian, row.recipient, bool(row.recalled), row.manufacturer, row.lot)
 
+    def _read_links(self, ids: list[bytes]) -> None:
+        for start in range(0, len(ids), 900):
+            chunk = ids[start : start + 900]
+            for part, container in self.conn.execute(select(T_CONTAIN.c.part_id, T_CONTAIN.c.container_id).where(T_CONTAIN.c.part_id.in_(chunk))):
+                self._container.setdefault(bytes(part), bytes(container))
+            self._holders.update(bytes(row[0]) for row in self.conn.execute(select(T_CONTAIN.c.container_id).where(T_CONTAIN.c.container_id.in_(chunk)).distinct()))
+            self._read.update(chunk)
+
     def get(self, pid: bytes) -> PartState | None:
         return self.parts.get(pid)
+
+    def ensure(self, ids: Iterable[bytes]) -> None:
+        """Reads the parts and units among `ids` not read yet (what a container holds, found on the way)."""
+        missing = [pid for pid in dict.fromkeys(ids) if pid not in self.parts]
+        self._load(missing, units=False)
+        self._load([pid for pid in missing if pid not in self.parts], units=True)
+
+    def container_of(self, pid: bytes) -> bytes | None:
+        if pid in self._container:
+            return self._container[pid]
+        if not self._links or pid in self._read:
+            return None
+        found = self.conn.execute(select(T_CONTAIN.c.container_id).where(T_CONTAIN.c.part_id == pid)).scalar()
+        self._container[pid] = bytes(found) if found is not None else None
+        return self._container[pid]
+
+    def contents_of(self, container: bytes) -> list[bytes]:
+        """What is directly inside `container` now."""
+        found = self._contents.get(container)
+        if found is None:
+            stored: list[bytes] = []
+            if self._links and (container not in self._read or container in self._holders):
+                stored = [bytes(row[0]) for row in self.conn.execute(select(T_CONTAIN.c.part_id).where(T_CONTAIN.c.container_id == container).order_by(T_CONTAIN.c.part_id))]
+            for child in stored:
+                self._container.setdefault(child, container)
+            found = [child for child in stored if self._container.get(child) == container]
+            found += [child for child, holder in self._container.items() if holder == container and child not in found]
+            self._contents[container] = found
+        return found
+
+    def link(self, pid: bytes, container: bytes) -> None:
+        self._container[pid] = container
+        if container in self._contents:
+            self._contents[container].append(pid)
+
+    def unlink(self, pid: bytes, container: bytes) -> None:
+        self._container[pid] = None
+        if container in self._contents:
+            self._contents[container].remove(pid)
+
+    def containers(self, pid: bytes) -> list[bytes]:
+        """The containers of `pid`, the direct one first and the outermost last."""
+        found: list[bytes] = []
+        current = self.container_of(pid)
+        while current is not None and current not in found and len(found) < NESTING_LIMIT:
+            found.append(current)
+            current = self.container_of(current)
+        return found
+
+    def outermost(self, pid: bytes) -> bytes:
+        above = self.containers(pid)
+        return above[-1] if above else pid
+
+    def inside(self, container: bytes) -> list[bytes]:
+        """Everything inside `container` at any depth, read into the overlay."""
+        found: list[bytes] = []
+        frontier = [container]
+        while frontier and len(found) < 1_000_000:
+            level = [child for holder in frontier for child in self.contents_of(holder) if child not in found and child != container]
+            found += level
+            frontier = level
+        self.ensure(found)
+        return found
+
+
+def _names_the_ledger(prepared: Prepared, overlay: Overlay) -> bool:
+    """Whether a containment or remanufacturing event names a part or logistic unit the ledger knows."""
+    return any(pid is not None and overlay.get(pid) is not None for _, role, pid in prepared.epcs if role in ("parent", "child", "input", "output"))
+
+
+def _reason(state: PartState, org_id: int) -> str | None:
+    """Why `state` (an outermost container's, or a loose part's) cannot be packed, unpacked or assembled by `org_id`."""
+    if state.status != S.IN_STOCK:
+        return f"status is {state.status.name.lower()}"
+    if state.custodian != org_id:
+        return f"custodian is organisation {state.custodian}"
+    return None
 
 
 def check_ledger(prepared: Prepared, *, org_id: int, roles: Role, overlay: Overlay, conn: Connection, directory: Directory) -> None:
@@ -308,6 +435,11 @@ def check_ledger(prepared: Prepared, *, org_id: int, roles: Role, overlay: Overl
     op_kind = prepared.operation
     if op_kind is None:
         return
+    if op_kind in mapping.CONTAINMENT_OPERATIONS or op_kind == "remanufacture":
+        keys = [key for key, role, _ in prepared.epcs if role in ("input", "output")]
+        if not _names_the_ledger(prepared, overlay) or (op_kind == "remanufacture" and len(set(keys)) < 2):
+            prepared.operation = None  # names nothing of the ledger (or repairs a part into itself): consortium data
+            return
     event = prepared.event
     if prepared.place is not None and prepared.place.org_id != org_id:
         raise EventError("not_your_location", f"the event happened at organisation {prepared.place.org_id}'s location: only it captures what it does")
@@ -319,6 +451,12 @@ def check_ledger(prepared: Prepared, *, org_id: int, roles: Role, overlay: Overl
     prepared.args["doc_hash"] = "0x" + doc.hex() if doc else None
     if op_kind == "recall":
         _check_recall(prepared, org_id=org_id, roles=roles, overlay=overlay, conn=conn)
+        return
+    if op_kind in mapping.CONTAINMENT_OPERATIONS:
+        _check_containment(prepared, org_id=org_id, overlay=overlay)
+        return
+    if op_kind == "remanufacture":
+        _check_remanufacture(prepared, org_id=org_id, overlay=overlay)
         return
     sgtins = [pid for key, role, pid in prepared.epcs if role == "epc"]
     if op_kind == "register":
@@ -332,6 +470,13 @@ def check_ledger(prepared: Prepared, *, org_id: int, roles: Role, overlay: Overl
         raise EventError("unknown_part", f"{len(sgtins) - len(known)} of the event's EPCs are not parts of the ledger")
     if len(set(known)) != len(known):
         raise EventError("duplicate_parts", "an EPC appears twice in the event")
+    units = [pid for pid in known if overlay.parts[pid].unit]  # type: ignore[union-attr]
+    if units and op_kind not in UNIT_OPERATIONS:
+        raise EventError("logistic_unit", f"{len(units)} of the EPCs are logistic units (SSCC), which cannot be {op_kind}: only shipped, received or cancelled")
+    contained = [(pid, container) for pid in known if (container := overlay.container_of(pid)) is not None]
+    if contained:
+        pid, container = contained[0]
+        raise EventError("part_contained", f"{len(contained)} part(s) are inside a container and move only with it, e.g. 0x{pid.hex()} inside 0x{container.hex()}")
     to = None
     if op_kind == "ship":
         to = _destination(event, directory)
@@ -355,7 +500,10 @@ def check_ledger(prepared: Prepared, *, org_id: int, roles: Role, overlay: Overl
             problems.append(f"0x{pid.hex()}'s lot is recalled: it goes back to its manufacturer or to a recycler only")
     if problems:
         raise EventError("invalid_state", f"{len(problems)} part(s) are not in a state to {op_kind}: " + "; ".join(problems[:5]))
+    if op_kind in RECALL_BLOCKED:
+        _check_recalled_inside(known, op_kind=op_kind, to=to, overlay=overlay, conn=conn)
     prepared.parts = known
+    prepared.touches = set(known)
     for pid in known:
         state = overlay.get(pid)
         assert state is not None
@@ -366,6 +514,152 @@ def check_ledger(prepared: Prepared, *, org_id: int, roles: Role, overlay: Overl
         elif op_kind == "cancel":
             state.recipient = None
         state.status = _RESULT[op_kind]
+
+
+def _check_recalled_inside(ids: list[bytes], *, op_kind: str, to: int | None, overlay: Overlay, conn: Connection) -> None:
+    """Containers holding a part of a recalled lot at any depth are not sold, installed or shipped (the chain cannot
+    see inside them: ledger_service.containment_checks); a shipment may take them to a recycler, or to the
+    manufacturer of every recalled part inside."""
+    held_back: list[tuple[bytes, bytes]] = []
+    recycler: bool | None = None
+    for pid in ids:
+        if not overlay.contents_of(pid):
+            continue
+        recalled = [part for part in overlay.inside(pid) if (state := overlay.get(part)) is not None and not state.unit and (state.recalled or state.lot in overlay.recalled_lots)]
+        if not recalled:
+            continue
+        if op_kind == "ship" and to is not None:
+            if recycler is None:
+                roles = conn.execute(select(T_ORG.c.roles).where(T_ORG.c.org_id == to)).scalar()
+                recycler = roles is not None and bool(Role(roles) & Role.RECYCLER)
+            if recycler or all(overlay.parts[part].manufacturer == to for part in recalled):  # type: ignore[union-attr]
+                continue
+        held_back.append((pid, recalled[0]))
+    if held_back:
+        pid, part = held_back[0]
+        allowed = " (it may go back to the recalled parts' manufacturer or to a recycler)" if op_kind == "ship" else ""
+        done = {"ship": "shipped", "sell": "sold", "install": "installed"}[op_kind]
+        raise EventError("contains_recalled", f"{len(held_back)} container(s) hold a part of a recalled lot and cannot be {done}{allowed}, e.g. 0x{pid.hex()} holding 0x{part.hex()}")
+
+
+def _check_containment(prepared: Prepared, *, org_id: int, overlay: Overlay) -> None:
+    """A packing, unpacking, assembly or disassembly, checked as PartLedger._contain and ._release would (and
+    ledger_service.containment_checks before them): the container's outermost container in stock with the capturing
+    organisation; contents loose in its stock to go in (no cycle), directly inside to come out."""
+    op_kind, event = prepared.operation, prepared.event
+    named = {role: [(key, pid) for key, r, pid in prepared.epcs if r == role] for role in ("parent", "child", "input", "output")}
+    if prepared.event_type == "AggregationEvent":
+        parent, children = named["parent"][0], named["child"]
+        classes = event.get("childQuantityList")
+    else:
+        parent, children = (named["output"][0], named["input"]) if op_kind == "assemble" else (named["input"][0], named["output"])
+        classes = event.get("inputQuantityList") or event.get("outputQuantityList")
+    if classes:
+        raise EventError("not_serialised", "a container of the ledger holds serialised parts and logistic units, not quantities of a class")
+    parent_key, container = parent
+    packing, of_unit = op_kind in ("pack", "assemble"), op_kind in ("pack", "unpack")
+    held = overlay.get(container) if container is not None else None
+    if held is None and not (op_kind == "pack" and container is not None):
+        raise EventError("unknown_unit" if of_unit else "unknown_part", f"{parent_key} is not a {'logistic unit' if of_unit else 'part'} of the ledger")
+    if held is not None and not of_unit and held.unit:
+        raise EventError("logistic_unit", f"{parent_key} is a logistic unit: an assembly's parent is a part")
+    assert container is not None
+    outermost = overlay.outermost(container)
+    if held is not None:
+        state = overlay.get(outermost)
+        reason = _reason(state, org_id) if state is not None else "it is unknown"
+        if reason:
+            raise EventError("invalid_state", f"the container {parent_key} is not in stock with organisation {org_id} ({reason})")
+    if children:
+        unknown = [key for key, pid in children if pid is None or overlay.get(pid) is None]
+        if unknown:
+            raise EventError("unknown_part", f"{len(unknown)} of the event's children are not parts or logistic units of the ledger, e.g. {unknown[0]}")
+        ids = [pid for _, pid in children if pid is not None]
+        if len(set(ids)) != len(ids):
+            raise EventError("duplicate_parts", "an EPC appears twice in the event")
+    else:  # a DELETE without childEPCs: everything directly inside, as the ledger has it now
+        ids = list(overlay.contents_of(container))
+        if not ids:
+            raise EventError("nothing_inside", f"{parent_key} holds nothing to take out")
+        overlay.ensure(ids)
+    if op_kind == "assemble":
+        units = [pid for pid in ids if overlay.parts[pid].unit]  # type: ignore[union-attr]
+        if units:
+            raise EventError("logistic_unit", f"{len(units)} of the children are logistic units, which cannot be assembled into a part")
+    if packing:
+        cycles = [pid for pid in ids if pid in (container, outermost)]
+        if cycles:
+            raise EventError("containment_cycle", f"0x{cycles[0].hex()} holds {parent_key} (or is it): it cannot go inside it")
+        contained = [(pid, holder) for pid in ids if (holder := overlay.container_of(pid)) is not None]
+        if contained:
+            pid, holder = contained[0]
+            raise EventError("part_contained", f"{len(contained)} of the children are inside a container already, e.g. 0x{pid.hex()} inside 0x{holder.hex()}")
+        problems = [f"0x{pid.hex()}: {reason}" for pid in ids if (reason := _reason(overlay.parts[pid], org_id))]  # type: ignore[arg-type]
+        if problems:
+            raise EventError("invalid_state", f"{len(problems)} part(s) are not loose in organisation {org_id}'s stock: " + "; ".join(problems[:5]))
+    else:
+        outside = [pid for pid in ids if overlay.container_of(pid) != container]
+        if outside:
+            raise EventError("not_in_container", f"{len(outside)} of the children are not directly inside {parent_key}, e.g. 0x{outside[0].hex()}")
+    if of_unit:
+        sscc = parse_epc(parent_key).sscc
+        prepared.args.update(sscc=sscc, unit_id="0x" + container.hex())
+    else:
+        prepared.args["parent"] = "0x" + container.hex()
+    prepared.parts = ids
+    prepared.touches = set(ids) | {container} | set(overlay.containers(container))
+    if packing:
+        if held is None:  # the packing creates the unit
+            overlay.parts[container] = PartState(S.IN_STOCK, org_id, None, False, 0, 0, unit=True)
+        for pid in ids:
+            overlay.link(pid, container)
+    else:
+        for pid in ids:
+            overlay.unlink(pid, container)
+            state = overlay.parts[pid]
+            assert state is not None
+            state.status, state.custodian, state.recipient = S.IN_STOCK, org_id, None
+
+
+def _check_remanufacture(prepared: Prepared, *, org_id: int, overlay: Overlay) -> None:
+    """One part the ledger knows, loose and empty in the capturing manufacturer's stock, remanufactured into a new
+    serialised part (its lot from ilmd), as PartLedger.remanufacturePart checks it."""
+    (in_key, original), = [(key, pid) for key, role, pid in prepared.epcs if role == "input"]
+    (out_key, new), = [(key, pid) for key, role, pid in prepared.epcs if role == "output"]
+    state = overlay.get(original) if original is not None else None
+    if state is None:
+        raise EventError("unknown_part", f"{in_key} is not a part of the ledger")
+    if state.unit:
+        raise EventError("logistic_unit", f"{in_key} is a logistic unit, which cannot be remanufactured")
+    holder = overlay.container_of(original)  # type: ignore[arg-type]
+    if holder is not None:
+        raise EventError("part_contained", f"{in_key} is inside 0x{holder.hex()}: take it out first")
+    reason = _reason(state, org_id)
+    if reason:
+        raise EventError("invalid_state", f"{in_key} is not in stock with organisation {org_id} ({reason})")
+    inside = overlay.contents_of(original)  # type: ignore[arg-type]
+    if inside:
+        raise EventError("container_not_empty", f"{in_key} still holds {len(inside)} part(s): disassemble it first")
+    output = parse_epc(out_key)
+    try:
+        validate_serial(output.serial or "")
+    except ValidationError as exc:
+        raise EventError(exc.code, f"{out_key}: {exc}") from None
+    assert new is not None and original is not None
+    if overlay.get(new) is not None:
+        raise EventError("already_registered", f"{out_key} is registered already: a remanufactured part is a new one")
+    lot = _ilmd_lot(prepared.event)
+    if lot is None:
+        raise EventError("missing_lot", "a remanufacturing names the new part's lot: ilmd cbvmda:lotNumber")
+    try:
+        validate_lot(lot)
+    except ValidationError as exc:
+        raise EventError(exc.code, str(exc)) from None
+    prepared.parts = [new]
+    prepared.args.update(original="0x" + original.hex(), gtin=output.gtin, lot=lot, serial=output.serial)
+    prepared.touches = {original, new}
+    state.status = S.REMANUFACTURED
+    overlay.parts[new] = PartState(S.IN_STOCK, org_id, None, False, org_id, -1)
 
 
 def _check_register(prepared: Prepared, *, org_id: int, overlay: Overlay) -> None:
@@ -458,7 +752,7 @@ def _check_recall(prepared: Prepared, *, org_id: int, roles: Role, overlay: Over
                     continue
                 raise EventError("unknown_lot", f"organisation {org_id} made no lot {epc.lot!r}")
             lots.add(row.lot)
-        elif pid is not None:
+        elif pid is not None and not key.startswith(UNIT_KEY):
             state = overlay.get(pid)
             if state is None:
                 raise EventError("unknown_part", f"{key} is not a part of the ledger")

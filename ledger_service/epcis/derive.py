@@ -8,6 +8,14 @@ Digital Link EPCs, with the action, bizStep and disposition of mapping.LEDGER_ST
 that an event says one thing: an install or a removal per vehicle (salted VIN hash), a receipt per sender (the
 owning party of its sourceList). A lot's recall is one event naming the lot as an LGTIN class per GTIN of its parts.
 
+Containment (issue 15): a packing, unpacking, assembly or disassembly log is one AggregationEvent (parentID the logistic
+unit's SSCC or the assembly's SGTIN, childEPCs what went in or came out, parts or units); a remanufacturing is one
+TransformationEvent from the original to the new part (ilmd: the new part's lot), whose registration log in the same
+transaction is not derived apart. A log that moves a container (ship, receive, install, ...) names the container only:
+the rows the mirror adds for what is inside it (part_events.related_id set) say where those parts went, not what the
+event names. A lot's history (LedgerFilter.lot) also holds the packings and unpackings of the containers that held its
+parts at any depth (`lot_related`), and the remanufacturing that made a part of it.
+
 - eventTime (and recordTime) is the block's timestamp (UTC, milliseconds, "Z"), eventTimeZoneOffset "+00:00";
 - readPoint is the site whose key signed the log; bizLocation the same, except where the objects leave it (ship,
   sell) or the event is about a whole lot (recall); parties and locations are the members' GS1 identities
@@ -39,29 +47,35 @@ from operator import itemgetter
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Select, case, func, or_, select, tuple_
+from sqlalchemy import CompoundSelect, Select, case, func, select, tuple_, union
 from sqlalchemy.engine import Connection, Engine
 
-from indexer.tables import BlockTime, Installation, Lot, Part, PartEvent, Recall, Shipment, SiteKey
+from indexer.tables import BlockTime, Installation, Lineage, LogisticUnit, Lot, Part, PartEvent, Recall, Shipment, SiteKey
 from ledger_service.epcis.identities import Directory
 from ledger_service.epcis.mapping import CONTEXT, DOC_TYPE, LEDGER_STEPS, doc_urn
 from ledger_service.epcis.tables import EpcisCommand
 from ledger_service.errors import Unavailable
 from ledger_service.tables import ChainTransaction, CommandItem
 from partledger.epcis.hashing import event_hash, hash_digest
-from partledger.epcis.identifiers import lgtin_uri, sgtin_uri
+from partledger.epcis.identifiers import lgtin_uri, sgtin_uri, sscc_uri
 from partledger.errors import ValidationError
 
 T_EVENT, T_PART, T_LOT, T_RECALL = PartEvent.__table__, Part.__table__, Lot.__table__, Recall.__table__
 T_SHIP, T_INSTALL, T_KEY, T_BLOCK = Shipment.__table__, Installation.__table__, SiteKey.__table__, BlockTime.__table__
 T_ECMD, T_ITEM, T_TX = EpcisCommand.__table__, CommandItem.__table__, ChainTransaction.__table__
+T_UNIT, T_LINEAGE = LogisticUnit.__table__, Lineage.__table__
 
 # part_events.kind -> the ledger operation of mapping.LEDGER_STEPS
 KIND_OPERATION: dict[str, str] = {
     "registered": "register", "shipped": "ship", "received": "receive", "cancelled": "cancel", "sold": "sell",
     "installed": "install", "removed": "remove", "quarantined": "quarantine", "released": "release",
-    "scrapped": "scrap", "recycled": "recycle",
+    "scrapped": "scrap", "recycled": "recycle", "packed": "pack", "unpacked": "unpack", "assembled": "assemble",
+    "disassembled": "disassemble", "remanufactured": "remanufacture",
 }  # fmt: skip
+CONTAINMENT_KINDS = frozenset({"packed", "unpacked", "assembled", "disassembled"})  # part_id: a child, related_id: the container
+LINKING_KINDS = ("packed", "assembled")
+REMANUFACTURED = "remanufactured"  # part_id: the original, related_id: the new part
+ROLES = frozenset({"epc", "child", "parent", "input", "output"})  # where an event names an EPC (epcis_event_epcs.role)
 OPERATION_KIND = {operation: kind for kind, operation in KIND_OPERATION.items()}
 RECALL = "recall"
 OPERATIONS = frozenset(LEDGER_STEPS)
@@ -93,11 +107,14 @@ class Derived(NamedTuple):
 
 @dataclass(frozen=True)
 class EpcMatch:
-    """One MATCH_ parameter as the mirror can answer it: an event matches when one of its parts is one of
-    `part_ids` or of one of `gtins` (an SGTIN pattern). Empty sets: it names nothing the ledger derives."""
+    """One MATCH_ parameter as the mirror can answer it: an event matches when one of the parts or logistic units it
+    names in one of `roles` (epcList, childEPCs, parentID, inputEPCList, outputEPCList: ROLES) is one of `part_ids`
+    (a unit's id for an SSCC) or a part of one of `gtins` (an SGTIN pattern). Empty sets: it names nothing the ledger
+    derives."""
 
     part_ids: frozenset[bytes] = frozenset()
     gtins: frozenset[str] = frozenset()
+    roles: frozenset[str] = frozenset({"epc", "child"})  # MATCH_epc's
 
     @property
     def empty(self) -> bool:
@@ -126,6 +143,7 @@ class LedgerFilter:
     biz_location_keys: frozenset[str] | None = None
     lot: int | None = None  # events naming a part of this lot, and the lot's recall
     keys: frozenset[LedgerKey] | None = None  # exactly these events (eventID lookups)
+    lot_extra: LotRelated | None = None  # lot_related(lot), when the caller read it already
     nothing: bool = False  # a condition no derived event can meet (e.g. MATCH_parentID)
 
     @property
@@ -294,9 +312,11 @@ def captured_transactions(service_conn: Connection, tx_hashes: Iterable[bytes]) 
     return {bytes(row[0]) for row in driver_rows(service_conn, _CAPTURED_TX_SQL, [bytes(h) for h in set(tx_hashes)])}
 
 
-# The columns of a row of _rows_query, by position: a part_events row; its part's GTIN, serial and lot; for a receipt,
-# the organisation that shipped the part (None: unknown), for a removal, the VIN hash of the vehicle it left.
-_BLOCK, _LOG, _POSITION, _TX, _KIND, _ORG, _SITE, _COUNTERPARTY, _DOC, _VIN, _PART, _GTIN, _SERIAL, _LOT, _SENDER, _REMOVED_VIN = range(16)
+# The columns of a row of _rows_query, by position: a part_events row; its part's GTIN, serial and lot (None for a
+# logistic unit); for a receipt, the organisation that shipped the part (None: unknown), for a removal, the VIN hash of
+# the vehicle it left; the row's related id (a containment's container, a remanufacturing's new part, or the container
+# a part moved inside).
+_BLOCK, _LOG, _POSITION, _TX, _KIND, _ORG, _SITE, _COUNTERPARTY, _DOC, _VIN, _PART, _GTIN, _SERIAL, _LOT, _SENDER, _REMOVED_VIN, _REL = range(17)
 
 
 def _rows_query(logs: Any) -> Select[Any]:
@@ -319,45 +339,99 @@ def _rows_query(logs: Any) -> Select[Any]:
             T_EVENT.c.block_number, T_EVENT.c.log_index, T_EVENT.c.position, T_EVENT.c.tx_hash, T_EVENT.c.kind, T_EVENT.c.org_id,
             T_EVENT.c.site_key, T_EVENT.c.counterparty, T_EVENT.c.doc_hash, T_EVENT.c.vin_hash, T_EVENT.c.part_id,
             T_PART.c.gtin, T_PART.c.serial, T_PART.c.lot,
-            case((T_EVENT.c.kind == "received", sender)), case((T_EVENT.c.kind == "removed", vehicle)),
+            case((T_EVENT.c.kind == "received", sender)), case((T_EVENT.c.kind == "removed", vehicle)), T_EVENT.c.related_id,
         )
         .select_from(
             logs.join(T_EVENT, (T_EVENT.c.chain_id == logs.c.chain_id) & (T_EVENT.c.tx_hash == logs.c.tx_hash) & (T_EVENT.c.log_index == logs.c.log_index))
-            .join(T_PART, T_PART.c.part_id == T_EVENT.c.part_id)
+            .outerjoin(T_PART, T_PART.c.part_id == T_EVENT.c.part_id)  # a logistic unit is no part
         )
         .order_by(T_EVENT.c.block_number, T_EVENT.c.log_index, T_EVENT.c.position)
     )  # fmt: skip
 
 
-def _log_query(ledger: LedgerFilter, after: LedgerKey | None) -> Select[Any]:
+@dataclass(frozen=True)
+class LotRelated:
+    """What a lot's history holds beyond the logs naming its parts: the packings, unpackings, assemblies and
+    disassemblies of every container (logistic unit or assembly) that held one of its parts at any depth at some
+    time, as their child (a unit packed into a pallet), and the remanufacturings that made one of its parts."""
+
+    containers: frozenset[bytes] = frozenset()
+    originals: frozenset[bytes] = frozenset()
+
+
+def has_related(index: Connection) -> bool:
+    """Whether the mirror holds any containment or remanufacturing (one probe of the partial index on related_id)."""
+    return index.execute(select(T_EVENT.c.related_id).where(T_EVENT.c.related_id.is_not(None)).limit(1)).first() is not None
+
+
+def lot_related(index: Connection, lot: int) -> LotRelated:
+    """LotRelated of `lot`: the containers its parts were put into, then those these were put into, up to the top."""
+    lot_parts = select(T_PART.c.part_id).where(T_PART.c.lot == lot)
+    frontier = {bytes(row[0]) for row in index.execute(
+        select(T_EVENT.c.related_id).where(T_EVENT.c.part_id.in_(lot_parts), T_EVENT.c.kind.in_(LINKING_KINDS)).distinct()
+    )}  # fmt: skip
+    containers = set(frontier)
+    while frontier:
+        above: set[bytes] = set()
+        ids = sorted(frontier)
+        for start in range(0, len(ids), SQL_CHUNK):
+            chunk = ids[start : start + SQL_CHUNK]
+            above.update(bytes(row[0]) for row in index.execute(select(T_EVENT.c.related_id).where(T_EVENT.c.part_id.in_(chunk), T_EVENT.c.kind.in_(LINKING_KINDS)).distinct()))
+        frontier = above - containers
+        containers |= frontier
+    originals = {bytes(row[0]) for row in index.execute(select(T_LINEAGE.c.original_id).where(T_LINEAGE.c.part_id.in_(lot_parts)))}
+    return LotRelated(frozenset(containers), frozenset(originals))
+
+
+def _log_query(ledger: LedgerFilter, after: LedgerKey | None, *, related: bool = False, lot_extra: LotRelated | None = None) -> Select[Any] | CompoundSelect:
     """(block, log index, chain, transaction) of the logs that may hold a wanted event, in order (the last two find
-    the log's rows by the natural key's index)."""
+    the log's rows by the natural key's index). `related`: whether the mirror holds any containment (else nothing
+    can be a parent or an output); `lot_extra`: what a lot's history holds beyond its parts' own logs. Several ways in
+    (a part's rows, a container's, a lot's related logs) are a UNION, each on its own index."""
     kinds = sorted(OPERATION_KIND[op] for op in _part_operations(ledger))
-    query = select(T_EVENT.c.block_number, T_EVENT.c.log_index, T_EVENT.c.chain_id, T_EVENT.c.tx_hash).where(T_EVENT.c.kind.in_(kinds))
-    if ledger.epcs or ledger.lot is not None:
-        query = query.select_from(T_EVENT.join(T_PART, T_PART.c.part_id == T_EVENT.c.part_id))
-        if ledger.lot is not None:
-            query = query.where(T_PART.c.lot == ledger.lot)
-        if ledger.epcs:  # the first match narrows the logs; every match is checked per event later
-            match = ledger.epcs[0]
-            conditions = []
+    base = select(T_EVENT.c.block_number, T_EVENT.c.log_index, T_EVENT.c.chain_id, T_EVENT.c.tx_hash)
+    with_part = base.select_from(T_EVENT.join(T_PART, T_PART.c.part_id == T_EVENT.c.part_id))
+    branches: list[Select[Any]] = []
+    if ledger.epcs:  # the first match narrows the logs; every match is checked per event later
+        match = ledger.epcs[0]
+        in_lot = (T_PART.c.lot == ledger.lot,) if ledger.lot is not None else ()
+        if match.roles & {"epc", "child", "input"}:  # the rows' own parts (or units)
             if match.part_ids:
-                conditions.append(T_EVENT.c.part_id.in_(sorted(match.part_ids)))
+                branches.append((with_part if in_lot else base).where(T_EVENT.c.part_id.in_(sorted(match.part_ids)), *in_lot))
             if match.gtins:
-                conditions.append(T_PART.c.gtin.in_(sorted(match.gtins)))
-            query = query.where(or_(*conditions))
+                branches.append(with_part.where(T_PART.c.gtin.in_(sorted(match.gtins)), *in_lot))
+        if related and match.roles & {"parent", "output"} and ledger.lot is None:  # the container, or the new part
+            if match.part_ids:
+                branches.append(base.where(T_EVENT.c.related_id.in_(sorted(match.part_ids))))
+            if match.gtins:
+                named = T_PART.alias("named")
+                branches.append(base.select_from(T_EVENT.join(named, named.c.part_id == T_EVENT.c.related_id)).where(named.c.gtin.in_(sorted(match.gtins))))
+        if not branches:
+            branches.append(base.where(T_EVENT.c.part_id.is_(None)))  # no log (part_id is never NULL)
+    elif ledger.lot is not None:
+        branches.append(with_part.where(T_PART.c.lot == ledger.lot))
+        if lot_extra is not None and lot_extra.containers:
+            branches.append(base.where(T_EVENT.c.part_id.in_(sorted(lot_extra.containers)), T_EVENT.c.kind.in_(sorted(CONTAINMENT_KINDS))))
+        if lot_extra is not None and lot_extra.originals:
+            branches.append(base.where(T_EVENT.c.part_id.in_(sorted(lot_extra.originals)), T_EVENT.c.kind == REMANUFACTURED))
+    else:
+        branches.append(base)
+    common = [T_EVENT.c.kind.in_(kinds)]
     if ledger.first_block is not None:
-        query = query.where(T_EVENT.c.block_number >= ledger.first_block)
+        common.append(T_EVENT.c.block_number >= ledger.first_block)
     if ledger.last_block is not None:
-        query = query.where(T_EVENT.c.block_number <= ledger.last_block)
+        common.append(T_EVENT.c.block_number <= ledger.last_block)
     sites = _site_keys(ledger)
     if sites is not None:
-        query = query.where(T_EVENT.c.site_key.in_(sorted(sites)))
+        common.append(T_EVENT.c.site_key.in_(sorted(sites)))
     if ledger.keys is not None:
-        query = query.where(tuple_(T_EVENT.c.block_number, T_EVENT.c.log_index).in_(sorted({(k.block, k.log_index) for k in ledger.keys})))
+        common.append(tuple_(T_EVENT.c.block_number, T_EVENT.c.log_index).in_(sorted({(k.block, k.log_index) for k in ledger.keys})))
     if after is not None:
-        query = query.where(tuple_(T_EVENT.c.block_number, T_EVENT.c.log_index) >= (after.block, after.log_index))
-    return query.distinct().order_by(T_EVENT.c.block_number, T_EVENT.c.log_index)
+        common.append(tuple_(T_EVENT.c.block_number, T_EVENT.c.log_index) >= (after.block, after.log_index))
+    if len(branches) == 1:
+        return branches[0].where(*common).distinct().order_by(T_EVENT.c.block_number, T_EVENT.c.log_index)
+    either = union(*(branch.where(*common) for branch in branches))
+    return either.order_by(either.selected_columns.block_number, either.selected_columns.log_index)
 
 
 def _part_operations(ledger: LedgerFilter) -> frozenset[str]:
@@ -378,16 +452,20 @@ def _part_events(index: Connection, service: Connection, places: Places, ledger:
     if ledger.nothing or not _part_operations(ledger) or any(match.empty for match in ledger.epcs) or ledger.classes:
         return
     skip = CapturedTransactions(service)
+    related = has_related(index)
+    lot_extra = None
+    if related and ledger.lot is not None and not ledger.epcs:
+        lot_extra = ledger.lot_extra if ledger.lot_extra is not None else lot_related(index, ledger.lot)
     cursor = after
     while True:
-        rows = index.execute(_rows_query(_log_query(ledger, cursor).limit(chunk).subquery())).all()
+        rows = index.execute(_rows_query(_log_query(ledger, cursor, related=related, lot_extra=lot_extra).limit(chunk).subquery())).all()
         if not rows:
             return
         logs = [0]
         if after is None:
-            yield from _events_of_rows(index, skip, places, ledger, rows, hasher, logs)
+            yield from _events_of_rows(index, skip, places, ledger, rows, hasher, logs, related)
         else:
-            for event in _events_of_rows(index, skip, places, ledger, rows, hasher, logs):
+            for event in _events_of_rows(index, skip, places, ledger, rows, hasher, logs, related):
                 if event.key > after:
                     yield event
         if logs[0] < chunk:
@@ -418,13 +496,16 @@ class CapturedTransactions:
         return captured_transactions(self.service, tx_hashes)
 
 
+
+
 class _Shape(NamedTuple):
     """What every event of one kind of log from one site has alike (computed once per chunk)."""
 
     operation: str
-    action: str
+    event_type: str
+    action: str | None
     biz_step: str
-    disposition: str
+    disposition: str | None
     read_point: dict[str, str]
     biz_location: dict[str, str] | None
 
@@ -434,16 +515,58 @@ def _shape(places: Places, kind: str, site_key: str, org_id: int) -> _Shape:
     step = LEDGER_STEPS[operation]
     location = places.location(site_key, org_id)
     biz_location = None if operation in NO_BIZ_LOCATION else {"id": location}
-    return _Shape(operation, step.action, step.biz_step, step.disposition, {"id": location}, biz_location)
+    return _Shape(operation, step.event_type, step.action, step.biz_step, step.disposition, {"id": location}, biz_location)
 
 
 # the column of a log's rows that splits it into events: per vehicle (install, removal), per sender (receipt)
 _SPLIT_COLUMN = {"installed": _VIN, "removed": _REMOVED_VIN, "received": _SENDER}
 
 
+class Named(NamedTuple):
+    """A part or logistic unit as a containment or remanufacturing event names it beyond its rows' own parts."""
+
+    epc: str
+    gtin: str | None = None
+    lot_code: str | None = None
+
+
+def read_names(index: Connection, ids: Iterable[bytes]) -> dict[bytes, Named]:
+    """The EPCs (and a part's GTIN and lot code) of these parts and logistic units."""
+    wanted = sorted(set(ids))
+    found: dict[bytes, Named] = {}
+    sql = f"SELECT p.part_id, p.gtin, p.serial, l.lot_code FROM {T_PART.name} p LEFT JOIN {T_LOT.name} l ON l.lot = p.lot WHERE p.part_id {{}}"
+    for pid, gtin, serial, code in driver_rows(index, sql, wanted):
+        found[bytes(pid)] = Named(part_epc(gtin, serial, bytes(pid)), gtin, code)
+    missing = [pid for pid in wanted if pid not in found]
+    if missing:
+        for uid, sscc in driver_rows(index, f"SELECT unit_id, sscc FROM {T_UNIT.name} WHERE unit_id {{}}", missing):
+            found[bytes(uid)] = Named(unit_epc(sscc, bytes(uid)))
+    return found
+
+
+def unit_epc(sscc: str, unit_id: bytes) -> str:
+    """A logistic unit's EPC: its SSCC's Digital Link URI."""
+    try:
+        return sscc_uri(sscc)
+    except ValidationError:
+        return f"urn:partledger:unit:{hex0x(unit_id)}"
+
+
+def _named(names: dict[bytes, Named], pid: bytes) -> Named:
+    return names.get(pid) or Named(f"urn:partledger:part:{hex0x(pid)}")
+
+
+def _row_epc(row: Any, names: dict[bytes, Named]) -> str:
+    gtin = row[_GTIN]
+    if gtin is None:  # a logistic unit
+        return _named(names, bytes(row[_PART])).epc
+    return part_epc(gtin, row[_SERIAL], row[_PART])
+
+
 def _events_of_rows(index: Connection, skip: CapturedTransactions, places: Places, ledger: LedgerFilter, rows: list[Any],
-                    hasher: Callable[[dict[str, Any]], str], logs: list[int]) -> Iterator[Derived]:  # fmt: skip
-    """The events of the rows (_rows_query) of whole logs, in order; counts the logs in logs[0].
+                    hasher: Callable[[dict[str, Any]], str], logs: list[int], related: bool = False) -> Iterator[Derived]:  # fmt: skip
+    """The events of the rows (_rows_query) of whole logs, in order; counts the logs in logs[0]. `related`: whether the
+    mirror holds any containment or remanufacturing (else the rows need nothing looked up for it).
 
     The hot loop of a lot's history (10^4 events, a few microseconds each): rows are read by position, and what
     events share is made once: a block's time, a kind of log's fields from a site (_Shape), a log's transaction
@@ -453,6 +576,15 @@ def _events_of_rows(index: Connection, skip: CapturedTransactions, places: Place
     registered = sorted({row[_LOT] for row in rows if row[_KIND] == "registered"})
     codes = dict(driver_rows(index, f"SELECT lot, lot_code FROM {T_LOT.name} WHERE lot {{}}", registered)) if registered else {}
     skipped = skip.among({row[_TX] for row in rows})
+    names: dict[bytes, Named] = {}
+    reborn: set[tuple[bytes, bytes]] = set()  # (part, transaction) of a remanufacturing's registration: not derived apart
+    if related:
+        wanted = {bytes(row[_REL]) for row in rows if row[_REL] is not None and (row[_KIND] in CONTAINMENT_KINDS or row[_KIND] == REMANUFACTURED)}
+        wanted |= {bytes(row[_PART]) for row in rows if row[_GTIN] is None}
+        names = read_names(index, wanted) if wanted else {}
+        firsts = [bytes(row[_PART]) for row in rows if row[_KIND] == "registered" and row[_POSITION] == 0]
+        if firsts:
+            reborn = {(bytes(pid), bytes(tx)) for pid, tx in driver_rows(index, f"SELECT part_id, tx_hash FROM {T_LINEAGE.name} WHERE part_id {{}}", firsts)}
     whens: dict[int, str] = {}
     shapes: dict[tuple[str, str, int], _Shape] = {}
     parties: dict[tuple[str, int], list[dict[str, str]]] = {}  # a sourceList or destinationList naming one party
@@ -472,13 +604,8 @@ def _events_of_rows(index: Connection, skip: CapturedTransactions, places: Place
         if skipped and bytes(first[_TX]) in skipped:
             continue
         kind = first[_KIND]
-        column = _SPLIT_COLUMN.get(kind)
-        if column is None:
-            groups: Any = ((None, log_rows),)
-        elif column == _VIN:
-            groups = _split(log_rows, lambda row: bytes(row[_VIN]) if row[_VIN] else None)
-        else:
-            groups = _split(log_rows, itemgetter(column))
+        if reborn and kind == "registered" and len(log_rows) == 1 and (bytes(first[_PART]), bytes(first[_TX])) in reborn:
+            continue  # the new part of a remanufacturing: its TransformationEvent names it
         seconds = times[block]
         when = whens.get(seconds)
         if when is None:
@@ -487,12 +614,36 @@ def _events_of_rows(index: Connection, skip: CapturedTransactions, places: Place
         shape = shapes.get((kind, site, org))
         if shape is None:
             shape = shapes[(kind, site, org)] = _shape(places, kind, site, org)
+        if kind in CONTAINMENT_KINDS or kind == REMANUFACTURED:
+            key = _new(LedgerKey, (block, log_index, first[_POSITION]))
+            if keys is not None and key not in keys:
+                continue
+            event = _containment_event(shape, log_rows, when, names, matches)
+            if event is None:
+                continue
+            event["partledger:txHash"] = "0x" + bytes(first[_TX]).hex()
+            event["partledger:logIndex"] = log_index
+            event["partledger:blockNumber"] = block
+            event["eventID"] = hasher(event)
+            yield _new(Derived, (key, seconds * 1000, org, event))
+            continue
+        inside: list[Any] = []
+        if related and log_rows[-1][_REL] is not None and kind != "registered":  # a container moved: its contents' rows follow
+            cut = next(place for place, row in enumerate(log_rows) if row[_REL] is not None)
+            log_rows, inside = log_rows[:cut], log_rows[cut:]
+        column = _SPLIT_COLUMN.get(kind)
+        if column is None:
+            groups: Any = ((None, log_rows),)
+        elif column == _VIN:
+            groups = _split(log_rows, lambda row: bytes(row[_VIN]) if row[_VIN] else None)
+        else:
+            groups = _split(log_rows, itemgetter(column))
         operation = shape.operation
         tx_hash = None
         for split, group in groups:
-            if matches and (len(matches) > 1 or len(groups) > 1) and not all(_matches(match, group) for match in matches):
+            if matches and (len(matches) > 1 or len(groups) > 1 or inside or "epc" not in matches[0].roles) and not all(_matches(match, group) for match in matches):
                 continue  # (a whole log matches the first match: _log_query chose it by that)
-            if lot is not None and len(groups) > 1 and not any(row[_LOT] == lot for row in group):
+            if lot is not None and len(groups) > 1 and not any(row[_LOT] == lot for row in group) and not _holds_lot(inside, group, lot):
                 continue  # a split log's event about other lots' parts only
             key = _new(LedgerKey, (block, log_index, group[0][_POSITION]))
             if keys is not None and key not in keys:
@@ -503,7 +654,7 @@ def _events_of_rows(index: Connection, skip: CapturedTransactions, places: Place
             for row in group:  # part_epc, its common case inline
                 gtin, serial = row[_GTIN], row[_SERIAL]
                 prefix = prefixes.get(gtin)
-                epcs.append(prefix + serial if prefix is not None and serial.isalnum() and serial.isascii() and len(serial) <= 20 else part_epc(gtin, serial, row[_PART]))
+                epcs.append(prefix + serial if prefix is not None and serial.isalnum() and serial.isascii() and len(serial) <= 20 else _row_epc(row, names))
             event: dict[str, Any] = {
                 "eventID": None, "type": "ObjectEvent", "eventTime": when, "eventTimeZoneOffset": "+00:00", "recordTime": when, "epcList": epcs,
                 "action": shape.action, "bizStep": shape.biz_step, "disposition": shape.disposition, "readPoint": shape.read_point,
@@ -538,6 +689,47 @@ def _events_of_rows(index: Connection, skip: CapturedTransactions, places: Place
     logs[0] = count
 
 
+def _containment_event(shape: _Shape, rows: list[Any], when: str, names: dict[bytes, Named], matches: tuple[EpcMatch, ...]) -> dict[str, Any] | None:
+    """The AggregationEvent of a packing, unpacking, assembly or disassembly log, or the TransformationEvent of a
+    remanufacturing (eventID still None); None when a MATCH_ parameter does not match it."""
+    first = rows[0]
+    related = bytes(first[_REL])
+    other = _named(names, related)
+    if shape.event_type == "TransformationEvent":
+        own_role, other_role = "input", "output"
+    else:
+        own_role, other_role = "child", "parent"
+    for match in matches:
+        if not ((own_role in match.roles and _matches(match, rows, role=own_role))
+                or (other_role in match.roles and (related in match.part_ids or (other.gtin is not None and other.gtin in match.gtins)))):  # fmt: skip
+            return None
+    event: dict[str, Any] = {"eventID": None, "type": shape.event_type, "eventTime": when, "eventTimeZoneOffset": "+00:00", "recordTime": when}
+    if shape.event_type == "TransformationEvent":
+        event["inputEPCList"] = [_row_epc(first, names)]
+        event["outputEPCList"] = [other.epc]
+    else:
+        event["parentID"] = other.epc
+        event["childEPCs"] = [_row_epc(row, names) for row in rows]
+        event["action"] = shape.action
+    event["bizStep"] = shape.biz_step
+    if shape.disposition is not None:
+        event["disposition"] = shape.disposition
+    event["readPoint"] = shape.read_point
+    if shape.biz_location is not None:
+        event["bizLocation"] = shape.biz_location
+    if shape.event_type == "TransformationEvent" and other.lot_code is not None:
+        event["ilmd"] = {"cbvmda:lotNumber": other.lot_code}
+    return event
+
+
+def _holds_lot(inside: list[Any], group: list[Any], lot: int) -> bool:
+    """Whether one of the containers of `group` held a part of `lot` when it moved (its rows in `inside`)."""
+    if not inside:
+        return False
+    containers = {bytes(row[_PART]) for row in group}
+    return any(row[_LOT] == lot and bytes(row[_REL]) in containers for row in inside)
+
+
 _new = tuple.__new__  # a NamedTuple made without its Python __new__: half the cost, twice per event
 
 
@@ -556,8 +748,9 @@ def _split(rows: list[Any], split_of: Callable[[Any], Any]) -> tuple[tuple[Any, 
     return tuple(groups.items())
 
 
-def _matches(match: EpcMatch, rows: list[Any]) -> bool:
-    return any(bytes(row[_PART]) in match.part_ids or row[_GTIN] in match.gtins for row in rows)
+def _matches(match: EpcMatch, rows: list[Any], *, role: str = "epc") -> bool:
+    """Whether one of the rows' own parts (or units), named in `role`, matches."""
+    return role in match.roles and any(bytes(row[_PART]) in match.part_ids or row[_GTIN] in match.gtins for row in rows)
 
 
 def _recall_events(index: Connection, service: Connection, places: Places, ledger: LedgerFilter, after: LedgerKey | None,

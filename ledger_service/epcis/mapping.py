@@ -1,9 +1,9 @@
 """How the ledger speaks EPCIS 2.0: one table, read both ways.
 
 Deriving (ledger_service.epcis.derive): a ledger event of kind K (part_events.kind, or a lot's recall) becomes an
-EPCIS ObjectEvent with LEDGER_STEPS[K]'s action, bizStep and disposition. Capturing (ledger_service.epcis.capture):
-`operation_for(event)` reads the same table backwards, so that a lot's history exported as EPCIS and captured into a
-fresh deployment gives the same ledger state.
+EPCIS event of LEDGER_STEPS[K]'s type, action, bizStep and disposition. Capturing (ledger_service.epcis.capture):
+`operation_for(event)` and `containment_operation_for(event)` read the same table backwards, so that a lot's history
+exported as EPCIS and captured into a fresh deployment gives the same ledger state.
 
 | ledger | EPCIS ObjectEvent (action, bizStep, disposition) | what else |
 | --- | --- | --- |
@@ -19,6 +19,23 @@ fresh deployment gives the same ledger state.
 | scrap | OBSERVE, destroying, destroyed | |
 | recycle | OBSERVE, destroying, disposed | |
 | recall | OBSERVE, holding, recalled | quantityList: the lot as an LGTIN class per GTIN; partledger:noticeHash |
+
+Containment and remanufacturing (issue 15) as AggregationEvents and TransformationEvents. A logistic unit is named by
+its SSCC (`https://id.gs1.org/00/{sscc}` or `urn:epc:id:sscc:…`), a part by its SGTIN; children may be parts or units.
+
+| ledger | derived as | captured from |
+| --- | --- | --- |
+| pack | AggregationEvent ADD, packing; parentID the SSCC, childEPCs | AggregationEvent ADD, parentID an SSCC (any bizStep, or none) |
+| unpack | AggregationEvent DELETE, unpacking | AggregationEvent DELETE, parentID an SSCC; no childEPCs (or an empty list): everything directly inside, as the mirror has it (the standard's DELETE of all children) |
+| assemble | AggregationEvent ADD, assembling; parentID the assembly's SGTIN | the same; or a TransformationEvent, assembling: inputEPCList the children, outputEPCList the one assembly |
+| disassemble | AggregationEvent DELETE, disassembling | the same (no childEPCs: every child); or a TransformationEvent, disassembling: inputEPCList the one assembly, outputEPCList the children |
+| remanufacture | TransformationEvent, repairing, active: inputEPCList the original, outputEPCList the new part, ilmd cbvmda:lotNumber its lot | a TransformationEvent, bizStep repairing or commissioning (REMANUFACTURE_STEPS), one input SGTIN the ledger knows, one output SGTIN it does not, the lot from ilmd |
+
+CBV 2.0 has no word for remanufacturing: `repairing` says what happens to the object (a returned part restored to a
+new one's specification), and a TransformationEvent from one instance to another says that a new serialised part
+comes out of it; `commissioning` (the output's identifier assigned) is accepted too. Any other AggregationEvent or
+TransformationEvent (OBSERVE, other bizSteps, class-level quantities only) is consortium data, as are those naming no
+part or unit the ledger knows.
 
 A trade document named by a ledger event (doc hash) is a bizTransaction `urn:partledger:doc:0x…`; parties and
 locations are GS1 identities (ledger_service.epcis.identities) or, for a member without one, `urn:partledger:org:N`
@@ -47,9 +64,10 @@ PRIVATE_FIELDS = ("partledger:vin",)
 
 @dataclass(frozen=True)
 class Step:
-    action: str
+    action: str | None  # None: a TransformationEvent, which has no action
     biz_step: str
-    disposition: str
+    disposition: str | None
+    event_type: str = "ObjectEvent"
 
 
 LEDGER_STEPS: dict[str, Step] = {
@@ -65,7 +83,14 @@ LEDGER_STEPS: dict[str, Step] = {
     "scrap": Step("OBSERVE", "destroying", "destroyed"),
     "recycle": Step("OBSERVE", "destroying", "disposed"),
     "recall": Step("OBSERVE", "holding", "recalled"),
+    "pack": Step("ADD", "packing", None, "AggregationEvent"),
+    "unpack": Step("DELETE", "unpacking", None, "AggregationEvent"),
+    "assemble": Step("ADD", "assembling", None, "AggregationEvent"),
+    "disassemble": Step("DELETE", "disassembling", None, "AggregationEvent"),
+    "remanufacture": Step(None, "repairing", "active", "TransformationEvent"),
 }
+CONTAINMENT_OPERATIONS = frozenset({"pack", "unpack", "assemble", "disassemble"})
+REMANUFACTURE_STEPS = frozenset({"repairing", "commissioning"})
 
 # capture: (bizStep, disposition or None for any) -> ledger operation; checked in this order
 _CAPTURE_RULES: tuple[tuple[str, str | None, str], ...] = (
@@ -96,6 +121,29 @@ def operation_for(*, event_type: str, action: str | None, biz_step: str | None, 
     for step, wanted, operation in _CAPTURE_RULES:
         if biz_step == step and (wanted is None or disposition == wanted):
             return operation
+    return None
+
+
+def containment_operation_for(
+    *, event_type: str, action: str | None, biz_step: str | None, parent: str | None, inputs: list[str], outputs: list[str],
+) -> str | None:  # fmt: skip
+    """The containment or remanufacturing operation an AggregationEvent or TransformationEvent maps to, from its shape
+    alone (the EPC kinds of partledger.epcis.identifiers: its parentID's, its inputs' and outputs'), or None:
+    consortium data. Whether the ledger knows what it names is capture's question (ledger_service.epcis.capture)."""
+    if event_type == "AggregationEvent":
+        if parent == "sscc":
+            return {"ADD": "pack", "DELETE": "unpack"}.get(action or "")
+        if parent == "sgtin":
+            return {("ADD", "assembling"): "assemble", ("DELETE", "disassembling"): "disassemble"}.get((action or "", biz_step or ""))
+        return None
+    if event_type != "TransformationEvent" or not inputs or not outputs or any(kind != "sgtin" for kind in inputs + outputs):
+        return None
+    if biz_step == "assembling" and len(outputs) == 1:
+        return "assemble"
+    if biz_step == "disassembling" and len(inputs) == 1:
+        return "disassemble"
+    if biz_step in REMANUFACTURE_STEPS and len(inputs) == 1 and len(outputs) == 1:
+        return "remanufacture"
     return None
 
 

@@ -57,7 +57,7 @@ from partledger.epcis.hashing import NI_PREFIX, NI_SUFFIX
 from partledger.epcis.identifiers import ID_GS1, Epc, epc_key, lgtin_uri, parse_epc
 from partledger.epcis.vocabulary import ACTIONS, EVENT_TYPES, bare_word
 from partledger.errors import ValidationError
-from partledger.ids import is_valid_serial, part_id
+from partledger.ids import is_valid_serial, logistic_unit_id, part_id
 
 T_CEVENT, T_CEPC = EpcisEvent.__table__, EpcisEventEpc.__table__
 T_PART, T_LOT, T_STATE, T_PEVENT, T_RECALL = Part.__table__, Lot.__table__, IndexerState.__table__, PartEvent.__table__, Recall.__table__
@@ -355,24 +355,25 @@ def _derived_event(derived: Derived, principal: Principal) -> dict[str, Any]:
 
 
 def _operations(query: EventQuery) -> frozenset[str]:
-    if query.event_types is not None and "ObjectEvent" not in query.event_types:
-        return frozenset()
     return frozenset(
         name for name, step in LEDGER_STEPS.items()
-        if (query.actions is None or step.action in query.actions)
+        if (query.event_types is None or step.event_type in query.event_types)
+        and (query.actions is None or step.action in query.actions)
         and (query.biz_steps is None or step.biz_step in query.biz_steps)
         and (query.dispositions is None or step.disposition in query.dispositions)
     )  # fmt: skip
 
 
-def _ledger_match(values: tuple[Epc, ...]) -> EpcMatch:
+def _ledger_match(values: tuple[Epc, ...], roles: tuple[str, ...]) -> EpcMatch:
     ids, gtins = set(), set()
     for epc in values:
         if epc.kind == "sgtin" and epc.gtin and epc.serial is not None and is_valid_serial(epc.serial):
             ids.add(part_id(epc.gtin, epc.serial))
+        elif epc.kind == "sscc" and epc.sscc is not None:
+            ids.add(logistic_unit_id(epc.sscc))
         elif epc.kind == "sgtin_pattern" and epc.gtin:
             gtins.add(epc.gtin)
-    return EpcMatch(frozenset(ids), frozenset(gtins))
+    return EpcMatch(frozenset(ids), frozenset(gtins), frozenset(roles))
 
 
 def _class_match(values: tuple[Epc, ...]) -> ClassMatch:
@@ -394,12 +395,11 @@ def ledger_filter(query: EventQuery, *, index: Connection, places: Places, deriv
     nothing = not operations
     epcs, classes = [], []
     for name, values in query.epcs:
-        if name in ("MATCH_epc", "MATCH_anyEPC"):
-            epcs.append(_ledger_match(values))
-        elif name in ("MATCH_epcClass", "MATCH_anyEPCClass"):
+        roles, names_classes = EPC_PARAMETERS[name]
+        if names_classes:
             classes.append(_class_match(values))
-        else:
-            nothing = True  # derived events have no parentID, inputs or outputs
+        else:  # epcList, childEPCs, parentID, inputEPCList, outputEPCList as the same roles name them in captured events
+            epcs.append(_ledger_match(values, roles))
     ge = max((bound for bound in (query.ge_event_ms, query.ge_record_ms) if bound is not None), default=None)
     lt = min((bound for bound in (query.lt_event_ms, query.lt_record_ms) if bound is not None), default=None)
     first = last = None
@@ -560,15 +560,17 @@ def get_event(*, services: Sources, principal: Principal, event_id: str) -> dict
 
 def lot_history_document(*, services: Sources, principal: Principal, lot: int) -> dict[str, Any]:
     """Every event of a lot, oldest first, as one EPCISDocument: the ledger's (derived; an event names every part of
-    its log, the lot's and any other's) and the captured events that name one of its parts or its class (LGTIN)."""
+    its log, the lot's and any other's; with the packings of the containers that held its parts: derive.lot_related)
+    and the captured events that name one of its parts, its class (LGTIN) or one of those containers."""
     index, service = _read(services)
     with collector_paused(), index, service, index.begin(), service.begin():
         code = index.execute(select(T_LOT.c.lot_code).where(T_LOT.c.lot == lot)).scalar()
         if code is None:
             raise NotFound(f"no lot {lot}", code="unknown_lot")
         places = _places(services, index)
-        captured = [_show_captured(row, principal, services.vault) for row in _lot_captured(index, service, lot, code)]
-        derived = derive.derived_events(index, service, places=places, ledger=LedgerFilter(lot=lot), chunk=LOT_CHUNK)
+        related = derive.lot_related(index, lot) if derive.has_related(index) else derive.LotRelated()
+        captured = [_show_captured(row, principal, services.vault) for row in _lot_captured(index, service, lot, code, containers=related.containers)]
+        derived = derive.derived_events(index, service, places=places, ledger=LedgerFilter(lot=lot, lot_extra=related), chunk=LOT_CHUNK)
         if captured:
             events = [shown.event for shown in heapq.merge(captured, map(partial(_show_derived, principal=principal), derived), key=_KEY)]
         else:  # the derived events as they come (10^4 of them: no merge, no Shown)
@@ -582,8 +584,9 @@ def lot_history_document(*, services: Sources, principal: Principal, lot: int) -
     }
 
 
-def _lot_captured(index: Connection, service: Connection, lot: int, code: str) -> Iterator[Any]:
-    """The captured events naming a part of the lot or its class, in eventTime order."""
+def _lot_captured(index: Connection, service: Connection, lot: int, code: str, *, containers: frozenset[bytes] = frozenset()) -> Iterator[Any]:
+    """The captured events naming a part of the lot, its class or one of `containers` (logistic units and assemblies
+    that held its parts), in eventTime order."""
     if service.execute(select(T_CEPC.c.seq).limit(1)).first() is None:
         return iter(())  # nothing captured yet
     parts = index.execute(select(T_PART.c.part_id, T_PART.c.gtin).where(T_PART.c.lot == lot)).all()
@@ -599,6 +602,8 @@ def _lot_captured(index: Connection, service: Connection, lot: int, code: str) -
         seqs.update(service.execute(select(T_CEPC.c.seq).where(T_CEPC.c.epc.in_(classes))).scalars())
     if _may_name_parts_of(service, gtins):
         seqs.update(row[0] for row in derive.driver_rows(service, f"SELECT seq FROM {T_CEPC.name} WHERE part_id {{}}", [bytes(part) for part, _ in parts]))
+    if containers:  # a unit's SSCC is stored with the unit's id (ledger_service.epcis.capture)
+        seqs.update(row[0] for row in derive.driver_rows(service, f"SELECT seq FROM {T_CEPC.name} WHERE part_id {{}}", sorted(containers)))
     ordered = sorted(seqs)
     found = []
     for start in range(0, len(ordered), SQL_CHUNK):

@@ -108,7 +108,8 @@ class EpcisEvent(ServiceTable, table=True):
 
 class EpcisEventEpc(ServiceTable, table=True):
     """An EPC an event names, under its canonical key (partledger.epcis.identifiers.epc_key), in one of its roles:
-    epc (epcList), parent, child, input, output, quantity (a class in a quantity list). `part_id` for an SGTIN."""
+    epc (epcList), parent, child, input, output, quantity (a class in a quantity list). `part_id`: an SGTIN's part id,
+    an SSCC's logistic unit id."""
 
     __tablename__ = "epcis_event_epcs"
     __table_args__ = (Index("ix_epcis_event_epcs_part", "part_id"),)

@@ -27,7 +27,7 @@ from indexer.tables import Organisation
 from ledger_service.auth import Principal
 from ledger_service.deps import Services
 from ledger_service.epcis.capture import (
-    BATCH_KIND, BATCH_SIZE, BATCH_TYPES, INSERT_CHUNK, EventError, Overlay, Prepared, check_ledger, prepare_event,
+    BATCH_KIND, BATCH_SIZE, BATCH_TYPES, INSERT_CHUNK, UNIT_KEY, EventError, Overlay, Prepared, check_ledger, prepare_event,
 )  # fmt: skip
 from ledger_service.epcis import query
 from ledger_service.epcis.identities import load_directory
@@ -255,7 +255,10 @@ def run_job(services: Services, job_id: str, *, stop: threading.Event, submitted
     todo, repeats = _drop_repeats(engine, job_id, todo, errors)
     wait_for_other_jobs(services, job_id, _parts_named(todo), stop=stop)
     with services.index_engine.connect() as conn:
-        overlay = Overlay(conn, [pid for p in todo if p.operation for _, _, pid in p.epcs if pid is not None] + _registering(todo))
+        named = [(key, pid) for p in todo if p.operation for key, _, pid in p.epcs if pid is not None]
+        overlay = Overlay(
+            conn, [pid for key, pid in named if not key.startswith(UNIT_KEY)] + _registering(todo), unit_ids=[pid for key, pid in named if key.startswith(UNIT_KEY)],
+        )  # fmt: skip
         for prepared in todo:
             try:
                 check_ledger(prepared, org_id=principal.org_id, roles=principal.roles, overlay=overlay, conn=conn, directory=directory)
@@ -276,12 +279,13 @@ def run_job(services: Services, job_id: str, *, stop: threading.Event, submitted
     touched: set[bytes] = set()
     for prepared in (p for p in todo if p.operation):
         alone = prepared.operation == "recall"
-        if stage and (alone or touched & set(prepared.parts) or stage[-1].operation == "recall"):
+        touches = prepared.touches or set(prepared.parts)  # a containment's container and those above it too
+        if stage and (alone or touched & touches or stage[-1].operation == "recall"):
             _submit_stage(services, principal, job_id, stage, errors)
             errors.update(settle(services, principal, job_id, index_by_id=index_by_id, stop=stop))
             stage, touched = [], set()
         stage.append(prepared)
-        touched |= set(prepared.parts)
+        touched |= touches
     if stage:
         _submit_stage(services, principal, job_id, stage, errors)
     submitted()
@@ -401,8 +405,12 @@ def _group_key(p: Prepared, signer: str) -> tuple[Any, ...]:
     args = p.args
     if p.operation == "register":
         return ("register", signer, args["gtin"], args["lot"])
-    if p.operation == "recall":
-        return ("recall", signer, p.index)
+    if p.operation in ("recall", "remanufacture"):
+        return (p.operation, signer, p.index)
+    if p.operation in ("pack", "unpack"):
+        return (p.operation, signer, args["sscc"])
+    if p.operation in ("assemble", "disassemble"):
+        return (p.operation, signer, args["parent"])
     return (p.operation, signer, args.get("to"), args.get("doc_hash"))
 
 
@@ -469,7 +477,18 @@ def _draft(services: Services, org_id: int, job_id: str, members: list[Prepared]
     if kind == "recall":
         payload = {"lot": first["lot"], "notice_hash": first["notice_hash"], "capture": job_id}
         return Draft(kind="recall", summary=payload, part_ids=[], items=[payload], part_count=0)
+    if kind == "remanufacture":
+        new = members[0].parts[0]
+        payload = {key: first[key] for key in ("original", "gtin", "lot", "serial")} | {"capture": job_id}
+        item = payload | {"part_ids": [first["original"], "0x" + new.hex()]}
+        return Draft(kind="remanufacture", summary=payload, part_ids=[new], items=[item], part_count=1)
     pids = [pid for p in members for pid in p.parts]
+    if kind in ("pack", "unpack", "assemble", "disassemble"):  # as write_service.submit_containment drafts them
+        named = first["unit_id"] if kind in ("pack", "unpack") else first["parent"]
+        shared = {"sscc": first["sscc"]} if kind in ("pack", "unpack") else {"parent": first["parent"]}
+        summary = shared | ({"unit_id": named} if kind in ("pack", "unpack") else {}) | {"capture": job_id}
+        items = [{"parts": chunk, **shared, "capture": job_id, "part_ids": [named]} for chunk in _chunks(["0x" + pid.hex() for pid in pids], size)]
+        return Draft(kind=kind, summary=summary, part_ids=pids, items=items, part_count=len(pids))
     shared: dict[str, Any] = {"doc_hash": first.get("doc_hash"), "capture": job_id} | ({"to": first["to"]} if kind == "ship" else {})
     if kind != "install":
         items = [{"parts": chunk, **shared} for chunk in _chunks(["0x" + pid.hex() for pid in pids], size)]

@@ -55,7 +55,7 @@ from sqlalchemy.exc import OperationalError
 
 from labels.digital_link import GTIN_QUALIFIERS, PRIMARY_KEYS, TPX, DigitalLink, KeyPath, first_ai, parse_key_path, parse_uri
 from labels.signature import label_domain
-from ledger_service import product_page, scans, verify_page
+from ledger_service import metrics, product_page, scans, verify_page
 from ledger_service.clones import CONTEXTS, TRAVEL_WINDOW_SECONDS, ScanFacts, assess_scan, coarse
 from ledger_service.deps import CurrentPrincipal, Services, ServicesDep
 from ledger_service.errors import BadRequest, PayloadTooLarge, Unprocessable
@@ -506,6 +506,7 @@ class ResolverFastPath:
         if scope["type"] == "http":
             path = get_route_path(scope)
             if path.startswith(_RESOLVER_PREFIX) or path == WELL_KNOWN_PATH or first_ai(path) in _RESOLVER_AIS:
+                scope[metrics.ROUTE_KEY] = WELL_KNOWN_PATH if path == WELL_KNOWN_PATH else metrics.resolver_template(path)  # no router names it
                 await answer_resolver(scope, receive, send, description=path == WELL_KNOWN_PATH)
                 return
         await self.app(scope, receive, send)

@@ -99,6 +99,13 @@ def lgtin_uri(gtin14: str, lot: str) -> str:
     return f"{ID_GS1}/01/{_checked_gtin(gtin14)}/10/{_segment(_checked_text(lot, 'lot'))}"
 
 
+def sscc_uri(sscc: str) -> str:
+    """The Digital Link URI of a logistic unit (AI 00): https://id.gs1.org/00/{sscc, 18 digits}."""
+    if len(sscc) != 18 or not sscc.isdigit() or _check_digit(sscc[:-1]) != int(sscc[-1]):
+        raise ValidationError(CODE, f"SSCC {sscc!r} is not 18 digits with its check digit")
+    return f"{ID_GS1}/00/{sscc}"
+
+
 def party_uri(gln: str) -> str:
     """The Digital Link URI of a party (AI 417): https://id.gs1.org/417/{gln}."""
     return f"{ID_GS1}/417/{_checked_gln(gln)}"

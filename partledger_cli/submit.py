@@ -1,0 +1,63 @@
+"""`partledger submit`: the submitter as a process of its own, beside API processes that only accept commands
+(`partledger serve` with PARTLEDGER_SUBMITTER=false). Settings come from the PARTLEDGER_* environment variables, as
+for `serve`.
+
+On PostgreSQL any number of them run at once and share the site keys out (ledger_service/signer_leases.py); the
+survivors take over a dead one's keys. On SQLite one runs at a time: another waits as a standby and takes over when
+the first ends. The relayer (PARTLEDGER_RELAYER_KEYS_DIR) stays with the API processes, one of which leads it.
+
+The service (SQLAlchemy, web3) is imported inside the command, so that `partledger --help` starts without it.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+
+def submit_command(
+    log_format: Annotated[str, typer.Option(help="json: one JSON object per line; or text")] = "json",
+) -> None:
+    """Run the submitter until SIGTERM or Ctrl-C: it packs, signs and sends the outbox's commands and follows them to
+    confirmation (settings from PARTLEDGER_* environment variables, as `serve`)."""
+    from pydantic import ValidationError
+    from web3 import Web3
+
+    from ledger_service import migrate
+    from ledger_service.app import build_submitter, key_refresher, load_signers, run_as_leader
+    from ledger_service.settings import ServiceSettings
+    from partledger.db import is_sqlite, make_engine
+    from partledger.errors import ConfigError
+    from partledger.jsonlog import configure_logging
+    from partledger.manifest import load_manifest
+
+    try:
+        configure_logging(log_format)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
+    try:
+        settings = ServiceSettings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        wrong = "; ".join(f"PARTLEDGER_{'_'.join(map(str, error['loc'])).upper()}: {error['msg']}" for error in exc.errors())
+        raise ConfigError(f"the service's settings are incomplete or wrong: {wrong}") from None
+    manifest = load_manifest(settings.manifest)
+    engine = make_engine(settings.service_db_url, durable=True)
+    migrate.upgrade(engine)
+    signers = load_signers(settings, manifest)
+    if not signers:
+        raise ConfigError("no site keys to sign with: set PARTLEDGER_KEYS_DIR (and the keystore passphrase)")
+    w3 = Web3(Web3.HTTPProvider(settings.rpc_url or manifest.rpc_url, request_kwargs={"timeout": 10}))
+    submitter = build_submitter(settings, manifest=manifest, engine=engine, w3=w3, signers=signers, refresh_keys=key_refresher(settings, manifest, signers))
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    try:
+        if is_sqlite(settings.service_db_url):
+            run_as_leader(submitter, engine, stop)
+        else:
+            submitter.run(stop)
+    finally:
+        engine.dispose()
