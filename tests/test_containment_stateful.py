@@ -196,9 +196,8 @@ class ContainmentMachine(RuleBasedStateMachine):
             return right, ids
         return data.draw(st.sampled_from(ORGS[:3]) if choice < 9 else st.just("auditor"), label="org"), ids
 
-    @rule(data=st.data(), unit=st.integers(0, 1))
-    def pack(self, data: st.DataObject, unit: int) -> None:
-        org_name, ids = self._draw(data)
+    def _pack(self, org_name: str, unit: int, ids: list[bytes]) -> None:
+        """packParts(SSCCS[unit], ids) by `org_name`, against the model (the first pack creates the unit)."""
 
         def predict() -> dict[bytes, Item]:
             org = self.authorize(org_name, Role.MANUFACTURER | Role.LOGISTICS | Role.DISTRIBUTOR | Role.WORKSHOP | Role.RECYCLER)
@@ -209,6 +208,11 @@ class ContainmentMachine(RuleBasedStateMachine):
             return items
 
         self.execute("pack", org_name, self.ledger.parts.functions.packParts(SSCCS[unit], ids), predict, ids)
+
+    @rule(data=st.data(), unit=st.integers(0, 1))
+    def pack(self, data: st.DataObject, unit: int) -> None:
+        org_name, ids = self._draw(data)
+        self._pack(org_name, unit, ids)
 
     @rule(data=st.data(), unit=st.integers(0, 1))
     def pack_a_container_into_itself(self, data: st.DataObject, unit: int) -> None:
@@ -219,16 +223,7 @@ class ContainmentMachine(RuleBasedStateMachine):
         right = by_id.get(outer.custodian, "maker")
         org_name = right if data.draw(st.integers(0, 4), label="org choice") else data.draw(st.sampled_from(ORGS), label="org")
         ids = [outer_id]
-
-        def predict() -> dict[bytes, Item]:
-            org = self.authorize(org_name, Role.MANUFACTURER | Role.LOGISTICS | Role.DISTRIBUTOR | Role.WORKSHOP | Role.RECYCLER)
-            items = dict(self.items)
-            if items.get(UNITS[unit], Item()).status is S.NONE:
-                items[UNITS[unit]] = Item(S.IN_STOCK, org, is_unit=True)
-            self._contain(items, org, UNITS[unit], ids)
-            return items
-
-        self.execute("pack", org_name, self.ledger.parts.functions.packParts(SSCCS[unit], ids), predict, ids)
+        self._pack(org_name, unit, ids)
 
     @rule(data=st.data(), unit=st.integers(0, 1))
     def unpack(self, data: st.DataObject, unit: int) -> None:
