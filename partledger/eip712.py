@@ -50,22 +50,27 @@ def read_domain(contract: Contract) -> Eip712Domain:
     return Eip712Domain(name=name, version=version, chainId=chain_id, verifyingContract=verifying_contract)
 
 
-def attestation_typed_data(domain: Eip712Domain, attestation: Attestation) -> dict[str, Any]:
-    """Full EIP-712 typed data, as eth-account's `sign_typed_data(full_message=...)` and wallets take it."""
+DOMAIN_FIELDS = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+
+
+def typed_data(domain: Eip712Domain, primary_type: str, fields: list[dict[str, str]], message: dict[str, Any]) -> dict[str, Any]:
+    """Full EIP-712 typed data of one struct, as eth-account's `sign_typed_data(full_message=...)` and wallets take it."""
     return {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "Attestation": ATTESTATION_FIELDS,
-        },
-        "primaryType": "Attestation",
+        "types": {"EIP712Domain": DOMAIN_FIELDS, primary_type: fields},
+        "primaryType": primary_type,
         "domain": asdict(domain),
-        "message": asdict(attestation),
+        "message": message,
     }
+
+
+def attestation_typed_data(domain: Eip712Domain, attestation: Attestation) -> dict[str, Any]:
+    """Full EIP-712 typed data of an Attestation."""
+    return typed_data(domain, "Attestation", ATTESTATION_FIELDS, asdict(attestation))
 
 
 # OpenZeppelin's ERC2771Forwarder: a site key signs one of these; anyone relays it (execute, executeBatch).
@@ -102,21 +107,8 @@ class ForwardRequest:
 
 
 def forward_request_typed_data(domain: Eip712Domain, request: ForwardRequest) -> dict[str, Any]:
-    """Full EIP-712 typed data of a ForwardRequest, as eth-account's `sign_typed_data(full_message=...)` takes it."""
-    return {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "ForwardRequest": FORWARD_REQUEST_FIELDS,
-        },
-        "primaryType": "ForwardRequest",
-        "domain": asdict(domain),
-        "message": request.message(),
-    }
+    """Full EIP-712 typed data of a ForwardRequest."""
+    return typed_data(domain, "ForwardRequest", FORWARD_REQUEST_FIELDS, request.message())
 
 
 SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
