@@ -135,6 +135,7 @@ class ScanBook:
         self.engine = engine
         self.clock = clock
         self._queue: list[ScanRecord] = []
+        self._writing: list[ScanRecord] = []  # taken by a flush, not yet committed: still history until they are
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         # The flush's INSERT as the driver's own SQL, values as tuples: insert() would build a dict and run bind
@@ -162,7 +163,11 @@ class ScanBook:
     def history(self, part_id: bytes, *, since: float) -> list[PriorScan]:
         """Earlier located scans of a part since `since`, newest first: written ones and queued ones."""
         with self._lock:
-            queued = [PriorScan(r.scan_id, r.scanned_at, r.lat, r.lon) for r in self._queue if r.part_id == part_id and r.lat is not None and r.scanned_at >= since]
+            queued = [
+                PriorScan(r.scan_id, r.scanned_at, r.lat, r.lon)
+                for r in (*self._writing, *self._queue)
+                if r.part_id == part_id and r.lat is not None and r.scanned_at >= since
+            ]
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(T_SCAN.c.scan_id, T_SCAN.c.scanned_at, T_SCAN.c.lat, T_SCAN.c.lon)
@@ -170,7 +175,8 @@ class ScanBook:
                 .order_by(T_SCAN.c.scanned_at.desc())
                 .limit(HISTORY_LIMIT)
             ).all()
-        written = [PriorScan(bytes(r.scan_id), r.scanned_at, r.lat, r.lon) for r in rows]
+        seen = {p.scan_id for p in queued}  # a flush may commit between the two reads
+        written = [PriorScan(bytes(r.scan_id), r.scanned_at, r.lat, r.lon) for r in rows if bytes(r.scan_id) not in seen]
         return sorted(queued + written, key=lambda p: -p.at)
 
     def flush(self) -> int:
@@ -178,6 +184,7 @@ class ScanBook:
         with self._flush_lock:
             with self._lock:
                 batch, self._queue = self._queue, []
+                self._writing = batch
             if not batch:
                 return 0
             try:
@@ -196,7 +203,10 @@ class ScanBook:
             except Exception:
                 with self._lock:
                     self._queue[:0] = batch  # keep them for the next try
+                    self._writing = []
                 raise
+            with self._lock:
+                self._writing = []
             return len(batch)
 
     # --- anchoring ------------------------------------------------------------------------------------------

@@ -197,3 +197,40 @@ def test_raw_addresses_are_kept_a_day_at_most(world):
     with engine.connect() as conn:
         assert conn.execute(select(table.c.client_ip).where(table.c.scan_id == scan_id)).scalar() is None
         assert conn.execute(select(table.c.client_ip).where(table.c.scan_id == recent)).scalar() == "testclient"
+
+
+def test_a_scan_being_written_is_still_history_for_the_next_scan(tmp_path):
+    """A flush takes the queue and writes it in a transaction: a scan read in between must still see the queued
+    scans (it saw neither the queue nor the table, and an impossible journey went unflagged)."""
+    import threading
+
+    from sqlalchemy import event
+
+    from ledger_service import migrate as service_migrate
+    from ledger_service.scans import ScanBook, ScanRecord
+    from partledger.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'service.db'}")
+    service_migrate.upgrade(engine)
+    book = ScanBook(engine)
+    part = b"\x07" * 32
+    book.record(ScanRecord(b"\x01" * 16, part, GTIN_A, "S", None, 1000.0, "installed", "json", b"\x00" * 16, None, lat=BEIJING[0], lon=BEIJING[1]))
+    inserting, release = threading.Event(), threading.Event()
+
+    def hold(conn, cursor, statement, *args):
+        if statement.startswith("INSERT INTO scans"):
+            inserting.set()
+            assert release.wait(60)
+
+    event.listen(engine, "before_cursor_execute", hold)
+    flushing = threading.Thread(target=book.flush)
+    flushing.start()
+    try:
+        assert inserting.wait(60)
+        during = book.history(part, since=0)
+    finally:
+        release.set()
+        flushing.join(60)
+        event.remove(engine, "before_cursor_execute", hold)
+    after = book.history(part, since=0)
+    assert [p.scan_id for p in during] == [p.scan_id for p in after] == [b"\x01" * 16]
