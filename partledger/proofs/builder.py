@@ -191,6 +191,7 @@ class ProofBuilder:
         self.qbft_from = qbft_from
         self.qbft_epoch_length = qbft_epoch_length
         self.contracts = {name: to_checksum_address(manifest.address(name)) for name in ("ConsortiumRegistry", "PartLedger", "EvidenceLedger")}
+        self.forwarder = to_checksum_address(manifest.forwarder) if manifest.forwarder else None
 
     def final_block(self) -> int:
         """The newest block that the manifest's confirmation count makes final."""
@@ -255,6 +256,7 @@ class ProofBuilder:
         if expect is not None and not subject.startswith(expect):
             raise NotProvable("wrong_subject", f"log {log_index} of 0x{tx_hash.hex()} is a {spec.name}, not a {expect}")
         tx = v.decode_transaction(transactions[index])
+        forwarded = self._forwarded(receipt, position) if v.checksum(tx.to) == self.forwarder else None
         bundle: dict[str, Any] = {
             "format": v.FORMAT,
             "subject": subject,
@@ -271,8 +273,10 @@ class ProofBuilder:
                 "logIndexInReceipt": position, "address": to_checksum_address(log["address"]), "name": spec.name,
                 "signature": spec.signature, "topics": [v.to_hex(t) for t in topics], "data": v.to_hex(data), "args": args,
             },
-            "registry": self._registry_facts(number, v.acting_keys(spec, args, tx.sender)),
+            "registry": self._registry_facts(number, v.acting_keys(spec, args, forwarded["signer"] if forwarded else tx.sender)),
         }  # fmt: skip
+        if forwarded is not None:
+            bundle["forwarded"] = forwarded
         if qbft.header_extra_data(header) is not None:
             bundle["qbft"] = {"headers": self._qbft_headers(number)}
         if spec.name == "DocumentAnchored":
@@ -284,6 +288,17 @@ class ProofBuilder:
             }  # fmt: skip
         self_check(bundle)
         return bundle
+
+    def _forwarded(self, receipt: dict[str, Any], position: int) -> dict[str, Any]:
+        """For a relayed transaction: the forwarder's ExecutedForwardRequest that ended the request whose call emitted
+        the log at `position` (the first one after it), and who signed that request."""
+        for index in range(position + 1, len(receipt["logs"])):
+            log = receipt["logs"][index]
+            if to_checksum_address(log["address"]) == self.forwarder and _b(log["topics"][0]) == v.EXECUTED_FORWARD_REQUEST:
+                data = _b(log["data"])
+                signer = to_checksum_address(_b(log["topics"][1])[12:])
+                return {"forwarder": self.forwarder, "logIndexInReceipt": index, "signer": signer, "nonce": int.from_bytes(data[:32], "big")}
+        raise NotProvable("not_a_partledger_event", f"the transaction {receipt['transactionHash']} went to the forwarder, which logged no request after log {position}")
 
     def _raw_transaction(self, tx: dict[str, Any]) -> bytes:
         raw = encode_transaction(tx)

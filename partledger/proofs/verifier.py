@@ -633,7 +633,12 @@ OPTIONAL_SCHEMA: dict[str, Any] = {
     "epcisEvent": JSON,
     "notification": {"transition": JSON, "content": JSON},
     "qbft": {"headers": [HEX]},  # any subject, for a Besu QBFT block: the headers from the trusted validators to it
+    # any subject, for a relayed transaction (sent to the ERC-2771 forwarder): the forwarder's log that ended the
+    # request which emitted the event, and who signed that request
+    "forwarded": {"forwarder": ADDRESS, "logIndexInReceipt": INT, "signer": ADDRESS, "nonce": INT},
 }
+FORWARDER_NAME = "PartLedgerForwarder"  # the forwarder's name in a deployment manifest
+EXECUTED_FORWARD_REQUEST = keccak(b"ExecutedForwardRequest(address,uint256,bool)")
 SECTIONS_BY_SUBJECT = {
     "event": set(),
     "batch": set(),
@@ -699,7 +704,7 @@ def check_format(bundle: Any) -> None:
     subject = bundle.get("subject")
     if subject not in SECTIONS_BY_SUBJECT:
         raise CheckFailed(f"unknown subject {str(subject)[:40]!r}")
-    allowed = SECTIONS_BY_SUBJECT[subject] | OPTIONAL_BY_SUBJECT.get(subject, set()) | {"qbft"}
+    allowed = SECTIONS_BY_SUBJECT[subject] | OPTIONAL_BY_SUBJECT.get(subject, set()) | {"qbft", "forwarded"}
     schema = dict(BUNDLE_SCHEMA)
     for section in allowed & set(bundle):
         schema[section] = OPTIONAL_SCHEMA[section]
@@ -841,6 +846,7 @@ class _Verification:
         self.header: dict[str, Any] | None = None
         self.known_hashes: dict[int, bytes] = {}
         self.tx: Transaction | None = None
+        self.sender: str | None = None  # who acted through the transaction: its sender, or the forwarded request's signer
         self.args: dict[str, Any] | None = None
         self.spec: EventSpec | None = None
         self.keys: dict[str, dict[str, Any]] = {}
@@ -969,6 +975,8 @@ class _Verification:
         if self.anchors.contracts is not None:
             if any(self.anchors.contracts.get(name) != address for name, address in self.b["contracts"].items()):
                 raise CheckFailed("the bundle's contract addresses are not the deployment manifest's")
+            if "forwarded" in self.b and self.anchors.contracts.get(FORWARDER_NAME) != self.b["forwarded"]["forwarder"]:
+                raise CheckFailed("the bundle's forwarder is not the deployment manifest's")
             done.append("contracts are the manifest's")
         elif self.anchors.checkpoints is None:
             done.append("contract addresses as the bundle declares them (pin them with the deployment manifest)")
@@ -1038,16 +1046,53 @@ class _Verification:
         if self.b["subject"] not in subjects:
             raise CheckFailed(f"a {spec.name} event is a {' or '.join(subjects)} subject, not {self.b['subject']}")
         tx = self.need(self.tx, "a proven transaction")
-        if self.b["transaction"]["to"] != event["address"]:
-            raise CheckFailed(f"the transaction called {self.b['transaction']['to']}, not the contract that emitted the event")
-        if spec.key is not None and args[spec.key] != tx.sender:
-            raise CheckFailed(f"the event names site key {args[spec.key]}, but {tx.sender} sent the transaction")
-        self.spec, self.args = spec, args
+        if self.b["transaction"]["to"] == event["address"]:
+            if "forwarded" in self.b:
+                raise CheckFailed("the transaction called the event's contract directly, yet the bundle lists a forwarded request")
+            sender = tx.sender
+            if spec.key is not None and args[spec.key] != sender:
+                raise CheckFailed(f"the event names site key {args[spec.key]}, but {sender} sent the transaction")
+        else:
+            sender = self._forwarded_signer(receipt, position)
+            if spec.key is not None and args[spec.key] != sender:
+                raise CheckFailed(f"the event names site key {args[spec.key]}, but {sender} signed the forwarded request")
+        self.spec, self.args, self.sender = spec, args, sender
         self.facts.append(("event", f"{spec.contract}.{spec.name} at {event['address']}"))
         for name, value in args.items():
             if name not in ("issuerSignature", "counterpartySignature", "attestation"):
                 self.facts.append((f"  {name}", json.dumps(value) if isinstance(value, list) else str(value)))
         return f"{spec.name} emitted by {spec.contract} {event['address']}, arguments decoded"
+
+    def _forwarded_signer(self, receipt: Receipt, position: int) -> str:
+        """The signer of the forwarded request that emitted the log at `position`: the transaction went to the
+        ERC-2771 forwarder, which calls the target for each request and then logs ExecutedForwardRequest(signer,
+        nonce, success); so the event belongs to the first such log after it. (PartLedger records the signer the
+        forwarder verified as the site key: this is the receipt's own account of the same fact.)"""
+        forwarded = self.b.get("forwarded")
+        to = self.b["transaction"]["to"]
+        if forwarded is None:
+            raise CheckFailed(f"the transaction called {to}, not the contract that emitted the event, and the bundle lists no forwarded request")
+        if forwarded["forwarder"] != to:
+            raise CheckFailed(f"the transaction called {to}, not the forwarder {forwarded['forwarder']} the bundle names")
+        index = forwarded["logIndexInReceipt"]
+        if not position < index < len(receipt.logs):
+            raise CheckFailed(f"the forwarder's log {index} does not follow the event's log {position} in the receipt")
+
+        def executed(log: tuple[bytes, list[bytes], bytes]) -> bool:
+            return checksum(log[0]) == to and bool(log[1]) and log[1][0] == EXECUTED_FORWARD_REQUEST
+
+        if any(executed(log) for log in receipt.logs[position + 1 : index]):
+            raise CheckFailed(f"another forwarded request ended between the event and log {index}: the event is not of that request")
+        address, topics, data = receipt.logs[index]
+        if not executed(receipt.logs[index]) or len(topics) != 2 or topics[1][:12] != bytes(12) or len(data) != 64:
+            raise CheckFailed(f"log {index} of the receipt is not the forwarder's ExecutedForwardRequest")
+        signer, nonce, success = checksum(topics[1][12:]), int.from_bytes(data[:32], "big"), int.from_bytes(data[32:], "big")
+        if success != 1:
+            raise CheckFailed("the forwarder logged the request as failed")
+        if (signer, nonce) != (forwarded["signer"], forwarded["nonce"]):
+            raise CheckFailed(f"the forwarder logged request {nonce} of {signer}, the bundle lists {forwarded['nonce']} of {forwarded['signer']}")
+        self.facts.append(("relayed", f"request {nonce} signed by {signer}, relayed by {self.need(self.tx, 'a proven transaction').sender} through {to}"))
+        return signer
 
     # -- signatures ---------------------------------------------------------------------------------------------
 
@@ -1118,10 +1163,10 @@ class _Verification:
     def check_signers(self) -> str:
         spec: EventSpec = self.need(self.spec, "a proven event")
         args = self.need(self.args, "a proven event")
-        tx = self.need(self.tx, "a proven transaction")
+        sender = self.need(self.sender, "a proven event")
         self.need(self.keys or None, "proven registry facts")
         block = self.b["block"]["number"]
-        actors = acting_keys(spec, args, tx.sender)
+        actors = acting_keys(spec, args, sender)
         needed_keys = {key for _, key, _, _ in actors}
         if set(self.keys) != needed_keys:
             raise CheckFailed(f"the registry facts cover keys {sorted(self.keys)}, the event needs {sorted(needed_keys)}")
