@@ -243,6 +243,8 @@ def _deploy_and_seed(config: AnvilConfig, paths: DevnetPaths, *, block_time: int
             send_call(w3, operator, registry.functions.addSiteKey(org_id, key.address, ascii32(site)), gas_price=config.gas_price)
             sites.append({"site": site, "address": key.address, "keystore": str(keystore)})
         organisations.append({"slug": entry["slug"], "id": org_id, "name": entry["name"], "roles": entry["roles"], "sites": sites})
+    relayer = create_keystore(paths.relayer_keys / "relayer-1.json", passphrase, light=True)
+    _fund(w3, config, relayer.address)
     extra = {"devnet": True, "operator_keystore": str(paths.keys / "operator.json"), "block_time": block_time, "gas_price": config.gas_price}
     manifest = Manifest(**{**manifest.__dict__, "extra": extra})
     save_manifest(manifest, paths.manifest)

@@ -36,6 +36,12 @@ class DevnetPaths:
         return self.run / "keys"
 
     @property
+    def relayer_keys(self) -> Path:
+        """The relayer's key: it sends the batches of requests that sites signed themselves (POST /v1/relay) and
+        holds no role. Outside `keys`, whose folders are organisations' site keys."""
+        return self.run / "relayer-keys"
+
+    @property
     def passphrase(self) -> Path:
         return self.run / "passphrase"
 

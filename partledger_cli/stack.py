@@ -64,7 +64,8 @@ def _spawn(paths: DevnetPaths, name: str, arguments: list[str], env: dict[str, s
 
 
 def service_env(paths: DevnetPaths) -> dict[str, str]:
-    return {
+    relayer = {"PARTLEDGER_RELAYER_KEYS_DIR": str(paths.relayer_keys)} if paths.relayer_keys.is_dir() else {}  # none in a devnet made before
+    return relayer | {
         "PARTLEDGER_MANIFEST": str(paths.manifest),
         "PARTLEDGER_INDEX_DB_URL": f"sqlite:///{paths.run / 'index.db'}",
         "PARTLEDGER_SERVICE_DB_URL": f"sqlite:///{paths.run / 'service.db'}",

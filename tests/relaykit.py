@@ -49,6 +49,14 @@ class Signed:
     def as_call_data(self) -> tuple[Any, ...]:
         return self.request.as_call_data(self.signature)
 
+    def as_json(self) -> dict[str, Any]:
+        """The request as POST /v1/relay takes it."""
+        request = self.request
+        return {
+            "from": request.sender, "to": request.to, "value": request.value, "gas": request.gas, "nonce": request.nonce,
+            "deadline": request.deadline, "data": "0x" + request.data.hex(), "signature": "0x" + self.signature.hex(),
+        }  # fmt: skip
+
 
 class Relay:
     """The forwarder of a deployed ledger, and a relayer key that holds no role: what it sends acts only through

@@ -30,12 +30,15 @@ import requests
 from partledger.artifacts import REPO_ROOT
 from partledger.chain import connect
 from partledger.db import make_engine
+from partledger.ids import ascii32
 from partledger.manifest import load_manifest
 from tests.chainkit import GTIN_B, Ledger
 from tests.ports import free_port
+from tests.relaykit import Relay
 from tests.servicekit import wait_until
 from tests.test_indexer_equality import assert_mirror_equals, cursor_of, read_chain, rebuild
 from tests.test_write_crash import Accepted, chunks, hex_ids, on_chain, serials_of
+from wallets.keystore import load_keystore, read_passphrase
 
 pytestmark = [pytest.mark.chain, pytest.mark.heavy, pytest.mark.spread]
 
@@ -290,6 +293,14 @@ def test_a_clean_restart_resumes_the_same_devnet_and_fresh_starts_over_only_when
     assert client.view("maker", command_id)["status"] == "confirmed"
     part = client.request("GET", f"/v1/parts/{hex_ids(['C0001'])[0]}", org="maker")
     assert part.status_code == 200 and part.json()["part"]["status"] == "in_stock", part.text
+
+    # The stack relays what a site signs with its own key (its relayer key made with the devnet).
+    site_key = load_keystore(next((devnet.run / "keys" / "maker").glob("*.json")), read_passphrase(devnet.run / "passphrase"))
+    signed = Relay(ledger).sign(site_key.address, ledger.parts.functions.registerParts(int(GTIN_B), ascii32("CLEAN"), [ascii32("C0003")]), signer=site_key)
+    answer = client.request("POST", "/v1/relay", org="maker", json={"requests": [signed.as_json()]})
+    assert answer.status_code == 202, answer.text
+    relayed = f"/v1/relay/{answer.json()['requests'][0]['id']}"
+    wait_until(lambda: client.request("GET", relayed, org="maker").json()["status"] == "confirmed", "the relayed registration confirmed", timeout=120)
 
     refused = devnet.cli("up", "--fresh", check=False)
     assert refused.returncode == 1 and refused.stderr.strip().endswith("add --yes to confirm"), refused.stderr

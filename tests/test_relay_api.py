@@ -47,7 +47,7 @@ class World:
     relay: Relay  # signs as sites do (their dev keys); relays on chain with the service's own relayer key
 
     def post(self, org: str, signed: list[Signed]) -> httpx.Response:
-        return self.client.post("/v1/relay", json={"requests": [body_of(item) for item in signed]}, headers=self.stack.headers(org))
+        return self.client.post("/v1/relay", json={"requests": [item.as_json() for item in signed]}, headers=self.stack.headers(org))
 
     def accepted(self, org: str, signed: list[Signed]) -> list[str]:
         response = self.post(org, signed)
@@ -70,14 +70,6 @@ class World:
 
     def org(self, name: str) -> Any:
         return self.ledger.orgs[name]
-
-
-def body_of(signed: Signed) -> dict[str, Any]:
-    request = signed.request
-    return {
-        "from": request.sender, "to": request.to, "value": request.value, "gas": request.gas, "nonce": request.nonce,
-        "deadline": request.deadline, "data": "0x" + request.data.hex(), "signature": "0x" + signed.signature.hex(),
-    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
