@@ -39,6 +39,7 @@ from ledger_service.settings import ServiceSettings
 from ledger_service.submitter import Submitter, SubmitterConfig
 from ledger_service.relay import RelayDesk
 from ledger_service.relayer import Relayer, RelayerConfig
+from ledger_service.replica import read_replica
 from ledger_service.routes import relay as relay_routes
 from ledger_service.vault import Vault
 from ledger_service.signer_leases import SignerLeases
@@ -88,6 +89,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         head=ChainHead(rpc_url),
         block_time=BlockTimes(rpc_url),
     )
+    services.replica = read_replica(settings, services.index_engine)  # the verify tier's reads (its lifespan runs the monitor)
     migrate.upgrade(services.service_engine)
     signers = load_signers(settings, manifest)
     if signers:

@@ -16,6 +16,7 @@ from ledger_service.read import indexed_block
 from ledger_service.evidence import Notary
 from ledger_service.outbox import Outbox
 from ledger_service.relay import RelayDesk
+from ledger_service.replica import ReadReplica
 from ledger_service.settings import ServiceSettings
 from ledger_service.vault import Vault
 from partledger.manifest import Manifest
@@ -35,6 +36,7 @@ class Services:
     vault: Optional[Vault] = None
     notary: Optional[Notary] = None
     relay: Optional[RelayDesk] = None  # None: no relayer key configured, or a manifest without a forwarder
+    replica: Optional[ReadReplica] = None  # the mirror's read replica for the verify tier (settings.index_replica_url)
 
 
 @dataclass

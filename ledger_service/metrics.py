@@ -11,6 +11,9 @@ Counted where it happens, in the process where it happens:
   indexer's mirror (mirrored), or to its rejection (rejected); each observed once per command, by the process that
   moved it (ledger_service.command_stages).
 - partledger_scans_total{source, verdict} (every recorded verification of a label), partledger_clone_flags_total{kind}.
+- partledger_index_replica_fallbacks_total{reason}: verify-tier reads sent to the mirror's primary although a read
+  replica is configured (ledger_service.replica); and, from the replica's last check, partledger_index_replica_up,
+  partledger_index_replica_serving and partledger_index_replica_lag_seconds.
 Read from SQL at each scrape (ledger_service.key_figures), so that every worker answers the same, and the submitter
 and the indexer may run as processes of their own: partledger_outbox_items{state},
 partledger_outbox_oldest_open_seconds, partledger_submitter_in_flight_transactions{signer}, partledger_chain_head_block,
@@ -89,6 +92,10 @@ COMMAND_SECONDS = Histogram(
 )  # fmt: skip
 SCANS = Counter("partledger_scans", "Verifications of a label recorded as scans, by source and verdict", ("source", "verdict"))
 CLONE_FLAGS = Counter("partledger_clone_flags", "Clone-detection flags raised on scans, by kind", ("kind",))
+REPLICA_FALLBACKS = Counter(
+    "partledger_index_replica_fallbacks", "Verify-tier reads that went to the mirror's primary instead of its replica, by why: failed (on the "
+    "replica, then run on the primary), circuit_open (a read failed there moments ago), unavailable (down or not checked), lagging", ("reason",),
+)  # fmt: skip
 _HTTP_CHILDREN: dict[tuple[str, str, int], Any] = {}  # labels() costs as much as the observation: the series, once looked up
 
 
@@ -111,6 +118,10 @@ def route_template(scope: Scope) -> str:
         return f"{path}/{{path}}" if isinstance(route, Mount) else str(path)
     mounted = scope.get("root_path", "")[len(scope.get("app_root_path", "")) :]  # a Mount (static files) adds its prefix
     return f"{mounted}/{{path}}" if mounted else UNMATCHED
+
+
+def count_replica_fallback(reason: str) -> None:
+    REPLICA_FALLBACKS.labels(reason).inc()
 
 
 def count_scan(*, source: str, verdict: str, flags: list[str]) -> None:
@@ -235,6 +246,12 @@ class Figures:
         yield CounterMetricFamily("partledger_indexer_reorged_blocks", "Blocks those reorganisations took away", value=indexer.reorged_blocks)
         yield GaugeMetricFamily("partledger_audit_log_unanchored_entries", "Audit log entries whose batch is not confirmed on chain", value=audit.unanchored)
         yield GaugeMetricFamily("partledger_audit_log_anchoring_lag_seconds", "Age of the oldest audit log entry not anchored on chain (0: none)", value=audit.lag_seconds)
+        if services.replica is not None:  # the verify tier's read replica of the mirror (ledger_service.replica), as this process sees it
+            replica = services.replica.health()
+            yield GaugeMetricFamily("partledger_index_replica_up", "1 when the mirror's read replica answered its last check", value=1 if replica["reachable"] else 0)
+            yield GaugeMetricFamily("partledger_index_replica_serving", "1 while the verify tier reads the replica (up, within its lag bound)", value=1 if replica["serving"] else 0)
+            if replica["lag_seconds"] is not None:
+                yield GaugeMetricFamily("partledger_index_replica_lag_seconds", "How far the mirror's replica was behind its primary at its last check", value=replica["lag_seconds"])
 
 
 def scrape(services: Services) -> bytes:

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from ledger_service import migrate
 from ledger_service.deps import Services, settled_heap
 from ledger_service.errors import install_error_handlers
+from ledger_service.replica import read_replica
 from ledger_service.metrics import install_metrics
 from ledger_service.routes import resolver
 from ledger_service.settings import ServiceSettings
@@ -35,6 +36,7 @@ def create_public_app(settings: ServiceSettings) -> FastAPI:
         service_engine=make_engine(settings.service_db_url, durable=True),
         head=lambda: None,
     )
+    services.replica = read_replica(settings, services.index_engine)  # the verify tier's reads (its lifespan runs the monitor)
     migrate.upgrade(services.service_engine)
     if settings.vin_key_file is not None:
         services.vault = Vault.from_key_file(settings.vin_key_file)

@@ -371,6 +371,18 @@ class AnchoredDocument(Exact):
     tx_hash: Hex32
 
 
+class ReplicaHealth(Exact):
+    """The verify tier's read replica of the mirror (PARTLEDGER_INDEX_REPLICA_URL), as this process sees it."""
+
+    configured: bool
+    reachable: Optional[bool] = Field(description="whether it answered its last check; null when not configured or not checked yet")
+    serving: bool = Field(description="the verify tier reads it now; false: it reads the primary")
+    lag_seconds: Optional[float] = Field(description="how far it was behind the primary at its last check (an upper bound)")
+    max_lag_seconds: Optional[float] = Field(description="beyond this lag the verify tier reads the primary")
+    checked_at: Optional[float] = Field(description="unix time of its last check")
+    message: str = Field(description="why it is not read now (down, lagging, a failed read); empty while it is")
+
+
 class Health(Exact):
     block: int = Field(description="the indexed block the answer reflects; -1 before the first")
     chain_id: int
@@ -380,6 +392,7 @@ class Health(Exact):
     indexer_healthy: bool
     indexer_message: str
     indexer_updated_at: Optional[float]
+    replica: ReplicaHealth
     status: Literal["ok", "degraded"]
     time: float
 

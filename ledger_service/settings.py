@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,6 +15,11 @@ class ServiceSettings(BaseSettings):
 
     manifest: Path  # the deployment manifest: chain id, contract addresses, confirmations, gas price
     index_db_url: str  # the indexer's SQL mirror (read only here)
+    # A PostgreSQL streaming replica of the mirror for the public verify tier's reads (ledger_service.replica); reads
+    # go to the primary while it is down, or further behind than index_replica_max_lag seconds.
+    index_replica_url: Optional[str] = None
+    index_replica_max_lag: float = Field(default=5.0, gt=0)
+    index_replica_check_interval: float = Field(default=1.0, gt=0)  # how often its monitor checks it (requests never do)
     service_db_url: str  # the service's own private tables: API keys, outbox, clear VINs
     rpc_url: Optional[str] = None  # default: the manifest's
     max_page_size: int = 1_000

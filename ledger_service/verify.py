@@ -46,6 +46,7 @@ from labels.signature import recover_signer
 from ledger_service.clones import Flag
 from ledger_service.containment import recalled_inside
 from ledger_service.recall_notices import Notice, notice_of
+from ledger_service.replica import ReadReplica
 from ledger_service.tables import PrivateVin
 from ledger_service.vault import Vault
 from partledger.eip712 import Eip712Domain
@@ -216,9 +217,13 @@ class _TtlCache:
 class Verifier:
     """Verdicts against one deployment (its label domain) and its mirror."""
 
-    def __init__(self, *, index_engine: Engine, service_engine: Engine, vault: Optional[Vault], domain: Eip712Domain, pin_connection: bool = False) -> None:
+    def __init__(
+        self, *, index_engine: Engine, service_engine: Engine, vault: Optional[Vault], domain: Eip712Domain, pin_connection: bool = False,
+        replica: Optional[ReadReplica] = None,
+    ) -> None:
         """pin_connection: every verification runs on one thread (the event loop's, SQLite read inline), which may
-        then keep one connection of the mirror for its hot reads instead of taking one from the pool each time."""
+        then keep one connection of the mirror for its hot reads instead of taking one from the pool each time.
+        replica: the mirror's read replica, read instead of index_engine while it is usable (ledger_service.replica)."""
         self.index_engine = index_engine
         self.service_engine = service_engine
         self.vault = vault
@@ -229,19 +234,31 @@ class Verifier:
         self._recalls = _TtlCache(NAME_CACHE_SECONDS)
         self._originals = _TtlCache(NAME_CACHE_SECONDS)  # a remanufactured part's original: its GTIN and serial never change
         self._reads = _HotReads(index_engine, pin=pin_connection)
+        self._replica = replica
+        self._replica_reads = None if replica is None else _HotReads(replica.engine, pin=False)
 
     def close(self) -> None:
         self._reads.close()
+        if self._replica_reads is not None:
+            self._replica_reads.close()
 
     def verify(self, link: DigitalLink, *, vin: Optional[str] = None) -> Verification:
         """The verdict on `link`. A VIN (in clear, from the scanner) is checked against an installed part's
         salted hash; ValidationError when it is no VIN."""
         vin = normalize_vin(vin) if vin else None
+        if self._replica is None:
+            return self._verify(self._reads, link, vin)
+        return self._replica.read(lambda engine: self._verify(self._reads_on(engine), link, vin))
+
+    def _reads_on(self, engine: Engine) -> _HotReads:
+        return self._reads if engine is self.index_engine or self._replica_reads is None else self._replica_reads
+
+    def _verify(self, reads: _HotReads, link: DigitalLink, vin: Optional[str]) -> Verification:
         pid = part_id_unchecked(int(link.gtin), ascii32(link.serial))  # the link's identifiers are validated already
-        with self._reads.reader() as conn:
-            row = self._reads.part(conn, pid, self.domain.chainId)
+        with reads.reader() as conn:
+            row = reads.part(conn, pid, self.domain.chainId)
             if row is None:
-                block = self._reads.block(conn, self.domain.chainId)
+                block = reads.block(conn, self.domain.chainId)
                 maker = self._gtins.get(link.gtin, lambda: conn.execute(select(T_PART.c.manufacturer).where(T_PART.c.gtin == link.gtin).limit(1)).scalar())
                 return Verification(Verdict.UNKNOWN, link, pid, block, registered=False, manufacturer_id=maker, signature=self._signature_shape(link))
             manufacturer, status_number, recalled, on_chain_vin, registered_block, lot, block, holds_parts, original = row

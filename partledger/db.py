@@ -46,7 +46,7 @@ def make_engine(url: str, *, sqlite_cache_mib: Optional[int] = None, durable: bo
     if backend == "postgresql":
         if parsed.get_driver_name() != "psycopg":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True, **{"pool_size": 10, "max_overflow": 10, **options})
+        return create_engine(parsed, **{"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10, **options})
     raise ConfigError(f"unsupported database {backend!r}: use sqlite:///FILE or postgresql+psycopg://...")
 
 

@@ -12,6 +12,7 @@ from ledger_service.schemas import AnchoredDocument, ConsortiumPart, Health, Inv
 from ledger_service.deps import CurrentPrincipal, IndexReadDep, ServicesDep
 from ledger_service.errors import BadRequest
 from ledger_service.recall_notices import notice_of
+from ledger_service.replica import NOT_CONFIGURED
 from partledger.ids import normalize_gtin, part_id as compute_part_id
 from partledger.model import DocType, PartStatus
 
@@ -51,11 +52,13 @@ def _page(services: ServicesDep, limit: int | None) -> int:
 
 @router.get("/health", tags=["health"], responses={200: {"model": Health, "description": "the chain head, the indexed block and the indexer's health"}})
 def health(services: ServicesDep, snapshot: IndexReadDep) -> dict[str, Any]:
-    """Chain head, indexed block, lag, and the indexer's own health. Public; 200 even when degraded."""
+    """Chain head, indexed block, lag, the indexer's own health, and the verify tier's read replica of the mirror
+    (degraded while one is configured and not read). Public; 200 even when degraded."""
     state = read.indexer_state(snapshot.conn, services.manifest.chain_id)
     head = services.head()
     indexed = snapshot.block if snapshot.block >= 0 else None
     healthy = state is not None and bool(state.healthy) and head is not None
+    replica = NOT_CONFIGURED if services.replica is None else services.replica.health()
     return {
         "block": snapshot.block,
         "chain_id": services.manifest.chain_id,
@@ -65,7 +68,8 @@ def health(services: ServicesDep, snapshot: IndexReadDep) -> dict[str, Any]:
         "indexer_healthy": bool(state.healthy) if state is not None else False,
         "indexer_message": state.message if state is not None else "the indexer has not started",
         "indexer_updated_at": state.updated_at if state is not None else None,
-        "status": "ok" if healthy else "degraded",
+        "replica": replica,
+        "status": "ok" if healthy and (replica["serving"] or not replica["configured"]) else "degraded",
         "time": time.time(),
     }
 

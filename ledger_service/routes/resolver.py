@@ -42,7 +42,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, TypeVar, Union
 
 import orjson
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
@@ -51,6 +51,7 @@ from fastapi.routing import APIRoute
 from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from labels.digital_link import GTIN_QUALIFIERS, PRIMARY_KEYS, TPX, DigitalLink, KeyPath, first_ai, parse_key_path, parse_uri
@@ -65,6 +66,7 @@ from ledger_service.resolver_links import (
     replace_links, resolver_description,
 )  # fmt: skip
 from ledger_service.ratelimit import Rate, RateLimiter, retry_after
+from ledger_service.replica import read_mirror
 from ledger_service.recall_notices import anchored_notice, notice_answer, notice_of
 from ledger_service.scans import ScanBook, ScanRecord, client_fingerprint, fingerprint_key
 from ledger_service.schemas import CanonicalRecallNotice, ImageScan, LabelVerdict, Linkset, Page, RecallNoticeAnswer, ScanFlag, ScanRecordProof
@@ -73,6 +75,7 @@ from partledger.errors import ValidationError
 from partledger.ids import normalize_gtin
 
 log = logging.getLogger("partledger.service.resolver")
+T = TypeVar("T")
 
 MAX_IMAGE_BYTES = 12 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
@@ -106,11 +109,14 @@ class ScanDesk:
         self.verifier = Verifier(
             index_engine=services.index_engine, service_engine=services.service_engine, vault=services.vault, domain=domain,
             pin_connection=self.inline,  # verifications then all run on the event loop's thread: one connection is theirs
+            replica=services.replica,
         )  # fmt: skip
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     def start(self) -> None:
+        if self.services.replica is not None:
+            self.services.replica.start()  # the verify tier's replica: its monitor runs while this tier does
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self.book.run, args=(self._stop,), kwargs={"outbox": self.services.outbox, "index_engine": self.services.index_engine},
@@ -123,6 +129,8 @@ class ScanDesk:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.verifier.close()
+        if self.services.replica is not None:
+            self.services.replica.close()
 
     async def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """`function` (which reads the databases) inline or in the thread pool, as `inline` says."""
@@ -174,18 +182,27 @@ class ScanDesk:
     def product(self, key: KeyPath) -> tuple[Optional[ProductFacts], list[Link], str]:
         """The product (or the lot) `key` names, from the mirror, and the GTIN's links; when unknown (None, [], and
         which is: unknown_gtin, or unknown_lot for a lot of a known GTIN)."""
-        chain_id = self.services.manifest.chain_id
-        with self.services.index_engine.connect() as conn:
-            facts = product_facts(conn, key.gtin, chain_id=chain_id, manufacturers=self.manufacturers)
-            if facts is None:
-                return None, [], "unknown_gtin"
-            if key.lot is not None:
-                facts = lot_facts(conn, facts, key.lot)
-                if facts is None:
-                    return None, [], "unknown_lot"
+        facts, code = self.mirror(lambda engine: self._product_facts(engine, key))
+        if facts is None:
+            return None, [], code
         if facts.recall is not None:
             facts = replace(facts, recall=replace(facts.recall, notice=notice_of(self.services.service_engine, facts.recall.notice_hash)))
         return facts, self.links(key.gtin), ""
+
+    def _product_facts(self, engine: Engine, key: KeyPath) -> tuple[Optional[ProductFacts], str]:
+        with engine.connect() as conn:
+            facts = product_facts(conn, key.gtin, chain_id=self.services.manifest.chain_id, manufacturers=self.manufacturers)
+            if facts is None:
+                return None, "unknown_gtin"
+            if key.lot is not None:
+                facts = lot_facts(conn, facts, key.lot)
+                if facts is None:
+                    return None, "unknown_lot"
+        return facts, ""
+
+    def mirror(self, function: Callable[[Engine], T]) -> T:
+        """function(engine) on the mirror's read replica when one is configured and usable, else on its primary."""
+        return read_mirror(self.services.replica, self.services.index_engine, function)
 
     def links(self, gtin: str) -> list[Link]:
         with self.services.service_engine.connect() as conn:
@@ -561,8 +578,8 @@ NoticeHashPath = Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$", description
 async def _anchored_notice(request: Request, notice_hash: str) -> tuple[bytes, list[dict[str, Any]]]:
     desk = desk_of(request.app)
     desk.limit(request)
-    services = desk.services
-    return await desk.run(anchored_notice, service_engine=services.service_engine, index_engine=services.index_engine, digest=bytes.fromhex(notice_hash[2:]))
+    service_engine, digest = desk.services.service_engine, bytes.fromhex(notice_hash[2:])
+    return await desk.run(desk.mirror, lambda engine: anchored_notice(service_engine=service_engine, index_engine=engine, digest=digest))
 
 
 @public.get(
