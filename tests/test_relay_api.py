@@ -29,7 +29,7 @@ from partledger.model import PartStatus
 from tests.chainkit import Ledger, reverts, revert_to, snapshot
 from tests.labelkit import caught_up
 from tests.relaykit import Relay, Signed, dev_keys
-from tests.servicekit import PASSPHRASE, Stack, prepare_stack, running_service
+from tests.servicekit import PASSPHRASE, Stack, prepare_stack, running_service, wait_until
 from wallets.keystore import create_keystore, load_keystore
 
 pytestmark = pytest.mark.chain
@@ -81,8 +81,10 @@ def world(deployed: Ledger, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         stack = prepare_stack(ledger, workdir, f"sqlite:///{workdir / 'index.db'}", f"sqlite:///{workdir / 'service.db'}")
         shutil.rmtree(stack.keys_dir / EDGE)  # registered on chain, but the service holds no key of that site
         create_keystore(workdir / "relayer" / "relayer-1.json", PASSPHRASE, light=True)
+        create_keystore(workdir / "relayer" / "relayer-2.json", PASSPHRASE, light=True)  # a second nonce sequence
         relayer = load_keystore(workdir / "relayer" / "relayer-1.json", PASSPHRASE)
-        with running_service(stack, relayer_keys_dir=workdir / "relayer") as client:
+        # One batch in flight per relayer key: a key waiting for its batch's block leaves the next sites to the other.
+        with running_service(stack, relayer_keys_dir=workdir / "relayer", relay_max_in_flight=1) as client:
             caught_up(client, ledger)
             yield World(ledger, stack, client, Relay(ledger, relayer))
     finally:
@@ -259,3 +261,28 @@ def test_the_relay_tables_are_what_their_migration_creates(tmp_path):
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"include_name": lambda name, kind, _parent: kind != "table" or name in tables})
         assert compare_metadata(context, mine) == []
+
+
+def test_while_one_relayer_key_waits_for_its_block_the_other_carries_the_next_sites_requests(world):
+    """Two relayer keys, one batch in flight each: with the node not mining, the first key's batch waits, so the
+    next site's request goes out with the second key, on its own nonce sequence; both land once blocks are mined."""
+    ledger, relay, w3 = world.ledger, world.relay, world.ledger.w3
+    p = ledger.parts.functions
+    warehouse, distributor = world.org("warehouse"), world.org("distributor")
+    [to_warehouse] = shipped(world, "warehouse", ["RLK-W"])
+    [to_distributor] = shipped(world, "distributor", ["RLK-D"])
+    w3.provider.make_request("evm_setAutomine", [False])
+    try:
+        [first] = world.accepted("warehouse", [relay.sign(warehouse.key, p.receiveParts([to_warehouse], NO_DOC))])
+        wait_until(lambda: world.status("warehouse", first)["status"] == "relayed", "the first request relayed (its block not mined)")
+        [second] = world.accepted("distributor", [relay.sign(distributor.key, p.receiveParts([to_distributor], NO_DOC))])
+        wait_until(lambda: world.status("distributor", second)["status"] == "relayed", "the second request relayed while the first waits")
+        pending = [world.status("warehouse", first)["tx_hash"], world.status("distributor", second)["tx_hash"]]
+    finally:
+        w3.provider.make_request("evm_setAutomine", [True])
+        w3.provider.make_request("evm_mine", [])
+    views = [world.settled("warehouse", first), world.settled("distributor", second)]
+    assert [view["status"] for view in views] == ["confirmed"] * 2 and [view["tx_hash"] for view in views] == pending
+    senders = [w3.eth.get_transaction(tx_hash)["from"] for tx_hash in pending]
+    assert len(set(senders)) == 2 and relay.relayer.address in senders, senders
+    assert [on_chain(ledger, pid) for pid in (to_warehouse, to_distributor)] == [(S.IN_STOCK, warehouse.id), (S.IN_STOCK, distributor.id)]
