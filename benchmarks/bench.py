@@ -78,7 +78,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "gas.batch_root_anchor": ("<=", 60_000),
 }
 KEYS = (
-    "e2e_register_parts_per_s", "e2e_bulk_transitions_per_s", "e2e_single_tx_per_s", "raw_node_bulk_transitions_per_s", "e2e_vs_raw_ratio",
+    "e2e_register_parts_per_s", "e2e_bulk_transitions_per_s", "e2e_single_tx_per_s", "raw_node_bulk_transitions_per_s", "e2e_vs_raw_ratio", "e2e_open_loop",
     "indexer_sqlite_events_per_s", "indexer_postgres_events_per_s", "fetch_decode_floor_events_per_s", "indexer_vs_floor_ratio",
     "verify_rps", "verify_p50_ms", "verify_p99_ms", "bare_uvicorn_rps", "verify_vs_bare_ratio",
     "scaling_history_latency_ratio", "scaling_verify_latency_ratio",
@@ -450,6 +450,8 @@ def show(results: dict[str, Any], console: Console) -> None:
     for column in ("figure", "value", "target", "met"):
         table.add_column(column, justify="right" if column != "figure" else "left")
     for key in KEYS:
+        if key == "e2e_open_loop":
+            continue  # a table of its own, below
         target = targets.get(key, {})
         met = {True: "[green]met[/]", False: "[red]unmet[/]", None: "-"}[target.get("met")] if key in targets else ""
         table.add_row(key, _number(results.get(key)), target.get("target", ""), met)
@@ -462,6 +464,14 @@ def show(results: dict[str, Any], console: Console) -> None:
         for name, value in results["gas"].items():
             gas.add_row(name, f"{value:,}", targets.get(f"gas.{name}", {}).get("target", "-"))
         console.print(gas)
+    if results.get("e2e_open_loop"):
+        columns = ("rate_per_s", "accepted", "arrivals", "confirmed_p50_s", "confirmed_p99_s", "mirrored_p50_s", "mirrored_p99_s")
+        open_loop = Table(title="open loop: one-part requests at fixed arrival rates, seconds from the post")
+        for column in columns:
+            open_loop.add_column(column, justify="right")
+        for row in results["e2e_open_loop"]:
+            open_loop.add_row(*(_number(row.get(column)) for column in columns))
+        console.print(open_loop)
     rss = Table(title="peak RSS (MB, process trees)")
     for name in ("service", "indexer", "node"):
         rss.add_column(name, justify="right")

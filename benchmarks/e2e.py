@@ -14,6 +14,9 @@ API until confirmed on chain and visible in the index":
 - raw (the floor): the node alone, the service and indexer stopped: the same 200-part ship and receive
   transactions, pre-signed before the clock starts and pushed with eth_sendRawTransaction in JSON-RPC batches,
   a bounded window of them unconfirmed, until the receipts of all are in.
+- open loop: one-part ship and receive requests arriving at fixed rates (fractions of the single scenario's rate),
+  each posted in a task of its own whatever the service answers; per rate, percentiles of the seconds from the post
+  to each stage the service records on the command (accepted, submitted, confirmed, mirrored).
 peak_rss_mb samples each process tree (service, indexer, node) every 0.2 s with psutil. The last line printed is
 one JSON object.
 """
@@ -32,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -71,10 +74,15 @@ class E2eConfig:
     raw_parts: int = 60_000  # parts per raw wave (300 transactions)
     max_in_flight_per_signer: int = 1_024  # the service's PARTLEDGER_MAX_IN_FLIGHT_PER_SIGNER for the run
     drain_timeout: float = 120.0  # after a scenario, how long to wait for requests in flight and the outbox to empty
+    open_loop_fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # open-loop arrival rates, as fractions of the closed-loop single rate
+    open_loop_parts: int = 2_048  # one-part requests: parts that the open loop moves back and forth
 
     @classmethod
     def quick(cls) -> E2eConfig:
-        return cls(duration=3.0, warmup=3.0, register_backlog_parts=5_000, bulk_chunks=10, single_parts=128, drain_timeout=30.0, raw_parts=20_000)
+        return cls(
+            duration=3.0, warmup=3.0, register_backlog_parts=5_000, bulk_chunks=10, single_parts=128, drain_timeout=30.0, raw_parts=20_000,
+            open_loop_fractions=(0.5, 1.0), open_loop_parts=256,
+        )  # fmt: skip
 
 
 # --- the world: node, contracts, databases, service and indexer processes -----------------------------------------
@@ -469,6 +477,92 @@ async def scenario(api: str, mirror_path: Path, workers: Callable[[httpx.AsyncCl
     }
 
 
+# --- open loop: arrivals at a fixed rate ------------------------------------------------------------------------------
+
+
+async def open_loop(api: str, mirror_path: Path, ready: deque[tuple[bytes, int]], sides: list[tuple[str, int]], *, rate: float, duration: float, drain: float) -> dict[str, Any]:
+    """One-part requests arriving at `rate` per second for `duration` seconds, whatever the service answers: each
+    arrival takes the next part whose previous step reached the mirror (ship from its holder, then receive by the
+    other side) and posts it in a task of its own, so a slow answer delays no later arrival (a closed loop would wait,
+    and hide the queueing). An arrival that finds no part ready is counted (`no_part_ready`), not deferred. `ready`
+    holds (part, step), even steps a ship and odd ones a receive, and is carried from one rate to the next."""
+    mirror, load = Mirror(mirror_path), Load()
+    commands: dict[str, float] = {}  # command id -> when it was posted (unix time)
+    stop_following = asyncio.Event()
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+
+    async def arrive(client: httpx.AsyncClient, pid: bytes, step: int) -> None:
+        holder, taker = sides[(step // 2) % 2], sides[(step // 2 + 1) % 2]
+        doc = {"doc_hash": "0x" + secrets.token_hex(32)}
+        if step % 2 == 0:
+            path, key, body, kind = "/v1/parts/ship", holder[0], {"part_ids": ["0x" + pid.hex()], "to_org": taker[1], **doc}, "shipped"
+        else:
+            path, key, body, kind = "/v1/parts/receive", taker[0], {"part_ids": ["0x" + pid.hex()], **doc}, "received"
+        chunk = Chunk([pid], kind)
+        mirror.expect(chunk)
+        chunk.posted, posted = time.monotonic(), time.time()
+        try:
+            reply = await client.post(path, json=body, headers={"Authorization": f"Bearer {key}"})
+        except httpx.HTTPError as exc:
+            load.errors[f"http_{type(exc).__name__}"] += 1
+            mirror.waiting.pop((pid, kind), None)
+            return
+        if reply.status_code != 202:
+            load.errors[str(reply.status_code)] += 1
+            mirror.waiting.pop((pid, kind), None)
+            return
+        load.requests += 1
+        load.accepted_parts += 1
+        commands[reply.json()["command_id"]] = posted
+        if await visible(mirror, load, chunk, timeout=drain):
+            ready.append((pid, step + 1))
+
+    async with httpx.AsyncClient(base_url=api, limits=limits, timeout=drain) as client:
+        follower = asyncio.create_task(mirror.follow(stop_following))
+        tasks: set[asyncio.Task[None]] = set()
+        started = time.monotonic()
+        arrivals = int(rate * duration)
+        for index in range(arrivals):
+            await asyncio.sleep(max(0.0, started + index / rate - time.monotonic()))
+            if not ready:
+                load.errors["no_part_ready"] += 1
+                continue
+            task = asyncio.create_task(arrive(client, *ready.popleft()))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        late = time.monotonic() - (started + (arrivals - 1) / rate)  # how far the generator itself fell behind
+        if tasks:
+            await asyncio.wait(set(tasks), timeout=drain)
+        stop_following.set()
+        await follower
+    return {"rate_per_s": rate, "arrivals": arrivals, "accepted": load.requests, "generator_late_s": round(late, 3), "errors": dict(load.errors), "commands": commands}
+
+
+def stage_latencies(w: World, commands: dict[str, float]) -> dict[str, Any]:
+    """Percentiles of seconds from the client's post to each stage the service recorded on the command's row:
+    accepted (created_at), submitted (first transaction sent), confirmed, mirrored."""
+    path = Path(w.stack.service_db_url.removeprefix("sqlite:///"))
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as conn:
+        rows = []
+        ids = list(commands)
+        for start in range(0, len(ids), 900):
+            chunk = ids[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            rows += conn.execute(f"SELECT id, created_at, submitted_at, confirmed_at, mirrored_at FROM commands WHERE id IN ({marks})", chunk).fetchall()
+    stages: dict[str, list[float]] = {"accepted": [], "submitted": [], "confirmed": [], "mirrored": []}
+    for command_id, *times in rows:
+        for stage, at in zip(stages, times, strict=True):
+            if at is not None:
+                stages[stage].append(at - commands[command_id])
+
+    def percentiles(values: list[float]) -> dict[str, Any]:
+        values.sort()
+        pick = lambda q: round(values[min(len(values) - 1, int(len(values) * q))], 3) if values else None  # noqa: E731
+        return {"n": len(values), "p50_s": pick(0.5), "p95_s": pick(0.95), "p99_s": pick(0.99), "max_s": round(values[-1], 3) if values else None}
+
+    return {stage: percentiles(values) for stage, values in stages.items()}
+
+
 # --- peak memory ------------------------------------------------------------------------------------------------------
 
 
@@ -602,6 +696,7 @@ def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = pri
         started = time.perf_counter()
         bulk_parts = register_raw(sender, maker.key, lot="LOT-BULK", prefix="K", count=config.bulk_chunks * config.bulk_chunk_parts)
         single_parts = register_raw(sender, maker.key, lot="LOT-SINGLE", prefix="S", count=config.single_parts)
+        open_parts = register_raw(sender, maker.key, lot="LOT-OPEN", prefix="O", count=config.open_loop_parts)
         raw_parts = register_raw(sender, maker.key, lot="LOT-RAW", prefix="R", count=config.raw_parts)
         set_block_time(w.rpc, config.block_time)
         start_processes(w, {"PARTLEDGER_MAX_IN_FLIGHT_PER_SIGNER": str(config.max_in_flight_per_signer)})
@@ -642,6 +737,22 @@ def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = pri
                 f"e2e {name}: {result['per_s']:,}/s in the mirror (accepted {result['accepted_per_s']:,}/s, accept-to-mirror p50 "
                 f"{result['latency_p50_s']} s, errors {result['errors'] or 'none'}); signed-to-block {result['signed_to_block']}"
             )
+        closed = figures["single"]["per_s"]  # requests per second: each of those transitions was a request of its own
+        figures["open_loop"] = []
+        ready = deque((pid, 0) for pid in open_parts)
+        for fraction in config.open_loop_fractions:
+            rate = max(1.0, round(closed * fraction, 1))
+            result = asyncio.run(open_loop(w.api, w.index_path, ready, sides, rate=rate, duration=config.duration, drain=config.drain_timeout))
+            result["fraction_of_closed_loop"] = fraction
+            result["latency"] = stage_latencies(w, result.pop("commands"))
+            result["outbox_left"] = drain_outbox(w, timeout=config.drain_timeout)
+            figures["open_loop"].append(result)
+            latency = result["latency"]
+            log(
+                f"e2e open loop at {rate}/s ({fraction:.0%} of closed): accepted {result['accepted']}/{result['arrivals']}, post to confirmed "
+                f"p50 {latency['confirmed']['p50_s']} s p99 {latency['confirmed']['p99_s']} s, to mirror p50 {latency['mirrored']['p50_s']} s "
+                f"p99 {latency['mirrored']['p99_s']} s, errors {result['errors'] or 'none'}"
+            )
         stop_processes(w)
         raw = measure_raw(sender, raw_parts, a=(maker.key, maker.id), b=(warehouse.key, warehouse.id), duration=config.duration)
         log(f"raw node: {raw['raw_node_bulk_transitions_per_s']:,} transitions/s ({raw['transactions']} transactions in {raw['seconds']} s, {raw['reverted']} reverted)")
@@ -654,6 +765,11 @@ def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = pri
         "raw_node_bulk_transitions_per_s": raw_rate,
         "e2e_vs_raw_ratio": round(bulk_rate / raw_rate, 3) if raw_rate else None,
         "peak_rss_mb": {name: round(rss.peak.get(name, 0.0), 1) for name in ("service", "indexer", "node")},
+        "e2e_open_loop": [
+            {"rate_per_s": r["rate_per_s"], "accepted": r["accepted"], "arrivals": r["arrivals"], "confirmed_p50_s": r["latency"]["confirmed"]["p50_s"],
+             "confirmed_p99_s": r["latency"]["confirmed"]["p99_s"], "mirrored_p50_s": r["latency"]["mirrored"]["p50_s"], "mirrored_p99_s": r["latency"]["mirrored"]["p99_s"]}
+            for r in figures["open_loop"]
+        ],  # fmt: skip
         "e2e_details": figures | {"config": config.__dict__},
     }
 
