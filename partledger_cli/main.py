@@ -21,6 +21,7 @@ from partledger.errors import PartLedgerError
 from partledger.manifest import load_manifest, save_manifest
 from partledger_cli.backup import register_backup_commands
 from partledger_cli.devnet import default_paths, devnet_down, devnet_status, devnet_up
+from partledger_cli.edge import edge_app
 from partledger_cli.epcis import epcis_app
 from partledger_cli.wallet import wallet_app
 from partledger_cli.index import index_command
@@ -38,6 +39,7 @@ manifest_app = typer.Typer(help="Deployment manifests.", no_args_is_help=True)
 app.add_typer(devnet_app, name="devnet")
 app.add_typer(manifest_app, name="manifest")
 app.add_typer(wallet_app, name="wallet")
+app.add_typer(edge_app, name="edge")
 app.command("index")(index_command)
 app.add_typer(org_app, name="org")
 app.add_typer(user_app, name="user")
