@@ -9,7 +9,8 @@ Counted where it happens, in the process where it happens:
 - partledger_commands_accepted_total{kind}; partledger_command_latency_seconds{kind, stage}: from a command's
   acceptance to its first transaction sent (stage submitted), to all of it confirmed (confirmed), to its block in the
   indexer's mirror (mirrored), or to its rejection (rejected); each observed once per command, by the process that
-  moved it (ledger_service.command_stages).
+  moved it (ledger_service.command_stages). Relayed requests under kind "relay.<function>", at their verdict
+  (confirmed or failed), observed by the relayer once it recorded it.
 - partledger_scans_total{source, verdict} (every recorded verification of a label), partledger_clone_flags_total{kind}.
 - partledger_index_replica_fallbacks_total{reason}: verify-tier reads sent to the mirror's primary although a read
   replica is configured (ledger_service.replica); and, from the replica's last check, partledger_index_replica_up,

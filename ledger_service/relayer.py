@@ -42,6 +42,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from web3 import Web3
 from web3.exceptions import Web3RPCError
 
+from ledger_service.metrics import observe_latency
 from ledger_service.relay_tables import RelayBatch, RelayRequest
 from partledger.artifacts import FORWARDER, load_artifact
 from partledger.chain import decode_revert, replay_revert
@@ -191,6 +192,9 @@ class Relayer:
             ))  # fmt: skip
             for request, values in verdicts:
                 conn.execute(update(T_REQ).where(T_REQ.c.id == request["id"]).values(**values, updated_at=now))
+        for request, values in verdicts:  # decided once: a batch is settled once (its state leaves "sent" with it)
+            if values["state"] in ("confirmed", "failed"):
+                observe_relayed(request, values["state"], now)
         failed = sum(values["state"] == "failed" for _, values in verdicts)
         log.info("batch %s mined in block %d: %d request(s), %d failed", _hex(batch["tx_hash"]), block, len(requests), failed)
 
@@ -200,20 +204,30 @@ class Relayer:
         sent = self.w3.eth.get_transaction(bytes(batch["tx_hash"]))
         decoded = replay_revert(self.w3, {"from": sent["from"], "to": sent["to"], "data": sent["input"], "gas": sent["gas"]}, block)
         now = time.time()
+        failed = []
         with self.engine.begin() as conn:
             conn.execute(update(T_BATCH).where(T_BATCH.c.id == batch["id"]).values(state="reverted", block_number=block, error_name=decoded.name[:200]))
             for request in requests:
                 if request["attempts"] + 1 >= MAX_ATTEMPTS:
                     values = _failed(decoded, f"its batches reverted {MAX_ATTEMPTS} times: {decoded}")
+                    failed.append(request)
                 else:
                     values = {"state": "accepted", "batch_id": None}
                 conn.execute(update(T_REQ).where(T_REQ.c.id == request["id"]).values(**values, attempts=request["attempts"] + 1, updated_at=now))
+        for request in failed:
+            observe_relayed(request, "failed", now)
         log.warning("batch %s reverted with %s", _hex(batch["tx_hash"]), decoded)
 
     def _confirm(self, batch: Any) -> None:
+        now = time.time()
         with self.engine.begin() as conn:
             conn.execute(update(T_BATCH).where(T_BATCH.c.id == batch["id"]).values(state="confirmed"))
-            conn.execute(update(T_REQ).where(T_REQ.c.batch_id == batch["id"], T_REQ.c.state == "mined").values(state="confirmed", updated_at=time.time()))
+            confirmed = conn.execute(
+                update(T_REQ).where(T_REQ.c.batch_id == batch["id"], T_REQ.c.state == "mined").values(state="confirmed", updated_at=now)
+                .returning(T_REQ.c.function, T_REQ.c.created_at)
+            ).all()  # fmt: skip
+        for request in confirmed:
+            observe_relayed(request._mapping, "confirmed", now)
 
     def _unmine(self, batch: Any) -> None:
         """A mined batch whose block is gone: sent again as it is, its requests relayed and undecided."""
@@ -412,9 +426,14 @@ class Relayer:
 
     def _fail_unsent(self, failures: list[tuple[Any, ContractRevert, str]]) -> None:
         now = time.time()
+        failed = []
         with self.engine.begin() as conn:
             for request, error, why in failures:
-                conn.execute(update(T_REQ).where(T_REQ.c.id == request["id"], T_REQ.c.state == "accepted").values(**_failed(error, f"{error}: {why}"), updated_at=now))
+                changed = conn.execute(update(T_REQ).where(T_REQ.c.id == request["id"], T_REQ.c.state == "accepted").values(**_failed(error, f"{error}: {why}"), updated_at=now))
+                if changed.rowcount == 1:
+                    failed.append(request)
+        for request in failed:
+            observe_relayed(request, "failed", now)
 
     # --- the chain ------------------------------------------------------------------------------------------
 
@@ -467,6 +486,12 @@ class Relayer:
         if self._block_gas_limit is None:
             self._block_gas_limit = int(self.w3.eth.get_block("latest")["gasLimit"] * BLOCK_GAS_SHARE)
         return self._block_gas_limit
+
+
+def observe_relayed(request: Any, stage: str, at: float) -> None:
+    """A relayed request's seconds from acceptance to its verdict (confirmed or failed), in the commands' latency
+    histogram under kind "relay.<function>"."""
+    observe_latency(f"relay.{request['function']}", stage, at - request["created_at"])
 
 
 def _forward_request(row: Any) -> ForwardRequest:

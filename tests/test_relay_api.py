@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from fastapi.testclient import TestClient
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -89,6 +90,11 @@ def world(deployed: Ledger, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             yield World(ledger, stack, client, Relay(ledger, relayer))
     finally:
         revert_to(ledger.w3, snapshot_id)
+
+
+def verdicts_observed(stage: str) -> float:
+    """Relayed receiveParts requests observed at `stage` in this process's command latency histogram."""
+    return REGISTRY.get_sample_value("partledger_command_latency_seconds_count", {"kind": "relay.receiveParts", "stage": stage}) or 0.0
 
 
 def shipped(world: World, to: str, serials: list[str]) -> list[bytes]:
@@ -183,12 +189,15 @@ def test_a_request_the_chain_refuses_fails_with_the_targets_decoded_error_and_th
     [mine] = shipped(world, "distributor", ["RLA-MINE"])
     wrong = relay.sign(distributor.key, p.receiveParts([not_mine], NO_DOC))
     right = relay.sign(distributor.key, p.receiveParts([mine], NO_DOC), nonce=wrong.request.nonce + 1)
+    before = {stage: verdicts_observed(stage) for stage in ("confirmed", "failed")}
     refused_id, next_id = world.accepted("distributor", [wrong, right])  # no part-state check at acceptance: the chain judges
     refused = world.settled("distributor", refused_id)
     assert refused["status"] == "failed" and refused["tx_hash"] is not None
     assert refused["error"]["error"] == "PartLedgerNotRecipient"
     assert refused["error"]["args"] == ["0x" + not_mine.hex(), warehouse.id, distributor.id]
     assert world.settled("distributor", next_id)["status"] == "confirmed"  # the refused call used its nonce
+    # Each verdict observed once in the latency histogram, under the relayed function's kind.
+    assert {stage: verdicts_observed(stage) - before[stage] for stage in before} == {"confirmed": 1, "failed": 1}
     assert on_chain(ledger, not_mine) == (S.IN_TRANSIT, world.org("maker").id)
     assert on_chain(ledger, mine) == (S.IN_STOCK, distributor.id)
 
