@@ -36,6 +36,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,13 @@ from partledger.artifacts import REPO_ROOT
 from partledger.chain import connect
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
-SCENARIOS = ("gas", "e2e", "indexer", "verify", "scaling", "console", "epcis", "recall_impact")
+SCENARIOS = ("gas", "e2e", "e2e_pg", "indexer", "verify", "scaling", "console", "epcis", "recall_impact")
 PACKAGES = ("web3", "eth-account", "eth-abi", "coincurve", "fastapi", "starlette", "uvicorn", "pydantic", "sqlalchemy", "sqlmodel", "psycopg", "httpx", "orjson")
 # name: (comparison, threshold). Gas targets are the ones README's gas table and tests/test_gas.py hold.
 TARGETS: dict[str, tuple[str, float]] = {
     **{name: (">=", value) for name, value in E2E_TARGETS.items()},
+    "e2e_pg_bulk_transitions_per_s": (">=", 10_000),  # issue 18: the multi-process PostgreSQL set-up
+    "e2e_pg_vs_raw_ratio": (">=", 0.5),
     "indexer_sqlite_events_per_s": (">=", 30_000),
     "indexer_postgres_events_per_s": (">=", 20_000),
     "indexer_vs_floor_ratio": (">=", 0.67),
@@ -79,6 +82,7 @@ TARGETS: dict[str, tuple[str, float]] = {
 }
 KEYS = (
     "e2e_register_parts_per_s", "e2e_bulk_transitions_per_s", "e2e_single_tx_per_s", "raw_node_bulk_transitions_per_s", "e2e_vs_raw_ratio", "e2e_open_loop",
+    "e2e_pg_bulk_transitions_per_s", "e2e_pg_raw_node_per_s", "e2e_pg_vs_raw_ratio", "e2e_pg_cores_busy",
     "indexer_sqlite_events_per_s", "indexer_postgres_events_per_s", "fetch_decode_floor_events_per_s", "indexer_vs_floor_ratio",
     "verify_rps", "verify_p50_ms", "verify_p99_ms", "bare_uvicorn_rps", "verify_vs_bare_ratio",
     "scaling_history_latency_ratio", "scaling_verify_latency_ratio",
@@ -105,6 +109,19 @@ def scenario_gas(quick: bool, profile: bool) -> dict[str, Any]:
 
 def scenario_e2e(quick: bool, profile: bool) -> dict[str, Any]:
     return run_e2e(E2eConfig.quick() if quick else E2eConfig(), log=log, profile=profile)
+
+
+def scenario_e2e_pg(quick: bool, profile: bool) -> dict[str, Any]:
+    """Bulk transitions with both databases on PostgreSQL, `serve --workers 2` and two `partledger submit` processes
+    (issue 18), and the raw node's floor in the same run; the cores each process tree kept busy meanwhile."""
+    base = E2eConfig.quick() if quick else E2eConfig()
+    config = replace(base, postgres=True, api_workers=2, submitters=2, scenarios=("bulk",))
+    figures = run_e2e(config, log=log, profile=profile)
+    bulk = figures["e2e_details"]["bulk"]
+    return {
+        "e2e_pg_bulk_transitions_per_s": figures["e2e_bulk_transitions_per_s"], "e2e_pg_raw_node_per_s": figures["raw_node_bulk_transitions_per_s"],
+        "e2e_pg_vs_raw_ratio": figures["e2e_vs_raw_ratio"], "e2e_pg_cores_busy": bulk.get("cpu", {}).get("cores"), "e2e_pg_details": bulk,
+    }  # fmt: skip
 
 
 def scenario_indexer(quick: bool, profile: bool) -> dict[str, Any]:
@@ -213,7 +230,7 @@ def scenario_recall_impact(quick: bool, profile: bool) -> dict[str, Any]:
 
 
 RUNNERS: dict[str, Callable[[bool, bool], dict[str, Any]]] = {
-    "gas": scenario_gas, "e2e": scenario_e2e, "indexer": scenario_indexer, "verify": scenario_verify, "scaling": scenario_scaling,
+    "gas": scenario_gas, "e2e": scenario_e2e, "e2e_pg": scenario_e2e_pg, "indexer": scenario_indexer, "verify": scenario_verify, "scaling": scenario_scaling,
     "console": scenario_console, "epcis": scenario_epcis, "recall_impact": scenario_recall_impact,
 }  # fmt: skip
 
@@ -450,8 +467,8 @@ def show(results: dict[str, Any], console: Console) -> None:
     for column in ("figure", "value", "target", "met"):
         table.add_column(column, justify="right" if column != "figure" else "left")
     for key in KEYS:
-        if key == "e2e_open_loop":
-            continue  # a table of its own, below
+        if key in ("e2e_open_loop", "e2e_pg_cores_busy"):
+            continue  # tables of their own, below
         target = targets.get(key, {})
         met = {True: "[green]met[/]", False: "[red]unmet[/]", None: "-"}[target.get("met")] if key in targets else ""
         table.add_row(key, _number(results.get(key)), target.get("target", ""), met)
@@ -472,6 +489,12 @@ def show(results: dict[str, Any], console: Console) -> None:
         for row in results["e2e_open_loop"]:
             open_loop.add_row(*(_number(row.get(column)) for column in columns))
         console.print(open_loop)
+    if results.get("e2e_pg_cores_busy"):
+        busy = Table(title="e2e on PostgreSQL (2 API workers, 2 submitters): cores each process tree kept busy during the bulk scenario")
+        for name in results["e2e_pg_cores_busy"]:
+            busy.add_column(name, justify="right")
+        busy.add_row(*(_number(value) for value in results["e2e_pg_cores_busy"].values()))
+        console.print(busy)
     rss = Table(title="peak RSS (MB, process trees)")
     for name in ("service", "indexer", "node"):
         rss.add_column(name, justify="right")

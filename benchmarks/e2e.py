@@ -36,13 +36,14 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from eth_abi import encode
 from eth_account import Account
 from eth_utils import keccak
@@ -76,6 +77,10 @@ class E2eConfig:
     drain_timeout: float = 120.0  # after a scenario, how long to wait for requests in flight and the outbox to empty
     open_loop_fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # open-loop arrival rates, as fractions of the closed-loop single rate
     open_loop_parts: int = 2_048  # one-part requests: parts that the open loop moves back and forth
+    postgres: bool = False  # both databases on a PostgreSQL 15 cluster of the run's own (else SQLite files)
+    api_workers: int = 1  # `partledger serve --workers N`
+    submitters: int = 0  # `partledger submit` processes (0: the submitter runs inside the API process)
+    scenarios: tuple[str, ...] = ("register", "bulk", "single", "open")
 
     @classmethod
     def quick(cls) -> E2eConfig:
@@ -88,6 +93,33 @@ class E2eConfig:
 # --- the world: node, contracts, databases, service and indexer processes -----------------------------------------
 
 
+class ReadOnly:
+    """A read-only connection to one of the world's databases: a SQLite file (a Path, or a sqlite:/// URL) opened
+    with mode=ro, or a PostgreSQL URL; `execute` takes SQLite's "?" placeholders for both."""
+
+    def __init__(self, target: Path | str) -> None:
+        text = str(target)
+        self.postgres = text.startswith("postgresql")
+        if self.postgres:
+            import psycopg
+
+            self.conn: Any = psycopg.connect(text.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+        else:
+            self.conn = sqlite3.connect(f"file:{text.removeprefix('sqlite:///')}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(sql.replace("?", "%s") if self.postgres else sql, tuple(params))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> ReadOnly:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+
 @dataclass
 class World:
     node: AnvilNode
@@ -96,10 +128,20 @@ class World:
     rpc: Rpc
     api: str = ""
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    postgres: Any = None  # the PostgreSQL cluster of both databases, when the world runs on PostgreSQL
 
     @property
     def index_path(self) -> Path:
         return Path(self.stack.index_db_url.removeprefix("sqlite:///"))
+
+    @property
+    def index_target(self) -> Path | str:
+        """What ReadOnly opens for the mirror: its SQLite file, or its PostgreSQL URL."""
+        return self.stack.index_db_url if self.postgres is not None else self.index_path
+
+    @property
+    def service_target(self) -> Path | str:
+        return self.stack.service_db_url if self.postgres is not None else Path(self.stack.service_db_url.removeprefix("sqlite:///"))
 
 
 def start_node(*, accounts: int = ANVIL_ACCOUNTS, gas_limit: int = 1_000_000_000, prune_history: int | None = None) -> AnvilNode:
@@ -116,34 +158,51 @@ def set_block_time(rpc: Rpc, seconds: float) -> None:
 
 
 @contextmanager
-def world(workdir: Path, *, prune_history: int | None = None) -> Iterator[World]:
-    """A node with the contracts and the test consortium, service-held site keys and migrated databases; on exit the
-    service and indexer processes (if started) and the node are stopped."""
+def world(workdir: Path, *, prune_history: int | None = None, postgres: bool = False) -> Iterator[World]:
+    """A node with the contracts and the test consortium, service-held site keys and migrated databases (SQLite files,
+    or with `postgres` both on a PostgreSQL 15 cluster of the world's own); on exit the service's, submitters' and
+    indexer's processes (if started), the cluster and the node are stopped."""
     node = start_node(prune_history=prune_history)
-    w = None
+    w = cluster = None
     try:
         ledger = build_ledger(connect(node.url))
-        stack = prepare_stack(ledger, workdir, f"sqlite:///{workdir / 'index.db'}", f"sqlite:///{workdir / 'service.db'}")
-        w = World(node=node, ledger=ledger, stack=stack, rpc=Rpc(node.url))
+        if postgres:
+            from tests.pgcluster import PostgresCluster
+
+            cluster = PostgresCluster()
+            urls = (cluster.create_database("index"), cluster.create_database("service"))
+        else:
+            urls = (f"sqlite:///{workdir / 'index.db'}", f"sqlite:///{workdir / 'service.db'}")
+        stack = prepare_stack(ledger, workdir, *urls)
+        w = World(node=node, ledger=ledger, stack=stack, rpc=Rpc(node.url), postgres=cluster)
         yield w
     finally:
         if w is not None:
             stop_processes(w)
+        if cluster is not None:
+            cluster.destroy()
         node.stop()
 
 
-def start_processes(w: World, settings: dict[str, str]) -> None:
+def start_processes(w: World, settings: dict[str, str], *, api_workers: int = 1, submitters: int = 0) -> None:
     """`partledger index` and `partledger serve` as the devnet runs them, the service with these PARTLEDGER_*
-    settings too; returns once the service answers and the indexer has reached the head."""
+    settings too (with `api_workers` worker processes; with `submitters`, that many `partledger submit` processes
+    send the outbox and the API processes do not); returns once the service answers and the indexer has reached the
+    head."""
     env = {**os.environ, **w.stack.env(), **settings}
     port = free_port()
     w.api = f"http://127.0.0.1:{port}"
-    for name, arguments in (
+    processes = [
         ("indexer", ["index", "--manifest", str(w.stack.manifest_path), "--db", w.stack.index_db_url]),
-        ("service", ["serve", "--port", str(port)]),
-    ):
+        ("service", ["serve", "--port", str(port), *(["--workers", str(api_workers)] if api_workers > 1 else [])]),
+    ]
+    if submitters:
+        env["PARTLEDGER_SUBMITTER"] = "false"
+        processes += [(f"submitter-{number}", ["submit"]) for number in range(1, submitters + 1)]
+    for name, arguments in processes:
         log = open(w.stack.workdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-        w.processes[name] = subprocess.Popen([sys.executable, "-m", "partledger_cli", *arguments], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+        child_env = {**env, "PARTLEDGER_SUBMITTER": "true"} if name.startswith("submitter") else env
+        w.processes[name] = subprocess.Popen([sys.executable, "-m", "partledger_cli", *arguments], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=child_env)
         log.close()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -173,15 +232,15 @@ def stop_processes(w: World) -> None:
             process.wait()
 
 
-def indexed_block(path: Path) -> int:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+def indexed_block(target: Path | str) -> int:
+    with ReadOnly(target) as conn:
         row = conn.execute("SELECT block_number FROM indexer_state").fetchone()
     return -1 if row is None else row[0]
 
 
 def wait_indexed(w: World, block: int, *, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while indexed_block(w.index_path) < block:
+    while indexed_block(w.index_target) < block:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the indexer did not reach block {block} within {timeout:.0f} s")
         time.sleep(0.1)
@@ -313,8 +372,8 @@ class Mirror:
     """Reads the new part_events rows of the index (read-only, WAL) every 0.1 s: counts them by kind and time, and
     marks the chunks waiting for them."""
 
-    def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+    def __init__(self, path: Path | str) -> None:
+        self._conn = ReadOnly(path)
         self.last_id = self._conn.execute("SELECT coalesce(max(id), 0) FROM part_events").fetchone()[0]
         self.waiting: dict[tuple[bytes, str], Chunk] = {}
         self.seen: list[tuple[float, int]] = []  # (when read, how many of the rows were parts a chunk waited for)
@@ -541,8 +600,7 @@ async def open_loop(api: str, mirror_path: Path, ready: deque[tuple[bytes, int]]
 def stage_latencies(w: World, commands: dict[str, float]) -> dict[str, Any]:
     """Percentiles of seconds from the client's post to each stage the service recorded on the command's row:
     accepted (created_at), submitted (first transaction sent), confirmed, mirrored."""
-    path = Path(w.stack.service_db_url.removeprefix("sqlite:///"))
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as conn:
+    with ReadOnly(w.service_target) as conn:
         rows = []
         ids = list(commands)
         for start in range(0, len(ids), 900):
@@ -573,8 +631,7 @@ def inclusion_delays(w: World, since: float) -> dict[str, Any]:
     """For the service's transactions signed after `since` (unix time): seconds from signing (created_at) to the
     timestamp of the block that holds them, by kind (the node's share of the latency: block time plus any wait in
     its pool; block timestamps are whole seconds), and from acceptance to signing (the submitter's queue)."""
-    path = Path(w.stack.service_db_url.removeprefix("sqlite:///"))
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as conn:
+    with ReadOnly(w.service_target) as conn:
         rows = conn.execute("SELECT kind, created_at, block_number FROM chain_transactions WHERE created_at >= ? AND block_number IS NOT NULL", (since,)).fetchall()
         states = dict(conn.execute("SELECT state, count(*) FROM chain_transactions WHERE created_at >= ? GROUP BY state", (since,)).fetchall())
         queued = [row[0] for row in conn.execute(
@@ -607,10 +664,9 @@ def inclusion_delays(w: World, since: float) -> dict[str, Any]:
 def drain_outbox(w: World, *, timeout: float) -> int:
     """Waits until the service has no command item left to sign, send or confirm, so that the next scenario starts
     on an empty outbox; returns how many were left at the timeout (0: drained)."""
-    path = Path(w.stack.service_db_url.removeprefix("sqlite:///"))
     deadline = time.monotonic() + timeout
     while True:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as conn:
+        with ReadOnly(w.service_target) as conn:
             left = conn.execute("SELECT count(*) FROM command_items WHERE state IN ('pending', 'signed', 'sent', 'mined')").fetchone()[0]
         if left == 0 or time.monotonic() > deadline:
             return left
@@ -683,12 +739,34 @@ def summarise_profile(path: Path, *, rate: float = 47.0, seconds: float = 1.0, t
 # --- the run ----------------------------------------------------------------------------------------------------------
 
 
+def process_cpu(w: World) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each process tree of the world: service (its workers included),
+    submitters, indexer, node, and the PostgreSQL cluster (its postmaster and backends)."""
+    pids = {name: process.pid for name, process in w.processes.items()} | {"node": w.node.process.pid}
+    if w.postgres is not None:
+        pids["postgres"] = int((w.postgres.data / "postmaster.pid").read_text().split()[0])
+    seconds = {}
+    for name, pid in pids.items():
+        try:
+            root = psutil.Process(pid)
+            seconds[name] = sum(sum(p.cpu_times()[:2]) for p in (root, *root.children(recursive=True)))
+        except psutil.Error:
+            continue
+    return seconds
+
+
+def cpu_during(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, Any]:
+    """Per process tree, the CPU it used between two process_cpu readings, as seconds and as cores busy."""
+    used = {name: round(after[name] - before.get(name, 0.0), 1) for name in after}
+    return {"seconds": used, "cores": {name: round(value / seconds, 2) for name, value in used.items()}, "wall_s": round(seconds, 1)}
+
+
 def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = print, workdir: Path | None = None, profile: bool = False) -> dict[str, Any]:
     """The three end-to-end scenarios and the raw floor on a fresh node; returns the figures (and peak_rss_mb).
     `workdir` keeps the databases and the service's and indexer's logs (default: a temporary directory); `profile`
     samples the service and the indexer with py-spy during each scenario (when py-spy is installed)."""
     figures: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="partledger-e2e-") as temporary, world(Path(workdir or temporary), prune_history=16) as w, PeakRss() as rss:
+    with tempfile.TemporaryDirectory(prefix="partledger-e2e-") as temporary, world(Path(workdir or temporary), prune_history=16, postgres=config.postgres) as w, PeakRss() as rss:
         rss.watch("node", w.node.process.pid)
         ledger = w.ledger
         maker, warehouse = ledger.orgs["maker"], ledger.orgs["warehouse"]
@@ -699,7 +777,10 @@ def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = pri
         open_parts = register_raw(sender, maker.key, lot="LOT-OPEN", prefix="O", count=config.open_loop_parts)
         raw_parts = register_raw(sender, maker.key, lot="LOT-RAW", prefix="R", count=config.raw_parts)
         set_block_time(w.rpc, config.block_time)
-        start_processes(w, {"PARTLEDGER_MAX_IN_FLIGHT_PER_SIGNER": str(config.max_in_flight_per_signer)})
+        start_processes(w, {"PARTLEDGER_MAX_IN_FLIGHT_PER_SIGNER": str(config.max_in_flight_per_signer)}, api_workers=config.api_workers, submitters=config.submitters)
+        for name, process in w.processes.items():
+            if name.startswith("submitter"):
+                rss.watch(name, process.pid)
         rss.watch("service", w.processes["service"].pid)
         rss.watch("indexer", w.processes["indexer"].pid)
         log(f"e2e: world ready in {time.perf_counter() - started:.1f} s ({len(bulk_parts) + len(single_parts) + len(raw_parts):,} parts, block time {config.block_time or 'automine'} s)")
@@ -719,12 +800,16 @@ def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = pri
             return [cycle(client, mirror, load, stop, [pid], sides, unique_docs=True) for pid in single_parts]
 
         for name, workers in (("register", register_workers), ("bulk", bulk_workers), ("single", single_workers)):
+            if name not in config.scenarios:
+                figures[name] = {"per_s": None}
+                continue
             spies = {
                 process: start_profile(w.processes[process].pid, config.warmup + config.duration, w.stack.workdir / f"profile-{name}-{process}.txt")
                 for process in ("service", "indexer")
             } if profile else {}  # fmt: skip
-            begun = time.time()
-            result = asyncio.run(scenario(w.api, w.index_path, workers, warmup=config.warmup, duration=config.duration, drain=config.drain_timeout))
+            begun, cpu_before, clock = time.time(), process_cpu(w), time.monotonic()
+            result = asyncio.run(scenario(w.api, w.index_target, workers, warmup=config.warmup, duration=config.duration, drain=config.drain_timeout))
+            result["cpu"] = cpu_during(cpu_before, process_cpu(w), time.monotonic() - clock)
             result["signed_to_block"] = inclusion_delays(w, begun)
             result["outbox_left"] = drain_outbox(w, timeout=config.drain_timeout)
             for process, spy in spies.items():
@@ -735,14 +820,14 @@ def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = pri
             figures[name] = result
             log(
                 f"e2e {name}: {result['per_s']:,}/s in the mirror (accepted {result['accepted_per_s']:,}/s, accept-to-mirror p50 "
-                f"{result['latency_p50_s']} s, errors {result['errors'] or 'none'}); signed-to-block {result['signed_to_block']}"
+                f"{result['latency_p50_s']} s, errors {result['errors'] or 'none'}); cores busy {result['cpu']['cores']}; signed-to-block {result['signed_to_block']}"
             )
         closed = figures["single"]["per_s"]  # requests per second: each of those transitions was a request of its own
         figures["open_loop"] = []
         ready = deque((pid, 0) for pid in open_parts)
-        for fraction in config.open_loop_fractions:
+        for fraction in config.open_loop_fractions if "open" in config.scenarios and closed else ():
             rate = max(1.0, round(closed * fraction, 1))
-            result = asyncio.run(open_loop(w.api, w.index_path, ready, sides, rate=rate, duration=config.duration, drain=config.drain_timeout))
+            result = asyncio.run(open_loop(w.api, w.index_target, ready, sides, rate=rate, duration=config.duration, drain=config.drain_timeout))
             result["fraction_of_closed_loop"] = fraction
             result["latency"] = stage_latencies(w, result.pop("commands"))
             result["outbox_left"] = drain_outbox(w, timeout=config.drain_timeout)
@@ -758,12 +843,14 @@ def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = pri
         log(f"raw node: {raw['raw_node_bulk_transitions_per_s']:,} transitions/s ({raw['transactions']} transactions in {raw['seconds']} s, {raw['reverted']} reverted)")
         figures["raw"] = raw
     bulk_rate, raw_rate = figures["bulk"]["per_s"], raw["raw_node_bulk_transitions_per_s"]
+    setup = {"databases": "postgresql" if config.postgres else "sqlite", "api_workers": config.api_workers, "submitters": config.submitters}
     return {
         "e2e_register_parts_per_s": figures["register"]["per_s"],
         "e2e_bulk_transitions_per_s": bulk_rate,
         "e2e_single_tx_per_s": figures["single"]["per_s"],
         "raw_node_bulk_transitions_per_s": raw_rate,
-        "e2e_vs_raw_ratio": round(bulk_rate / raw_rate, 3) if raw_rate else None,
+        "e2e_vs_raw_ratio": round(bulk_rate / raw_rate, 3) if raw_rate and bulk_rate is not None else None,
+        "e2e_setup": setup,
         "peak_rss_mb": {name: round(rss.peak.get(name, 0.0), 1) for name in ("service", "indexer", "node")},
         "e2e_open_loop": [
             {"rate_per_s": r["rate_per_s"], "accepted": r["accepted"], "arrivals": r["arrivals"], "confirmed_p50_s": r["latency"]["confirmed"]["p50_s"],
@@ -781,9 +868,17 @@ def main() -> int:
     parser.add_argument("--block-time", type=float, help="seconds between blocks; 0: automine")
     parser.add_argument("--workdir", type=Path, help="keep databases and logs here (an empty directory)")
     parser.add_argument("--profile", action="store_true", help="py-spy the service and indexer during each scenario")
+    parser.add_argument("--postgres", action="store_true", help="both databases on a PostgreSQL cluster of the run's own")
+    parser.add_argument("--api-workers", type=int, help="API worker processes (partledger serve --workers N)")
+    parser.add_argument("--submitters", type=int, help="partledger submit processes (0: the submitter inside the API process)")
+    parser.add_argument("--scenarios", help="comma-separated subset of register,bulk,single,open")
     arguments = parser.parse_args()
     config = E2eConfig.quick() if arguments.quick else E2eConfig()
-    overrides = {"duration": arguments.duration, "block_time": arguments.block_time}
+    overrides = {
+        "duration": arguments.duration, "block_time": arguments.block_time, "postgres": arguments.postgres or None,
+        "api_workers": arguments.api_workers, "submitters": arguments.submitters,
+        "scenarios": tuple(arguments.scenarios.split(",")) if arguments.scenarios else None,
+    }  # fmt: skip
     config = E2eConfig(**config.__dict__ | {k: v for k, v in overrides.items() if v is not None})
     if arguments.workdir is not None:
         arguments.workdir.mkdir(parents=True, exist_ok=True)
