@@ -9,6 +9,7 @@ refusal asserted with its row's code), stores them, and relays them in batches o
 from __future__ import annotations
 
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ from ledger_service.tables import SERVICE_METADATA
 from partledger.db import make_engine
 from partledger.model import PartStatus
 from tests.chainkit import Ledger, reverts, revert_to, snapshot
+from tests.consolekit import served
 from tests.labelkit import caught_up
 from tests.relaykit import Relay, Signed, dev_keys
 from tests.servicekit import PASSPHRASE, Stack, prepare_stack, running_service, wait_until
@@ -295,3 +297,24 @@ def test_while_one_relayer_key_waits_for_its_block_the_other_carries_the_next_si
     senders = [w3.eth.get_transaction(tx_hash)["from"] for tx_hash in pending]
     assert len(set(senders)) == 2 and relay.relayer.address in senders, senders
     assert [on_chain(ledger, pid) for pid in (to_warehouse, to_distributor)] == [(S.IN_STOCK, warehouse.id), (S.IN_STOCK, distributor.id)]
+
+
+def test_a_client_that_hangs_up_in_the_middle_of_its_body_gets_no_server_error(world, caplog):
+    """An edge agent's link drops while it sends a post: the service reads part of the body and then the end of the
+    connection. Nothing is accepted, and it is a client's 400 (client_disconnected), not a 500 with a traceback."""
+    def answered(status: str) -> float:
+        return REGISTRY.get_sample_value("partledger_http_request_duration_seconds_count", {"method": "POST", "route": "/v1/relay", "status": status}) or 0.0
+
+    before = {status: answered(status) for status in ("400", "500")}
+    rows = relay_rows(world)
+    with served(world.client.app, lifespan="off") as url:
+        host, port = url.removeprefix("http://").split(":")
+        head = (
+            f"POST /v1/relay HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {world.stack.api_keys['warehouse']}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+        )
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            connection.sendall(head.encode() + b'{"requests": [{"from": "0x')
+        wait_until(lambda: answered("400") == before["400"] + 1, "the cut-off post answered")
+    assert answered("500") == before["500"] and relay_rows(world) == rows
+    assert not [record for record in caplog.records if record.exc_info], "a traceback was logged"

@@ -21,10 +21,11 @@ import pydantic_core
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from ledger_service.deps import CurrentPrincipal, ServicesDep
-from ledger_service.errors import PayloadTooLarge, Unprocessable
+from ledger_service.errors import BadRequest, PayloadTooLarge, Unprocessable
 from ledger_service.outbox import request_digest
 from ledger_service.part_refs import STATUS_NAMES
 from ledger_service.schemas import CommandAccepted, CommandStatus, Omittable
@@ -43,7 +44,11 @@ class _BodyLimitedRoute(APIRoute):
             length = request.headers.get("content-length", "")
             if length.isdigit() and int(length) > limit:
                 raise PayloadTooLarge(f"request body over {limit} bytes")
-            _refuse_deep_json(await request.body())
+            try:
+                body = await request.body()
+            except ClientDisconnect:  # nothing was accepted; the answer reaches no one, but it is not a server error
+                raise BadRequest("the client closed the connection before it sent the whole body", code="client_disconnected") from None
+            _refuse_deep_json(body)
             return await handler(request)
 
         return limited
