@@ -11,7 +11,10 @@ Scenarios, one after the other (each on its own node and databases; `--only` pic
 - epcis: benchmarks.epcis_bench (EPCIS capture of commissioning events into the ledger beside the JSON API's
   registrations, capture-only observations, and a lot's 10^4 events queried back; issue 16);
 - recall_impact: benchmarks.recall_impact_bench (a lot of 10^4 parts three containment levels down in a mirror of 10^6
-  parts: the recall impact answers, SQLite and PostgreSQL; issue 15).
+  parts: the recall impact answers, SQLite and PostgreSQL; issue 15);
+- relay: benchmarks.relay_bench (one-part receipts signed by 100 sites' own keys, posted by edge agents at fixed
+  arrival rates through POST /v1/relay, relayed in executeBatch transactions, until in the mirror; beside the same
+  batches pushed raw to the node; issue 17).
 Prints tables, then as the last line one JSON object with every figure of issue 7, the machine, `targets` (met or
 not per target) and, for each target missed, a `bottlenecks` note (from a py-spy profile of the service and the
 indexer under load when py-spy is installed, and a cProfile of the indexer). A scenario that fails leaves its
@@ -53,7 +56,7 @@ from partledger.artifacts import REPO_ROOT
 from partledger.chain import connect
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
-SCENARIOS = ("gas", "e2e", "e2e_pg", "indexer", "verify", "scaling", "console", "epcis", "recall_impact")
+SCENARIOS = ("gas", "e2e", "e2e_pg", "indexer", "verify", "scaling", "console", "epcis", "recall_impact", "relay")
 PACKAGES = ("web3", "eth-account", "eth-abi", "coincurve", "fastapi", "starlette", "uvicorn", "pydantic", "sqlalchemy", "sqlmodel", "psycopg", "httpx", "orjson")
 # name: (comparison, threshold). Gas targets are the ones README's gas table and tests/test_gas.py hold.
 TARGETS: dict[str, tuple[str, float]] = {
@@ -73,6 +76,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "epcis_lot_query_p95_ms": ("<=", 200),
     "recall_impact_sqlite_p95_ms": ("<=", 200),
     "recall_impact_postgres_p95_ms": ("<=", 200),
+    "relay_transitions_per_s": (">=", 1_000),
+    "relay_p99_confirm_ms_at_500": ("<=", 3_000),
     "gas.register_per_part": ("<=", 26_000),
     "gas.ship_per_part": ("<=", 9_000),
     "gas.receive_per_part": ("<=", 9_000),
@@ -90,6 +95,7 @@ KEYS = (
     "epcis_capture_events_per_s", "epcis_capture_only_events_per_s", "epcis_api_register_parts_per_s", "epcis_capture_vs_api_ratio",
     "epcis_lot_query_p95_ms", "epcis_part_query_p95_ms",
     "recall_impact_sqlite_p95_ms", "recall_impact_postgres_p95_ms",
+    "relay_transitions_per_s", "relay_p99_confirm_ms_at_500", "relay_raw_floor_per_s", "relay_vs_raw_ratio",
 )  # fmt: skip
 
 
@@ -229,9 +235,20 @@ def scenario_recall_impact(quick: bool, profile: bool) -> dict[str, Any]:
     return {key: figures[key] for key in ("recall_impact_sqlite_p95_ms", "recall_impact_postgres_p95_ms")} | {"recall_impact": figures}
 
 
+def scenario_relay(quick: bool, profile: bool) -> dict[str, Any]:
+    """benchmarks.relay_bench: >= 1,000 relayed one-part transitions/s from >= 50 sites, open loop; at 500/s p99
+    acceptance -> confirmation <= 3 s; the raw node's floor for the same batches."""
+    from benchmarks.relay_bench import RelayConfig, run_relay_bench
+
+    figures = run_relay_bench(RelayConfig.quick() if quick else RelayConfig(), log=log, profile=profile)
+    keys = ("relay_transitions_per_s", "relay_p99_confirm_ms_at_500", "relay_raw_floor_per_s", "relay_vs_raw_ratio")
+    return {key: figures[key] for key in keys} | {"relay": figures}
+
+
 RUNNERS: dict[str, Callable[[bool, bool], dict[str, Any]]] = {
     "gas": scenario_gas, "e2e": scenario_e2e, "e2e_pg": scenario_e2e_pg, "indexer": scenario_indexer, "verify": scenario_verify, "scaling": scenario_scaling,
     "console": scenario_console, "epcis": scenario_epcis, "recall_impact": scenario_recall_impact,
+    "relay": scenario_relay,
 }  # fmt: skip
 
 
@@ -334,6 +351,19 @@ def bottlenecks(results: dict[str, Any], targets: dict[str, Any]) -> dict[str, s
                 f"Recall impact on {backend} (load average {impact.get('load_average')}): "
                 + "; ".join(f"{answer} p95 {figures.get('p95_ms')} ms" for answer, figures in answers.items())
                 + ". The walk up from the lot's parts is one recursive statement per answer (ledger_service.containment); see benchmarks/recall_impact_bench.py."
+            )
+    relay = results.get("relay") or {}
+    for name in ("relay_transitions_per_s", "relay_p99_confirm_ms_at_500"):
+        if targets[name]["met"] is False:
+            notes[name] = (
+                f"Relay path (load average {relay.get('load_average_before')} before the run): "
+                + "; ".join(
+                    f"at {run['rate_per_s']:.0f}/s accepted {run['accepted_per_s_in_window']}/s, mirrored {run['mirror_per_s_in_window']}/s, "
+                    f"accepted->confirmed p99 {run['accepted_to_confirmed']['p99_ms']} ms, CPU s in the window {run['cpu_s_in_window']}"
+                    for run in relay.get("runs") or []
+                )
+                + f"; raw floor {relay.get('relay_raw_floor_per_s')}/s. The service is one process: POST /v1/relay's checks, the relayer's "
+                "packing and the submitter's polling share its GIL; see benchmarks/relay_bench.py --profile."
             )
     for name, target in targets.items():
         if name.startswith("gas.") and target["met"] is False:
