@@ -932,6 +932,7 @@ def _backend(db_url: str) -> str:
     return "sqlite" if db_url.startswith("sqlite") else "postgresql"
 
 
+@pytest.mark.timeout(1800)  # 80-250 s on an idle 2-core machine; 600 s was not enough at load average 10 (597 s in one run)
 def test_mirror_equals_the_canonical_chain_through_random_reorganisations(chain: ReorgChain, db_url: str) -> None:
     engine = fresh_mirror(db_url)
     seen: Counter[str] = Counter()
