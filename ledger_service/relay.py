@@ -40,6 +40,7 @@ from partledger.artifacts import FORWARDER, function_spec, load_artifact
 from partledger.chain import revert_of
 from partledger.eip712 import Eip712Domain, ForwardRequest, forward_request_digest, read_domain, recover_forward_request_signer
 from partledger.errors import ChainUnavailable, ConfigError
+from partledger.failpoints import failpoint
 from partledger.manifest import Manifest
 from partledger.model import Role
 
@@ -148,6 +149,8 @@ class RelayDesk:
         if rows:
             with self.service_engine.begin() as conn:
                 conn.execute(insert(T_REQ), rows)
+                failpoint("relay.before_commit")  # written, not committed: the client gets no answer and posts again
+            failpoint("relay.after_commit")  # committed, the 202 not sent: the post again must name the same requests
         return {"requests": answers}
 
     def _check(self, domain: Eip712Domain, item: Submitted, digest: bytes, *, now: float, keys: dict[str, Any], orgs: dict[int, Any]) -> tuple[str, int]:

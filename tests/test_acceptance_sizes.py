@@ -20,6 +20,14 @@ def test_write_path_crash_test_kills_twenty_times_at_each_failpoint_on_both_data
     assert set(crash.SERVICE_DATABASES) == {"sqlite", "postgresql"}
 
 
+def test_relay_crash_test_kills_the_service_twenty_times_over_the_relays_five_failpoints() -> None:
+    from tests import test_relay_crash as crash
+
+    assert set(crash.FAILPOINTS) >= {"relay.before_commit", "relay.after_commit", "relayer.after_sign", "relayer.after_send", "relayer.before_receipt"}
+    assert crash.KILLS_PER_FAILPOINT >= 4 and crash.KILLS_PER_FAILPOINT * len(crash.FAILPOINTS) >= 20
+    assert len(crash.SITES) >= 2
+
+
 def test_indexer_crash_test_kills_fifty_times_per_database() -> None:
     from tests import test_indexer_crash as crash
 

@@ -5,7 +5,8 @@ keeps accepting.
 
 The first run of the service in a test is a fresh `python -m partledger_cli serve`; the runs after a kill are forked
 from a preloaded fork server (tests/forkserver.py), so that a hundred restarts do not pay a hundred interpreter
-start-ups. The failpoints' draws are seeded from the run's seed (PARTLEDGER_TEST_SEED).
+start-ups (the chain and the service: tests/crashkit.py). The failpoints' draws are seeded from the run's seed
+(PARTLEDGER_TEST_SEED).
 
 Each test runs its own Anvil (with --state, so that it can be stopped and started again on the same port); the
 indexer follows in a thread of the test process. Clients retry a request that got no answer with the same
@@ -16,12 +17,7 @@ the number of transactions the service did not void, and their nonces are 0..n-1
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-import uuid
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,19 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from sqlalchemy import func, select
 from web3.exceptions import TransactionNotFound
 
 from ledger_service.tables import ChainTransaction, Command, CommandItem
-from partledger.anvil import AnvilConfig, AnvilNode
-from tests.ports import free_port
-from partledger.artifacts import REPO_ROOT
-from partledger.chain import connect
 from partledger.db import make_engine
 from partledger.ids import part_id, part_id_unchecked
-from tests.chainkit import ANVIL_ACCOUNTS, GTIN_B, Ledger, build_ledger
-from tests.forkserver import ForkedProcess, ForkServer
+from tests.chainkit import GTIN_B, Ledger
+from tests.crashkit import Chain, Service, dedicated_chain
+from tests.forkserver import ForkServer
 from tests.seed import run_seed
 from tests.servicekit import IndexerThread, Stack, prepare_stack
 
@@ -59,32 +51,13 @@ SERVICE_DATABASES = ("sqlite", "postgresql")  # the service's own database, with
 T_TX, T_ITEM, T_CMD = ChainTransaction.__table__, CommandItem.__table__, Command.__table__
 
 
-# --- the chain node ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Chain:
-    """A dedicated Anvil that dumps its state on SIGTERM and loads it again when started on the same port."""
-
-    node: AnvilNode
-    ledger: Ledger
-
-    def stop(self) -> None:
-        self.node.stop()
-
-    def start(self) -> None:
-        self.node = AnvilNode.start(self.node.config)
+# --- the chain node and the service: tests/crashkit.py ----------------------------------------------------------
 
 
 @pytest.fixture
 def chain(tmp_path: Path) -> Iterator[Chain]:
-    config = AnvilConfig(port=free_port(), accounts=ANVIL_ACCOUNTS, state_path=tmp_path / "anvil-state.json")
-    node = AnvilNode.start(config, log_path=tmp_path / "anvil.log")
-    chain = Chain(node, build_ledger(connect(node.url)))
-    try:
+    with dedicated_chain(tmp_path) as chain:
         yield chain
-    finally:
-        chain.node.stop()
 
 
 @pytest.fixture(params=SERVICE_DATABASES)
@@ -99,156 +72,7 @@ def stack(chain: Chain, tmp_path: Path, request: pytest.FixtureRequest) -> Stack
     return prepare_stack(chain.ledger, tmp_path, f"sqlite:///{tmp_path / 'index.db'}", service_db_url)
 
 
-# --- the service as a process, and a client that retries ---------------------------------------------------------
-
-
-class Service:
-    """`python -m partledger_cli serve` with the stack's environment, started again whenever it dies. Each run arms
-    at most one failpoint — the one with the fewest kills still under its target — so that a SIGKILL is
-    attributed to it exactly."""
-
-    def __init__(
-        self,
-        stack: Stack,
-        workdir: Path,
-        *,
-        env: dict[str, str] | None = None,
-        kill_targets: dict[str, int] | None = None,
-        forkserver: ForkServer | None = None,
-        seed: str = "",
-    ) -> None:
-        self.stack = stack
-        self.forkserver = forkserver
-        self.seed = seed
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **stack.env(), **(env or {})}
-        self.env.pop("PARTLEDGER_FAILPOINTS", None)
-        self.log_path = workdir / "service.log"
-        self.kill_targets = kill_targets or {}
-        self.kills: Counter[str] = Counter()
-        self.runs = 0
-        self.startup_seconds: list[float] = []
-        self.unanswered = 0  # requests that got no answer and were sent again
-        self.replays = 0  # POSTs answered from the idempotency record: the first attempt's 202 was lost
-        self.armed: str | None = None
-        self.process: subprocess.Popen[bytes] | ForkedProcess | None = None
-        self.http = requests.Session()
-
-    # lifecycle
-
-    def start(self) -> None:
-        """Starts a run and waits until it answers; a run that dies on the way is counted and replaced."""
-        while True:
-            self._spawn()
-            started = time.monotonic()
-            deadline = started + 120
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:  # type: ignore[union-attr]
-                    break
-                try:
-                    if requests.get(self.url + "/v1/health", timeout=2).status_code == 200:
-                        self.startup_seconds.append(time.monotonic() - started)
-                        return
-                except requests.RequestException:
-                    pass
-                time.sleep(0.05)
-            else:
-                raise AssertionError(f"the service did not answer within 120 s\n{self.log_tail()}")
-            self._reap()
-
-    def _spawn(self) -> None:
-        below = [name for name in FAILPOINTS if self.kills[name] < self.kill_targets.get(name, 0)]
-        self.armed = min(below, key=lambda name: (self.kills[name], FAILPOINTS.index(name))) if below else None
-        env = dict(self.env)
-        if self.armed is not None:
-            env["PARTLEDGER_FAILPOINTS"] = f"{self.armed}={KILL_PROBABILITY}"
-            env["PARTLEDGER_FAILPOINTS_SEED"] = f"{self.seed}:{self.runs}"
-        self.runs += 1
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n=== run {self.runs}, failpoint {self.armed}, {time.strftime('%H:%M:%S')} ===\n".encode())
-        arguments = ["serve", "--port", str(self.port)]
-        if self.forkserver is not None and self.runs > 1:
-            self.process = self.forkserver.spawn(arguments, env=env, stdout=self.log_path)
-            return
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "partledger_cli", *arguments], cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def _reap(self) -> None:
-        """Counts a run that died by its failpoint's SIGKILL; any other end is a failure."""
-        assert self.process is not None
-        code = self.process.wait()
-        if code != -signal.SIGKILL or self.armed is None:
-            raise AssertionError(f"the service exited with {code} (failpoint {self.armed})\n{self.log_tail()}")
-        self.kills[self.armed] += 1
-
-    def kills_missing(self) -> bool:
-        return any(self.kills[name] < target for name, target in self.kill_targets.items())
-
-    def ensure_running(self) -> None:
-        if self.process is None:
-            self.start()
-        elif self.process.poll() is not None:
-            self._reap()
-            self.start()
-
-    def stop(self) -> None:
-        self.http.close()
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    # requests
-
-    def request(self, method: str, path: str, *, org: str | None = None, timeout: float = 30.0, **kwargs: Any) -> requests.Response:
-        """One request, sent again (identically) until it gets an answer; the service is restarted when it died."""
-        headers = {**(self.stack.headers(org) if org else {}), **kwargs.pop("headers", {})}
-        unexplained = 0
-        while True:
-            self.ensure_running()
-            try:
-                return self.http.request(method, self.url + path, headers=headers, timeout=timeout, **kwargs)
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):  # no (whole) answer
-                self.unanswered += 1
-                if self._died_within(5.0):
-                    continue
-                unexplained += 1  # a stale pooled connection: try again, a few times
-                if unexplained > 3:
-                    raise
-
-    def _died_within(self, seconds: float) -> bool:
-        assert self.process is not None
-        try:
-            self.process.wait(seconds)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-
-    def post(self, path: str, org: str, body: dict[str, Any]) -> str:
-        """POSTs a command with a fresh Idempotency-Key (kept for every retry); returns the id of the 202."""
-        reply = self.request("POST", path, org=org, json=body, headers={"Idempotency-Key": str(uuid.uuid4())})
-        assert reply.status_code == 202, f"{path}: {reply.status_code} {reply.text}"
-        self.replays += bool(reply.json().get("idempotent_replay"))
-        return reply.json()["command_id"]
-
-    def wait_confirmed(self, org: str, command_id: str, *, timeout: float = 120.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            view = self.request("GET", f"/v1/commands/{command_id}", org=org).json()
-            assert view["status"] != "rejected", view
-            if view["status"] == "confirmed":
-                return view
-            assert time.monotonic() < deadline, f"command {command_id} still {view['status']} after {timeout:.0f}s: {view}"
-            time.sleep(0.1)
+# --- what the API accepted ------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -344,6 +168,7 @@ def test_sigkilled_service_loses_and_duplicates_nothing(chain: Chain, stack: Sta
         tmp_path,
         env={"PARTLEDGER_MAX_PARTS_PER_TX": str(PARTS_PER_TX)},
         kill_targets=dict.fromkeys(FAILPOINTS, KILLS_PER_FAILPOINT),
+        kill_probability=KILL_PROBABILITY,
         forkserver=forkserver,
         seed=f"{run_seed()}:{request.node.callspec.id}",
     )
