@@ -45,7 +45,7 @@ from web3.exceptions import Web3RPCError
 from ledger_service.metrics import observe_latency
 from ledger_service.relay_tables import RelayBatch, RelayRequest
 from partledger.artifacts import FORWARDER, load_artifact
-from partledger.chain import decode_revert, replay_revert
+from partledger.chain import GasSizer, decode_revert, replay_revert
 from partledger.dblock import ExclusiveLock, LockHeld
 from partledger.eip712 import Eip712Domain, ForwardRequest, read_domain, recover_forward_request_signer
 from partledger.errors import ChainError, ChainUnavailable, ContractRevert
@@ -86,6 +86,7 @@ class Relayer:
         self.forwarder = w3.eth.contract(address=manifest.forwarder, abi=load_artifact(FORWARDER).abi)
         self._domain: Eip712Domain | None = None
         self._block_gas_limit: int | None = None
+        self.gas = GasSizer(w3)
         self._nonce_taken: dict[int, tuple[float, int]] = {}
 
     # --- the loop -------------------------------------------------------------------------------------------
@@ -371,15 +372,15 @@ class Relayer:
         self._send([batch])
 
     def _batch_gas(self, relayer: str, data: str, requests: list[Any]) -> int:
-        """The node's estimate with room to spare (the state may change before it is mined), or, if the node cannot
-        estimate, what the requests offer their calls and the forwarder's share around each."""
+        """The gas of one run of the batch with room to spare (partledger.chain.GasSizer: the state may change before
+        it is mined), or, if the run fails, what the requests offer their calls and the forwarder's share around each."""
         limit = self._gas_limit()
         bound = min(limit, BATCH_GAS + sum(request["gas"] * 64 // 63 + PER_REQUEST_GAS for request in requests))
-        answer = self.w3.provider.make_request("eth_estimateGas", [{"from": relayer, "to": self.forwarder.address, "data": data}, "pending"])  # type: ignore[arg-type]
+        answer = self.gas.limits([{"from": relayer, "to": self.forwarder.address, "data": data}])[0]
         if "error" in answer:
             return bound
-        estimate = int(answer["result"], 16)
-        return min(limit, max(estimate + estimate // 4 + 100_000, estimate + max(request["gas"] for request in requests) // 63 + 100_000))
+        sized = answer["result"]  # with headroom already; the forwarder also wants gas / 63 of a request's left at its end
+        return min(limit, sized + max(request["gas"] for request in requests) // 63 + 100_000)
 
     def _send(self, batches: list[Any]) -> None:
         """Sends recorded batches (their bytes) in order and records as sent those the node holds now."""

@@ -8,8 +8,9 @@ sent. After a restart the recorded bytes are sent again as they are: "already kn
 with our hash on chain means mined; a nonce is signed again only when its transaction can no longer be on chain:
 "nonce too low" without our receipt must persist for a while and a few blocks (behind a load-balanced RPC, the
 node that answers may not have the block holding our transaction yet).
-A call that would revert is simulated first (eth_estimateGas), and the item holding the part the error names is
-rejected with the contract's error, or deferred while other transactions in flight may still change the state.
+A call that would revert is simulated first (one run of it, which also sizes its gas: partledger.chain.GasSizer), and
+the item holding the part the error names is rejected with the contract's error, or deferred while other transactions
+in flight may still change the state.
 
 A site key revoked on chain (ConsortiumRegistryKeyRevoked naming the signer, from a simulation or from a transaction
 that reverted) is retired: its transactions not yet mined can only revert now, so they are void; every item it was
@@ -49,7 +50,7 @@ from ledger_service.operations import contract_arguments
 from ledger_service.auth import sites_allow
 from ledger_service.tables import ApiKey, ChainTransaction, Command, CommandItem, PrivateVin, User
 from partledger.artifacts import calldata, load_artifact
-from partledger.chain import decode_revert, revert_of
+from partledger.chain import GasSizer, decode_revert, revert_of
 from partledger.db import write_transaction
 from partledger.dblock import ExclusiveLock, LockHeld
 from partledger.errors import ChainError, ChainUnavailable, ContractRevert
@@ -99,6 +100,7 @@ class Submitter:
             for name in ("PartLedger", "EvidenceLedger", "ConsortiumRegistry")
         }
         self._block_gas_limit: int | None = None
+        self.gas = GasSizer(w3)
         self._retired: dict[str, ContractRevert] = {}  # revoked signers, and the chain's refusal
         self._nonce_taken: dict[int, tuple[float, int]] = {}  # tx id -> (when, block) "nonce too low" was first seen
         self._next_recheck = 0.0
@@ -465,11 +467,10 @@ class Submitter:
         for run in runs:
             contract_name, function, arguments = contract_arguments(run[0]["kind"], [json.loads(item["payload"]) for item in run])
             calls.append({"from": signer, "to": self.contracts[contract_name].address, "data": calldata(contract_name, function, arguments), "value": 0})
-        estimates = self._batch([("eth_estimateGas", [{**call, "value": "0x0"}, "pending"]) for call in calls])
         passing = []
-        for run, call, answer in zip(runs, calls, estimates):
+        for run, call, answer in zip(runs, calls, self.gas.limits(calls)):
             if "error" not in answer:
-                passing.append((run, call, int(answer["result"], 16)))
+                passing.append((run, call, answer["result"]))
                 continue
             decoded = _revert_in(answer["error"])
             if _revokes(decoded, signer):
@@ -499,7 +500,7 @@ class Submitter:
                     _reject_items(conn, T_ITEM.c.id == item["id"], values=_error_columns(decoded) | {"updated_at": now})
 
     def _sign_and_send(self, signer: str, runs: list[tuple[list[Any], dict[str, Any], int]]) -> None:
-        """Signs one transaction per (run, call, gas estimate), records them all with their items in one SQL
+        """Signs one transaction per (run, call, gas limit), records them all with their items in one SQL
         transaction, then sends them (the recorded bytes, so that a crash in between re-sends the same)."""
         limit = self._gas_limit()
         ids = [item["id"] for run, _, _ in runs for item in run]
@@ -515,7 +516,7 @@ class Submitter:
             tx_ids = []
             for (run, call, gas), nonce in zip(runs, self._next_nonces(conn, signer, len(runs))):
                 transaction = {
-                    "to": call["to"], "data": call["data"], "value": 0, "gas": min(int(gas * 1.2) + 10_000, limit),
+                    "to": call["to"], "data": call["data"], "value": 0, "gas": min(gas, limit),
                     "gasPrice": self.manifest.gas_price, "chainId": self.manifest.chain_id, "nonce": nonce,
                 }  # fmt: skip
                 raw = bytes(self.signers[signer].sign_transaction(transaction).raw_transaction)

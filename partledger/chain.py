@@ -177,3 +177,64 @@ def require_chain(w3: Web3, *, chain_id: int, code: dict[str, tuple[str, str]]) 
             raise ChainMismatch(f"no contract code at {address} ({name}) on this chain")
         if "0x" + keccak(deployed).hex() != code_hash:
             raise ChainMismatch(f"the code at {address} is not the {name} the deployment manifest recorded")
+
+
+# --- sizing a transaction's gas -----------------------------------------------------------------------------------
+
+ESTIMATE_HEADROOM = (1.2, 10_000)  # on eth_estimateGas: the state may change before the transaction is mined
+RUN_HEADROOM = (1.35, 25_000)  # on a single run's gasUsed, which can be below the limit the call needs: refunds are
+# at most a fifth of the gas before them (EIP-3529: x1.25), calls keep 1/64 back (x1.016), and a legacy
+# transaction pays cold access where the run's access list paid less (x1.05): 1.33 at most, and the margin above
+_UNSUPPORTED = (-32601, -32004)  # method not found; method not supported (Hardhat)
+
+
+class GasSizer:
+    """The gas limit to sign each call with, from ONE run of the call: eth_createAccessList's gasUsed. Its simulation
+    is what eth_estimateGas gives too (a revert answers with the same error and data), but eth_estimateGas searches
+    for the lowest limit by running the call again and again: 21.8 ms against 3.1 ms per 200-part shipment on Anvil,
+    measured side by side (eth_call alone: 1.2 ms), and the node's time is what the write path is short of.
+
+    A call the run refuses is asked again with eth_estimateGas, whose error answer every caller already reads (a
+    geth-style node answers a failed access-list run with a bare message and no revert data). A node without
+    eth_createAccessList (Hardhat's) gets eth_estimateGas from then on. Both are standard eth_* calls (Besu has both).
+    """
+
+    def __init__(self, w3: Web3) -> None:
+        self.w3 = w3
+        self.access_lists: bool | None = None  # None: not known yet whether the node has eth_createAccessList
+
+    def limits(self, calls: list[dict[str, Any]], block: str = "pending") -> list[dict[str, Any]]:
+        """One answer per call, in order: {"result": gas limit before any cap} or the node's {"error": ...} from
+        eth_estimateGas. Runs in one JSON-RPC batch (two when some calls revert)."""
+        if not calls:
+            return []
+        answers: list[dict[str, Any] | None] = [None] * len(calls)
+        if self.access_lists is not False:
+            for index, answer in enumerate(self._batch("eth_createAccessList", calls, block)):
+                error = answer.get("error")
+                if isinstance(error, dict) and (error.get("code") in _UNSUPPORTED or "not supported" in str(error.get("message", "")).lower()):
+                    self.access_lists = False
+                    answers = [None] * len(calls)
+                    break
+                result = answer.get("result")
+                if error is None and isinstance(result, dict) and not result.get("error") and "gasUsed" in result:
+                    self.access_lists = True
+                    answers[index] = {"result": _with_headroom(int(result["gasUsed"], 16), RUN_HEADROOM)}
+        again = [index for index, answer in enumerate(answers) if answer is None]
+        for index, answer in zip(again, self._batch("eth_estimateGas", [calls[index] for index in again], block)):
+            answers[index] = {"result": _with_headroom(int(answer["result"], 16), ESTIMATE_HEADROOM)} if "error" not in answer else dict(answer)
+        return answers  # type: ignore[return-value]
+
+    def _batch(self, method: str, calls: list[dict[str, Any]], block: str) -> list[dict[str, Any]]:
+        if not calls:
+            return []
+        answers = self.w3.provider.make_batch_request([(method, [{**call, "value": "0x0"}, block]) for call in calls])  # type: ignore[attr-defined]
+        if not isinstance(answers, list) or len(answers) != len(calls):
+            error = answers.get("error") if isinstance(answers, dict) else answers
+            raise Web3RPCError(f"the node refused a batch of {len(calls)} {method} requests: {error}")
+        return [dict(answer) for answer in answers]
+
+
+def _with_headroom(gas: int, headroom: tuple[float, int]) -> int:
+    factor, extra = headroom
+    return int(gas * factor) + extra

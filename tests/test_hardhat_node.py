@@ -29,9 +29,9 @@ from web3 import Web3
 
 from ledger_service.app import load_signers
 from ledger_service.submitter import Submitter, SubmitterConfig
-from partledger.chain import connect
+from partledger.chain import ESTIMATE_HEADROOM, GasSizer, connect
 from partledger.documents import new_salt, salted_document_hash
-from partledger.ids import part_id
+from partledger.ids import ascii32, part_id
 from partledger.manifest import Manifest, save_manifest
 from partledger.model import PartStatus
 from partledger.proofs import verifier as v
@@ -295,3 +295,15 @@ def test_the_production_path_called_only_standard_methods(flow: Flow):
     for needed in ("eth_sendRawTransaction", "eth_estimateGas", "eth_getTransactionReceipt", "eth_getLogs", "eth_getBlockByNumber", "eth_getProof", "eth_call"):
         assert needed in methods, (needed, sorted(methods))
     assert "eth_sendTransaction" not in methods  # the service signs itself: no unlocked account
+
+
+def test_a_node_without_access_lists_sizes_gas_from_its_estimate(flow: Flow):
+    """Hardhat's node has no eth_createAccessList (docs/nodes.md): the gas sizer asks it once, then estimates."""
+    ledger = flow.ledger
+    maker = ledger.orgs["maker"]
+    call = ledger.parts.functions.registerParts(int(GTIN_A), ascii32("SIZER"), [ascii32("SIZER-1")])
+    tx = {"from": maker.keys[0], "to": call.address, "data": call._encode_transaction_data()}
+    sizer = GasSizer(ledger.w3)
+    factor, extra = ESTIMATE_HEADROOM
+    assert sizer.limits([tx])[0]["result"] == int(int(ledger.w3.eth.estimate_gas({**tx, "value": 0}, "pending")) * factor) + extra
+    assert sizer.access_lists is False
