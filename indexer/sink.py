@@ -94,6 +94,7 @@ KIND_STATUS = (
     | {kind: PartStatus.IN_STOCK for kind in CONTAINMENT_KINDS}
 )
 SQL_CHUNK = 500  # ids per IN (...) list
+COPY_UPDATE_ROWS = 64  # on PostgreSQL, an update of this many rows or more goes through a COPYed temporary table
 CONTAIN_COLUMNS = ("part_id", "container_id", "kind", "lot", "path", "block_number", "tx_hash", "log_index")
 PATH_KIND = {"assembly": b"a", "unit": b"u"}  # a container's entry in a containment path: this byte, then its id
 
@@ -702,6 +703,7 @@ class BulkWriter:
         self._conn = conn
         self._postgres = conn.dialect.name == "postgresql"
         self._mark = "%s" if self._postgres else "?"
+        self._temporary = 0
 
     def insert(self, table: Any, rows: list[dict[str, Any]]) -> None:
         if rows:
@@ -722,8 +724,27 @@ class BulkWriter:
         self._conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})", rows)
 
     def update(self, table: Any, key: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+        """Sets `columns` of each row found by `key` (one row per key: a later one wins). On PostgreSQL a large
+        update is one statement joined to the rows COPYed into a temporary table: an UPDATE per row cost 0.11 ms of
+        the server's time each (59,000 of them in 25 s of the bulk benchmark: PostgreSQL's largest consumer)."""
         if not rows:
+            return
+        if self._postgres and len(rows) >= COPY_UPDATE_ROWS:
+            self._update_joined(table, key, columns, list({row[key]: row for row in rows}.values()))
             return
         assignments = ", ".join(f"{column} = {self._mark}" for column in columns)
         values = [tuple(row[column] for column in columns) + (row[key],) for row in rows]
         self._conn.exec_driver_sql(f"UPDATE {table.name} SET {assignments} WHERE {key} = {self._mark}", values)
+
+    def _update_joined(self, table: Any, key: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+        self._temporary += 1
+        staged = f"_staged_{table.name}_{self._temporary}"
+        listed = ", ".join((key, *columns))
+        cursor = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(f"CREATE TEMPORARY TABLE {staged} ON COMMIT DROP AS SELECT {listed} FROM {table.name} WITH NO DATA")
+        with cursor.copy(f"COPY {staged} ({listed}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(tuple(row[column] for column in (key, *columns)))
+        assignments = ", ".join(f"{column} = staged.{column}" for column in columns)
+        cursor.execute(f"UPDATE {table.name} SET {assignments} FROM {staged} AS staged WHERE {table.name}.{key} = staged.{key}")
+        cursor.execute(f"DROP TABLE {staged}")
