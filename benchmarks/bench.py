@@ -88,6 +88,7 @@ TARGETS: dict[str, tuple[str, float]] = {
 KEYS = (
     "e2e_register_parts_per_s", "e2e_bulk_transitions_per_s", "e2e_single_tx_per_s", "raw_node_bulk_transitions_per_s", "e2e_vs_raw_ratio", "e2e_open_loop",
     "e2e_pg_bulk_transitions_per_s", "e2e_pg_raw_node_per_s", "e2e_pg_vs_raw_ratio", "e2e_pg_cores_busy",
+    "e2e_pg_node_pinned_bulk_transitions_per_s", "e2e_pg_node_pinned_raw_node_per_s", "e2e_pg_node_pinned_cores_busy",
     "indexer_sqlite_events_per_s", "indexer_postgres_events_per_s", "fetch_decode_floor_events_per_s", "indexer_vs_floor_ratio",
     "verify_rps", "verify_p50_ms", "verify_p99_ms", "bare_uvicorn_rps", "verify_vs_bare_ratio",
     "scaling_history_latency_ratio", "scaling_verify_latency_ratio",
@@ -119,14 +120,22 @@ def scenario_e2e(quick: bool, profile: bool) -> dict[str, Any]:
 
 def scenario_e2e_pg(quick: bool, profile: bool) -> dict[str, Any]:
     """Bulk transitions with both databases on PostgreSQL, `serve --workers 2` and two `partledger submit` processes
-    (issue 18), and the raw node's floor in the same run; the cores each process tree kept busy meanwhile."""
+    (issue 18), and the raw node's floor in the same run; the cores each process tree kept busy meanwhile and the
+    statements that took PostgreSQL's time. Then the same with the node alone on one CPU and the rest of the stack on
+    the other: what the service alone drives against a node on the other core."""
     base = E2eConfig.quick() if quick else E2eConfig()
     config = replace(base, postgres=True, api_workers=2, submitters=2, scenarios=("bulk",))
     figures = run_e2e(config, log=log, profile=profile)
     bulk = figures["e2e_details"]["bulk"]
+    log("e2e_pg: again with the node alone on one CPU and everything else on the other")
+    pinned = run_e2e(replace(config, pin_node=True), log=log, profile=False)
+    alone = pinned["e2e_details"]["bulk"]
     return {
         "e2e_pg_bulk_transitions_per_s": figures["e2e_bulk_transitions_per_s"], "e2e_pg_raw_node_per_s": figures["raw_node_bulk_transitions_per_s"],
         "e2e_pg_vs_raw_ratio": figures["e2e_vs_raw_ratio"], "e2e_pg_cores_busy": bulk.get("cpu", {}).get("cores"), "e2e_pg_details": bulk,
+        "e2e_pg_node_pinned_bulk_transitions_per_s": pinned["e2e_bulk_transitions_per_s"],
+        "e2e_pg_node_pinned_raw_node_per_s": pinned["raw_node_bulk_transitions_per_s"],
+        "e2e_pg_node_pinned_cores_busy": alone.get("cpu", {}).get("cores"), "e2e_pg_node_pinned_details": alone,
     }  # fmt: skip
 
 
@@ -497,7 +506,7 @@ def show(results: dict[str, Any], console: Console) -> None:
     for column in ("figure", "value", "target", "met"):
         table.add_column(column, justify="right" if column != "figure" else "left")
     for key in KEYS:
-        if key in ("e2e_open_loop", "e2e_pg_cores_busy"):
+        if key in ("e2e_open_loop", "e2e_pg_cores_busy", "e2e_pg_node_pinned_cores_busy"):
             continue  # tables of their own, below
         target = targets.get(key, {})
         met = {True: "[green]met[/]", False: "[red]unmet[/]", None: "-"}[target.get("met")] if key in targets else ""
@@ -519,12 +528,13 @@ def show(results: dict[str, Any], console: Console) -> None:
         for row in results["e2e_open_loop"]:
             open_loop.add_row(*(_number(row.get(column)) for column in columns))
         console.print(open_loop)
-    if results.get("e2e_pg_cores_busy"):
-        busy = Table(title="e2e on PostgreSQL (2 API workers, 2 submitters): cores each process tree kept busy during the bulk scenario")
-        for name in results["e2e_pg_cores_busy"]:
-            busy.add_column(name, justify="right")
-        busy.add_row(*(_number(value) for value in results["e2e_pg_cores_busy"].values()))
-        console.print(busy)
+    for key, title in (("e2e_pg_cores_busy", ""), ("e2e_pg_node_pinned_cores_busy", ", the node alone on one CPU")):
+        if results.get(key):
+            busy = Table(title=f"e2e on PostgreSQL (2 API workers, 2 submitters{title}): cores each process tree kept busy during the bulk scenario")
+            for name in results[key]:
+                busy.add_column(name, justify="right")
+            busy.add_row(*(_number(value) for value in results[key].values()))
+            console.print(busy)
     rss = Table(title="peak RSS (MB, process trees)")
     for name in ("service", "indexer", "node"):
         rss.add_column(name, justify="right")

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import psutil
 from eth_abi import encode
 from eth_account import Account
@@ -81,6 +82,7 @@ class E2eConfig:
     api_workers: int = 1  # `partledger serve --workers N`
     submitters: int = 0  # `partledger submit` processes (0: the submitter runs inside the API process)
     scenarios: tuple[str, ...] = ("register", "bulk", "single", "open")
+    pin_node: bool = False  # the node alone on CPU 1, everything else (service, submitters, indexer, PostgreSQL, load) on CPU 0
 
     @classmethod
     def quick(cls) -> E2eConfig:
@@ -169,7 +171,7 @@ def world(workdir: Path, *, prune_history: int | None = None, postgres: bool = F
         if postgres:
             from tests.pgcluster import PostgresCluster
 
-            cluster = PostgresCluster()
+            cluster = PostgresCluster(options="-c shared_preload_libraries=pg_stat_statements")  # where its time goes: postgres_statements
             urls = (cluster.create_database("index"), cluster.create_database("service"))
         else:
             urls = (f"sqlite:///{workdir / 'index.db'}", f"sqlite:///{workdir / 'service.db'}")
@@ -755,10 +757,41 @@ def process_cpu(w: World) -> dict[str, float]:
     return seconds
 
 
+def reset_statements(w: World) -> None:
+    """Empties pg_stat_statements (the cluster's, both databases) before a scenario; nothing on SQLite."""
+    if w.postgres is not None:
+        with psycopg.connect(f"host=127.0.0.1 port={w.postgres.port} user=postgres dbname=service", autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            conn.execute("SELECT pg_stat_statements_reset()")
+
+
+def top_statements(w: World, count: int = 12) -> list[dict[str, Any]]:
+    """The statements that took most of PostgreSQL's time since reset_statements, whoever sent them (the service, the
+    submitters, the indexer, and this benchmark's own Mirror: its `SELECT id, part_id, kind FROM part_events`).
+    Times are the backends' wall time, so they include waiting for a CPU on a busy machine."""
+    assert w.postgres is not None
+    with psycopg.connect(f"host=127.0.0.1 port={w.postgres.port} user=postgres dbname=service", autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT d.datname, s.calls, s.total_exec_time, s.rows, regexp_replace(s.query, '\\s+', ' ', 'g') FROM pg_stat_statements s "
+            "JOIN pg_database d ON d.oid = s.dbid ORDER BY s.total_exec_time DESC"
+        ).fetchall()
+    total = sum(row[2] for row in rows) or 1.0
+    return [
+        {"database": database, "calls": calls, "total_ms": round(ms), "share": round(ms / total, 3), "rows": count_rows, "query": query[:160]}
+        for database, calls, ms, count_rows, query in rows[:count]
+    ]
+
+
 def cpu_during(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, Any]:
     """Per process tree, the CPU it used between two process_cpu readings, as seconds and as cores busy."""
     used = {name: round(after[name] - before.get(name, 0.0), 1) for name in after}
     return {"seconds": used, "cores": {name: round(value / seconds, 2) for name, value in used.items()}, "wall_s": round(seconds, 1)}
+
+
+def pin_threads(pid: int, cpus: set[int]) -> None:
+    """Every thread of process `pid` onto `cpus` (affinity is per thread; threads started later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
 
 
 def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = print, workdir: Path | None = None, profile: bool = False) -> dict[str, Any]:
@@ -766,8 +799,14 @@ def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = pri
     `workdir` keeps the databases and the service's and indexer's logs (default: a temporary directory); `profile`
     samples the service and the indexer with py-spy during each scenario (when py-spy is installed)."""
     figures: dict[str, Any] = {}
+    pinned = config.pin_node and len(os.sched_getaffinity(0)) >= 2
+    if pinned:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[0]})  # inherited by every process started from here: the node is moved off below
     with tempfile.TemporaryDirectory(prefix="partledger-e2e-") as temporary, world(Path(workdir or temporary), prune_history=16, postgres=config.postgres) as w, PeakRss() as rss:
         rss.watch("node", w.node.process.pid)
+        if pinned:
+            pin_threads(w.node.process.pid, {cpus[1]})
         ledger = w.ledger
         maker, warehouse = ledger.orgs["maker"], ledger.orgs["warehouse"]
         sender = RawSender(ledger, w.rpc)
@@ -807,9 +846,12 @@ def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = pri
                 process: start_profile(w.processes[process].pid, config.warmup + config.duration, w.stack.workdir / f"profile-{name}-{process}.txt")
                 for process in ("service", "indexer")
             } if profile else {}  # fmt: skip
+            reset_statements(w)
             begun, cpu_before, clock = time.time(), process_cpu(w), time.monotonic()
             result = asyncio.run(scenario(w.api, w.index_target, workers, warmup=config.warmup, duration=config.duration, drain=config.drain_timeout))
             result["cpu"] = cpu_during(cpu_before, process_cpu(w), time.monotonic() - clock)
+            if w.postgres is not None:
+                result["postgres_statements"] = top_statements(w)
             result["signed_to_block"] = inclusion_delays(w, begun)
             result["outbox_left"] = drain_outbox(w, timeout=config.drain_timeout)
             for process, spy in spies.items():
@@ -842,8 +884,11 @@ def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = pri
         raw = measure_raw(sender, raw_parts, a=(maker.key, maker.id), b=(warehouse.key, warehouse.id), duration=config.duration)
         log(f"raw node: {raw['raw_node_bulk_transitions_per_s']:,} transitions/s ({raw['transactions']} transactions in {raw['seconds']} s, {raw['reverted']} reverted)")
         figures["raw"] = raw
+    if pinned:
+        os.sched_setaffinity(0, set(cpus))
     bulk_rate, raw_rate = figures["bulk"]["per_s"], raw["raw_node_bulk_transitions_per_s"]
-    setup = {"databases": "postgresql" if config.postgres else "sqlite", "api_workers": config.api_workers, "submitters": config.submitters}
+    setup = {"databases": "postgresql" if config.postgres else "sqlite", "api_workers": config.api_workers, "submitters": config.submitters,
+             "node_pinned": f"node on CPU {cpus[1]}, the rest on CPU {cpus[0]}" if pinned else None}  # fmt: skip
     return {
         "e2e_register_parts_per_s": figures["register"]["per_s"],
         "e2e_bulk_transitions_per_s": bulk_rate,
@@ -872,11 +917,12 @@ def main() -> int:
     parser.add_argument("--api-workers", type=int, help="API worker processes (partledger serve --workers N)")
     parser.add_argument("--submitters", type=int, help="partledger submit processes (0: the submitter inside the API process)")
     parser.add_argument("--scenarios", help="comma-separated subset of register,bulk,single,open")
+    parser.add_argument("--pin-node", action="store_true", help="the node alone on one CPU, everything else on the other")
     arguments = parser.parse_args()
     config = E2eConfig.quick() if arguments.quick else E2eConfig()
     overrides = {
         "duration": arguments.duration, "block_time": arguments.block_time, "postgres": arguments.postgres or None,
-        "api_workers": arguments.api_workers, "submitters": arguments.submitters,
+        "api_workers": arguments.api_workers, "submitters": arguments.submitters, "pin_node": arguments.pin_node or None,
         "scenarios": tuple(arguments.scenarios.split(",")) if arguments.scenarios else None,
     }  # fmt: skip
     config = E2eConfig(**config.__dict__ | {k: v for k, v in overrides.items() if v is not None})

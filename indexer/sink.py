@@ -480,17 +480,9 @@ class Sink:
         writer.insert(T_UNIT, list(batch.new_units.values()))
         writer.update(T_UNIT, "unit_id", PART_STATE_COLUMNS, [{"unit_id": unit_id, **state} for unit_id, state in batch.unit_updates.items()])
         writer.insert(T_LINEAGE, batch.lineage)
-        if batch.shipment_closes:
-            conn.execute(
-                update(T_SHIP).where(and_(T_SHIP.c.part_id == bindparam("key_part_id"), T_SHIP.c.outcome.is_(None))).values(outcome=bindparam("outcome"), closed_block=bindparam("closed_block")),
-                batch.shipment_closes,
-            )
+        writer.close_open(T_SHIP, "part_id", "outcome", ("outcome", "closed_block"), batch.shipment_closes)
         writer.insert(T_SHIP, batch.shipments)
-        if batch.installation_closes:
-            conn.execute(
-                update(T_INSTALL).where(and_(T_INSTALL.c.part_id == bindparam("key_part_id"), T_INSTALL.c.removed_block.is_(None))).values(removed_block=bindparam("removed_block")),
-                batch.installation_closes,
-            )
+        writer.close_open(T_INSTALL, "part_id", "removed_block", ("removed_block",), batch.installation_closes)
         writer.insert(T_INSTALL, batch.installations)
         if batch.recalls:
             writer.insert(T_RECALL, batch.recalls)
@@ -736,7 +728,26 @@ class BulkWriter:
         values = [tuple(row[column] for column in columns) + (row[key],) for row in rows]
         self._conn.exec_driver_sql(f"UPDATE {table.name} SET {assignments} WHERE {key} = {self._mark}", values)
 
-    def _update_joined(self, table: Any, key: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    def close_open(self, table: Any, key: str, open_column: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+        """Sets `columns` on the open row (`open_column` NULL) of each `key` (rows name it as "key_<key>"): a part's one
+        shipment in transit, or its one installation not removed. A key named twice: the first row closes it, as one
+        UPDATE per row in order would. On PostgreSQL a large one is joined to a COPYed temporary table, as in `update`
+        (closing a shipment by an UPDATE per part took 0.42 ms of the server's time each, a third of it, in the bulk
+        benchmark: it walks the part's past shipments)."""
+        if not rows:
+            return
+        if self._postgres and len(rows) >= COPY_UPDATE_ROWS:
+            first: dict[Any, dict[str, Any]] = {}
+            for row in rows:
+                first.setdefault(row[f"key_{key}"], {key: row[f"key_{key}"], **{column: row[column] for column in columns}})
+            self._update_joined(table, key, columns, list(first.values()), open_column=open_column)
+            return
+        self._conn.execute(
+            update(table).where(and_(table.c[key] == bindparam(f"key_{key}"), table.c[open_column].is_(None))).values(**{column: bindparam(column) for column in columns}),
+            rows,
+        )
+
+    def _update_joined(self, table: Any, key: str, columns: tuple[str, ...], rows: list[dict[str, Any]], *, open_column: str | None = None) -> None:
         self._temporary += 1
         staged = f"_staged_{table.name}_{self._temporary}"
         listed = ", ".join((key, *columns))
@@ -746,5 +757,6 @@ class BulkWriter:
             for row in rows:
                 copy.write_row(tuple(row[column] for column in (key, *columns)))
         assignments = ", ".join(f"{column} = staged.{column}" for column in columns)
-        cursor.execute(f"UPDATE {table.name} SET {assignments} FROM {staged} AS staged WHERE {table.name}.{key} = staged.{key}")
+        still_open = f" AND {table.name}.{open_column} IS NULL" if open_column else ""
+        cursor.execute(f"UPDATE {table.name} SET {assignments} FROM {staged} AS staged WHERE {table.name}.{key} = staged.{key}{still_open}")
         cursor.execute(f"DROP TABLE {staged}")

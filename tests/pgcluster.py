@@ -31,7 +31,9 @@ def pg_bin(tool: str) -> str:
 
 
 class PostgresCluster:
-    def __init__(self) -> None:
+    def __init__(self, *, options: str = "") -> None:
+        """`options`: more server settings for pg_ctl -o (e.g. "-c shared_preload_libraries=pg_stat_statements")."""
+        self.options = options
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="partledger-pg-"))
         self.data = self.root / "data"
@@ -47,7 +49,7 @@ class PostgresCluster:
         subprocess.run([*prefix, *command], check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 {self.options}".rstrip()
         self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:

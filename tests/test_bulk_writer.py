@@ -1,7 +1,8 @@
 """The indexer's bulk update (indexer.sink.BulkWriter.update) on both databases: below COPY_UPDATE_ROWS one UPDATE
 per row, from it on PostgreSQL one UPDATE joined to the rows COPYed into a temporary table. Both must leave the same
 table: every row named updated once (a key named twice: the later row wins), every other row untouched, and a
-second large update in the same transaction (a second temporary table) as right as the first."""
+second large update in the same transaction (a second temporary table) as right as the first. The same for closing
+open shipments (BulkWriter.close_open): only a part's shipment in transit closes, and the first close of a part wins."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from indexer import migrate
-from indexer.sink import COPY_UPDATE_ROWS, PART_STATE_COLUMNS, BulkWriter, T_PART
+from indexer.sink import COPY_UPDATE_ROWS, PART_STATE_COLUMNS, T_PART, T_SHIP, BulkWriter
 from partledger.db import make_engine
 
 
@@ -47,3 +48,26 @@ def test_a_bulk_update_sets_each_named_row_once_and_leaves_the_others(db_url: st
         row = rows[part(number)]
         assert {column: (bytes(row[column]) if column == "vin_hash" else row[column]) for column in PART_STATE_COLUMNS} == values, number
     assert len(rows) == total
+
+
+@pytest.mark.parametrize("size", [COPY_UPDATE_ROWS - 2, 3 * COPY_UPDATE_ROWS])
+def test_closing_open_shipments_closes_each_parts_open_one_only_and_the_first_close_of_a_part_wins(db_url: str, size: int) -> None:
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    shipment = {"from_org": 1, "to_org": 2, "doc_hash": bytes(32), "shipped_tx": bytes(32)}
+    with engine.begin() as conn:  # each part: two past shipments, closed, and one in transit; part `size` has none open
+        conn.execute(T_SHIP.insert(), [
+            {"part_id": part(n), "shipped_block": block, "outcome": "received" if block < 3 else None, "closed_block": block + 1 if block < 3 else None, **shipment}
+            for n in range(size + 1) for block in (1, 2, 3) if not (n == size and block == 3)
+        ])  # fmt: skip
+    closes = [{"key_part_id": part(n), "outcome": "received", "closed_block": 10 + n} for n in range(size)]
+    closes.append({"key_part_id": part(0), "outcome": "cancelled", "closed_block": 99})  # already closed by the first: nothing
+    closes.append({"key_part_id": part(size), "outcome": "received", "closed_block": 77})  # no shipment in transit: nothing
+    with engine.begin() as conn:
+        BulkWriter(conn).close_open(T_SHIP, "part_id", "outcome", ("outcome", "closed_block"), closes)
+    with engine.connect() as conn:
+        rows = {(bytes(row["part_id"]), row["shipped_block"]): (row["outcome"], row["closed_block"]) for row in conn.execute(select(T_SHIP)).mappings()}
+    engine.dispose()
+    expected = {(part(n), block): ("received", block + 1) for n in range(size + 1) for block in (1, 2)}
+    expected |= {(part(n), 3): ("received", 10 + n) for n in range(size)}
+    assert rows == expected
