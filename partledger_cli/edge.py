@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from wallets.edge.pages import PageKit
 
 edge_app = typer.Typer(help="The edge agent: a site's own key, a local queue and API, relaying to the cloud when it can.", no_args_is_help=True)
 
@@ -66,11 +69,33 @@ def edge_run_command(
     loop = threading.Thread(target=agent.run, args=(stop,), name="edge-relay", daemon=True)
     loop.start()
     try:
-        uvicorn.run(create_edge_app(agent), host=host, port=port, log_level="warning", ws="none")
+        uvicorn.run(create_edge_app(agent, edge_page_kit()), host=host, port=port, log_level="warning", ws="none")
     finally:
         stop.set()
         loop.join(timeout=15)
         store.close()
+
+
+def edge_page_kit() -> PageKit:
+    """What the edge's local pages share with the member console (wallets may not import it; the CLI may): its
+    message catalogue, its stylesheet, and its reading of a part id or a label's Digital Link URI."""
+    from ledger_service.console.i18n import default_catalogue
+    from ledger_service.console.web import STATIC_DIR
+    from ledger_service.part_refs import parse_part_ref
+    from partledger.errors import ValidationError
+    from wallets.edge.agent import Refusal
+    from wallets.edge.pages import PageKit
+
+    def read_part(text: str) -> str:
+        try:
+            named = parse_part_ref(text)
+        except ValidationError as exc:
+            raise Refusal(422, exc.code, str(exc)) from None
+        if not isinstance(named, bytes):
+            raise Refusal(422, "unreadable", "a part is named by its id (0x…) or a Digital Link URI")
+        return "0x" + named.hex()
+
+    return PageKit(catalogue=default_catalogue(), static_dir=STATIC_DIR, read_part=read_part)
 
 
 @edge_app.command("status")

@@ -48,13 +48,15 @@ class LinkDown(Exception):
 
 
 class Refusal(Exception):
-    """The local API refuses a request: HTTP status, a stable code, a message."""
+    """The local API refuses a request: HTTP status, a stable code, a message (and the form field at fault, for the
+    pages)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,10 @@ class EdgeAgent:
         pending = [row["id"] for row in self.store.query("SELECT id, parts FROM requests WHERE status IN ('queued', 'relayed') ORDER BY seq") if part in json.loads(row["parts"])]
         return {"part_id": part, **view, "pending_requests": pending, "view_block": self.store.get("view_block"), "last_sync": self.store.get("last_sync")}
 
+    def organisations(self) -> dict[int, str]:
+        """The consortium's members (not suspended) as of the last sync: id -> name."""
+        return {org["id"]: org["name"] for org in self.store.get("organisations") or []}
+
     def rebuild_view(self) -> None:
         """The effective view: the synced parts, then the effect of each request not settled, or confirmed in a
         block the synced view does not reflect yet, in queue order."""
@@ -295,6 +301,8 @@ class EdgeAgent:
         held, held_block = self.cloud.pages("/v1/parts", {"custodian": org_id})
         inbound, inbound_block = self.cloud.pages("/v1/parts", {"status": "in_transit"})
         inbound = [part for part in inbound if (part.get("recipient") or {}).get("id") == org_id]
+        organisations, _ = self.cloud.pages("/v1/organisations", {})  # the names the pages show, and whom to ship to
+        members = [{"id": org["id"], "name": org["name"]} for org in organisations if not org["suspended"]]
         domain = self._domain()
         assert domain is not None
         with self.store.lock, self.store.transaction() as conn:
@@ -305,6 +313,7 @@ class EdgeAgent:
             )  # fmt: skip
             self.store.put(conn, "view_block", min(held_block, inbound_block))
             self.store.put(conn, "last_sync", time.time())
+            self.store.put(conn, "organisations", members)
             # Never posted, and signed for a nonce the forwarder has passed: signed again below.
             conn.execute("UPDATE requests SET nonce = NULL, signature = NULL WHERE status = 'queued' AND posted = 0 AND nonce < ?", (chain_nonce,))
             live = {row["nonce"] for row in conn.execute("SELECT nonce FROM requests WHERE status IN ('queued', 'relayed') AND nonce IS NOT NULL AND nonce >= ?", (chain_nonce,))}

@@ -1,6 +1,7 @@
 """The edge agent's local store: one SQLite file (WAL, synchronous=FULL) holding the queue of signed requests, the
-site's view of its parts as last synced from the cloud, and a few facts (signer, organisation, EIP-712 domain, next
-nonce, last sync).
+site's view of its parts as last synced from the cloud, a few facts (signer, organisation, EIP-712 domain, next
+nonce, last sync, the consortium's organisations) and the VINs the site's pages hashed, with their salts (only the
+salted hash goes on chain; the salt is what lets the site show later that a VIN is the one recorded).
 
 A request answered 202 by the local API is committed here first, so it survives a crash or a power cut. A request's
 life: queued (signed, waiting for the link) → relayed (the cloud's relay holds it, under relay_id) → confirmed, or
@@ -53,6 +54,11 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS vins (
+    vin_hash TEXT PRIMARY KEY,
+    sealed BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
 """
 
 STATUSES = ("queued", "relayed", "confirmed", "failed")
@@ -99,6 +105,19 @@ class EdgeStore:
 
     def put(self, conn: sqlite3.Connection, key: str, value: Any) -> None:
         conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, json.dumps(value)))
+
+    def keep_vin(self, vin_hash: str, sealed: bytes) -> None:
+        """An installation's clear VIN and salt, sealed (wallets.edge.pages.seal_vin): never kept in clear here."""
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO vins (vin_hash, sealed, created_at) VALUES (?, ?, ?)", (vin_hash, sealed, time.time()))
+
+    def sealed_vin(self, vin_hash: str) -> bytes | None:
+        rows = self.query("SELECT sealed FROM vins WHERE vin_hash = ?", (vin_hash,))
+        return bytes(rows[0]["sealed"]) if rows else None
+
+    def recent_requests(self, limit: int) -> list[dict[str, Any]]:
+        """The latest requests, newest first, as GET /edge/requests/{id} shows each (nonce fillers left out)."""
+        return [request_view(row) for row in self.query("SELECT * FROM requests WHERE kind != 'nonce_fill' ORDER BY seq DESC LIMIT ?", (limit,))]
 
     # --- what `partledger edge status` and GET /edge/status show ----------------------------------------------
 
