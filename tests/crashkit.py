@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
+from web3.exceptions import TransactionNotFound
 
 from partledger.anvil import AnvilConfig, AnvilNode
 from partledger.artifacts import REPO_ROOT
@@ -216,3 +218,26 @@ class Service:
                 return view
             assert time.monotonic() < deadline, f"command {command_id} still {view['status']} after {timeout:.0f}s: {view}"
             time.sleep(0.1)
+
+
+def assert_sent_once_in_nonce_order(ledger: Ledger, recorded: list[Any], senders: dict[str, str], *, sender: str) -> dict[str, int]:
+    """What the service recorded as sent (rows with `sender`'s key column, nonce, tx_hash, block_number, state), after
+    its crashes: every transaction it did not void is confirmed, in its recorded block, with status 1, and each
+    sender's nonces are gapless from 0 and all the chain holds; a voided one (its nonce went to another) was never
+    mined. `senders`: name -> address. Returns the transactions per sender's name."""
+    live = [row for row in recorded if row["state"] != "void"]
+    assert Counter(row["state"] for row in live) == {"confirmed": len(live)}, Counter(row["state"] for row in live)
+    per_sender = {}
+    for name, address in senders.items():
+        nonces = sorted(row["nonce"] for row in live if row[sender] == address)
+        assert nonces == list(range(len(nonces))), f"{name}: nonces {nonces}"
+        assert ledger.w3.eth.get_transaction_count(address) == len(nonces), name
+        per_sender[name] = len(nonces)
+    for row in live:
+        receipt = ledger.w3.eth.get_transaction_receipt(bytes(row["tx_hash"]))
+        assert receipt["status"] == 1 and receipt["blockNumber"] == row["block_number"], row["id"]
+    for row in recorded:
+        if row["state"] == "void":  # its nonce went to another transaction: these bytes must never be mined
+            with pytest.raises(TransactionNotFound):
+                ledger.w3.eth.get_transaction(bytes(row["tx_hash"]))
+    return per_sender

@@ -24,13 +24,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from web3.exceptions import TransactionNotFound
 
 from ledger_service.relay_tables import RelayBatch, RelayRequest
 from partledger.db import make_engine
 from partledger.ids import ascii32, part_id
 from tests.chainkit import GTIN_B, Ledger
-from tests.crashkit import Chain, Service, dedicated_chain
+from tests.crashkit import Chain, Service, assert_sent_once_in_nonce_order, dedicated_chain
 from tests.forkserver import ForkServer
 from tests.relaykit import Relay, Signed
 from tests.seed import run_seed
@@ -205,23 +204,9 @@ def assert_relayed_exactly_once(stack: Stack, relay: Relay, sites: list[Site], p
     assert {row.id for row in rows} == set(poster.ids.values())
     assert Counter(row.state for row in rows) == {"confirmed": len(rows)}
 
-    live = [batch for batch in batches if batch["state"] != "void"]
-    assert Counter(batch["state"] for batch in live) == {"confirmed": len(live)}
-    per_key = {}
-    for relayer in relayers:
-        nonces = [batch["nonce"] for batch in live if batch["relayer"] == relayer]
-        assert nonces == list(range(len(nonces))), f"relayer {relayer}: nonces {nonces}"
-        assert ledger.w3.eth.get_transaction_count(relayer) == len(nonces), relayer
-        per_key[relayer[:8]] = len(nonces)
+    per_key = assert_sent_once_in_nonce_order(ledger, batches, {relayer[:8]: relayer for relayer in relayers}, sender="relayer")
     assert all(per_key.values()), f"a relayer key carried no batch: {per_key}"
-    for batch in live:
-        receipt = ledger.w3.eth.get_transaction_receipt(bytes(batch["tx_hash"]))
-        assert receipt["status"] == 1 and receipt["blockNumber"] == batch["block_number"], batch["id"]
-    for batch in batches:
-        if batch["state"] == "void":  # its nonce went to another batch: these bytes must never be mined
-            with pytest.raises(TransactionNotFound):
-                ledger.w3.eth.get_transaction(bytes(batch["tx_hash"]))
-    return {"requests": len(rows), "batches per relayer key": per_key, "void": len(batches) - len(live)}
+    return {"requests": len(rows), "batches per relayer key": per_key, "void": len(batches) - sum(per_key.values())}
 
 
 # --- the test ---------------------------------------------------------------------------------------------------

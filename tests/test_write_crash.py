@@ -26,13 +26,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from web3.exceptions import TransactionNotFound
 
 from ledger_service.tables import ChainTransaction, Command, CommandItem
 from partledger.db import make_engine
 from partledger.ids import part_id, part_id_unchecked
 from tests.chainkit import GTIN_B, Ledger
-from tests.crashkit import Chain, Service, dedicated_chain
+from tests.crashkit import Chain, Service, assert_sent_once_in_nonce_order, dedicated_chain
 from tests.forkserver import ForkServer
 from tests.seed import run_seed
 from tests.servicekit import IndexerThread, Stack, prepare_stack
@@ -136,20 +135,8 @@ def assert_exactly_once_and_gapless(service: Service, stack: Stack, accepted: Ac
         assert set(states) == {"confirmed"}, states
         txs = conn.execute(select(T_TX).order_by(T_TX.c.signer, T_TX.c.nonce)).mappings().all()
     engine.dispose()
-    live = [tx for tx in txs if tx["state"] != "void"]
-    assert {tx["state"] for tx in live} == {"confirmed"}, Counter(tx["state"] for tx in live)
-    for org, signer in stack.site_keys.items():
-        nonces = [tx["nonce"] for tx in live if tx["signer"] == signer]
-        assert nonces == list(range(len(nonces))), f"{org}: nonces {nonces}"
-        assert ledger.w3.eth.get_transaction_count(signer) == len(nonces), org
-    for tx in live:
-        receipt = ledger.w3.eth.get_transaction_receipt(bytes(tx["tx_hash"]))
-        assert receipt["status"] == 1 and receipt["blockNumber"] == tx["block_number"], tx["id"]
-    for tx in txs:
-        if tx["state"] == "void":  # its nonce went to another transaction: these bytes must never be mined
-            with pytest.raises(TransactionNotFound):
-                ledger.w3.eth.get_transaction(bytes(tx["tx_hash"]))
-    return {"transactions": len(live), "void": len(txs) - len(live), "commands": len(accepted.commands)}
+    per_key = assert_sent_once_in_nonce_order(ledger, txs, dict(stack.site_keys), sender="signer")
+    return {"transactions": sum(per_key.values()), "void": len(txs) - sum(per_key.values()), "commands": len(accepted.commands)}
 
 
 # --- the tests --------------------------------------------------------------------------------------------------
