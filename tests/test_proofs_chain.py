@@ -185,6 +185,13 @@ def test_a_tampered_document_or_record_fails_its_check(proofs: Proofs):
     edited = copy.deepcopy(record)
     edited["batchRecord"]["value"][1] += 1
     assert v.verify_bundle(edited, anchors=anchors_for(record)).failed == ["batch record"]
+    # A width that is no ABI type would encode the same bytes (uint60 of a value that fits: the leaf matches), and
+    # the bundle would show another type for them (a fresh-clone run found uint64 flipped to a look-alike accepted).
+    assert record["batchRecord"]["types"][:2] == ["bytes32", "uint64"]
+    for index, look_alike in ((1, "uint60"), (1, "uint66"), (1, "uint44"), (1, "uint0"), (1, "uint264"), (0, "bytes33"), (0, "bytes032")):
+        edited = copy.deepcopy(record)
+        edited["batchRecord"]["types"][index] = look_alike
+        assert v.verify_bundle(edited, anchors=anchors_for(record)).failed == ["batch record"], look_alike
 
 
 def mutate_scalar(value: Any, rng: random.Random) -> Any:

@@ -47,6 +47,7 @@ class Standby(PostgresCluster):
     """A hot standby of `primary`: its base backup with the standby configuration written (-R), on a port of its own."""
 
     def __init__(self, primary: PostgresCluster) -> None:  # not super().__init__(), which would initdb a new cluster
+        self.options = primary.options
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="partledger-pg-standby-"))
         self.data = self.root / "data"

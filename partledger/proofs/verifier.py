@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import re
 import sys
 import urllib.request
 from dataclasses import dataclass, field
@@ -282,9 +283,19 @@ def _tuple_types(kind: str) -> list[str]:
     return kind[1:-1].split(",")
 
 
+_INTEGER = re.compile(r"u?int([1-9][0-9]{0,2})")
+_FIXED_BYTES = re.compile(r"bytes([1-9][0-9]?)")
+
+
 def _encode_static(kind: str, value: Any) -> bytes:
+    """One ABI word; CheckFailed for a value that does not fit, and for a type name that is no ABI type: uint60 or
+    bytes40 would encode some values as uint64 or nothing would, and a bundle could then show another type for the
+    same proven bytes."""
     if kind.startswith("uint") or kind.startswith("int"):
-        bits = int(kind[4:] if kind.startswith("uint") else kind[3:] or 256)
+        width = _INTEGER.fullmatch(kind)
+        bits = int(width.group(1)) if width else 0
+        if bits % 8 or not 8 <= bits <= 256:
+            raise CheckFailed(f"{kind} is no ABI type")
         if not isinstance(value, int) or isinstance(value, bool):
             raise CheckFailed(f"{kind} value is not an integer")
         if kind.startswith("uint"):
@@ -301,6 +312,8 @@ def _encode_static(kind: str, value: Any) -> bytes:
             raise CheckFailed("bool value is not true or false")
         return int(value).to_bytes(32, "big")
     if kind.startswith("bytes") and kind[5:].isdigit():
+        if not _FIXED_BYTES.fullmatch(kind) or not 1 <= int(kind[5:]) <= 32:
+            raise CheckFailed(f"{kind} is no ABI type")
         size = int(kind[5:])
         if not isinstance(value, bytes) or len(value) != size:
             raise CheckFailed(f"{kind} value has the wrong length")
