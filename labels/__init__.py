@@ -8,3 +8,5 @@ sheets        print-ready PDF sheets (reportlab): A4 24-up and 60 x 40 mm therma
 
 Downstream of the shared core and the wallets only; the resolver that verifies labels is in ledger_service.
 """
+
+import partledger  # noqa: E402, F401 - first: it chooses eth-hash's Keccak backend before any hash is taken
