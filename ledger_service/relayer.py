@@ -43,8 +43,9 @@ from web3 import Web3
 from web3.exceptions import Web3RPCError
 
 from ledger_service.metrics import observe_latency
+from ledger_service.relay import read_forwarder_nonces
 from ledger_service.relay_tables import RelayBatch, RelayRequest
-from partledger.artifacts import FORWARDER, load_artifact
+from partledger.artifacts import FORWARDER, calldata, load_artifact
 from partledger.chain import GasSizer, decode_revert, replay_revert
 from partledger.dblock import ExclusiveLock, LockHeld
 from partledger.eip712 import Eip712Domain, ForwardRequest, read_domain, recover_forward_request_signer
@@ -88,6 +89,7 @@ class Relayer:
         self._block_gas_limit: int | None = None
         self.gas = GasSizer(w3)
         self._nonce_taken: dict[int, tuple[float, int]] = {}
+        self._known_nonces: dict[str, int] = {}  # signer -> the forwarder's nonce, as last read or counted
 
     # --- the loop -------------------------------------------------------------------------------------------
 
@@ -118,8 +120,7 @@ class Relayer:
         """One pass: follow what was sent (and send what was signed), then pack and send for each relayer key."""
         try:
             progressed = self.follow()
-            for relayer in sorted(self.keys):
-                progressed |= self.pack(relayer)
+            progressed |= self.pack()
         except (OSError, Web3RPCError) as exc:
             raise ChainUnavailable(f"the JSON-RPC node failed: {type(exc).__name__}") from None
         except Exception as exc:
@@ -171,6 +172,9 @@ class Relayer:
             self._batch_reverted(batch, requests, block)
             return
         executed = self._executed(receipt)
+        for signer, nonce in executed:  # each executed request used its nonce, whether its call succeeded or not
+            address = Web3.to_checksum_address(signer)
+            self._known_nonces[address] = max(self._known_nonces.get(address, 0), nonce + 1)
         now = time.time()
         verdicts: list[tuple[Any, dict[str, Any]]] = []
         for request in requests:
@@ -191,8 +195,14 @@ class Relayer:
             conn.execute(update(T_BATCH).where(T_BATCH.c.id == batch["id"]).values(
                 state="confirmed" if confirmed else "mined", block_number=block, gas_used=int(receipt["gasUsed"], 16),
             ))  # fmt: skip
+            alike: dict[str, list[str]] = {}  # most verdicts are the same values ("mined" or "confirmed"): one UPDATE each
             for request, values in verdicts:
-                conn.execute(update(T_REQ).where(T_REQ.c.id == request["id"]).values(**values, updated_at=now))
+                if len(values) == 1:
+                    alike.setdefault(values["state"], []).append(request["id"])
+                else:
+                    conn.execute(update(T_REQ).where(T_REQ.c.id == request["id"]).values(**values, updated_at=now))
+            for state, ids in alike.items():
+                conn.execute(update(T_REQ).where(T_REQ.c.id.in_(ids)).values(state=state, updated_at=now))
         for request, values in verdicts:  # decided once: a batch is settled once (its state leaves "sent" with it)
             if values["state"] in ("confirmed", "failed"):
                 observe_relayed(request, values["state"], now)
@@ -234,7 +244,9 @@ class Relayer:
         """A mined batch whose block is gone: sent again as it is, its requests relayed and undecided."""
         with self.engine.begin() as conn:
             conn.execute(update(T_BATCH).where(T_BATCH.c.id == batch["id"]).values(state="sent", block_number=None))
-            conn.execute(update(T_REQ).where(T_REQ.c.batch_id == batch["id"]).values(state="relayed", updated_at=time.time()))
+            signers = conn.execute(update(T_REQ).where(T_REQ.c.batch_id == batch["id"]).values(state="relayed", updated_at=time.time()).returning(T_REQ.c.signer)).scalars().all()
+        for signer in signers:  # the nonces counted from the batch are no longer used: read them again
+            self._known_nonces.pop(signer, None)
 
     def _executed(self, receipt: dict[str, Any]) -> dict[tuple[str, int], bool]:
         """(signer, nonce) -> success of each request the forwarder executed, from its ExecutedForwardRequest logs."""
@@ -277,12 +289,18 @@ class Relayer:
 
     # --- packing --------------------------------------------------------------------------------------------
 
-    def pack(self, relayer: str) -> bool:
-        """Packs the next batch for `relayer` if it has room in flight: requests whose nonce is next for their
-        signer, from signers that have nothing in flight with another relayer key. True if it did anything."""
+    def pack(self) -> bool:
+        """Packs batches for every relayer key with room in flight, from one look at the accepted requests: requests
+        whose nonce is next for their signer, a signer with requests in flight staying with that relayer key. True if
+        it did anything."""
         with self.engine.connect() as conn:
-            in_flight = conn.execute(select(func.count()).where(T_BATCH.c.relayer == relayer, T_BATCH.c.state.in_(("signed", "sent")))).scalar()
-            if in_flight >= self.config.max_in_flight:
+            in_flight = dict(conn.execute(
+                select(T_BATCH.c.relayer, func.count()).where(T_BATCH.c.state.in_(("signed", "sent"))).group_by(T_BATCH.c.relayer)
+            ).all())  # fmt: skip
+            by_load = sorted(self.keys, key=lambda relayer: (in_flight.get(relayer, 0), relayer))  # free sites go to the least loaded key
+            room = {relayer: self.config.max_in_flight - in_flight.get(relayer, 0) for relayer in by_load}
+            room = {relayer: slots for relayer, slots in room.items() if slots > 0}
+            if not room:
                 return False
             candidates = conn.execute(select(T_REQ).where(T_REQ.c.state == "accepted").order_by(T_REQ.c.created_at, T_REQ.c.id).limit(CANDIDATES)).mappings().all()
             if not candidates:
@@ -291,20 +309,21 @@ class Relayer:
                 select(T_REQ.c.signer, T_REQ.c.nonce, T_BATCH.c.relayer).join(T_BATCH, T_BATCH.c.id == T_REQ.c.batch_id)
                 .where(T_REQ.c.state == "relayed", T_BATCH.c.state.in_(("signed", "sent")))
             ).all()  # fmt: skip
-        elsewhere = {row.signer for row in flying if row.relayer != relayer}
+        pinned: dict[str, str] = {}  # a signer with requests in flight: the relayer key they ride with
         next_after_flight: dict[str, int] = {}
         for row in flying:
+            pinned[row.signer] = row.relayer
             next_after_flight[row.signer] = max(next_after_flight.get(row.signer, 0), row.nonce + 1)
         by_signer: dict[str, list[Any]] = {}
         for request in candidates:
-            if request["signer"] not in elsewhere:
+            if pinned.get(request["signer"]) in (None, *room):  # free, or with a relayer key that has room
                 by_signer.setdefault(request["signer"], []).append(request)
         if not by_signer:
             return False
         now = time.time()
-        chain_nonces = self._chain_nonces(sorted(by_signer))
+        chain_nonces = self._signer_nonces(by_signer, next_after_flight)
         failures: list[tuple[Any, ContractRevert, str]] = []
-        runs: list[list[Any]] = []
+        runs: dict[str | None, list[list[Any]]] = {}  # by the relayer key they must ride with (None: any)
         for signer, requests in by_signer.items():
             chain_nonce = chain_nonces[signer]
             expected = max(chain_nonce, next_after_flight.get(signer, 0))
@@ -321,13 +340,40 @@ class Relayer:
                 run.append(by_nonce.pop(expected))
                 expected += 1
             if run:
-                runs.append(run)
+                runs.setdefault(pinned.get(signer), []).append(run)
         if failures:
             self._fail_unsent(failures)
-        batch = self._fill(runs)
-        if batch:
-            self._sign_and_send(relayer, batch)
-        return bool(failures or batch)
+        batches = 0
+        while runs and room:
+            for relayer in list(room):
+                own, free = runs.get(relayer, []), runs.get(None, [])
+                lengths = {id(run): len(run) for run in free}
+                batch = self._fill(own + free)
+                if not batch:
+                    room.pop(relayer)
+                    continue
+                runs[relayer] = [run for run in own if run]
+                runs[None] = [run for run in free if len(run) == lengths[id(run)]]
+                runs[relayer] += [run for run in free if run and len(run) != lengths[id(run)]]  # started here: stays here
+                runs = {key: value for key, value in runs.items() if value}
+                self._sign_and_send(relayer, batch)
+                batches += 1
+                room[relayer] -= 1
+                if not room[relayer]:
+                    room.pop(relayer)
+        return bool(failures or batches)
+
+    def _signer_nonces(self, by_signer: dict[str, list[Any]], next_after_flight: dict[str, int]) -> dict[str, int]:
+        """The forwarder's nonce of each signer: as the relayer last knew it (read, or counted from its own executed
+        requests) when the signer's lowest accepted nonce is the one expected next; read from the chain (in one
+        batch) when not known or when it does not fit, which is also how a nonce the site used elsewhere is seen."""
+        lowest = {signer: min(request["nonce"] for request in requests) for signer, requests in by_signer.items()}
+        unsure = [
+            signer for signer in sorted(by_signer)
+            if signer not in self._known_nonces or lowest[signer] != max(self._known_nonces[signer], next_after_flight.get(signer, 0))
+        ]  # fmt: skip
+        self._known_nonces.update(self._chain_nonces(unsure))
+        return {signer: self._known_nonces[signer] for signer in by_signer}
 
     def _fill(self, runs: list[list[Any]]) -> list[Any]:
         """Up to batch_size requests taken in turn from each signer's run (so that each signer's stay in nonce order
@@ -352,11 +398,12 @@ class Relayer:
         gas = self._batch_gas(relayer, data, requests)
         ids = [request["id"] for request in requests]
         now = time.time()
+        chain_nonce = self.w3.eth.get_transaction_count(Web3.to_checksum_address(relayer), "latest")  # before the write lock is held
         with self.engine.begin() as conn:
             claimed = conn.execute(update(T_REQ).where(T_REQ.c.id.in_(ids), T_REQ.c.state == "accepted").values(state="relayed", updated_at=now)).rowcount
             if claimed != len(ids):
                 raise ChainError("relay requests changed while being packed")  # rolls back: nothing signed is kept
-            nonce = self._next_nonce(conn, relayer)
+            nonce = self._next_nonce(conn, relayer, chain_nonce)
             transaction = {
                 "to": self.forwarder.address, "data": data, "value": 0, "gas": gas, "gasPrice": self.manifest.gas_price,
                 "chainId": self.manifest.chain_id, "nonce": nonce,
@@ -448,11 +495,7 @@ class Relayer:
         return ContractRevert("ERC2771ForwarderInvalidSigner", (recovered, request["signer"]))
 
     def _chain_nonces(self, signers: list[str]) -> dict[str, int]:
-        calls = [{"to": self.forwarder.address, "data": self.forwarder.encode_abi("nonces", args=[signer])} for signer in signers]
-        answers = self.w3.provider.make_batch_request([("eth_call", [call, "latest"]) for call in calls])  # type: ignore[attr-defined]
-        if not isinstance(answers, list) or len(answers) != len(signers) or any("error" in answer for answer in answers):
-            raise Web3RPCError(f"the node failed to answer the forwarder's nonces: {answers if not isinstance(answers, list) else ''}")
-        return {signer: int(answer["result"], 16) for signer, answer in zip(signers, answers)}
+        return read_forwarder_nonces(self.w3, self.forwarder.address, signers)
 
     def _receipts(self, tx_hashes: list[bytes]) -> list[dict[str, Any] | None]:
         receipts: list[dict[str, Any] | None] = []
@@ -467,8 +510,9 @@ class Relayer:
                 receipts.append(answer.get("result"))
         return receipts
 
-    def _next_nonce(self, conn: Any, relayer: str) -> int:
-        chain_nonce = self.w3.eth.get_transaction_count(Web3.to_checksum_address(relayer), "latest")
+    def _next_nonce(self, conn: Any, relayer: str, chain_nonce: int) -> int:
+        """The lowest nonce from the chain's count (read before; it only grows, and a batch mined since is recorded)
+        that no batch of the relayer key holds."""
         taken = {row[0] for row in conn.execute(select(T_BATCH.c.nonce).where(T_BATCH.c.relayer == relayer, T_BATCH.c.state != "void", T_BATCH.c.nonce >= chain_nonce))}
         nonce = chain_nonce
         while nonce in taken:
@@ -478,10 +522,10 @@ class Relayer:
     def _calldata(self, requests: list[Any], relayer: str) -> str:
         """executeBatch of the requests, non-atomic: a refund receiver that is not zero (the relayer; requests carry
         no value, so nothing is ever refunded) makes the forwarder skip an invalid request rather than revert all."""
-        return self.forwarder.encode_abi("executeBatch", args=[[_forward_request(r).as_call_data(bytes(r["signature"])) for r in requests], relayer])
+        return calldata(FORWARDER, "executeBatch", [[_forward_request(r).as_call_data(bytes(r["signature"])) for r in requests], relayer])
 
     def _execute_calldata(self, request: Any) -> str:
-        return self.forwarder.encode_abi("execute", args=[_forward_request(request).as_call_data(bytes(request["signature"]))])
+        return calldata(FORWARDER, "execute", [_forward_request(request).as_call_data(bytes(request["signature"]))])
 
     def _gas_limit(self) -> int:
         if self._block_gas_limit is None:

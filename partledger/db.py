@@ -34,6 +34,10 @@ def make_engine(url: str, *, sqlite_cache_mib: Optional[int] = None, durable: bo
         raise ConfigError(f"not a database URL: {url!r}") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
+        if parsed.database not in (None, "", ":memory:"):
+            # A connection is a file opened and four PRAGMAs: SQLAlchemy's default pool (5, and 10 more closed on
+            # return) reopened them all the time under the API's 40 worker threads.
+            options = {"pool_size": 20, "max_overflow": 20, **options}
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **options)
         event.listen(engine, "connect", _configure_sqlite)
         if durable:
