@@ -109,8 +109,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         submitter = build_submitter(settings, manifest=manifest, engine=services.service_engine, w3=w3, signers=signers, refresh_keys=refresh_keys)
 
     relayer = None
-    relayer_keys = load_relayer_keys(settings, manifest)
-    if relayer_keys and manifest.forwarder is not None:  # a manifest from before the forwarder: direct calls only
+    # An API process that leaves relaying to `partledger relay` (PARTLEDGER_RELAYER=false) takes relayed requests when
+    # a relayer's keys are configured, without opening them.
+    relayer_keys = load_relayer_keys(settings, manifest) if settings.relayer else {}
+    relaying = bool(relayer_keys) or (not settings.relayer and settings.relayer_keys_dir is not None)
+    if relaying and manifest.forwarder is not None:  # a manifest from before the forwarder: direct calls only
         services.relay = RelayDesk(
             service_engine=services.service_engine, index_engine=services.index_engine, manifest=manifest, w3=w3,
             max_request_gas=settings.relay_max_request_gas,
@@ -291,16 +294,21 @@ def run_as_leader(submitter: Submitter | Relayer | MirrorWatch, engine: Engine, 
     """Runs the submitter (or the relayer: `name`) while this process holds the database's lock of that name. Every
     other worker or replica serves the API only, and tries again every few seconds, so a new leader takes over when
     one dies."""
+    standby = False
     while not stop.is_set():
         try:
             lock = ExclusiveLock(engine, name)
         except LockHeld:
+            if not standby:  # once per wait: it may last as long as the leader
+                log.info("another process runs the %s: this one waits as a standby", name)
+                standby = True
             stop.wait(LEADER_RETRY_SECONDS)
             continue
         except Exception:  # noqa: BLE001 - the database may be down for a while; try again
             log.exception("cannot take the %s lock", name)
             stop.wait(LEADER_RETRY_SECONDS)
             continue
+        standby = False
         try:
             log.info("this process runs the %s", name)
             submitter.run(stop, lock)

@@ -30,6 +30,7 @@ from partledger_cli.org import org_app
 from partledger_cli.products import products_app
 from partledger_cli.proof import register_proof_commands
 from partledger_cli.stack import down_command, serve_command, up_command
+from partledger_cli.relay import relay_command
 from partledger_cli.submit import submit_command
 from partledger_cli.users import user_app
 
@@ -50,6 +51,7 @@ app.command("up")(up_command)
 app.command("down")(down_command)
 app.command("serve")(serve_command)
 app.command("submit")(submit_command)
+app.command("relay")(relay_command)
 register_proof_commands(app)
 register_backup_commands(app)
 console = Console()

@@ -4,7 +4,7 @@ for `serve`.
 
 On PostgreSQL any number of them run at once and share the site keys out (ledger_service/signer_leases.py); the
 survivors take over a dead one's keys. On SQLite one runs at a time: another waits as a standby and takes over when
-the first ends. The relayer (PARTLEDGER_RELAYER_KEYS_DIR) stays with the API processes, one of which leads it.
+the first ends. The relayer (PARTLEDGER_RELAYER_KEYS_DIR) runs in an API process that leads it, or as `partledger relay`.
 
 The service (SQLAlchemy, web3) is imported inside the command, so that `partledger --help` starts without it.
 """

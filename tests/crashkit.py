@@ -4,35 +4,44 @@ sends a request again, identically, when it got no answer.
 
 The first run of the service in a test is a fresh `python -m partledger_cli serve`; the runs after a kill are forked
 from a preloaded fork server (tests/forkserver.py), so that many restarts do not pay many interpreter start-ups.
-Used by tests/test_write_crash.py (the command path) and tests/test_relay_crash.py (the relay path).
+Used by tests/test_write_crash.py (the command path) and tests/test_relay_crash.py (the relay path); the relay
+path's stack, client (`Poster`) and final check serve tests/test_relay_process.py too.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import select
 from web3.exceptions import TransactionNotFound
 
+from ledger_service.relay_tables import RelayBatch, RelayRequest
 from partledger.anvil import AnvilConfig, AnvilNode
 from partledger.artifacts import REPO_ROOT
 from partledger.chain import connect
+from partledger.db import make_engine
 from tests.chainkit import ANVIL_ACCOUNTS, Ledger, build_ledger
 from tests.forkserver import ForkedProcess, ForkServer
 from tests.ports import free_port
-from tests.servicekit import Stack
+from tests.relaykit import Relay, Signed, Site
+from tests.servicekit import PASSPHRASE, Stack, prepare_stack
+from wallets.keystore import create_keystore
+
+T_REQ, T_BATCH = RelayRequest.__table__, RelayBatch.__table__
 
 
 # --- the chain node ---------------------------------------------------------------------------------------------
@@ -241,3 +250,96 @@ def assert_sent_once_in_nonce_order(ledger: Ledger, recorded: list[Any], senders
             with pytest.raises(TransactionNotFound):
                 ledger.w3.eth.get_transaction(bytes(row["tx_hash"]))
     return per_sender
+
+
+# --- the relay path: sites that keep their keys, a client of POST /v1/relay, and what must hold in the end -----------
+
+
+def prepare_relay_stack(ledger: Ledger, workdir: Path, *, sites: Sequence[str], relayer_keys: int) -> Stack:
+    """The service's database and the mirror on SQLite; the `sites`' keys on their own side only (the service holds
+    none of theirs); `relayer_keys` relayer keystores in workdir/relayer (PARTLEDGER_RELAYER_KEYS_DIR)."""
+    stack = prepare_stack(ledger, workdir, f"sqlite:///{workdir / 'index.db'}", f"sqlite:///{workdir / 'service.db'}")
+    for name in sites:
+        shutil.rmtree(stack.keys_dir / name)  # registered on chain; the service holds no key of these sites
+    for number in range(1, relayer_keys + 1):
+        create_keystore(workdir / "relayer" / f"relayer-{number}.json", PASSPHRASE, light=True)
+    return stack
+
+
+@dataclass
+class Poster:
+    """Posts requests to POST /v1/relay through a service that may die; keeps the id the service named each by."""
+
+    service: Service
+    ids: dict[bytes, str] = field(default_factory=dict)  # request signature -> id
+    orgs: dict[str, str] = field(default_factory=dict)  # id -> the signer's organisation, which may follow it
+    posts: int = 0
+    replayed_posts: int = 0  # posts answered wholly from the stored requests: their first answer was lost
+    replayed_requests: int = 0
+
+    def post(self, poster: str, batch: list[tuple[str, Signed]]) -> list[str]:
+        """Posts `batch` ((the signer's organisation, request) pairs) with `poster`'s API key; returns their ids."""
+        body = {"requests": [signed.as_json() for _, signed in batch]}
+        reply = self.service.request("POST", "/v1/relay", org=poster, json=body)
+        assert reply.status_code == 202, f"{reply.status_code} {reply.text}"
+        answers = reply.json()["requests"]
+        assert len(answers) == len(batch), answers
+        self.posts += 1
+        replays = [bool(answer.get("idempotent_replay")) for answer in answers]
+        self.replayed_requests += sum(replays)
+        self.replayed_posts += all(replays)
+        for (org, signed), answer in zip(batch, answers):
+            assert (answer["signer"], answer["nonce"]) == (signed.request.sender, signed.request.nonce), answer
+            named = self.ids.setdefault(signed.signature, answer["id"])
+            assert named == answer["id"], f"one request named {named} and then {answer['id']}: stored twice"
+            self.orgs[answer["id"]] = org
+        return [answer["id"] for answer in answers]
+
+    def wait_confirmed(self, request_id: str, *, timeout: float = 120.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.service.request("GET", f"/v1/relay/{request_id}", org=self.orgs[request_id]).json()
+            assert view["status"] != "failed", view
+            if view["status"] == "confirmed":
+                return view
+            assert time.monotonic() < deadline, f"relayed request {request_id} still {view['status']} after {timeout:.0f}s: {view}"
+            time.sleep(0.1)
+
+
+def assert_relayed_exactly_once(stack: Stack, relay: Relay, sites: list[Site], poster: Poster, relayers: list[str]) -> dict[str, Any]:
+    """Every signed request executed once and successfully, in its site's nonce sequence; each part's effect once;
+    nothing else relayed; one row per request, confirmed; each relayer key's nonces gapless, and each key used.
+    Numbers for the report."""
+    ledger = relay.ledger
+    signed = Counter((site.key, item.request.nonce) for site in sites for item in site.signed)
+    executed = Counter()
+    for entry in relay.forwarder.events.ExecutedForwardRequest().get_logs(from_block=0):
+        assert entry["args"]["success"], entry
+        executed[(entry["args"]["signer"], entry["args"]["nonce"])] += 1
+    twice = [key for key, count in executed.items() if count != 1]
+    assert not twice, f"{len(twice)} request(s) executed more than once, e.g. {twice[:3]}"
+    assert executed == signed, f"executed {len(executed)}, signed {len(signed)}; missing {sorted(set(signed) - set(executed))[:5]}"
+    for site in sites:
+        assert relay.nonce(site.key) == len(site.signed), site.name
+
+    expected = sum((site.effects for site in sites), Counter())
+    keys = {site.key for site in sites}
+    effects: Counter[tuple[str, bytes, str]] = Counter()
+    for event in ("PartsReceived", "PartsShipped", "PartsSold", "PartsInstalled"):
+        for entry in getattr(ledger.parts.events, event)().get_logs(from_block=0):
+            if entry["args"]["siteKey"] in keys:
+                effects.update((event, bytes(pid), entry["args"]["siteKey"]) for pid in entry["args"]["partIds"])
+    assert effects == expected, f"{sum((effects - expected).values())} effect(s) too many, {sum((expected - effects).values())} missing"
+
+    engine = make_engine(stack.service_db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(T_REQ.c.id, T_REQ.c.signer, T_REQ.c.nonce, T_REQ.c.state)).all()
+        batches = conn.execute(select(T_BATCH).order_by(T_BATCH.c.relayer, T_BATCH.c.nonce)).mappings().all()
+    engine.dispose()
+    assert Counter((row.signer, row.nonce) for row in rows) == signed, "a request stored twice, or one lost"
+    assert {row.id for row in rows} == set(poster.ids.values())
+    assert Counter(row.state for row in rows) == {"confirmed": len(rows)}
+
+    per_key = assert_sent_once_in_nonce_order(ledger, batches, {relayer[:8]: relayer for relayer in relayers}, sender="relayer")
+    assert all(per_key.values()), f"a relayer key carried no batch: {per_key}"
+    return {"requests": len(rows), "batches per relayer key": per_key, "void": len(batches) - sum(per_key.values())}

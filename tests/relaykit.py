@@ -4,14 +4,17 @@ anywhere) sending them through the consortium's forwarder, alone (`execute`) or 
 `on_both_paths` is a drop-in `ledger` fixture for a test module: each test runs once with every `ledger.act` on
 PartLedger or EvidenceLedger sent directly by the site key, and once signed by that key and relayed by the forwarder,
 so that every allowed transition and every refusal with its exact custom error is shown to hold on both paths.
+`Site` is a site that keeps its own key and signs its requests in nonce order, for the tests that post them to the
+service (tests/test_relay_crash.py, tests/test_relay_process.py).
 """
 
 from __future__ import annotations
 
 import functools
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -27,10 +30,13 @@ from partledger.artifacts import FORWARDER, load_artifact
 from partledger.chain import decode_revert
 from partledger.eip712 import ForwardRequest, forward_request_typed_data, read_domain
 from partledger.errors import ContractRevert
-from tests.chainkit import ANVIL_ACCOUNTS, Ledger, dev_account
+from partledger.ids import ascii32, part_id
+from tests.chainkit import ANVIL_ACCOUNTS, GTIN_B, Ledger, dev_account
 
 DEFAULT_GAS = 1_000_000  # what a request offers its call when the call would revert (nothing to estimate)
 HOUR = 3_600
+SITE_REQUEST_GAS = 300_000  # what a Site's request offers its call: signed ahead, it cannot be estimated
+NO_DOC = bytes(32)
 
 
 @functools.cache
@@ -170,6 +176,66 @@ class Relay:
         receipt = self.execute(signed)
         assert self.outcomes(receipt) == [(sender, signed.request.nonce, True)], receipt
         return receipt
+
+
+# --- sites that keep their own keys, for the tests that post to the service ------------------------------------------
+
+
+@dataclass
+class Site:
+    """A site that keeps its own key (its dev key): receives two parts, then acts on the first of them, and again,
+    each request signed for the next forwarder nonce (from 0: a chain of the test's own); what each request must do
+    on chain, per part. Warehouses ship to the recycler, distributors sell, any other site installs."""
+
+    name: str
+    relay: Relay
+    parts: list[bytes]
+    signed: list[Signed] = field(default_factory=list)
+    effects: Counter[tuple[str, bytes, str]] = field(default_factory=Counter)  # (event, part, site key)
+
+    @property
+    def key(self) -> str:
+        return self.relay.ledger.orgs[self.name].key
+
+    def next_request(self) -> Signed:
+        nonce = len(self.signed)
+        pair = nonce // 2
+        assert 2 * pair + 1 < len(self.parts), f"{self.name} used its {len(self.parts)} parts: ship it more"
+        first, second = self.parts[2 * pair], self.parts[2 * pair + 1]
+        return self._sign(nonce, *(self._receive([first, second]) if nonce % 2 == 0 else self._act(first)))
+
+    def _sign(self, nonce: int, call: Any, effects: list[tuple[str, bytes]]) -> Signed:
+        signed = self.relay.sign(self.key, call, nonce=nonce, gas=SITE_REQUEST_GAS)
+        self.signed.append(signed)
+        self.effects.update((event, pid, self.key) for event, pid in effects)
+        return signed
+
+    def _receive(self, pids: list[bytes]) -> tuple[Any, list[tuple[str, bytes]]]:
+        return self.relay.ledger.parts.functions.receiveParts(pids, NO_DOC), [("PartsReceived", pid) for pid in pids]
+
+    def _act(self, pid: bytes) -> tuple[Any, list[tuple[str, bytes]]]:
+        ledger = self.relay.ledger
+        functions = ledger.parts.functions
+        if self.name == "warehouse":
+            return functions.shipParts([pid], ledger.orgs["recycler"].id, NO_DOC), [("PartsShipped", pid)]
+        if self.name == "distributor":
+            return functions.sellParts([pid], NO_DOC), [("PartsSold", pid)]
+        return functions.installParts([pid], [pid[::-1]], NO_DOC), [("PartsInstalled", pid)]
+
+
+def shipped_to_sites(ledger: Ledger, sites: Sequence[str], parts_per_site: int) -> dict[str, list[bytes]]:
+    """`parts_per_site` parts per site, registered and shipped to it by the maker's own key, directly."""
+    maker = ledger.orgs["maker"]
+    parts = {}
+    for name in sites:
+        serials = [f"RC-{name}-{index:04d}" for index in range(parts_per_site)]
+        for start in range(0, parts_per_site, 100):
+            chunk = serials[start : start + 100]
+            ledger.act(maker.key, ledger.parts.functions.registerParts(int(GTIN_B), ascii32(f"RC-{name}"), [ascii32(s) for s in chunk]))
+            ids = [part_id(GTIN_B, serial) for serial in chunk]
+            ledger.act(maker.key, ledger.parts.functions.shipParts(ids, ledger.orgs[name].id, NO_DOC))
+        parts[name] = [part_id(GTIN_B, serial) for serial in serials]
+    return parts
 
 
 PATHS = ("direct", "relayed")
