@@ -186,11 +186,11 @@ def world(workdir: Path, *, prune_history: int | None = None, postgres: bool = F
         node.stop()
 
 
-def start_processes(w: World, settings: dict[str, str], *, api_workers: int = 1, submitters: int = 0) -> None:
+def start_processes(w: World, settings: dict[str, str], *, api_workers: int = 1, submitters: int = 0, relayer_process: bool = False) -> None:
     """`partledger index` and `partledger serve` as the devnet runs them, the service with these PARTLEDGER_*
     settings too (with `api_workers` worker processes; with `submitters`, that many `partledger submit` processes
-    send the outbox and the API processes do not); returns once the service answers and the indexer has reached the
-    head."""
+    send the outbox and the API processes do not; with `relayer_process`, `partledger relay` relays and the API
+    processes do not); returns once the service answers and the indexer has reached the head."""
     env = {**os.environ, **w.stack.env(), **settings}
     port = free_port()
     w.api = f"http://127.0.0.1:{port}"
@@ -201,9 +201,12 @@ def start_processes(w: World, settings: dict[str, str], *, api_workers: int = 1,
     if submitters:
         env["PARTLEDGER_SUBMITTER"] = "false"
         processes += [(f"submitter-{number}", ["submit"]) for number in range(1, submitters + 1)]
+    if relayer_process:
+        env["PARTLEDGER_RELAYER"] = "false"
+        processes.append(("relayer", ["relay"]))
     for name, arguments in processes:
         log = open(w.stack.workdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-        child_env = {**env, "PARTLEDGER_SUBMITTER": "true"} if name.startswith("submitter") else env
+        child_env = {**env, "PARTLEDGER_SUBMITTER": "true"} if name.startswith("submitter") else {**env, "PARTLEDGER_RELAYER": "true"} if name == "relayer" else env
         w.processes[name] = subprocess.Popen([sys.executable, "-m", "partledger_cli", *arguments], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=child_env)
         log.close()
     deadline = time.monotonic() + 60

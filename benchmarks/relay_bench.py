@@ -1,8 +1,9 @@
 """The relay path under open-loop load (issue 17, "Throughput"): `python -m benchmarks.relay_bench [--quick] [--profile]`.
 
-Sites that keep their own keys sign one-part receiveParts ForwardRequests; the service (`partledger serve` with its
-relayer and 4 relayer keys) accepts them at POST /v1/relay and packs them into the forwarder's executeBatch
-transactions; the indexer (`partledger index`) mirrors the receipts. Everything runs as in benchmarks.e2e: Anvil with
+Sites that keep their own keys sign one-part receiveParts ForwardRequests; the service (`partledger serve --workers
+2`) accepts them at POST /v1/relay, and the relayer (`partledger relay`, 4 relayer keys; --relayer-in-api: a thread
+of the service, as `make run` has it) packs them into the forwarder's executeBatch transactions; the indexer
+(`partledger index`) mirrors the receipts. Everything runs as in benchmarks.e2e: Anvil with
 gas price zero and a block every second after an automined set-up, SQLite files, processes.
 
 Set-up, before any clock: parts registered by the maker and shipped to the warehouse (pre-signed raw transactions),
@@ -44,7 +45,6 @@ import aiohttp
 import coincurve
 import orjson
 import psutil
-from eth_abi import encode
 from eth_account import Account
 from eth_utils import keccak
 
@@ -57,8 +57,6 @@ from wallets.keystore import create_keystore
 
 REQUEST_GAS = 150_000  # what each request offers its call (receiveParts of one part uses about a fifth)
 DEADLINE_SECONDS = 6 * 3_600
-FORWARD_REQUEST_TYPEHASH = keccak(text="ForwardRequest(address from,address to,uint256 value,uint256 gas,uint256 nonce,uint48 deadline,bytes data)")
-DOMAIN_TYPEHASH = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
 OPEN = ("accepted", "relayed", "mined")
 RETRY_MAX_SECONDS = 8.0  # a refused post is retried after 0.5 s, doubling up to this
 
@@ -76,6 +74,8 @@ class RelayConfig:
     max_in_flight: int = 16  # PARTLEDGER_RELAY_MAX_IN_FLIGHT: batches per relayer key sent and not yet mined
     drain_timeout: float = 60.0  # after a rate, how long to wait for its requests to settle and reach the mirror
     block_time: float = 1.0
+    api_workers: int = 2  # `partledger serve --workers N`: the relay desk in N processes (one is GIL-bound at ~450/s)
+    relayer_process: bool = True  # the relayer as `partledger relay`, not a thread of an API process
 
     @classmethod
     def quick(cls) -> RelayConfig:
@@ -89,14 +89,11 @@ class RelayConfig:
 
 
 class SiteSigner:
-    """Signs ForwardRequests of many site keys: the EIP-712 digest from the struct directly (eth-account's typed-data
-    encoder costs ~1 ms a request) and coincurve's recoverable signature (low s, as the forwarder requires)."""
+    """Signs ForwardRequests of many site keys: partledger.eip712's digest (the struct's words put together directly)
+    and coincurve's recoverable signature (low s, as the forwarder requires)."""
 
     def __init__(self, domain: Eip712Domain) -> None:
         self.domain = domain
-        self.separator = keccak(
-            DOMAIN_TYPEHASH + keccak(text=domain.name) + keccak(text=domain.version) + encode(["uint256", "address"], [domain.chainId, domain.verifyingContract])
-        )
         self.keys: dict[str, coincurve.PrivateKey] = {}
 
     def add(self, key: bytes) -> str:
@@ -104,21 +101,12 @@ class SiteSigner:
         self.keys[address] = coincurve.PrivateKey(key)
         return address
 
-    def digest(self, request: ForwardRequest) -> bytes:
-        struct = encode(
-            ["bytes32", "address", "address", "uint256", "uint256", "uint256", "uint48", "bytes32"],
-            [FORWARD_REQUEST_TYPEHASH, request.sender, request.to, request.value, request.gas, request.nonce, request.deadline, keccak(request.data)],
-        )
-        return keccak(b"\x19\x01" + self.separator + keccak(struct))
-
     def sign(self, request: ForwardRequest) -> bytes:
-        signature = self.keys[request.sender].sign_recoverable(self.digest(request), hasher=None)
+        signature = self.keys[request.sender].sign_recoverable(forward_request_digest(self.domain, request), hasher=None)
         return signature[:64] + bytes([signature[64] + 27])
 
     def check(self, request: ForwardRequest, signature: bytes) -> None:
-        """The fast digest and signature against partledger.eip712's (once, before the run)."""
-        if self.digest(request) != forward_request_digest(self.domain, request):
-            raise AssertionError("the fast EIP-712 digest differs from partledger.eip712's")
+        """The signature against partledger.eip712's recovery (once, before the run)."""
         if recover_forward_request_signer(self.domain, request, signature) != request.sender:
             raise AssertionError("the fast signature does not recover to its site key")
 
@@ -472,8 +460,10 @@ def run_relay_bench(config: RelayConfig = RelayConfig(), *, log: Any = print, wo
             "PARTLEDGER_RELAY_MAX_IN_FLIGHT": str(config.max_in_flight),
             "PARTLEDGER_SUBMIT_INTERVAL": "0.05",  # the default (tests.servicekit's stack polls every 0.02 s); the relayer's step too
         }
-        start_processes(w, settings)
+        start_processes(w, settings, api_workers=config.api_workers, relayer_process=config.relayer_process)
         pids = {"service": w.processes["service"].pid, "indexer": w.processes["indexer"].pid, "node": w.node.process.pid, "bench": os.getpid()}
+        if "relayer" in w.processes:
+            pids["relayer"] = w.processes["relayer"].pid
         api_key = w.stack.api_keys["warehouse"]
         runs = []
         for rate, chunk in zip(config.rates, works):
@@ -481,7 +471,7 @@ def run_relay_bench(config: RelayConfig = RelayConfig(), *, log: Any = print, wo
             if profile:
                 spies = {
                     name: start_profile(w.processes[name].pid, config.warmup + config.duration, w.stack.workdir / f"profile-relay-{rate:.0f}-{name}.txt")
-                    for name in ("service", "indexer")
+                    for name in ("service", "indexer", "relayer") if name in w.processes
                 }  # fmt: skip
             result = asyncio.run(run_rate(w, api_key, chunk, rate=rate, config=config, cpu_pids=pids))
             result["left_unsettled"] = wait_settled(w, timeout=config.drain_timeout)
@@ -535,9 +525,11 @@ def main() -> int:
     parser.add_argument("--duration", type=float, help="measured seconds per rate")
     parser.add_argument("--workdir", type=Path, help="keep databases and logs here (an empty directory)")
     parser.add_argument("--profile", action="store_true", help="py-spy the service and indexer during each rate")
+    parser.add_argument("--workers", type=int, help="API worker processes (partledger serve --workers)")
+    parser.add_argument("--relayer-in-api", dest="relayer_process", action="store_false", default=None, help="the relayer as a thread of an API process, not `partledger relay`")
     arguments = parser.parse_args()
     config = RelayConfig.quick() if arguments.quick else RelayConfig()
-    overrides: dict[str, Any] = {"duration": arguments.duration}
+    overrides: dict[str, Any] = {"duration": arguments.duration, "api_workers": arguments.workers, "relayer_process": arguments.relayer_process}
     if arguments.rates:
         overrides["rates"] = tuple(float(rate) for rate in arguments.rates.split(","))
     config = RelayConfig(**config.__dict__ | {k: v for k, v in overrides.items() if v is not None})

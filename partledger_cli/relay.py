@@ -22,27 +22,17 @@ def relay_command(
 ) -> None:
     """Run the relayer until SIGTERM or Ctrl-C: it packs the requests sites signed (POST /v1/relay) into executeBatch
     transactions, sends them with the relayer's keys and follows each request to its verdict."""
-    from pydantic import ValidationError
     from web3 import Web3
 
     from ledger_service import migrate
     from ledger_service.app import load_relayer_keys, run_as_leader
     from ledger_service.relayer import Relayer, RelayerConfig
-    from ledger_service.settings import ServiceSettings
     from partledger.db import make_engine
     from partledger.errors import ConfigError
-    from partledger.jsonlog import configure_logging
     from partledger.manifest import load_manifest
+    from partledger_cli.submit import worker_settings
 
-    try:
-        configure_logging(log_format)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
-    try:
-        settings = ServiceSettings()  # type: ignore[call-arg]
-    except ValidationError as exc:
-        wrong = "; ".join(f"PARTLEDGER_{'_'.join(map(str, error['loc'])).upper()}: {error['msg']}" for error in exc.errors())
-        raise ConfigError(f"the service's settings are incomplete or wrong: {wrong}") from None
+    settings = worker_settings(log_format)
     manifest = load_manifest(settings.manifest)
     if manifest.forwarder is None:
         raise ConfigError("the deployment manifest names no forwarder: there is nothing to relay")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,26 +23,15 @@ def submit_command(
 ) -> None:
     """Run the submitter until SIGTERM or Ctrl-C: it packs, signs and sends the outbox's commands and follows them to
     confirmation (settings from PARTLEDGER_* environment variables, as `serve`)."""
-    from pydantic import ValidationError
     from web3 import Web3
 
     from ledger_service import migrate
     from ledger_service.app import build_submitter, key_refresher, load_signers, run_as_leader
-    from ledger_service.settings import ServiceSettings
     from partledger.db import is_sqlite, make_engine
     from partledger.errors import ConfigError
-    from partledger.jsonlog import configure_logging
     from partledger.manifest import load_manifest
 
-    try:
-        configure_logging(log_format)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
-    try:
-        settings = ServiceSettings()  # type: ignore[call-arg]
-    except ValidationError as exc:
-        wrong = "; ".join(f"PARTLEDGER_{'_'.join(map(str, error['loc'])).upper()}: {error['msg']}" for error in exc.errors())
-        raise ConfigError(f"the service's settings are incomplete or wrong: {wrong}") from None
+    settings = worker_settings(log_format)
     manifest = load_manifest(settings.manifest)
     engine = make_engine(settings.service_db_url, durable=True)
     migrate.upgrade(engine)
@@ -61,3 +50,23 @@ def submit_command(
             submitter.run(stop)
     finally:
         engine.dispose()
+
+
+def worker_settings(log_format: str) -> Any:
+    """The service's settings (PARTLEDGER_* variables) for a process beside `serve` (`submit`, `relay`), with its
+    logging configured; a BadParameter or a one-line ConfigError otherwise."""
+    from pydantic import ValidationError
+
+    from ledger_service.settings import ServiceSettings
+    from partledger.errors import ConfigError
+    from partledger.jsonlog import configure_logging
+
+    try:
+        configure_logging(log_format)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
+    try:
+        return ServiceSettings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        wrong = "; ".join(f"PARTLEDGER_{'_'.join(map(str, error['loc'])).upper()}: {error['msg']}" for error in exc.errors())
+        raise ConfigError(f"the service's settings are incomplete or wrong: {wrong}") from None

@@ -61,8 +61,9 @@ def stored(engine: Any) -> set[bytes]:
         return {bytes(digest) for digest in conn.execute(select(T_REQ.c.digest)).scalars()}
 
 
-def post_all(writer: GroupWriter, posts: list[list[dict[str, Any]]]) -> tuple[list[BaseException | None], list[threading.Thread]]:
-    """A thread per post, the first one started (it leads); the outcomes, filled in as the threads end."""
+def post_behind_a_held_leader(writer: HeldLeader, posts: list[list[dict[str, Any]]]) -> list[BaseException | None]:
+    """Each post from a thread of its own: the first leads and its commit is held until every other post waits in the
+    queue behind it; then released. What each post's write raised (None: written)."""
     outcomes: list[BaseException | None] = [None] * len(posts)
 
     def post(index: int) -> None:
@@ -73,18 +74,20 @@ def post_all(writer: GroupWriter, posts: list[list[dict[str, Any]]]) -> tuple[li
 
     threads = [threading.Thread(target=post, args=(index,)) for index in range(len(posts))]
     threads[0].start()
-    return outcomes, threads
-
-
-def queued_behind(writer: GroupWriter, count: int) -> None:
-    """Waits until `count` posts wait in the queue behind the held leader."""
+    assert writer.first_commit_started.wait(60)
+    for thread in threads[1:]:
+        thread.start()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while True:
         with writer._lock:  # noqa: SLF001 - the queue is what these tests are about
-            if len(writer._queue) == count:  # noqa: SLF001
-                return
+            if len(writer._queue) == len(posts) - 1:  # noqa: SLF001
+                break
+        assert time.monotonic() < deadline, "the posts never queued behind the leader"
         time.sleep(0.005)
-    raise AssertionError(f"{count} posts never queued behind the leader")
+    writer.release.set()
+    for thread in threads:
+        thread.join(60)
+    return outcomes
 
 
 def test_posts_that_arrive_while_one_writes_are_written_together_in_one_transaction(engine: Any) -> None:
@@ -92,14 +95,7 @@ def test_posts_that_arrive_while_one_writes_are_written_together_in_one_transact
     transactions: list[int] = []
     event.listen(engine, "commit", lambda _conn: transactions.append(1))
     posts = [[row(n, os.urandom(32)) for n in range(1 + index % 3)] for index in range(21)]
-    outcomes, threads = post_all(writer, posts)
-    assert writer.first_commit_started.wait(60)
-    for thread in threads[1:]:
-        thread.start()
-    queued_behind(writer, len(posts) - 1)
-    writer.release.set()
-    for thread in threads:
-        thread.join(60)
+    outcomes = post_behind_a_held_leader(writer, posts)
     assert outcomes == [None] * len(posts)
     assert writer.commits == [len(posts[0]), sum(len(p) for p in posts[1:])]  # the leader's own, then all the others at once
     assert len(transactions) == 2
@@ -113,14 +109,7 @@ def test_a_post_in_conflict_fails_alone_and_the_rest_of_its_group_is_written(eng
     clash = [row(5), row(6, taken)]  # the same request (digest) as the leader's, posted at once
     others = [[row(10 + index)] for index in range(6)]
     posts = [first, *others[:3], clash, *others[3:]]
-    outcomes, threads = post_all(writer, posts)
-    assert writer.first_commit_started.wait(60)
-    for thread in threads[1:]:
-        thread.start()
-    queued_behind(writer, len(posts) - 1)
-    writer.release.set()
-    for thread in threads:
-        thread.join(60)
+    outcomes = post_behind_a_held_leader(writer, posts)
     failed = [index for index, outcome in enumerate(outcomes) if outcome is not None]
     assert failed == [posts.index(clash)] and isinstance(outcomes[failed[0]], IntegrityError)
     assert stored(engine) == {r["digest"] for p in posts if p is not clash for r in p}  # nothing of the clashing post
