@@ -48,6 +48,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks import stop_cleanly_on_sigterm
 from benchmarks.e2e import E2eConfig, py_spy, run_e2e
 from benchmarks.e2e import TARGETS as E2E_TARGETS
 from benchmarks.scaling import QUICK_SIZES, SIZES, run_scaling
@@ -600,6 +601,7 @@ def save(results: dict[str, Any], directory: Path = RESULTS) -> Path:
 
 
 def main() -> int:
+    stop_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and short durations (about two minutes)")
     parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated scenarios of {', '.join(SCENARIOS)}")

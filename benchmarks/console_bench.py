@@ -43,6 +43,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks import stop_cleanly_on_sigterm
 from benchmarks.e2e import BULK, RawSender, World, start_processes, stop_processes, wait_indexed, world
 from partledger.artifacts import REPO_ROOT
 from partledger.ids import ascii32, part_id_unchecked
@@ -605,6 +606,7 @@ def show(figures: dict[str, Any]) -> None:
 
 
 def main() -> int:
+    stop_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10^4 parts, 20 requests a page")
     parser.add_argument("--requests", type=int, help="measured requests per page")

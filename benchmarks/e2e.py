@@ -49,6 +49,7 @@ from eth_abi import encode
 from eth_account import Account
 from eth_utils import keccak
 
+from benchmarks import stop_cleanly_on_sigterm
 from benchmarks.rss import PeakRss
 from partledger.anvil import AnvilConfig, AnvilNode, free_port
 from partledger.chain import connect
@@ -910,6 +911,7 @@ def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = pri
 
 
 def main() -> int:
+    stop_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short scenarios (seconds, not minutes)")
     parser.add_argument("--duration", type=float, help="measured seconds per scenario")

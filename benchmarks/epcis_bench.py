@@ -67,6 +67,7 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 
+from benchmarks import stop_cleanly_on_sigterm
 from benchmarks.e2e import BULK, GAS, RawSender, World, py_spy, set_block_time, start_processes, stop_processes, world
 from partledger.artifacts import REPO_ROOT
 from partledger.ids import ascii32, part_id_unchecked
@@ -735,6 +736,7 @@ def show(figures: dict[str, Any]) -> None:
 
 
 def main() -> int:
+    stop_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="documents of 2,000 events, a lot of 1,003 events")
     parser.add_argument("--requests", type=int, help="measured requests per query")

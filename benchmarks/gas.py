@@ -23,6 +23,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from web3.logs import DISCARD
 
+from benchmarks import stop_cleanly_on_sigterm
 from partledger.anvil import AnvilConfig, AnvilNode, free_port
 from partledger.artifacts import FORWARDER, load_artifact
 from partledger.chain import connect
@@ -159,6 +160,7 @@ def _anchor_document_gas(ledger: Ledger) -> int:
 
 
 def main() -> int:
+    stop_cleanly_on_sigterm()
     node = AnvilNode.start(AnvilConfig(port=free_port(), accounts=40))
     try:
         figures = measure_gas(build_ledger(connect(node.url)))

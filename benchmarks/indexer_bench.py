@@ -21,6 +21,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
+from benchmarks import stop_cleanly_on_sigterm
 from indexer import migrate
 from indexer.decoder import LogDecoder
 from indexer.runner import SQLITE_CACHE_MIB, Indexer, IndexerConfig
@@ -143,6 +144,7 @@ def indexer_figures(events: int, *, floor_s: float, sqlite_s: float, postgres_s:
 
 
 def main() -> int:
+    stop_cleanly_on_sigterm()
     parser = argparse.ArgumentParser()
     parser.add_argument("--parts", type=int, default=100_000)
     arguments = parser.parse_args()

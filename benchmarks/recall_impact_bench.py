@@ -33,6 +33,7 @@ from typing import Any
 
 from eth_utils import keccak
 
+from benchmarks import stop_cleanly_on_sigterm
 from indexer import migrate
 from indexer.decoder import DecodedLog
 from indexer.sink import Sink
@@ -307,6 +308,7 @@ def run_recall_impact_bench(*, parts: int = PARTS, lot_parts: int = LOT_PARTS, s
 
 
 def main() -> int:
+    stop_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_PARTS:,} parts, a lot of {QUICK_LOT_PARTS:,}")
     parser.add_argument("--parts", type=int)

@@ -48,6 +48,7 @@ import psutil
 from eth_account import Account
 from eth_utils import keccak
 
+from benchmarks import stop_cleanly_on_sigterm
 from benchmarks.e2e import BULK, Chunk, Mirror, RawSender, World, py_spy, register_raw, set_block_time, start_processes, start_profile, stop_processes, summarise_profile, world
 from partledger.artifacts import FORWARDER, load_artifact
 from partledger.eip712 import Eip712Domain, ForwardRequest, forward_request_digest, read_domain, recover_forward_request_signer
@@ -519,6 +520,7 @@ def run_relay_bench(config: RelayConfig = RelayConfig(), *, log: Any = print, wo
 
 
 def main() -> int:
+    stop_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two rates of 7 s, a small floor (under three minutes)")
     parser.add_argument("--rates", help="comma-separated arrival rates per second (default 500,1000)")

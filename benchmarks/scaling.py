@@ -29,6 +29,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from benchmarks import stop_cleanly_on_sigterm
 from benchmarks.e2e import BULK, RawSender, World, set_block_time, start_processes, stop_processes, wait_indexed, world
 from indexer.tables import Lot, Part, PartEvent, SiteKey
 from labels.digital_link import build_uri
@@ -179,6 +180,7 @@ def run_scaling(sizes: tuple[int, ...] = SIZES, *, samples: int = 300, log: Call
 
 
 def main() -> int:
+    stop_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES} instead of {SIZES}")
     parser.add_argument("--samples", type=int, default=300)

@@ -48,6 +48,7 @@ import psutil
 import requests
 from sqlalchemy import select
 
+from benchmarks import stop_cleanly_on_sigterm
 from indexer.tables import IndexerState, PartEvent
 from ledger_service.tables import Command
 from partledger.anvil import AnvilConfig, AnvilNode, free_port
@@ -460,6 +461,7 @@ def reckon(ledger: Ledger, stack: Stack, client: Client, accepted: Accepted, tim
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of load (default 600)")
     parser.add_argument("--node-down", type=float, default=15.0, help="seconds the node stays down at each restart")

@@ -44,6 +44,7 @@ import httpx
 import orjson
 from sqlalchemy.engine import make_url
 
+from benchmarks import stop_cleanly_on_sigterm
 from benchmarks.rss import PeakRss
 from ledger_service.scans import FLUSH_SECONDS, ROW_COLUMNS
 from partledger.anvil import AnvilConfig, AnvilNode, free_port
@@ -312,6 +313,7 @@ def summarise(results: dict[str, Any], *, parts: int, duration: float, peak_rss_
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", type=int, default=2_000, help=f"labelled parts (at least {MIN_PARTS})")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of load per endpoint (after a warm-up)")
