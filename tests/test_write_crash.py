@@ -46,6 +46,7 @@ PARTS_PER_REQUEST = 20
 PARTS_PER_TX = 10  # small transactions: some 600 of them, so that each failpoint is passed often
 AHEAD = 10  # registrations posted ahead of the oldest batch not yet shipped
 OUTAGE_SECONDS = 30.0
+STALL_SECONDS = 300.0  # no command confirmed and indexed this long while the service answers: a hang, reported with the outbox's state
 SERVICE_DATABASES = ("sqlite", "postgresql")  # the service's own database, with its outbox
 T_TX, T_ITEM, T_CMD = ChainTransaction.__table__, CommandItem.__table__, Command.__table__
 
@@ -139,6 +140,29 @@ def assert_exactly_once_and_gapless(service: Service, stack: Stack, accepted: Ac
     return {"transactions": sum(per_key.values()), "void": len(txs) - sum(per_key.values()), "commands": len(accepted.commands)}
 
 
+def stall_report(service: Service, stack: Stack, indexer: IndexerThread) -> str:
+    """What a hang looks like from outside: the outbox's items and transactions by state, each key's recorded nonces
+    against the chain's, the heads of the chain and the mirror, and the service's log."""
+    ledger = stack.ledger
+    lines = [f"chain head {ledger.w3.eth.block_number}, mirror at {getattr(indexer.indexer.sink.state(), 'block_number', None)}, service runs {service.runs}, armed {service.armed}"]
+    engine = make_engine(stack.service_db_url)
+    try:
+        with engine.connect() as conn:
+            lines.append(f"items by state: {dict(Counter(row[0] for row in conn.execute(select(T_ITEM.c.state))))}")
+            per_key: dict[str, Counter[str]] = {}
+            top: dict[str, int] = {}
+            for signer, state, nonce in conn.execute(select(T_TX.c.signer, T_TX.c.state, T_TX.c.nonce)):
+                per_key.setdefault(signer, Counter())[state] += 1
+                top[signer] = max(top.get(signer, -1), nonce)
+            for signer, states in sorted(per_key.items()):
+                lines.append(f"{signer}: chain nonce {ledger.w3.eth.get_transaction_count(signer)}, highest recorded {top[signer]}, {dict(states)}")
+            stuck = conn.execute(select(T_ITEM).where(T_ITEM.c.state != "confirmed").order_by(T_ITEM.c.id).limit(5)).mappings().all()
+            lines += [f"item {dict((k, v) for k, v in item.items() if k != 'payload')}" for item in stuck]
+    finally:
+        engine.dispose()
+    return "\n".join(lines) + "\n--- the service's log ---\n" + service.log_tail(120)
+
+
 # --- the tests --------------------------------------------------------------------------------------------------
 
 
@@ -189,6 +213,7 @@ def test_sigkilled_service_loses_and_duplicates_nothing(chain: Chain, stack: Sta
             registered: deque[tuple[int, str]] = deque()
             shipped: deque[tuple[int, str]] = deque()
             following = 0
+            last_move = time.monotonic()
             while following < len(batches) or registered or shipped:
                 if following == len(batches) and service.kills_missing():  # the stream goes on until every failpoint had its kills
                     assert len(batches) < 4 * len(serials_at_start), f"{4 * STREAM_PARTS} parts streamed and still {dict(service.kills)}"
@@ -207,7 +232,10 @@ def test_sigkilled_service_loses_and_duplicates_nothing(chain: Chain, stack: Sta
                 if shipped and done(shipped[0][1]):
                     post("receive", "warehouse", shipped.popleft()[0])
                     moved = True
-                if not moved:
+                if moved:
+                    last_move = time.monotonic()
+                else:
+                    assert time.monotonic() - last_move < STALL_SECONDS, f"no command moved for {STALL_SECONDS:.0f} s\n{stall_report(service, stack, indexer)}"
                     time.sleep(0.1)
             for org, _, command_id in accepted.commands:
                 service.wait_confirmed(org, command_id)
