@@ -31,13 +31,16 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 from eth_abi import decode
 from eth_utils import keccak
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from web3 import Web3
 from web3.exceptions import Web3RPCError
@@ -90,6 +93,11 @@ class Relayer:
         self.gas = GasSizer(w3)
         self._nonce_taken: dict[int, tuple[float, int]] = {}
         self._known_nonces: dict[str, int] = {}  # signer -> the forwarder's nonce, as last read or counted
+        # Each key's batches are signed and sent in a thread of the key's own, so that one key's waits on the node
+        # (sizing the batch, its nonce, the send) overlap another's; their write transactions take turns on _writes
+        # rather than in SQLite's busy handler, which sleeps up to 100 ms a try.
+        self._key_threads = ThreadPoolExecutor(max_workers=max(1, len(keys)), thread_name_prefix="relayer-key")
+        self._writes = threading.Lock()
 
     # --- the loop -------------------------------------------------------------------------------------------
 
@@ -115,6 +123,12 @@ class Relayer:
                 delay = 1.0
             if not busy:
                 stop.wait(delay)
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction, one at a time among this relayer's threads."""
+        with self._writes, self.engine.begin() as conn:
+            yield conn
 
     def step(self) -> bool:
         """One pass: follow what was sent (and send what was signed), then pack and send for each relayer key."""
@@ -191,7 +205,7 @@ class Relayer:
                     verdicts.append((request, _failed(ContractRevert("Unknown"), "the forwarder skipped it in every batch, though it passes alone")))
                 else:  # valid now: skipped for a reason gone since; it waits for the next batch
                     verdicts.append((request, {"state": "accepted", "batch_id": None, "attempts": request["attempts"] + 1}))
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(update(T_BATCH).where(T_BATCH.c.id == batch["id"]).values(
                 state="confirmed" if confirmed else "mined", block_number=block, gas_used=int(receipt["gasUsed"], 16),
             ))  # fmt: skip
@@ -216,7 +230,7 @@ class Relayer:
         decoded = replay_revert(self.w3, {"from": sent["from"], "to": sent["to"], "data": sent["input"], "gas": sent["gas"]}, block)
         now = time.time()
         failed = []
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(update(T_BATCH).where(T_BATCH.c.id == batch["id"]).values(state="reverted", block_number=block, error_name=decoded.name[:200]))
             for request in requests:
                 if request["attempts"] + 1 >= MAX_ATTEMPTS:
@@ -231,7 +245,7 @@ class Relayer:
 
     def _confirm(self, batch: Any) -> None:
         now = time.time()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(update(T_BATCH).where(T_BATCH.c.id == batch["id"]).values(state="confirmed"))
             confirmed = conn.execute(
                 update(T_REQ).where(T_REQ.c.batch_id == batch["id"], T_REQ.c.state == "mined").values(state="confirmed", updated_at=now)
@@ -242,7 +256,7 @@ class Relayer:
 
     def _unmine(self, batch: Any) -> None:
         """A mined batch whose block is gone: sent again as it is, its requests relayed and undecided."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(update(T_BATCH).where(T_BATCH.c.id == batch["id"]).values(state="sent", block_number=None))
             signers = conn.execute(update(T_REQ).where(T_REQ.c.batch_id == batch["id"]).values(state="relayed", updated_at=time.time()).returning(T_REQ.c.signer)).scalars().all()
         for signer in signers:  # the nonces counted from the batch are no longer used: read them again
@@ -344,6 +358,7 @@ class Relayer:
         if failures:
             self._fail_unsent(failures)
         batches = 0
+        planned: dict[str, list[list[Any]]] = {}  # relayer key -> its batches, in nonce order
         while runs and room:
             for relayer in list(room):
                 own, free = runs.get(relayer, []), runs.get(None, [])
@@ -356,12 +371,31 @@ class Relayer:
                 runs[None] = [run for run in free if len(run) == lengths[id(run)]]
                 runs[relayer] += [run for run in free if run and len(run) != lengths[id(run)]]  # started here: stays here
                 runs = {key: value for key, value in runs.items() if value}
-                self._sign_and_send(relayer, batch)
+                planned.setdefault(relayer, []).append(batch)
                 batches += 1
                 room[relayer] -= 1
                 if not room[relayer]:
                     room.pop(relayer)
+        self._sign_and_send_per_key(planned)
         return bool(failures or batches)
+
+    def _sign_and_send_per_key(self, planned: dict[str, list[list[Any]]]) -> None:
+        """Each key's batches signed and sent in order, the keys side by side; the first failure is raised once all
+        have ended (a batch recorded before it stays recorded, and following it goes on as after a crash)."""
+
+        def one_key(relayer: str) -> None:
+            for batch in planned[relayer]:
+                self._sign_and_send(relayer, batch)
+
+        if len(planned) <= 1:
+            for relayer in planned:
+                one_key(relayer)
+            return
+        futures = [self._key_threads.submit(one_key, relayer) for relayer in planned]
+        errors = [future.exception() for future in futures]
+        for error in errors:
+            if error is not None:
+                raise error
 
     def _signer_nonces(self, by_signer: dict[str, list[Any]], next_after_flight: dict[str, int]) -> dict[str, int]:
         """The forwarder's nonce of each signer: as the relayer last knew it (read, or counted from its own executed
@@ -399,7 +433,7 @@ class Relayer:
         ids = [request["id"] for request in requests]
         now = time.time()
         chain_nonce = self.w3.eth.get_transaction_count(Web3.to_checksum_address(relayer), "latest")  # before the write lock is held
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             claimed = conn.execute(update(T_REQ).where(T_REQ.c.id.in_(ids), T_REQ.c.state == "accepted").values(state="relayed", updated_at=now)).rowcount
             if claimed != len(ids):
                 raise ChainError("relay requests changed while being packed")  # rolls back: nothing signed is kept
@@ -450,7 +484,7 @@ class Relayer:
             held.append(batch["id"])
         if held:
             failpoint("relayer.after_send")  # sent, not recorded as sent
-            with self.engine.begin() as conn:
+            with self._write() as conn:
                 conn.execute(update(T_BATCH).where(T_BATCH.c.id.in_(held), T_BATCH.c.state.in_(("signed", "sent"))).values(state="sent", sent_at=time.time()))
 
     def _mined_after_all(self, batch: Any) -> bool:
@@ -468,14 +502,14 @@ class Relayer:
     def _void(self, batch: Any, reason: str) -> None:
         """A batch that can never be mined: its requests wait for another."""
         log.warning("batch %s void: %s", _hex(batch["tx_hash"]), reason)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(update(T_BATCH).where(T_BATCH.c.id == batch["id"]).values(state="void", error_name=reason[:200]))
             conn.execute(update(T_REQ).where(T_REQ.c.batch_id == batch["id"], T_REQ.c.state == "relayed").values(state="accepted", batch_id=None, updated_at=time.time()))
 
     def _fail_unsent(self, failures: list[tuple[Any, ContractRevert, str]]) -> None:
         now = time.time()
         failed = []
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             for request, error, why in failures:
                 changed = conn.execute(update(T_REQ).where(T_REQ.c.id == request["id"], T_REQ.c.state == "accepted").values(**_failed(error, f"{error}: {why}"), updated_at=now))
                 if changed.rowcount == 1:
