@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from ledger_service.tables import ChainTransaction, Command, CommandItem
 from partledger.db import make_engine
@@ -156,6 +156,12 @@ def stall_report(service: Service, stack: Stack, indexer: IndexerThread) -> str:
                 top[signer] = max(top.get(signer, -1), nonce)
             for signer, states in sorted(per_key.items()):
                 lines.append(f"{signer}: chain nonce {ledger.w3.eth.get_transaction_count(signer)}, highest recorded {top[signer]}, {dict(states)}")
+            if conn.dialect.name == "postgresql":  # sessions by state, and any waiting on a lock (with what they run)
+                sessions = conn.execute(text(
+                    "SELECT state, wait_event_type, wait_event, left(query, 120) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                )).all()  # fmt: skip
+                lines.append(f"sessions: {dict(Counter((row[0], row[1]) for row in sessions))}")
+                lines += [f"waiting on {row[2]}: {row[3]}" for row in sessions if row[1] == "Lock"]
             stuck = conn.execute(select(T_ITEM).where(T_ITEM.c.state != "confirmed").order_by(T_ITEM.c.id).limit(5)).mappings().all()
             lines += [f"item {dict((k, v) for k, v in item.items() if k != 'payload')}" for item in stuck]
     finally:
