@@ -692,7 +692,7 @@ def start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen | Non
     spy = py_spy()
     if spy is None:
         return None
-    command = [spy, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "47", "-f", "raw", "-t", "--nolineno", "--nonblocking", "-o", str(out)]
+    command = [spy, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "47", "-f", "raw", "-t", "--nolineno", "--nonblocking", "--subprocesses", "-o", str(out)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
