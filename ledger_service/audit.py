@@ -83,6 +83,15 @@ class AuditLog:
 
     # -- who is reading -----------------------------------------------------------------------------------------
 
+    def known_principal(self, authorization: str) -> tuple[bool, Principal | None]:
+        """(True, what audited_principal answers) while the header's answer is remembered; (False, None) when it must
+        be looked up. No I/O: the middleware asks this on the event loop, and goes to a worker thread only on a miss."""
+        cached = self._principals.get(hashlib.sha256(authorization.encode()).hexdigest())
+        if cached is None or cached[0] < time.monotonic():
+            return False, None
+        principal = cached[1]
+        return True, principal if principal is not None and principal.roles & AUDITED_ROLES else None
+
     def audited_principal(self, authorization: str | None) -> Principal | None:
         """The auditor or regulator behind an Authorization header; None for anyone else (or no valid key)."""
         if not authorization:
@@ -243,7 +252,9 @@ class AuditReads:
             await self.app(scope, receive, send)  # public reads (the resolver's scans among them) are nobody's audit trail
             return
         audit = audit_log_of(scope["app"])
-        principal = await run_in_threadpool(audit.audited_principal, authorization)
+        known, principal = audit.known_principal(authorization)
+        if not known:
+            principal = await run_in_threadpool(audit.audited_principal, authorization)
         if principal is None:
             await self.app(scope, receive, send)
             return

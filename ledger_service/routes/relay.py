@@ -13,14 +13,13 @@ from typing import Annotated, Any, Literal, Optional
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
-from web3 import Web3
 
 from ledger_service.deps import CurrentPrincipal, Services, ServicesDep
 from ledger_service.errors import BadRequest, Unprocessable
 from ledger_service.relay import RelayDesk, Submitted
 from ledger_service.schemas import Exact, Omittable
 from ledger_service.routes.writes import _BodyLimitedRoute  # the write routes' body limits apply here alike
-from partledger.eip712 import ForwardRequest
+from partledger.eip712 import ForwardRequest, checksum_address
 
 router = APIRouter(prefix="/v1", tags=["relay"], route_class=_BodyLimitedRoute)
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
@@ -104,7 +103,7 @@ async def relay_requests(body: RelayBody, principal: CurrentPrincipal, services:
     submitted = [
         Submitted(
             ForwardRequest(
-                sender=Web3.to_checksum_address(item.from_), to=Web3.to_checksum_address(item.to), value=item.value, gas=item.gas,
+                sender=checksum_address(item.from_), to=checksum_address(item.to), value=item.value, gas=item.gas,
                 nonce=item.nonce, deadline=item.deadline, data=bytes.fromhex(item.data[2:]),
             ),
             bytes.fromhex(item.signature[2:]),
