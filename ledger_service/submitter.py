@@ -154,8 +154,9 @@ class Submitter:
             if self._lost_resent:
                 return True  # what the node lost goes first: new transactions wait for the next pass
             progressed |= self.resend()
-            for signer in self.held_signers():
-                progressed |= self.submit_batch(signer)
+            if self._anything_pending():
+                for signer in self.held_signers():
+                    progressed |= self.submit_batch(signer)
         except (OSError, Web3RPCError) as exc:
             raise ChainUnavailable(f"the JSON-RPC node failed: {type(exc).__name__}") from None
         except Exception as exc:
@@ -163,6 +164,12 @@ class Submitter:
                 raise ChainUnavailable(f"cannot reach the JSON-RPC node: {type(exc).__name__}") from None
             raise
         return progressed
+
+    def _anything_pending(self) -> bool:
+        """Whether any item waits to be packed, whoever its signer: one indexed look per pass, so that an idle
+        submitter does not ask twice per key every pass (with 9 keys and nothing to send, the submitter took 16 % of its API process's GIL time under relayed load)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(T_ITEM.c.id).where(T_ITEM.c.state == "pending").limit(1)).first() is not None
 
     def held_signers(self) -> list[str]:
         """The keys this submitter signs, sends and follows for now: all of them, or those its leases hold."""
