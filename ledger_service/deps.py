@@ -47,7 +47,9 @@ class IndexRead:
     block: int
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """Async although it waits for nothing: FastAPI runs a plain function dependency in a worker thread, and this one
+    is in nearly every route (a thread hop per request for an attribute read)."""
     return request.app.state.services
 
 

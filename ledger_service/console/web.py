@@ -433,7 +433,7 @@ class Paging:
     cursor: str | None
 
 
-def paging(request: Request) -> Paging:
+async def paging(request: Request) -> Paging:
     """?limit= (1..100, default 50; out of range is clamped) and ?cursor= (an opaque cursor of the read functions)."""
     raw = request.query_params.get("limit", "")
     limit = min(max(int(raw), 1), MAX_PAGE_SIZE) if raw.isascii() and raw.isdigit() and len(raw) < 7 else DEFAULT_PAGE_SIZE

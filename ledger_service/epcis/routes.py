@@ -60,7 +60,7 @@ def _ld(schema: dict[str, Any]) -> dict[str, Any]:
     return {"content": {"application/ld+json": {"schema": schema}}}
 
 
-def _versions(response: Response) -> None:
+async def _versions(response: Response) -> None:  # async: no worker thread for a header
     response.headers.update(VERSION_HEADERS)
 
 
