@@ -96,19 +96,16 @@ class AuditLog:
         """The auditor or regulator behind an Authorization header; None for anyone else (or no valid key)."""
         if not authorization:
             return None
-        digest = hashlib.sha256(authorization.encode()).hexdigest()
-        cached = self._principals.get(digest)
-        now = time.monotonic()
-        if cached is None or cached[0] < now:
-            try:
-                principal: Principal | None = authenticate(self.services.service_engine, self.services.index_engine, authorization)
-            except ApiError:
-                principal = None
-            if len(self._principals) > 10_000:
-                self._principals.clear()
-            cached = (now + PRINCIPAL_TTL, principal)
-            self._principals[digest] = cached
-        principal = cached[1]
+        known, principal = self.known_principal(authorization)
+        if known:
+            return principal
+        try:
+            principal = authenticate(self.services.service_engine, self.services.index_engine, authorization)
+        except ApiError:
+            principal = None
+        if len(self._principals) > 10_000:
+            self._principals.clear()
+        self._principals[hashlib.sha256(authorization.encode()).hexdigest()] = (time.monotonic() + PRINCIPAL_TTL, principal)
         return principal if principal is not None and principal.roles & AUDITED_ROLES else None
 
     # -- logging ------------------------------------------------------------------------------------------------
