@@ -55,7 +55,8 @@ from partledger.anvil import AnvilConfig, AnvilNode, free_port
 from partledger.chain import connect
 from partledger.ids import ascii32, part_id, part_id_unchecked
 from tests.chainkit import ANVIL_ACCOUNTS, GTIN_A, Ledger, build_ledger, dev_account
-from tests.servicekit import Stack, prepare_stack
+from tests.servicekit import PASSPHRASE, Stack, prepare_stack
+from wallets.keystore import create_keystore
 from tests.workload import Rpc
 
 BULK = 200  # parts per transaction, the service's max_parts_per_tx
@@ -84,6 +85,8 @@ class E2eConfig:
     submitters: int = 0  # `partledger submit` processes (0: the submitter runs inside the API process)
     scenarios: tuple[str, ...] = ("register", "bulk", "single", "open")
     pin_node: bool = False  # the node alone on CPU 1, everything else (service, submitters, indexer, PostgreSQL, load) on CPU 0
+    custodial_relay: bool = False  # relayer keys for the service: its one-part commands go as requests signed with the site key, in batches
+    relayer_keys: int = 4
 
     @classmethod
     def quick(cls) -> E2eConfig:
@@ -374,6 +377,33 @@ class Chunk:
         self.visible = 0.0
 
 
+class SpreadClient:
+    """Posts through several small httpx clients in turn, each letting at most as many requests into its pool as it has
+    connections. httpcore's pool hands out a connection by checking every connection (a getpeername and a poll each)
+    for every queued request, on every request and response: with 1,024 workers on one 64-connection client that took
+    two thirds of the load generator's CPU, and the generator, not the service, set the single scenario's rate (58-66
+    a second, 2026-12-04)."""
+
+    def __init__(self, *, base_url: str, timeout: float, connections: int = 64, per_client: int = 4) -> None:
+        count = max(1, connections // per_client)
+        limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
+        self.clients = [httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) for _ in range(count)]
+        self.gates = [asyncio.Semaphore(per_client) for _ in range(count)]
+        self.turn = 0
+
+    async def post(self, *arguments: Any, **options: Any) -> httpx.Response:
+        self.turn = (self.turn + 1) % len(self.clients)
+        async with self.gates[self.turn]:
+            return await self.clients[self.turn].post(*arguments, **options)
+
+    async def __aenter__(self) -> SpreadClient:
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        for client in self.clients:
+            await client.aclose()
+
+
 class Mirror:
     """Reads the new part_events rows of the index (read-only, WAL) every 0.1 s: counts them by kind and time, and
     marks the chunks waiting for them."""
@@ -427,7 +457,7 @@ class Load:
     errors: Counter[str] = field(default_factory=Counter)
 
 
-async def post(client: httpx.AsyncClient, path: str, body: dict[str, Any], key: str, load: Load, *, retry_conflict: bool = False) -> bool:
+async def post(client: SpreadClient, path: str, body: dict[str, Any], key: str, load: Load, *, retry_conflict: bool = False) -> bool:
     for _ in range(100):
         try:
             reply = await client.post(path, json=body, headers={"Authorization": f"Bearer {key}"})
@@ -445,7 +475,7 @@ async def post(client: httpx.AsyncClient, path: str, body: dict[str, Any], key: 
     return False
 
 
-async def accept(client: httpx.AsyncClient, mirror: Mirror, load: Load, path: str, body: dict[str, Any], key: str, chunk: Chunk) -> bool:
+async def accept(client: SpreadClient, mirror: Mirror, load: Load, path: str, body: dict[str, Any], key: str, chunk: Chunk) -> bool:
     """Posts one request whose parts the mirror is to show as chunk.kind; False when it was refused."""
     mirror.expect(chunk)
     chunk.posted = time.monotonic()
@@ -469,12 +499,12 @@ async def visible(mirror: Mirror, load: Load, chunk: Chunk, timeout: float = 120
     return True
 
 
-async def move(client: httpx.AsyncClient, mirror: Mirror, load: Load, path: str, body: dict[str, Any], key: str, chunk: Chunk) -> bool:
+async def move(client: SpreadClient, mirror: Mirror, load: Load, path: str, body: dict[str, Any], key: str, chunk: Chunk) -> bool:
     """Posts one request and waits until the mirror has every part of it."""
     return await accept(client, mirror, load, path, body, key, chunk) and await visible(mirror, load, chunk)
 
 
-async def cycle(client: httpx.AsyncClient, mirror: Mirror, load: Load, stop: asyncio.Event, parts: list[bytes], sides: list[tuple[str, int]], *, unique_docs: bool) -> None:
+async def cycle(client: SpreadClient, mirror: Mirror, load: Load, stop: asyncio.Event, parts: list[bytes], sides: list[tuple[str, int]], *, unique_docs: bool) -> None:
     """Moves `parts` back and forth between two organisations (api key, org id) until `stop`: ship, then receive."""
     hexes = ["0x" + pid.hex() for pid in parts]
     holder, taker = sides
@@ -488,7 +518,7 @@ async def cycle(client: httpx.AsyncClient, mirror: Mirror, load: Load, stop: asy
         holder, taker = taker, holder
 
 
-async def register(client: httpx.AsyncClient, mirror: Mirror, load: Load, stop: asyncio.Event, key: str, serials: Iterator[str], *, size: int, backlog: int) -> None:
+async def register(client: SpreadClient, mirror: Mirror, load: Load, stop: asyncio.Event, key: str, serials: Iterator[str], *, size: int, backlog: int) -> None:
     """Registers `size` new serials a request until `stop`, without waiting for each to reach the mirror, while at most
     `backlog` parts are accepted and not yet in the mirror; then waits for those in flight."""
     in_flight: set[asyncio.Task[bool]] = set()
@@ -506,13 +536,13 @@ async def register(client: httpx.AsyncClient, mirror: Mirror, load: Load, stop: 
     await asyncio.gather(*in_flight)
 
 
-async def scenario(api: str, mirror_path: Path, workers: Callable[[httpx.AsyncClient, Mirror, Load, asyncio.Event], list[Any]], *, warmup: float, duration: float, drain: float) -> dict[str, Any]:
+async def scenario(api: str, mirror_path: Path, workers: Callable[[SpreadClient, Mirror, Load, asyncio.Event], list[Any]], *, warmup: float, duration: float, drain: float) -> dict[str, Any]:
     """Runs the workers for warm-up + duration, then lets them finish what they have in flight (at most `drain`
     seconds); the rate is what reached the mirror during the measured part."""
     mirror, load = Mirror(mirror_path), Load()
     stop, stop_following = asyncio.Event(), asyncio.Event()
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=api, limits=limits, timeout=120) as client:
+    async with SpreadClient(base_url=api, timeout=120, connections=limits.max_connections or 64) as client:
         follower = asyncio.create_task(mirror.follow(stop_following))
         started = time.monotonic()
         tasks = [asyncio.create_task(worker) for worker in workers(client, mirror, load, stop)]
@@ -556,7 +586,7 @@ async def open_loop(api: str, mirror_path: Path, ready: deque[tuple[bytes, int]]
     stop_following = asyncio.Event()
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
 
-    async def arrive(client: httpx.AsyncClient, pid: bytes, step: int) -> None:
+    async def arrive(client: SpreadClient, pid: bytes, step: int) -> None:
         holder, taker = sides[(step // 2) % 2], sides[(step // 2 + 1) % 2]
         doc = {"doc_hash": "0x" + secrets.token_hex(32)}
         if step % 2 == 0:
@@ -582,7 +612,7 @@ async def open_loop(api: str, mirror_path: Path, ready: deque[tuple[bytes, int]]
         if await visible(mirror, load, chunk, timeout=drain):
             ready.append((pid, step + 1))
 
-    async with httpx.AsyncClient(base_url=api, limits=limits, timeout=drain) as client:
+    async with SpreadClient(base_url=api, timeout=drain, connections=limits.max_connections or 64) as client:
         follower = asyncio.create_task(mirror.follow(stop_following))
         tasks: set[asyncio.Task[None]] = set()
         started = time.monotonic()
@@ -820,7 +850,12 @@ def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = pri
         open_parts = register_raw(sender, maker.key, lot="LOT-OPEN", prefix="O", count=config.open_loop_parts)
         raw_parts = register_raw(sender, maker.key, lot="LOT-RAW", prefix="R", count=config.raw_parts)
         set_block_time(w.rpc, config.block_time)
-        start_processes(w, {"PARTLEDGER_MAX_IN_FLIGHT_PER_SIGNER": str(config.max_in_flight_per_signer)}, api_workers=config.api_workers, submitters=config.submitters)
+        settings = {"PARTLEDGER_MAX_IN_FLIGHT_PER_SIGNER": str(config.max_in_flight_per_signer)}
+        if config.custodial_relay:  # custodial_relay follows the relayer keys (ledger_service.custodial_relay)
+            for number in range(1, config.relayer_keys + 1):
+                create_keystore(w.stack.workdir / "relayer" / f"relayer-{number}.json", PASSPHRASE, light=True)
+            settings["PARTLEDGER_RELAYER_KEYS_DIR"] = str(w.stack.workdir / "relayer")
+        start_processes(w, settings, api_workers=config.api_workers, submitters=config.submitters)
         for name, process in w.processes.items():
             if name.startswith("submitter"):
                 rss.watch(name, process.pid)
@@ -831,15 +866,15 @@ def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = pri
         sides = [(keys["maker"], maker.id), (keys["warehouse"], warehouse.id)]
         serial_numbers = (f"E{index:09d}" for index in range(10**9))
 
-        def register_workers(client: httpx.AsyncClient, mirror: Mirror, load: Load, stop: asyncio.Event) -> list[Any]:
+        def register_workers(client: SpreadClient, mirror: Mirror, load: Load, stop: asyncio.Event) -> list[Any]:
             size, backlog = config.register_request_parts, config.register_backlog_parts
             return [register(client, mirror, load, stop, keys["maker"], serial_numbers, size=size, backlog=backlog) for _ in range(config.register_clients)]
 
-        def bulk_workers(client: httpx.AsyncClient, mirror: Mirror, load: Load, stop: asyncio.Event) -> list[Any]:
+        def bulk_workers(client: SpreadClient, mirror: Mirror, load: Load, stop: asyncio.Event) -> list[Any]:
             size = config.bulk_chunk_parts
             return [cycle(client, mirror, load, stop, bulk_parts[i : i + size], sides, unique_docs=False) for i in range(0, len(bulk_parts), size)]
 
-        def single_workers(client: httpx.AsyncClient, mirror: Mirror, load: Load, stop: asyncio.Event) -> list[Any]:
+        def single_workers(client: SpreadClient, mirror: Mirror, load: Load, stop: asyncio.Event) -> list[Any]:
             return [cycle(client, mirror, load, stop, [pid], sides, unique_docs=True) for pid in single_parts]
 
         for name, workers in (("register", register_workers), ("bulk", bulk_workers), ("single", single_workers)):
@@ -892,6 +927,7 @@ def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = pri
         os.sched_setaffinity(0, set(cpus))
     bulk_rate, raw_rate = figures["bulk"]["per_s"], raw["raw_node_bulk_transitions_per_s"]
     setup = {"databases": "postgresql" if config.postgres else "sqlite", "api_workers": config.api_workers, "submitters": config.submitters,
+             "custodial_relay": config.custodial_relay,
              "node_pinned": f"node on CPU {cpus[1]}, the rest on CPU {cpus[0]}" if pinned else None}  # fmt: skip
     return {
         "e2e_register_parts_per_s": figures["register"]["per_s"],
@@ -923,11 +959,14 @@ def main() -> int:
     parser.add_argument("--submitters", type=int, help="partledger submit processes (0: the submitter inside the API process)")
     parser.add_argument("--scenarios", help="comma-separated subset of register,bulk,single,open")
     parser.add_argument("--pin-node", action="store_true", help="the node alone on one CPU, everything else on the other")
+    parser.add_argument("--custodial-relay", action="store_true", help="relayer keys for the service: one-part commands relayed in batches")
+    parser.add_argument("--single-parts", type=int, help="one-part chunks in flight in the single scenario")
     arguments = parser.parse_args()
     config = E2eConfig.quick() if arguments.quick else E2eConfig()
     overrides = {
         "duration": arguments.duration, "block_time": arguments.block_time, "postgres": arguments.postgres or None,
         "api_workers": arguments.api_workers, "submitters": arguments.submitters, "pin_node": arguments.pin_node or None,
+        "custodial_relay": arguments.custodial_relay or None, "single_parts": arguments.single_parts,
         "scenarios": tuple(arguments.scenarios.split(",")) if arguments.scenarios else None,
     }  # fmt: skip
     config = E2eConfig(**config.__dict__ | {k: v for k, v in overrides.items() if v is not None})

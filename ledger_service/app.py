@@ -36,6 +36,7 @@ from ledger_service.notifications import routes as notification_routes
 from ledger_service.console import install_console
 from ledger_service.schemas import keep_documented_bodies
 from ledger_service.settings import ServiceSettings
+from ledger_service.custodial_relay import CustodialRelayConfig
 from ledger_service.submitter import Submitter, SubmitterConfig
 from ledger_service.relay import RelayDesk
 from ledger_service.relayer import Relayer, RelayerConfig
@@ -287,7 +288,21 @@ def build_submitter(
             interval=settings.submit_interval,
         ),
         leases=None if is_sqlite(settings.service_db_url) else SignerLeases(settings.service_db_url),
+        relay=custodial_relay_config(settings, manifest),
     )
+
+
+def custodial_relay_config(settings: ServiceSettings, manifest: Manifest) -> CustodialRelayConfig | None:
+    """Whether custodial sites' single-part commands go through the relay (settings.custodial_relay; by default
+    whenever a relayer's keys are configured, here or for `partledger relay`, and the manifest names a forwarder)."""
+    wanted = settings.custodial_relay if settings.custodial_relay is not None else settings.relayer_keys_dir is not None
+    if not wanted:
+        return None
+    if manifest.forwarder is None:
+        if settings.custodial_relay:
+            raise ConfigError("PARTLEDGER_CUSTODIAL_RELAY is set, but the deployment manifest names no forwarder")
+        return None
+    return CustodialRelayConfig(deadline=settings.custodial_relay_deadline, in_flight=settings.custodial_relay_in_flight)
 
 
 def run_as_leader(submitter: Submitter | Relayer | MirrorWatch, engine: Engine, stop: threading.Event, name: str = "submitter") -> None:

@@ -29,11 +29,13 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ledger_service.metrics import observe_latency
 from ledger_service.read import indexed_block
+from ledger_service.relay_tables import RelayBatch, RelayRequest
 from ledger_service.tables import ChainTransaction, Command, CommandItem
 from partledger.dblock import ExclusiveLock, LockHeld
 
 log = logging.getLogger("partledger.submitter")
 T_CMD, T_ITEM, T_TX = Command.__table__, CommandItem.__table__, ChainTransaction.__table__
+T_REQ, T_BATCH = RelayRequest.__table__, RelayBatch.__table__
 CHUNK = 900  # bound parameters per IN (...), under SQLite's limit
 MIRROR_BATCH = 5_000
 MIRROR_INTERVAL = 0.1  # seconds between looks at the mirror's cursor: the resolution of the mirrored stage
@@ -94,24 +96,59 @@ def record_confirmed(conn: Connection, tx_id: int, block: int) -> None:
     """A transaction confirmed in `block` (its items already marked confirmed in this SQL transaction): logged with
     its commands; those now confirmed whole (no item left that is not) observed at stage confirmed, with the highest
     block of their transactions, which the mirror watch waits for."""
-    now = time.time()
     carried = _carried(conn, [tx_id]).get(tx_id, [])
     tx_hash = conn.execute(select(T_TX.c.tx_hash).where(T_TX.c.id == tx_id)).scalar()
     log.info(
         "transaction %s confirmed in block %d", "0x" + bytes(tx_hash or b"").hex(), block,
         extra={"event": "transaction_confirmed", "tx_hash": "0x" + bytes(tx_hash or b"").hex(), "block": block, **_ids(carried)},
     )  # fmt: skip
+    record_commands_confirmed(conn, [command for command, _ in carried])
+
+
+def record_commands_confirmed(conn: Connection, command_ids: Collection[str]) -> None:
+    """Of `command_ids` (an item of each just confirmed, in this SQL transaction), those now confirmed whole (no item
+    left that is not) observed at stage confirmed, with the highest block of their items' transactions, their own or
+    the relay's batches (ledger_service.custodial_relay), which the mirror watch waits for."""
+    now = time.time()
     unfinished = select(T_ITEM.c.id).where(T_ITEM.c.command_id == T_CMD.c.id, T_ITEM.c.state != "confirmed").exists()
-    highest = select(func.max(T_TX.c.block_number)).select_from(T_ITEM.join(T_TX, T_TX.c.id == T_ITEM.c.tx_id)).where(T_ITEM.c.command_id == T_CMD.c.id).scalar_subquery()
-    for chunk in _chunks([command for command, _ in carried]):
+    for chunk in _chunks(sorted(set(command_ids))):
         done = conn.execute(
-            update(T_CMD)
-            .where(T_CMD.c.id.in_(chunk), T_CMD.c.confirmed_at.is_(None), T_CMD.c.rejected_at.is_(None), ~unfinished)
-            .values(confirmed_at=now, confirmed_block=highest)
-            .returning(T_CMD.c.kind, T_CMD.c.created_at)
+            select(T_CMD.c.id).where(T_CMD.c.id.in_(chunk), T_CMD.c.confirmed_at.is_(None), T_CMD.c.rejected_at.is_(None), ~unfinished)
+        ).scalars().all()  # fmt: skip
+        if not done:
+            continue
+        highest: dict[str, int] = {}
+        own = select(T_ITEM.c.command_id, T_TX.c.block_number).select_from(T_ITEM.join(T_TX, T_TX.c.id == T_ITEM.c.tx_id))
+        relayed = select(T_ITEM.c.command_id, T_BATCH.c.block_number).select_from(
+            T_ITEM.join(T_REQ, T_REQ.c.id == T_ITEM.c.relay_request_id).join(T_BATCH, T_BATCH.c.id == T_REQ.c.batch_id)
+        )  # fmt: skip
+        for query in (own, relayed):
+            for command_id, block in conn.execute(query.where(T_ITEM.c.command_id.in_(done))):
+                if block is not None:
+                    highest[command_id] = max(highest.get(command_id, block), block)
+        by_block: dict[int | None, list[str]] = {}
+        for command_id in done:
+            by_block.setdefault(highest.get(command_id), []).append(command_id)
+        for block, ids in by_block.items():
+            confirmed = conn.execute(
+                update(T_CMD).where(T_CMD.c.id.in_(ids), T_CMD.c.confirmed_at.is_(None), T_CMD.c.rejected_at.is_(None))
+                .values(confirmed_at=now, confirmed_block=block)
+                .returning(T_CMD.c.kind, T_CMD.c.created_at)
+            ).all()  # fmt: skip
+            for kind, created_at in confirmed:
+                observe_latency(kind, "confirmed", now - created_at)
+
+
+def record_submitted(conn: Connection, command_ids: Collection[str]) -> None:
+    """Commands an item of which a relay batch now carries (ledger_service.custodial_relay): those submitted for the
+    first time observed at stage submitted."""
+    now = time.time()
+    for chunk in _chunks(sorted(set(command_ids))):
+        first = conn.execute(
+            update(T_CMD).where(T_CMD.c.id.in_(chunk), T_CMD.c.submitted_at.is_(None)).values(submitted_at=now).returning(T_CMD.c.kind, T_CMD.c.created_at)
         ).all()
-        for kind, created_at in done:
-            observe_latency(kind, "confirmed", now - created_at)
+        for kind, created_at in first:
+            observe_latency(kind, "submitted", now - created_at)
 
 
 def record_rejected(conn: Connection, command_ids: Collection[str], *, error: str | None) -> None:

@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +25,10 @@ from sqlalchemy.exc import IntegrityError
 from indexer.tables import Batch, LogisticUnit, Lot, Organisation, Part, SiteKey
 from ledger_service.auth import Principal, require_may_act
 from ledger_service.errors import Conflict, Forbidden, NotFound, Unprocessable
+from ledger_service.group_commit import GroupCommit
 from ledger_service.metrics import count_accepted
 from ledger_service.operations import OPERATIONS, Operation
+from ledger_service.relay_tables import RelayBatch, RelayRequest
 from ledger_service.tables import ChainTransaction, Command, CommandItem, IdempotencyRecord
 from partledger.failpoints import failpoint
 from partledger.jsonlog import current_request_id
@@ -35,6 +37,7 @@ from partledger.model import CUSTODY_ROLES, PartStatus, Role
 T_IDEM, T_CMD, T_ITEM, T_TX = IdempotencyRecord.__table__, Command.__table__, CommandItem.__table__, ChainTransaction.__table__
 T_PART, T_KEY, T_LOT, T_ORG, T_BATCH = Part.__table__, SiteKey.__table__, Lot.__table__, Organisation.__table__, Batch.__table__
 T_UNIT = LogisticUnit.__table__
+T_REQ, T_RELAY_BATCH = RelayRequest.__table__, RelayBatch.__table__
 PRECHECK_CHUNK = 900  # bound parameters per IN (...) query, under SQLite's limit
 
 
@@ -62,6 +65,9 @@ class Outbox:
         self.signers = signers
         self.refresh_keys = refresh_keys
         self.max_parts_per_tx = max_parts_per_tx
+        # Concurrent commands are written in one transaction (each in a savepoint): one durable commit for the group,
+        # and no request waiting for SQLite's write lock in its busy handler.
+        self._writer = GroupCommit(service_engine)
 
     # --- choosing the key -----------------------------------------------------------------------------------
 
@@ -184,7 +190,8 @@ class Outbox:
         """Writes the command, recording who sent it (principal.actor); a viewer is refused (403 read_only_role),
         whatever path the command came by. With an Idempotency-Key, a repeat returns the first answer (422 if its
         body differs). The key is claimed in the transaction that writes the command, so that a crash leaves both
-        or neither: a claim without its command would hold the client's retries off."""
+        or neither: a claim without its command would hold the client's retries off. Commands accepted at the same
+        time share that transaction (ledger_service.group_commit), each in a savepoint of its own."""
         require_may_act(principal)
         if idempotency_key is not None:
             replay = self.replay(principal.org_id, idempotency_key, request_sha256)
@@ -193,27 +200,31 @@ class Outbox:
         command_id = str(uuid.uuid4())
         now = time.time()
         answer = {"command_id": command_id, "status": "accepted", "kind": draft.kind, "parts": draft.part_count}
-        try:
-            with self.service_engine.begin() as conn:
-                if idempotency_key is not None:  # first: a concurrent request with the same key waits here, then replays
-                    conn.execute(insert(T_IDEM).values(
-                        org_id=principal.org_id, key=idempotency_key, request_sha256=request_sha256, state="done",
-                        status_code=202, response=json.dumps(answer), created_at=now,
-                    ))  # fmt: skip
-                conn.execute(insert(T_CMD).values(
-                    id=command_id, org_id=principal.org_id, api_key_id=principal.key_id[:16], actor=principal.actor[:80], kind=draft.kind,
-                    site_key=signer, part_count=draft.part_count, summary=json.dumps(draft.summary), created_at=now,
-                    request_id=current_request_id() or f"internal-{command_id}",  # what the submitter's log lines name it by
+
+        def write(conn: Connection) -> None:
+            if idempotency_key is not None:  # first: a concurrent request with the same key fails here, then replays
+                conn.execute(insert(T_IDEM).values(
+                    org_id=principal.org_id, key=idempotency_key, request_sha256=request_sha256, state="done",
+                    status_code=202, response=json.dumps(answer), created_at=now,
                 ))  # fmt: skip
-                conn.execute(insert(T_ITEM), [
-                    {"command_id": command_id, "signer": signer, "kind": draft.kind, "pack_key": pack_key(draft.kind, payload, command_id),
-                     "payload": json.dumps(payload), "part_count": len(payload.get("parts", payload.get("serials", ()))) or 1,
-                     "state": "pending", "tx_id": None, "not_before": 0.0, "created_at": now, "updated_at": now}
-                    for payload in draft.items
-                ])  # fmt: skip
-                if draft.after_write is not None:
-                    draft.after_write(conn, command_id)
-                failpoint("api.before_commit")  # written, not committed: the client gets no answer and retries
+            conn.execute(insert(T_CMD).values(
+                id=command_id, org_id=principal.org_id, api_key_id=principal.key_id[:16], actor=principal.actor[:80], kind=draft.kind,
+                site_key=signer, part_count=draft.part_count, summary=json.dumps(draft.summary), created_at=now,
+                request_id=request_id or f"internal-{command_id}",  # what the submitter's log lines name it by
+            ))  # fmt: skip
+            conn.execute(insert(T_ITEM), [
+                {"command_id": command_id, "signer": signer, "kind": draft.kind, "pack_key": pack_key(draft.kind, payload, command_id),
+                 "payload": json.dumps(payload), "part_count": len(payload.get("parts", payload.get("serials", ()))) or 1,
+                 "state": "pending", "tx_id": None, "not_before": 0.0, "created_at": now, "updated_at": now}
+                for payload in draft.items
+            ])  # fmt: skip
+            if draft.after_write is not None:
+                draft.after_write(conn, command_id)
+            failpoint("api.before_commit")  # written, not committed: the client gets no answer and retries
+
+        request_id = current_request_id()  # of this thread's request: the group's leader may write it from another
+        try:
+            self._writer.run(write)
         except IntegrityError:
             replay = self.replay(principal.org_id, idempotency_key, request_sha256) if idempotency_key is not None else None
             if replay is None:
@@ -251,11 +262,20 @@ def read_command(engine: Engine, principal: Principal, command_id: str) -> dict[
         items = conn.execute(select(T_ITEM).where(T_ITEM.c.command_id == command_id).order_by(T_ITEM.c.id)).mappings().all()
         tx_ids = {item["tx_id"] for item in items if item["tx_id"] is not None}
         txs = {row["id"]: row for row in conn.execute(select(T_TX).where(T_TX.c.id.in_(tx_ids))).mappings()} if tx_ids else {}
-    return command_view(command, items, txs)
+        request_ids = {item["relay_request_id"] for item in items if item["relay_request_id"] is not None}
+        batches = {
+            row.id: row._mapping
+            for row in conn.execute(
+                select(T_REQ.c.id, T_RELAY_BATCH.c.tx_hash, T_RELAY_BATCH.c.block_number).join(T_RELAY_BATCH, T_RELAY_BATCH.c.id == T_REQ.c.batch_id).where(T_REQ.c.id.in_(request_ids))
+            )
+        } if request_ids else {}  # fmt: skip
+    return command_view(command, items, txs, batches)
 
 
-def command_view(command: Any, items: list[Any], txs: dict[int, Any]) -> dict[str, Any]:
+def command_view(command: Any, items: list[Any], txs: dict[int, Any], batches: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`batches`: the relay batch (tx_hash, block_number) carrying each relayed item's request, by request id."""
     states = [item["state"] for item in items]
+    states_by_id = {item["id"]: item["state"] for item in items}
     if "rejected" in states:
         status = "rejected"
     elif all(state == "confirmed" for state in states):
@@ -264,7 +284,8 @@ def command_view(command: Any, items: list[Any], txs: dict[int, Any]) -> dict[st
         status = "submitted"
     else:
         status = "accepted"
-    transactions = sorted({("0x" + bytes(txs[i["tx_id"]]["tx_hash"]).hex(), txs[i["tx_id"]]["block_number"]) for i in items if i["tx_id"] in txs and i["state"] != "pending"}, key=str)
+    carrying = {i["id"]: txs[i["tx_id"]] for i in items if i["tx_id"] in txs} | {i["id"]: batches[i["relay_request_id"]] for i in items if i["relay_request_id"] in (batches or {})}
+    transactions = sorted({("0x" + bytes(tx["tx_hash"]).hex(), tx["block_number"]) for item_id, tx in carrying.items() if states_by_id[item_id] not in ("pending", "signed")}, key=str)
     errors = [
         {"error": item["error_name"], "args": json.loads(item["error_args"]) if item["error_args"] else [], "message": item["error_message"]}
         for item in items if item["state"] == "rejected"
@@ -282,7 +303,7 @@ def command_view(command: Any, items: list[Any], txs: dict[int, Any]) -> dict[st
         "summary": json.loads(command["summary"]),
         "accepted_at": command["created_at"],
         "actor": command["actor"] or f"key:{command['api_key_id']}",  # commands from before 0004 came by API key
-        "items": [{"parts": item["part_count"], "state": item["state"]} for item in items],
+        "items": [{"parts": item["part_count"], "state": item["state"]} | ({"relay_request": item["relay_request_id"]} if item["relay_request_id"] else {}) for item in items],
         "transactions": [{"tx_hash": tx_hash, "block": block} for tx_hash, block in transactions],
         "block": max(blocks) if status == "confirmed" and blocks else None,
         "errors": errors,

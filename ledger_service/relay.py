@@ -25,7 +25,7 @@ import json
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from eth_abi import decode
@@ -39,6 +39,7 @@ from web3.exceptions import Web3RPCError
 from indexer.tables import Organisation, SiteKey
 from ledger_service.auth import Principal, require_may_act
 from ledger_service.errors import NotFound, RowErrors
+from ledger_service.group_commit import GroupCommit
 from ledger_service.operations import OPERATIONS, Operation
 from ledger_service.relay_tables import RelayBatch, RelayRequest
 from partledger.artifacts import FORWARDER, function_spec, load_artifact
@@ -82,7 +83,7 @@ class RelayDesk:
         self._domain: Eip712Domain | None = None
         self._lock = threading.Lock()
         self._nonces: dict[str, tuple[int, float]] = {}  # signer -> (the forwarder's nonce, time.monotonic() it was read)
-        self._writer = GroupWriter(service_engine)
+        self._writer = GroupCommit(service_engine)  # concurrent posts written in one transaction
 
     def domain(self) -> Eip712Domain:
         """The forwarder's EIP-712 domain, read once from the chain (ERC-5267)."""
@@ -162,7 +163,7 @@ class RelayDesk:
         if problems:
             raise RowErrors(f"{len(problems)} of {len(submitted)} request(s) refused: nothing was accepted", problems, code="invalid_requests")
         if rows:
-            self._writer.write(rows)
+            self._writer.run(lambda conn: _write_requests(conn, rows))
             failpoint("relay.after_commit")  # committed, the 202 not sent: the post again must name the same requests
         return {"requests": answers}
 
@@ -227,68 +228,9 @@ class RelayDesk:
         return request_view(row, batch)
 
 
-class GroupWriter:
-    """The request rows of concurrent posts, written in one SQL transaction. The first post to arrive writes (the
-    leader); posts that arrive meanwhile queue, and the leader writes each queued group in turn until none is left,
-    waking every post of a group once it commits. Posts in the same process thus never wait for SQLite's write lock in
-    its busy handler (which sleeps up to 100 ms a try, holding a pooled connection: most of POST /v1/relay's time
-    under load before), nor hand a lock to one another through the GIL; a durable commit (synchronous=FULL) is paid
-    once a group. A group that breaks a unique constraint (the same request posted twice at once) is written again
-    post by post, so that only the post in conflict fails."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._lock = threading.Lock()  # guards _queue and _writing
-        self._queue: list[_Ticket] = []
-        self._writing = False
-
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        """Returns once `rows` are committed; raises what their write raised."""
-        ticket = _Ticket(rows)
-        with self._lock:
-            self._queue.append(ticket)
-            leader = not self._writing
-            self._writing = True
-        if leader:
-            while True:
-                with self._lock:
-                    group, self._queue = self._queue, []
-                    if not group:
-                        self._writing = False
-                        break
-                self._write(group)
-        ticket.done.wait()
-        if ticket.error is not None:
-            raise ticket.error
-
-    def _write(self, group: list[_Ticket]) -> None:
-        try:
-            try:
-                self._commit([row for ticket in group for row in ticket.rows])
-            except IntegrityError:
-                for ticket in group:
-                    try:
-                        self._commit(ticket.rows)
-                    except Exception as exc:  # noqa: BLE001 - handed to the post it belongs to
-                        ticket.error = exc
-        except Exception as exc:  # noqa: BLE001 - every post of the group fails with it (the leader's too), and the leader goes on
-            for ticket in group:
-                ticket.error = ticket.error or exc
-        finally:
-            for ticket in group:
-                ticket.done.set()
-
-    def _commit(self, rows: list[dict[str, Any]]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(insert(T_REQ), rows)
-            failpoint("relay.before_commit")  # written, not committed: the client gets no answer and posts again
-
-
-@dataclass
-class _Ticket:
-    rows: list[dict[str, Any]]
-    done: threading.Event = field(default_factory=threading.Event)
-    error: BaseException | None = None
+def _write_requests(conn: Any, rows: list[dict[str, Any]]) -> None:
+    conn.execute(insert(T_REQ), rows)
+    failpoint("relay.before_commit")  # written, not committed: the client gets no answer and posts again
 
 
 class Refused(Exception):

@@ -413,6 +413,9 @@ class CommandAccepted(Exact):
 class CommandItemState(Exact):
     parts: int
     state: str = Field(description="pending, signed, sent, mined, confirmed or rejected")
+    relay_request: Omittable[str] = Field(
+        default=None, description="a custodial single-part item relayed in a batch: its relay request (GET /v1/relay/{id})",
+    )
 
 
 class CommandTransaction(Exact):

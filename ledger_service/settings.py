@@ -47,6 +47,13 @@ class ServiceSettings(BaseSettings):
     relay_max_in_flight: int = 4  # batches per relayer key sent and not yet mined
     relay_max_request_gas: int = 5_000_000  # the most gas one request may offer its call
     relay_max_requests: int = 1_000  # requests per POST /v1/relay
+    # Custodial sites' single-part commands signed as ForwardRequests with the site's key and relayed in batches with
+    # other sites' requests (ledger_service.custodial_relay), rather than sent as transactions of the site's key, one
+    # nonce after another. None: whenever relayer keys are configured (relayer_keys_dir) and the manifest names a
+    # forwarder.
+    custodial_relay: Optional[bool] = None
+    custodial_relay_deadline: int = Field(default=3_600, ge=60)  # seconds a custodial request stays valid; it is signed again after
+    custodial_relay_in_flight: int = Field(default=1_000, ge=1)  # a site's custodial requests handed to the relayer and not yet mined
 
     # Labels and consumer verification (the Digital Link resolver, /v1/scan).
     public_rate_limit: str = "60/minute"  # per client on the public endpoints: N/second|minute|hour (burst N)

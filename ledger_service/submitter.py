@@ -46,6 +46,7 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
 from ledger_service import command_stages
+from ledger_service.custodial_relay import CustodialRelay, CustodialRelayConfig, relayable, revokes
 from ledger_service.operations import contract_arguments
 from ledger_service.auth import sites_allow
 from ledger_service.tables import ApiKey, ChainTransaction, Command, CommandItem, PrivateVin, User
@@ -84,10 +85,11 @@ class SubmitterConfig:
 class Submitter:
     def __init__(
         self, *, engine: Engine, w3: Web3, signers: dict[str, Signer], manifest: Manifest, config: SubmitterConfig,
-        refresh_keys: Callable[..., bool] | None = None, leases: SignerLeases | None = None,
+        refresh_keys: Callable[..., bool] | None = None, leases: SignerLeases | None = None, relay: CustodialRelayConfig | None = None,
     ) -> None:
         """`signers` may grow while it runs: `refresh_keys(force=True)` opens keystores added since into it.
-        `leases`: which of `signers` this process may use now, shared with other submitter processes; None: all."""
+        `leases`: which of `signers` this process may use now, shared with other submitter processes; None: all.
+        `relay`: single-part items go to the relayer as requests signed with the site's key (custodial_relay.py)."""
         self.engine = engine
         self.leases = leases
         self.w3 = w3
@@ -105,6 +107,9 @@ class Submitter:
         self._nonce_taken: dict[int, tuple[float, int]] = {}  # tx id -> (when, block) "nonce too low" was first seen
         self._next_recheck = 0.0
         self._lost_resent = False  # the last follow() sent again transactions the node had lost
+        self.custodial = None if relay is None else CustodialRelay(
+            engine=engine, w3=w3, manifest=manifest, signers=signers, config=relay, reject_items=_reject_items,
+        )  # fmt: skip
 
     # --- the loop -------------------------------------------------------------------------------------------
 
@@ -151,6 +156,7 @@ class Submitter:
         try:
             progressed = self.recheck_confirmed()
             progressed |= self.follow()
+            progressed |= self.follow_custodial()
             if self._lost_resent:
                 return True  # what the node lost goes first: new transactions wait for the next pass
             progressed |= self.resend()
@@ -182,6 +188,15 @@ class Submitter:
         return () if self.leases is None else (T_TX.c.signer.in_(self.held_signers()),)
 
     # --- following sent transactions ------------------------------------------------------------------------
+
+    def follow_custodial(self) -> bool:
+        """Items handed to the relayer take their requests' states; a key the chain refused as revoked is retired."""
+        if self.custodial is None:
+            return False
+        revoked = self.custodial.follow(None if self.leases is None else self.held_signers())
+        for signer, decoded in revoked.items():
+            self._retire_signer(signer, decoded)
+        return bool(revoked)
 
     def follow(self) -> bool:
         """Receipts of what was sent: asked only for transactions whose nonce the chain has passed (one nonce
@@ -277,7 +292,7 @@ class Submitter:
         """A transaction that reverted on chain: its nonce is spent; the item the error names is rejected, the
         others go back to pending."""
         decoded = self._replay(tx, block)
-        revoked = _revokes(decoded, tx["signer"])
+        revoked = revokes(decoded, tx["signer"])
         with self.engine.begin() as conn:
             conn.execute(update(T_TX).where(T_TX.c.id == tx["id"]).values(state="reverted", block_number=block, error_name=decoded.name))
             items = conn.execute(select(T_ITEM).where(T_ITEM.c.tx_id == tx["id"])).mappings().all()
@@ -458,13 +473,20 @@ class Submitter:
         now = time.time()
         with self.engine.connect() as conn:
             in_flight = conn.execute(select(func.count()).where(T_TX.c.signer == signer, T_TX.c.state.in_(("signed", "sent")))).scalar()
-            room = min(SUBMIT_PER_STEP, self.config.max_in_flight_per_signer - in_flight)
-            if room <= 0:
-                return False
+            handed_over = 0 if self.custodial is None else self.custodial.handed_over(conn, signer)
             candidates = conn.execute(
                 select(T_ITEM).where(T_ITEM.c.signer == signer, T_ITEM.c.state == "pending").order_by(T_ITEM.c.id).limit(1_000)
             ).mappings().all()
-        runs = _next_runs([item for item in candidates if item["not_before"] <= now], self.config.max_parts_per_tx, room)
+        runs = _next_runs([item for item in candidates if item["not_before"] <= now], self.config.max_parts_per_tx, SUBMIT_PER_STEP)
+        if not runs:
+            return False
+        relayed = self.custodial is not None and all(relayable(item) for item in runs[0])
+        if self.custodial is not None:  # the runs that go the first one's way; the other way once nothing of the key is in flight this way
+            runs = list(itertools.takewhile(lambda run: all(relayable(item) for item in run) == relayed, runs))
+            if (in_flight if relayed else handed_over) > 0:
+                return False
+        room = self.custodial.config.in_flight - handed_over if relayed and self.custodial is not None else self.config.max_in_flight_per_signer - in_flight
+        runs = runs[: max(0, room)]
         if not runs:
             return False
         if signer in self._retired:  # accepted for a key the chain revoked already (the mirror did not show it yet)
@@ -480,11 +502,13 @@ class Submitter:
                 passing.append((run, call, answer["result"]))
                 continue
             decoded = _revert_in(answer["error"])
-            if _revokes(decoded, signer):
+            if revokes(decoded, signer):
                 self._retire_signer(signer, decoded)  # every pending item of the key, these runs' too
                 return True
             self._refused_before_sending(run, decoded)
-        if passing:
+        if passing and relayed and self.custodial is not None:
+            self.custodial.hand_over(signer, passing)
+        elif passing:
             self._sign_and_send(signer, passing)
         return True
 
@@ -497,6 +521,7 @@ class Submitter:
         # ("database is locked", whatever the busy timeout) if the API committed in between.
         with self.engine.connect() as conn:
             others_in_flight = conn.execute(select(func.count()).where(T_TX.c.state.in_(("signed", "sent", "mined")))).scalar() > 0
+            others_in_flight = others_in_flight or (self.custodial is not None and self.custodial.any_handed_over(conn))
         with self.engine.begin() as conn:
             for item in run:
                 if culprit is not None and item["id"] != culprit:
@@ -644,11 +669,6 @@ def _revert_in(error: dict[str, Any]) -> ContractRevert:
         raise Web3RPCError(f"the node failed to simulate a transaction: {message}")
     data = error.get("data")
     return decode_revert(data.get("data") if isinstance(data, dict) else data)
-
-
-def _revokes(decoded: ContractRevert, signer: str) -> bool:
-    """Whether the chain refused because `signer` itself is revoked."""
-    return decoded.name == "ConsortiumRegistryKeyRevoked" and bool(decoded.args_) and str(decoded.args_[0]).lower() == signer.lower()
 
 
 def _site_name(site: bytes) -> str:

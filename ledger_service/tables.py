@@ -91,6 +91,10 @@ class CommandItem(ServiceTable, table=True):
     part_count: int
     state: str = Field(max_length=10, index=True)  # pending | signed | sent | mined | confirmed | rejected
     tx_id: Optional[int] = Field(default=None, index=True)
+    # A custodial item relayed in a batch (ledger_service.custodial_relay): the relay request carrying it; its state
+    # follows the request's (accepted: signed, relayed: sent, mined, confirmed), and tx_id stays empty.
+    relay_request_id: Optional[str] = Field(default=None, index=True, max_length=36)
+    relay_attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # its requests refused unexecuted
     not_before: float = 0.0
     error_name: Optional[str] = None
     error_args: Optional[str] = None  # JSON

@@ -17,6 +17,7 @@ from eth_utils import keccak
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from wallets.signer import LocalSigner
 from partledger.eip712 import SECP256K1_HALF_N, Eip712Domain, ForwardRequest, forward_request_digest, forward_request_typed_data, recover_forward_request_signer
 
 addresses = st.binary(min_size=20, max_size=20).map(lambda raw: Account.create().address if raw == bytes(20) else "0x" + raw.hex())
@@ -44,6 +45,17 @@ def test_a_value_out_of_its_types_range_is_refused(field: str, value: int) -> No
     request = ForwardRequest(sender="0x" + "22" * 20, to="0x" + "33" * 20, value=0, gas=1, nonce=0, deadline=1, data=b"")
     with pytest.raises(ValueError):
         forward_request_digest(domain, ForwardRequest(**{**request.__dict__, field: value}))
+
+
+@settings(max_examples=50, deadline=None)
+@given(domains, requests)
+def test_a_local_signer_signs_the_direct_digest_as_it_signs_the_typed_data(domain: Eip712Domain, request: ForwardRequest) -> None:
+    """The custodial relay signs the digest (wallets.signer.LocalSigner.sign_eip712_digest): the very signature the
+    typed data gets (RFC 6979: deterministic), recovering to the key."""
+    signer = LocalSigner(Account.create())
+    signature = signer.sign_eip712_digest(forward_request_digest(domain, request))
+    assert signature == signer.sign_typed_data(forward_request_typed_data(domain, request))
+    assert recover_forward_request_signer(domain, request, signature) == signer.address
 
 
 def eth_keys_signer(digest: bytes, signature: bytes) -> str | None:

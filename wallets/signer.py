@@ -66,6 +66,12 @@ class LocalSigner:
         """The 65-byte r||s||v signature (v 27 or 28) of EIP-712 typed data."""
         return bytes(self._account.sign_typed_data(full_message=full_message).signature)
 
+    def sign_eip712_digest(self, digest: bytes) -> bytes:
+        """The same signature as sign_typed_data's, of the EIP-712 digest the caller computed (partledger.eip712's
+        direct encoders: eth-account's general encoder costs ~0.8 ms a message). Only for a digest built here from
+        typed data: a key that signs any 32 bytes it is handed signs whatever someone else hashed."""
+        return bytes(self._account.unsafe_sign_hash(digest).signature)
+
     def __repr__(self) -> str:
         return f"LocalSigner({self.address})"
 

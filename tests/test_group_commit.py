@@ -1,5 +1,6 @@
-"""ledger_service.relay.GroupWriter on a real SQLite service database: concurrent posts' request rows written in one
-transaction behind a leader, and a conflict in a group failing only the post it belongs to."""
+"""ledger_service.group_commit.GroupCommit on a real SQLite service database, as the relay desk and the command outbox
+use it: concurrent posts' rows written in one transaction behind a leader, and a conflict in a group failing only the
+post it belongs to (its savepoint rolled back)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ledger_service import migrate
-from ledger_service.relay import GroupWriter
+from ledger_service.group_commit import GroupCommit
 from ledger_service.relay_tables import RelayRequest
 from partledger.db import make_engine
 
@@ -31,8 +32,12 @@ def row(nonce: int, digest: bytes | None = None) -> dict[str, Any]:
     }  # fmt: skip
 
 
-class HeldLeader(GroupWriter):
-    """A GroupWriter whose first commit waits until released, so that the posts arriving meanwhile queue up."""
+def write(writer: GroupCommit, rows: list[dict[str, Any]]) -> None:
+    writer.run(lambda conn: conn.execute(insert(T_REQ), rows))
+
+
+class HeldLeader(GroupCommit):
+    """A GroupCommit whose first commit waits until released, so that the posts arriving meanwhile queue up."""
 
     def __init__(self, engine: Any) -> None:
         super().__init__(engine)
@@ -40,12 +45,12 @@ class HeldLeader(GroupWriter):
         self.release = threading.Event()
         self.commits: list[int] = []
 
-    def _commit(self, rows: list[dict[str, Any]]) -> None:
+    def _commit(self, group: list[Any]) -> None:
         if not self.commits and not self.first_commit_started.is_set():
             self.first_commit_started.set()
             assert self.release.wait(60)
-        super()._commit(rows)
-        self.commits.append(len(rows))
+        super()._commit(group)
+        self.commits.append(len(group))
 
 
 @pytest.fixture
@@ -68,7 +73,7 @@ def post_behind_a_held_leader(writer: HeldLeader, posts: list[list[dict[str, Any
 
     def post(index: int) -> None:
         try:
-            writer.write(posts[index])
+            write(writer, posts[index])
         except BaseException as exc:  # noqa: BLE001 - recorded for the test to look at
             outcomes[index] = exc
 
@@ -97,7 +102,7 @@ def test_posts_that_arrive_while_one_writes_are_written_together_in_one_transact
     posts = [[row(n, os.urandom(32)) for n in range(1 + index % 3)] for index in range(21)]
     outcomes = post_behind_a_held_leader(writer, posts)
     assert outcomes == [None] * len(posts)
-    assert writer.commits == [len(posts[0]), sum(len(p) for p in posts[1:])]  # the leader's own, then all the others at once
+    assert writer.commits == [1, len(posts) - 1]  # the leader's own post, then all the others at once
     assert len(transactions) == 2
     assert stored(engine) == {r["digest"] for p in posts for r in p}
 
@@ -118,11 +123,11 @@ def test_a_post_in_conflict_fails_alone_and_the_rest_of_its_group_is_written(eng
 
 
 def test_a_lone_post_is_written_by_itself_and_its_error_is_its_own(engine: Any) -> None:
-    writer = GroupWriter(engine)
+    writer = GroupCommit(engine)
     rows = [row(1), row(2)]
-    writer.write(rows)
+    write(writer, rows)
     assert stored(engine) == {r["digest"] for r in rows}
     with pytest.raises(IntegrityError):
-        writer.write([row(3, rows[0]["digest"])])
-    writer.write([row(4)])  # the writer goes on after a failed group
+        write(writer, [row(3, rows[0]["digest"])])
+    write(writer, [row(4)])  # the writer goes on after a failed group
     assert len(stored(engine)) == 3
