@@ -23,6 +23,7 @@ from ledger_service.relayer import Relayer, RelayerConfig
 from ledger_service.submitter import Submitter, SubmitterConfig
 from ledger_service.tables import ChainTransaction, CommandItem, PrivateVin
 from partledger.db import make_engine
+from partledger.ids import ascii32
 from tests.chainkit import Ledger
 from tests.relaykit import Relay
 from tests.servicekit import PASSPHRASE, Stack, prepare_stack, wait_command, wait_until
@@ -180,3 +181,40 @@ def test_a_request_whose_nonce_was_used_meanwhile_is_signed_again_and_lands(stac
     assert [(r["nonce"], r["state"], r["error_name"]) for r in requests] == [(0, "failed", "ERC2771ForwarderInvalidSigner"), (1, "confirmed", None)]
     assert view["items"][0]["relay_request"] == requests[1]["id"] and item["relay_attempts"] == 1
     assert on_chain(ledger, pid) == on_chain(ledger, other) == (S.IN_TRANSIT, maker.id, warehouse.id)
+
+
+def test_a_request_refused_for_a_revoked_key_follows_the_site_to_its_new_key(stack, ledger):
+    """Handed over signed by the site's key, which is then revoked: the forwarded call reverts with
+    ConsortiumRegistryKeyRevoked, the item goes to the site's replacement key, signed again and relayed; the
+    install happens once, in the new key's name, and its VIN is kept."""
+    workshop, old = ledger.orgs["workshop"], stack.site_keys["workshop"]
+    [pid] = held_by(ledger, "workshop", ["CR-REV"], lot="L-CR")
+    with relayed(stack, relayer=False) as client:
+        command = accepted(post(stack, "workshop", "/v1/parts/install", {"items": [{"part_id": hexid(pid), "vin": VIN}]}))
+        handed_over(stack, 1)
+        new = create_keystore(stack.keys_dir / "workshop" / "service-site.2.json", PASSPHRASE, light=True)
+        ledger.act(ledger.operator, ledger.registry.functions.addSiteKey(workshop.id, new.address, ascii32("service-site")))
+        ledger.act(ledger.operator, ledger.registry.functions.revokeSiteKey(old))
+        with relaying(client):
+            view = confirmed(stack, "workshop", command)
+    assert (view["site_key"], view["re_signed_by"]) == (old, [new.address])
+    engine = make_engine(stack.service_db_url)
+    with engine.connect() as conn:
+        requests = conn.execute(select(RelayRequest.__table__).order_by(RelayRequest.__table__.c.created_at)).mappings().all()
+    assert [(r["signer"], r["state"], r["error_name"]) for r in requests] == [(old, "failed", "ConsortiumRegistryKeyRevoked"), (new.address, "confirmed", None)]
+    [installed] = ledger.parts.events.PartsInstalled.get_logs(from_block=view["block"], to_block=view["block"])
+    assert installed["args"]["siteKey"] == new.address and installed["args"]["partIds"] == [pid]
+    assert count_rows(engine, PrivateVin.__table__) == 1
+
+
+def test_a_request_refused_for_a_revoked_key_without_a_replacement_rejects_its_command(stack, ledger):
+    [pid] = held_by(ledger, "workshop", ["CR-REV2"], lot="L-CR")
+    with relayed(stack, relayer=False) as client:
+        command = accepted(post(stack, "workshop", "/v1/parts/install", {"items": [{"part_id": hexid(pid), "vin": VIN}]}))
+        handed_over(stack, 1)
+        ledger.act(ledger.operator, ledger.registry.functions.revokeSiteKey(stack.site_keys["workshop"]))
+        with relaying(client):
+            view = wait_command(stack, "workshop", command)
+    assert view["status"] == "rejected" and [error["error"] for error in view["errors"]] == ["ConsortiumRegistryKeyRevoked"]
+    assert on_chain(ledger, pid) == (S.IN_STOCK, ledger.orgs["workshop"].id, 0)
+    assert count_rows(make_engine(stack.service_db_url), PrivateVin.__table__) == 0
