@@ -44,6 +44,7 @@ from ledger_service.relay import LIVE, read_forwarder_nonces
 from ledger_service.relay_tables import RelayBatch, RelayRequest
 from ledger_service.tables import Command, CommandItem
 from partledger.artifacts import FORWARDER, load_artifact
+from partledger.chain import free_nonces
 from partledger.db import write_transaction
 from partledger.eip712 import Eip712Domain, ForwardRequest, forward_request_digest, forward_request_typed_data, read_domain
 from partledger.errors import ChainError, ContractRevert
@@ -152,13 +153,7 @@ class CustodialRelay:
     def _free_nonces(self, conn: Connection, signer: str, chain_nonce: int, count: int) -> list[int]:
         """The `count` lowest forwarder nonces from the chain's count that no live request of `signer` holds."""
         taken = {row[0] for row in conn.execute(select(T_REQ.c.nonce).where(T_REQ.c.signer == signer, T_REQ.c.state.in_(LIVE), T_REQ.c.nonce >= chain_nonce))}
-        nonces: list[int] = []
-        nonce = chain_nonce
-        while len(nonces) < count:
-            if nonce not in taken:
-                nonces.append(nonce)
-            nonce += 1
-        return nonces
+        return free_nonces(chain_nonce, taken, count)
 
     # --- following ------------------------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ from ledger_service.operations import contract_arguments
 from ledger_service.auth import sites_allow
 from ledger_service.tables import ApiKey, ChainTransaction, Command, CommandItem, PrivateVin, User
 from partledger.artifacts import calldata, load_artifact
-from partledger.chain import GasSizer, decode_revert, revert_of
+from partledger.chain import GasSizer, decode_revert, free_nonces, revert_of
 from partledger.db import write_transaction
 from partledger.dblock import ExclusiveLock, LockHeld
 from partledger.errors import ChainError, ChainUnavailable, ContractRevert
@@ -571,13 +571,7 @@ class Submitter:
             row[0]
             for row in conn.execute(select(T_TX.c.nonce).where(T_TX.c.signer == signer, T_TX.c.state != "void", T_TX.c.nonce >= chain_nonce))
         }
-        nonces: list[int] = []
-        nonce = chain_nonce
-        while len(nonces) < count:
-            if nonce not in taken:
-                nonces.append(nonce)
-            nonce += 1
-        return nonces
+        return free_nonces(chain_nonce, taken, count)
 
     def _batch(self, requests: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
         """One JSON-RPC batch: each answer ({"result": ...} or {"error": ...}) in the order of `requests`."""

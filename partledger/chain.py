@@ -238,3 +238,15 @@ class GasSizer:
 def _with_headroom(gas: int, headroom: tuple[float, int]) -> int:
     factor, extra = headroom
     return int(gas * factor) + extra
+
+
+def free_nonces(start: int, taken: set[int], count: int) -> list[int]:
+    """The `count` lowest nonces from `start` on that `taken` does not hold (a sender's transactions, or a site's
+    forwarder requests, recorded and still live)."""
+    nonces: list[int] = []
+    nonce = start
+    while len(nonces) < count:
+        if nonce not in taken:
+            nonces.append(nonce)
+        nonce += 1
+    return nonces

@@ -23,12 +23,12 @@ from sqlalchemy import select
 from ledger_service.relay_tables import RelayBatch, RelayRequest
 from ledger_service.tables import ChainTransaction, CommandItem
 from partledger.db import make_engine
-from tests.crashkit import Chain, Service, assert_sent_once_in_nonce_order, dedicated_chain
+from tests.crashkit import Chain, Service, assert_sent_once_in_nonce_order, dedicated_chain, prepare_relay_stack
 from tests.forkserver import ForkServer
 from tests.relaykit import Relay
 from tests.seed import run_seed
-from tests.servicekit import PASSPHRASE, IndexerThread, Stack, prepare_stack
-from wallets.keystore import create_keystore, load_keystore
+from tests.servicekit import PASSPHRASE, IndexerThread, Stack
+from wallets.keystore import load_keystore
 
 pytestmark = [pytest.mark.chain, pytest.mark.heavy, pytest.mark.spread]
 
@@ -50,10 +50,8 @@ def chain(tmp_path: Path) -> Iterator[Chain]:
 
 @pytest.fixture
 def stack(chain: Chain, tmp_path: Path) -> Stack:
-    stack = prepare_stack(chain.ledger, tmp_path, f"sqlite:///{tmp_path / 'index.db'}", f"sqlite:///{tmp_path / 'service.db'}")
-    for number in (1, 2):
-        create_keystore(tmp_path / "relayer" / f"relayer-{number}.json", PASSPHRASE, light=True)
-    return stack
+    """The service's database and the mirror on SQLite; every site's key held by the service; two relayer keys."""
+    return prepare_relay_stack(chain.ledger, tmp_path, sites=(), relayer_keys=2)
 
 
 @pytest.mark.timeout(1800)
