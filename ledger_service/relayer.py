@@ -49,7 +49,7 @@ from ledger_service.metrics import observe_latency
 from ledger_service.relay import read_forwarder_nonces
 from ledger_service.relay_tables import RelayBatch, RelayRequest
 from partledger.artifacts import FORWARDER, calldata, load_artifact
-from partledger.chain import GasSizer, decode_revert, replay_revert
+from partledger.chain import STALLED_CHAIN_FACTOR, GasSizer, decode_revert, replay_revert
 from partledger.dblock import ExclusiveLock, LockHeld
 from partledger.eip712 import Eip712Domain, ForwardRequest, read_domain, recover_forward_request_signer
 from partledger.errors import ChainError, ChainUnavailable, ContractRevert
@@ -489,12 +489,14 @@ class Relayer:
 
     def _mined_after_all(self, batch: Any) -> bool:
         """"nonce too low": true if the batch itself was mined (following records it); otherwise, once that has
-        held a while and a few blocks, another transaction has the nonce and the batch is void."""
+        held a while and a few blocks (or STALLED_CHAIN_FACTOR times as long on a chain that makes no block), another
+        transaction has the nonce and the batch is void."""
         if self._receipts([bytes(batch["tx_hash"])])[0] is not None:
             return True
         block = self.w3.eth.block_number
         since, first_block = self._nonce_taken.setdefault(batch["id"], (time.monotonic(), block))
-        if time.monotonic() - since >= self.config.nonce_taken_seconds and block >= first_block + 2:
+        held = time.monotonic() - since
+        if held >= self.config.nonce_taken_seconds and (block >= first_block + 2 or held >= STALLED_CHAIN_FACTOR * self.config.nonce_taken_seconds):
             self._nonce_taken.pop(batch["id"], None)
             self._void(batch, "nonce taken by another transaction")
         return False

@@ -51,7 +51,7 @@ from ledger_service.operations import contract_arguments
 from ledger_service.auth import sites_allow
 from ledger_service.tables import ApiKey, ChainTransaction, Command, CommandItem, PrivateVin, User
 from partledger.artifacts import calldata, load_artifact
-from partledger.chain import GasSizer, decode_revert, free_nonces, revert_of
+from partledger.chain import STALLED_CHAIN_FACTOR, GasSizer, decode_revert, free_nonces, revert_of
 from partledger.db import write_transaction
 from partledger.dblock import ExclusiveLock, LockHeld
 from partledger.errors import ChainError, ChainUnavailable, ContractRevert
@@ -448,12 +448,14 @@ class Submitter:
     def _mined_after_all(self, tx: Any) -> bool:
         """The node said "nonce too low" to `tx`: true if `tx` itself was mined (sent before a restart; following
         it records it). Otherwise another transaction has its nonce, and it never can be mined: its items are
-        freed, once that has held for a while and a few blocks, so that a lagging node is not taken at its word."""
+        freed, once that has held for a while and a few blocks, so that a lagging node is not taken at its word (or
+        held STALLED_CHAIN_FACTOR times as long on a chain that makes no block)."""
         if self._receipt(bytes(tx["tx_hash"])) is not None:
             return True
         block = self.w3.eth.block_number
         since, first_block = self._nonce_taken.setdefault(tx["id"], (time.monotonic(), block))
-        if time.monotonic() - since >= self.config.nonce_taken_seconds and block >= first_block + 2:
+        held = time.monotonic() - since
+        if held >= self.config.nonce_taken_seconds and (block >= first_block + 2 or held >= STALLED_CHAIN_FACTOR * self.config.nonce_taken_seconds):
             self._nonce_taken.pop(tx["id"], None)
             self._void(tx, "nonce taken by another transaction")
         return False

@@ -250,3 +250,12 @@ def free_nonces(start: int, taken: set[int], count: int) -> list[int]:
             nonces.append(nonce)
         nonce += 1
     return nonces
+
+
+# "nonce too low" for a transaction of ours with no receipt: another transaction took its nonce, or a lagging node
+# behind a load-balanced RPC has not got the block with ours yet. It is void once the answer has held a while and 2
+# more blocks came (the lagging node has caught up with ours by then), or, on a chain that makes no block (an
+# automining devnet with nothing else to mine, waiting on the very items this transaction holds), once it has held
+# this many times as long: with no new block a lagging node catches up within seconds, and waiting for blocks
+# that only these items would bring is a hang.
+STALLED_CHAIN_FACTOR = 3

@@ -14,10 +14,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from ledger_service.submitter import Submitter, SubmitterConfig
 from ledger_service.tables import ChainTransaction
+from partledger.chain import STALLED_CHAIN_FACTOR
 from partledger.db import make_engine
 from partledger.ids import part_id
 from partledger.model import PartStatus
@@ -34,7 +36,11 @@ def transactions(engine) -> list[dict]:
         return [dict(row) for row in conn.execute(select(T_TX.c.id, T_TX.c.nonce, T_TX.c.state, T_TX.c.tx_hash).order_by(T_TX.c.id)).mappings()]
 
 
-def test_a_nonce_taken_by_another_transaction_is_voided_only_after_it_held_and_the_command_is_signed_again(ledger: Ledger, tmp_path: Path) -> None:
+@pytest.mark.parametrize("chain_moves", [True, False], ids=["blocks-come", "no-block-comes"])
+def test_a_nonce_taken_by_another_transaction_is_voided_only_after_it_held_and_the_command_is_signed_again(ledger: Ledger, tmp_path: Path, chain_moves: bool) -> None:
+    """With blocks coming, the transaction is void once "nonce too low" has held NONCE_TAKEN_SECONDS and 2 blocks;
+    on a chain that makes no block (an automining devnet with nothing else to mine), once it has held
+    STALLED_CHAIN_FACTOR times as long: waiting for blocks only these items would bring was a hang."""
     stack = prepare_stack(ledger, tmp_path, f"sqlite:///{tmp_path / 'index.db'}", f"sqlite:///{tmp_path / 'service.db'}")
     maker_key = stack.site_keys["maker"]
     signer = LocalSigner.from_keystore(stack.keys_dir / "maker" / "service-site.json", PASSPHRASE)
@@ -64,12 +70,16 @@ def test_a_nonce_taken_by_another_transaction_is_voided_only_after_it_held_and_t
                 submitter.step()
                 assert transactions(engine)[0]["state"] == "sent"
                 time.sleep(0.05)
-            rpc("evm_mine", [])
-            rpc("evm_mine", [])
-            deadline = time.monotonic() + 30
+            head = w3.eth.block_number
+            if chain_moves:
+                rpc("evm_mine", [])
+                rpc("evm_mine", [])
+            deadline = time.monotonic() + 30 + STALLED_CHAIN_FACTOR * NONCE_TAKEN_SECONDS
             while transactions(engine)[0]["state"] == "sent" and time.monotonic() < deadline:
                 submitter.step()
                 time.sleep(0.05)
+            assert transactions(engine)[0]["state"] == "void"
+            assert w3.eth.block_number == head + (2 if chain_moves else 0)
         finally:
             rpc("evm_setAutomine", [True])
         for _ in range(100):
