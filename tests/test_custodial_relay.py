@@ -1,5 +1,5 @@
 """Custodial sites' single-part commands relayed in batches (ledger_service.custodial_relay), on a live Anvil with
-the whole stack: the service holds the sites' keys, signs each one-part command as a ForwardRequest and hands it to
+the whole stack, on SQLite and on PostgreSQL: the service holds the sites' keys, signs each one-part command as a ForwardRequest and hands it to
 the relayer, which packs the requests of many sites into one executeBatch transaction. The site key sends nothing
 itself; on chain each act is the site's, as the contracts see it through the forwarder. What the chain refuses after
 the hand-over rejects the command with the contract's error; what the forwarder refuses unexecuted (its nonce used
@@ -26,8 +26,8 @@ from partledger.db import make_engine
 from partledger.ids import ascii32
 from tests.chainkit import Ledger
 from tests.relaykit import Relay
-from tests.servicekit import PASSPHRASE, Stack, prepare_stack, wait_command, wait_until
-from tests.test_write_api import NO_DOC, S, accepted, count_rows, held_by, hexid, on_chain, post, serve
+from tests.servicekit import PASSPHRASE, Stack, wait_command, wait_until
+from tests.test_write_api import NO_DOC, S, accepted, count_rows, held_by, hexid, make_stack, on_chain, post, serve
 from wallets.keystore import create_keystore, load_keystore
 
 pytestmark = pytest.mark.chain
@@ -36,8 +36,9 @@ VIN = "WVWZZZ1JZXW000001"
 
 
 @pytest.fixture
-def stack(ledger: Ledger, tmp_path) -> Stack:
-    stack = prepare_stack(ledger, tmp_path, f"sqlite:///{tmp_path / 'index.db'}", f"sqlite:///{tmp_path / 'service.db'}")
+def stack(ledger: Ledger, db_url: str, tmp_path, request: pytest.FixtureRequest) -> Stack:
+    """Index and service databases of the same kind (SQLite files, or databases of the session's PostgreSQL cluster)."""
+    stack = make_stack(ledger, db_url, tmp_path, request)
     for index in (1, 2):
         create_keystore(tmp_path / "relayer" / f"relayer-{index}.json", PASSPHRASE, light=True)
     return stack
