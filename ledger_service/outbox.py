@@ -65,9 +65,9 @@ class Outbox:
         self.signers = signers
         self.refresh_keys = refresh_keys
         self.max_parts_per_tx = max_parts_per_tx
-        # Concurrent commands are written in one transaction (each in a savepoint): one durable commit for the group,
-        # and no request waiting for SQLite's write lock in its busy handler.
-        self._writer = GroupCommit(service_engine)
+        # Concurrent commands are written in one transaction: one durable commit for the group, and no request waiting
+        # for SQLite's write lock in its busy handler.
+        self._writer: GroupCommit[Callable[[Connection], None]] = GroupCommit(service_engine, _run_each)
 
     # --- choosing the key -----------------------------------------------------------------------------------
 
@@ -191,7 +191,7 @@ class Outbox:
         whatever path the command came by. With an Idempotency-Key, a repeat returns the first answer (422 if its
         body differs). The key is claimed in the transaction that writes the command, so that a crash leaves both
         or neither: a claim without its command would hold the client's retries off. Commands accepted at the same
-        time share that transaction (ledger_service.group_commit), each in a savepoint of its own."""
+        time share that transaction (ledger_service.group_commit)."""
         require_may_act(principal)
         if idempotency_key is not None:
             replay = self.replay(principal.org_id, idempotency_key, request_sha256)
@@ -224,7 +224,7 @@ class Outbox:
 
         request_id = current_request_id()  # of this thread's request: the group's leader may write it from another
         try:
-            self._writer.run(write)
+            self._writer.write(write)
         except IntegrityError:
             replay = self.replay(principal.org_id, idempotency_key, request_sha256) if idempotency_key is not None else None
             if replay is None:
@@ -308,6 +308,12 @@ def command_view(command: Any, items: list[Any], txs: dict[int, Any], batches: M
         "block": max(blocks) if status == "confirmed" and blocks else None,
         "errors": errors,
     }
+
+
+def _run_each(conn: Connection, writes: list[Callable[[Connection], None]]) -> None:
+    """A group of accepted commands' writes, in the order they came."""
+    for write in writes:
+        write(conn)
 
 
 def pack_key(kind: str, payload: dict[str, Any], command_id: str) -> str:

@@ -83,7 +83,7 @@ class RelayDesk:
         self._domain: Eip712Domain | None = None
         self._lock = threading.Lock()
         self._nonces: dict[str, tuple[int, float]] = {}  # signer -> (the forwarder's nonce, time.monotonic() it was read)
-        self._writer = GroupCommit(service_engine)  # concurrent posts written in one transaction
+        self._writer = GroupCommit(service_engine, _write_requests)  # concurrent posts written in one transaction
 
     def domain(self) -> Eip712Domain:
         """The forwarder's EIP-712 domain, read once from the chain (ERC-5267)."""
@@ -163,7 +163,7 @@ class RelayDesk:
         if problems:
             raise RowErrors(f"{len(problems)} of {len(submitted)} request(s) refused: nothing was accepted", problems, code="invalid_requests")
         if rows:
-            self._writer.run(lambda conn: _write_requests(conn, rows))
+            self._writer.write(rows)
             failpoint("relay.after_commit")  # committed, the 202 not sent: the post again must name the same requests
         return {"requests": answers}
 
@@ -228,8 +228,9 @@ class RelayDesk:
         return request_view(row, batch)
 
 
-def _write_requests(conn: Any, rows: list[dict[str, Any]]) -> None:
-    conn.execute(insert(T_REQ), rows)
+def _write_requests(conn: Any, posts: list[list[dict[str, Any]]]) -> None:
+    """The request rows of a group of posts, in one INSERT."""
+    conn.execute(insert(T_REQ), [row for rows in posts for row in rows])
     failpoint("relay.before_commit")  # written, not committed: the client gets no answer and posts again
 
 
