@@ -93,11 +93,10 @@ class CustodialRelay:
 
     # --- what is in flight ----------------------------------------------------------------------------------
 
-    def handed_over(self, conn: Connection, signer: str, *, mined: bool = False) -> int:
-        """The key's items handed to the relayer and not yet mined (`mined`: nor yet confirmed)."""
-        states = OPEN if mined else ("signed", "sent")
+    def handed_over(self, conn: Connection, signer: str) -> int:
+        """The key's items handed to the relayer and not yet mined."""
         return conn.execute(
-            select(func.count()).where(T_ITEM.c.signer == signer, T_ITEM.c.relay_request_id.is_not(None), T_ITEM.c.state.in_(states))
+            select(func.count()).where(T_ITEM.c.signer == signer, T_ITEM.c.relay_request_id.is_not(None), T_ITEM.c.state.in_(("signed", "sent")))
         ).scalar()  # fmt: skip
 
     def any_handed_over(self, conn: Connection) -> bool:

@@ -285,7 +285,7 @@ def command_view(command: Any, items: list[Any], txs: dict[int, Any], batches: M
     else:
         status = "accepted"
     carrying = {i["id"]: txs[i["tx_id"]] for i in items if i["tx_id"] in txs} | {i["id"]: batches[i["relay_request_id"]] for i in items if i["relay_request_id"] in (batches or {})}
-    transactions = sorted({("0x" + bytes(tx["tx_hash"]).hex(), tx["block_number"]) for item_id, tx in carrying.items() if states_by_id[item_id] not in ("pending", "signed")}, key=str)
+    transactions = sorted({("0x" + bytes(tx["tx_hash"]).hex(), tx["block_number"]) for item_id, tx in carrying.items() if states_by_id[item_id] != "pending"}, key=str)
     errors = [
         {"error": item["error_name"], "args": json.loads(item["error_args"]) if item["error_args"] else [], "message": item["error_message"]}
         for item in items if item["state"] == "rejected"
