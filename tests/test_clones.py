@@ -193,7 +193,7 @@ def test_raw_addresses_are_kept_a_day_at_most(world):
         conn.execute(update(table).where(table.c.scan_id == scan_id).values(scanned_at=table.c.scanned_at - 24 * HOUR - 1))
     recent = bytes.fromhex(scan(world, "NEW")["scan_id"][2:])  # a scan of now, whatever the other tests scanned before
     desk.book.flush()
-    assert desk.book.purge_addresses() >= 1
+    desk.book.purge_addresses()  # the service's keeper thread purges too (first soon after it starts): what counts is the state
     with engine.connect() as conn:
         assert conn.execute(select(table.c.client_ip).where(table.c.scan_id == scan_id)).scalar() is None
         assert conn.execute(select(table.c.client_ip).where(table.c.scan_id == recent)).scalar() == "testclient"
