@@ -28,7 +28,7 @@ from tests.servicekit import PASSPHRASE, prepare_stack, running_service, wait_co
 from wallets.signer import LocalSigner
 
 T_TX = ChainTransaction.__table__
-NONCE_TAKEN_SECONDS = 1.0
+NONCE_TAKEN_SECONDS = 2.0  # "nonce too low" is first seen ~5 s in (RESEND_AFTER_SECONDS); no block then voids it 3 times this later: room for a slow machine
 
 
 def transactions(engine) -> list[dict]:
