@@ -75,14 +75,25 @@ def get_index_read(services: ServicesDep, request: Request) -> Iterator[IndexRea
 IndexReadDep = Annotated[IndexRead, Depends(get_index_read)]
 
 
+_collected = False  # whether a service of this process collected the heap before freezing it (settled_heap)
+
+
 @contextmanager
 def settled_heap() -> Iterator[None]:
     """While the service runs, what it holds once started (modules, routes, ABIs, engines: some 200,000 objects) is
     out of the garbage collector's reach (gc.freeze). Otherwise every full collection walks them all, about 100 ms
     in which the worker answers nothing; under load the scan records waiting for their write set one off every few
     seconds, and the verify benchmark's p99 moved between 5 and 40 ms with them. Unfrozen when the service stops,
-    so that a process starting many services (the tests) can collect the ones that stopped."""
-    gc.collect()
+    so that a process starting many services (the tests) can collect the ones that stopped.
+
+    Only the first service of a process collects before it freezes (its start-up garbage is not kept for life). A
+    later one in the same process freezes what is there: a full collection would walk that process's whole heap
+    again on each start (in a test worker, a second and more each time: an eighth of the test suite's CPU); what it
+    freezes that is not its own is unfrozen, collectable again, when it stops."""
+    global _collected
+    if not _collected:
+        gc.collect()
+        _collected = True
     gc.freeze()
     try:
         yield
