@@ -4,6 +4,10 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
+# Python keeps its compiled modules (in __pycache__, git-ignored), also where the environment says not to write them
+# (PYTHONDONTWRITEBYTECODE): without them every process the tests start compiles the project again, and each test
+# worker rewrites every test module's assertions again (collection took 9.7 s of CPU per worker, 4.3 s with them).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run stop test contracts gas deps system-deps clean
 
