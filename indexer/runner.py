@@ -17,6 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from indexer.decoder import LogDecoder
 from indexer.sink import Sink
 from indexer.source import BlockHeader, ChainSource, RangeTooLarge
+from indexer.tables import IndexerState
 from partledger.dblock import ExclusiveLock, LockHeld
 from partledger.errors import ChainError, ChainMismatch, ChainUnavailable
 from partledger.manifest import Manifest
@@ -63,6 +64,7 @@ class Indexer:
         self.decoder = LogDecoder({name: contract.address for name, contract in manifest.contracts.items()})
         self._log_range = config.max_log_range
         self._dated = False  # whether the blocks indexed before block_times existed have their times
+        self._unchanged: IndexerState | None = None  # the cursor, when the last step found nothing new after it
 
     def _date_old_blocks(self) -> None:
         """A mirror written before block_times existed: the times of its blocks with part events or recalls, read
@@ -83,8 +85,14 @@ class Indexer:
             raise ChainMismatch(f"the node's chain id is {chain_id}, the deployment manifest says {self.manifest.chain_id}")
 
     def step(self) -> int:
-        """One iteration; returns the number of blocks indexed (0 when caught up). Raises DeepReorg."""
-        head = self.source.head_number()
+        """One iteration; returns the number of blocks indexed (0 when caught up). Raises DeepReorg.
+
+        Caught up with a head that has not moved (the cursor is the latest block, by number and hash), an
+        iteration is one JSON-RPC call and one read of the cursor: the latest block's header answers both "is
+        there more?" and "was the cursor's block replaced?" (a reorganisation can keep the height)."""
+        self._unchanged = None
+        latest = self.source.head()
+        head = latest.number
         state = self.sink.state()
         if state is None:
             start = max(self.manifest.deployment_block - 1, 0)
@@ -96,6 +104,9 @@ class Indexer:
             assert state is not None
         if not self._dated:
             self._date_old_blocks()
+        if state.block_number == head and bytes(state.block_hash) == latest.hash:
+            self._unchanged = state
+            return 0
         (current,) = self.source.headers([state.block_number])
         if current is None or current.hash != state.block_hash:
             self._handle_reorg(state.block_number, head)
@@ -192,7 +203,7 @@ class Indexer:
                 if lock is not None:
                     lock.ensure()
                 indexed = self.step()
-                state = self.sink.state()
+                state = self._unchanged or self.sink.state()  # the cursor as this step read it, when it moved nothing
                 if state is not None and not state.healthy:
                     # The node answers again: the mirror is current as far as it goes, even before a new block.
                     self.sink.set_health(healthy=True, message="")

@@ -37,6 +37,8 @@ class ChainSource(Protocol):
 
     def head_number(self) -> int: ...
 
+    def head(self) -> BlockHeader: ...
+
     def headers(self, numbers: list[int]) -> list[BlockHeader | None]: ...
 
     def logs(self, from_block: int, to_block: int, addresses: list[str]) -> list[dict[str, Any]]: ...
@@ -77,6 +79,13 @@ class JsonRpcSource:
     def head_number(self) -> int:
         return int(self._call("eth_blockNumber", []), 16)
 
+    def head(self) -> BlockHeader:
+        """The header of the node's latest block: its number and, in the same answer, its hash."""
+        block = self._call("eth_getBlockByNumber", ["latest", False])
+        if block is None:
+            raise ChainError("eth_getBlockByNumber found no latest block")
+        return _header(block)
+
     def headers(self, numbers: list[int]) -> list[BlockHeader | None]:
         """Headers of the given blocks in one batch request; None for a block the node does not have."""
         if not numbers:
@@ -95,17 +104,17 @@ class JsonRpcSource:
             if "error" in answer:
                 raise ChainError(f"eth_getBlockByNumber failed: {answer['error'].get('message')}")
             block = answer.get("result")
-            headers.append(
-                None
-                if block is None
-                else BlockHeader(
-                    number=int(block["number"], 16),
-                    hash=bytes.fromhex(block["hash"][2:]),
-                    parent_hash=bytes.fromhex(block["parentHash"][2:]),
-                    timestamp=int(block["timestamp"], 16),
-                )
-            )
+            headers.append(None if block is None else _header(block))
         return headers
 
     def logs(self, from_block: int, to_block: int, addresses: list[str]) -> list[dict[str, Any]]:
         return self._call("eth_getLogs", [{"fromBlock": hex(from_block), "toBlock": hex(to_block), "address": addresses}])
+
+
+def _header(block: dict[str, Any]) -> BlockHeader:
+    return BlockHeader(
+        number=int(block["number"], 16),
+        hash=bytes.fromhex(block["hash"][2:]),
+        parent_hash=bytes.fromhex(block["parentHash"][2:]),
+        timestamp=int(block["timestamp"], 16),
+    )

@@ -273,21 +273,22 @@ def test_indexer_waits_out_a_postgresql_restart_and_keeps_its_writer_lock(ledger
 
 class DatabaseStoppingSource(JsonRpcSource):
     """The node, through which a test stops the database at one exact moment of the indexer's loop: in the first
-    `headers` call after `armed` is set, the last read of a step that finds nothing new, just before the loop reads
-    its cursor back. With `node_down`, that call then fails as if the node were unreachable too."""
+    `head` call after `armed` is set, the node's read of a step that finds nothing new, just before it reads its
+    cursor (and the loop the mirror's health). With `node_down`, that call then fails as if the node were
+    unreachable too."""
 
     def __init__(self, url: str, cluster: PostgresCluster, *, node_down: bool) -> None:
         super().__init__(url)
         self.cluster, self.node_down = cluster, node_down
         self.armed, self.stopped = threading.Event(), threading.Event()
 
-    def headers(self, numbers):
+    def head(self):
         if self.armed.is_set() and not self.stopped.is_set():
             self.cluster.stop()
             self.stopped.set()
             if self.node_down:
                 raise ChainUnavailable("the node is unreachable too")
-        return super().headers(numbers)
+        return super().head()
 
 
 @pytest.mark.parametrize("node_down", [False, True], ids=["after-a-step", "with-the-node-down"])

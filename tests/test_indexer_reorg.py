@@ -269,6 +269,9 @@ class InterruptingSource:
     def head_number(self) -> int:
         return self._read(self._inner.head_number())
 
+    def head(self) -> BlockHeader:
+        return self._read(self._inner.head())
+
     def headers(self, numbers: list[int]) -> list[BlockHeader | None]:
         return self._read(self._inner.headers(numbers))
 
