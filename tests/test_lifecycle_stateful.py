@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from eth_abi import decode
-from eth_utils import event_abi_to_log_topic, get_abi_output_types, keccak
+from eth_utils import event_abi_to_log_topic, keccak
+from hypothesis import core as hypothesis_core
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -41,11 +41,12 @@ from web3.types import TxReceipt
 from partledger.errors import ContractRevert
 from partledger.ids import ascii32, part_id_unchecked
 from partledger.model import CUSTODY_ROLES, PartStatus, Role
-from tests.chainkit import GTIN_A, GTIN_B, Ledger, revert_to, snapshot
+from tests.chainkit import GTIN_A, GTIN_B, Ledger, ViewBatch, revert_to, snapshot
 
 pytestmark = [pytest.mark.chain, pytest.mark.heavy]
 
 STEPS = 20  # stateful_step_count; max_examples comes from the loaded profile ("ci": 200)
+ROUNDS = 3  # rounds of max_examples sequences at most, until a revoked key has tried to act (test_lifecycle_matches_model)
 
 GTINS = (int(GTIN_A), int(GTIN_B))
 # Serials no other test uses, so that a chain left dirty by another test cannot collide with the pool.
@@ -271,39 +272,6 @@ def _normalise(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _normalise(item) for key, item in value.items()}
     return value
-
-
-class ViewBatch:
-    """eth_calls of the ledger's views sent as one JSON-RPC batch (a web3 `.call()` costs ~5 ms; 4,000 steps times
-    a dozen views would dominate the run). Calldata and return types come from the contract ABI."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self.types = {
-            entry["name"]: get_abi_output_types(entry)
-            for entry in ledger.parts.abi
-            if entry.get("type") == "function" and entry["name"] in ("part", "lot", "lotNumber")
-        }
-        self._calldata: dict[tuple[str, tuple[Any, ...]], str] = {}
-
-    def calldata(self, name: str, *args: Any) -> str:
-        key = (name, args)
-        if key not in self._calldata:
-            self._calldata[key] = self.ledger.parts.encode_abi(name, list(args))
-        return self._calldata[key]
-
-    def run(self, calls: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
-        address = self.ledger.parts.address
-        requests = [
-            ("eth_call", [{"to": address, "data": self.calldata(name, *args)}, "latest"]) for name, args in calls
-        ]
-        responses = self.ledger.w3.provider.make_batch_request(requests)  # sorted by id, i.e. in request order
-        assert isinstance(responses, list) and len(responses) == len(calls), responses
-        results = []
-        for (name, _args), response in zip(calls, responses, strict=True):
-            assert "result" in response, response
-            results.append(decode(self.types[name], bytes.fromhex(response["result"][2:])))
-        return results
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1026,10 +994,22 @@ def test_lifecycle_matches_model(deployed: Ledger) -> None:
     RUN.clear()
     TRIED.clear()
     chosen = settings(stateful_step_count=STEPS)  # max_examples and the rest from the loaded profile
-    run_state_machine_as_test(LifecycleMachine, settings=chosen)
+    # A revoked key's try is a rare corner (a registry change, a revocation, then that rule, in one sequence): 7 to
+    # 31 of them in 200 sequences, and none at all in one seed seen. Another round, with a seed derived from the
+    # run's (so a run still replays), runs only when the round missed it; every check of every round holds throughout.
+    forced = hypothesis_core.global_force_seed
+    try:
+        for round_number in range(ROUNDS):
+            if forced is not None:
+                hypothesis_core.global_force_seed = forced + round_number
+            run_state_machine_as_test(LifecycleMachine, settings=chosen)
+            if RUN["revoked key refused"] > 0 or chosen.max_examples < 200:
+                break
+    finally:
+        hypothesis_core.global_force_seed = forced
     ok = sum(count for (_, outcome), count in STATS.items() if outcome == "ok")
     total = sum(STATS.values())
-    print(f"\n{RUN['sequences']} sequences, {total} operations sent: {ok} accepted, {total - ok} reverted")
+    print(f"\n{round_number + 1} round(s), {RUN['sequences']} sequences, {total} operations sent: {ok} accepted, {total - ok} reverted")
     print(f"  revoked keys refused {RUN['revoked key refused']} times")
     for (label, outcome), count in sorted(STATS.items()):
         print(f"  {label:12} {outcome:45} {count}")
