@@ -27,15 +27,15 @@ from typing import Any, Optional
 import pytest
 from eth_abi import decode
 from eth_utils import get_abi_output_types, keccak
-from hypothesis import core as hypothesis_core
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from partledger.errors import ContractRevert
 from partledger.ids import ascii32, gtin_check_digit, logistic_unit_id, part_id_unchecked
 from partledger.model import PartStatus, Role
 from tests.chainkit import GTIN_A, GTIN_B, Ledger, build_ledger, revert_to, snapshot
+from tests.seed import run_in_rounds
 
 pytestmark = [pytest.mark.chain, pytest.mark.heavy]
 
@@ -500,17 +500,8 @@ def test_containment_matches_model(deployed: Ledger) -> None:
     # Which corners one round of 30 sequences reaches depends on its seed (a corner reached 40 times in one seed can be
     # missed in another). Rounds go on, each with a seed derived from the run's (so a run still replays), until every
     # corner is reached: at most ROUNDS; every check of every round holds throughout.
-    forced = hypothesis_core.global_force_seed
-    try:
-        for round_number in range(ROUNDS):
-            if forced is not None:
-                hypothesis_core.global_force_seed = forced + round_number
-            run_state_machine_as_test(ContainmentMachine, settings=chosen)
-            if all(STATS[key] for key in required):
-                break
-    finally:
-        hypothesis_core.global_force_seed = forced
-    print(f"\n  rounds: {round_number + 1}")
+    rounds = run_in_rounds(ContainmentMachine, chosen, rounds=ROUNDS, reached=lambda: all(STATS[key] for key in required))
+    print(f"\n  rounds: {rounds}")
     for (label, outcome), count in sorted(STATS.items()):
         print(f"  {label:12} {outcome:40} {count}")
     for key in required:

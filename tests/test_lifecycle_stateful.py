@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 from eth_utils import event_abi_to_log_topic, keccak
-from hypothesis import core as hypothesis_core
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -33,7 +32,6 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 from web3.contract import Contract
 from web3.types import TxReceipt
@@ -42,6 +40,7 @@ from partledger.errors import ContractRevert
 from partledger.ids import ascii32, part_id_unchecked
 from partledger.model import CUSTODY_ROLES, PartStatus, Role
 from tests.chainkit import GTIN_A, GTIN_B, Ledger, ViewBatch, revert_to, snapshot
+from tests.seed import run_in_rounds
 
 pytestmark = [pytest.mark.chain, pytest.mark.heavy]
 
@@ -997,19 +996,10 @@ def test_lifecycle_matches_model(deployed: Ledger) -> None:
     # A revoked key's try is a rare corner (a registry change, a revocation, then that rule, in one sequence): 7 to
     # 31 of them in 200 sequences, and none at all in one seed seen. Another round, with a seed derived from the
     # run's (so a run still replays), runs only when the round missed it; every check of every round holds throughout.
-    forced = hypothesis_core.global_force_seed
-    try:
-        for round_number in range(ROUNDS):
-            if forced is not None:
-                hypothesis_core.global_force_seed = forced + round_number
-            run_state_machine_as_test(LifecycleMachine, settings=chosen)
-            if RUN["revoked key refused"] > 0 or chosen.max_examples < 200:
-                break
-    finally:
-        hypothesis_core.global_force_seed = forced
+    rounds = run_in_rounds(LifecycleMachine, chosen, rounds=ROUNDS, reached=lambda: RUN["revoked key refused"] > 0 or chosen.max_examples < 200)
     ok = sum(count for (_, outcome), count in STATS.items() if outcome == "ok")
     total = sum(STATS.values())
-    print(f"\n{round_number + 1} round(s), {RUN['sequences']} sequences, {total} operations sent: {ok} accepted, {total - ok} reverted")
+    print(f"\n{rounds} round(s), {RUN['sequences']} sequences, {total} operations sent: {ok} accepted, {total - ok} reverted")
     print(f"  revoked keys refused {RUN['revoked key refused']} times")
     for (label, outcome), count in sorted(STATS.items()):
         print(f"  {label:12} {outcome:45} {count}")
