@@ -183,7 +183,7 @@ def test_event_hash_refuses_an_event_nested_beyond_reason():
 
 def test_simple_events_take_a_shortcut_that_writes_what_the_tree_walk_writes():
     rng = random.Random(7)
-    compared = 0
+    compared = with_ilmd = 0
     for path in DOCUMENTS:
         document = _load(path)
         prefixes = hashing._prefixes(document.get("@context"))
@@ -203,12 +203,26 @@ def test_simple_events_take_a_shortcut_that_writes_what_the_tree_walk_writes():
                     elif roll < 0.4 and isinstance(variant[key], list) and variant[key] and isinstance(variant[key][0], dict):
                         variant[key] = [{k: v for k, v in item.items() if k != "type"} for item in variant[key]]
                 variants.append(variant)
+            for _ in range(3):  # instance/lot master data: scalars of every kind, prefixed or not, and shapes the shortcut leaves
+                fields = rng.sample(ILMD_FIELDS, rng.randint(0, 4))
+                variants.append(copy.deepcopy(simple) | {"ilmd": dict(fields)})
             for variant in variants:
                 shortcut = hashing._simple_prehash(variant, prefixes)
                 if shortcut is not None:
                     assert shortcut == hashing._Prehasher(prefixes, variant).prehash()
                     compared += 1
+                    with_ilmd += "ilmd" in variant
     assert compared > 300
+    assert with_ilmd > 100
+
+
+ILMD_FIELDS = [
+    ("cbvmda:lotNumber", "LOT-7"), ("cbvmda:itemExpirationDate", "2026-01-01"), ("cbvmda:bestBeforeDate", " 2026-02-01T00:00:00Z "),
+    ("example:grade", "shipping"), ("example:count", 3), ("example:ratio", 2.50), ("example:checked", True), ("plain", "x"),
+    ("example:blank", " "), ("example:none", None), ("@id", "urn:x"), ("rdfs:comment", "kept out"), ("example:code", "cbv:BizStep-shipping"),
+    ("example:id", "urn:epc:id:sgtin:4012345.011111.987"), ("example:nested", {"example:a": "1"}), ("example:values", ["1", "2"]),
+    ("example:partList", "x"), ("inputEPC", "y"), ("source", "z"), ("#text", "t"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("ni", ["", "sha256:abc", "ni:///sha-256;abcd?ver=CBV2.0", "ni:///sha-256;" + "zz" * 32])

@@ -255,7 +255,7 @@ _SIMPLE_QUANTITY_LISTS: Final = ("quantityList", "childQuantityList", "inputQuan
 _SIMPLE_LOCATIONS: Final = ("readPoint", "bizLocation")
 _SIMPLE_KEYS: Final = frozenset(
     _SIMPLE_SCALARS + _SIMPLE_EPC_LISTS + _SIMPLE_QUANTITY_LISTS + _SIMPLE_LOCATIONS + tuple(_PAIR_LISTS)
-    + ("type", "eventID", "recordTime")
+    + ("type", "eventID", "recordTime", "ilmd")
 )
 _SIMPLE_ORDER: Final = tuple(
     (name, kind)
@@ -313,6 +313,12 @@ def _simple_prehash(event: dict[str, Any], prefixes: dict[str, str]) -> str | No
             pairs.append(pair)
         pairs.sort()
         rest.append(list_name + "".join(pairs))
+    ilmd = event.get("ilmd")
+    if ilmd is not None:
+        piece = _simple_ilmd(ilmd, words, prefixes)
+        if piece is None:
+            return None
+        rest.append(piece)
     out = ["eventType=", vocabulary.bare_word(event["type"]) if isinstance(event.get("type"), str) else ""]
     if not isinstance(event.get("type", ""), str):
         return None
@@ -373,6 +379,29 @@ def _simple_prehash(event: dict[str, Any], prefixes: dict[str, str]) -> str | No
 
 
 _QUANTITY_KEYS: Final = frozenset(_QUANTITY_FIELDS)
+
+
+def _simple_ilmd(ilmd: Any, words: dict[str, str], prefixes: dict[str, str]) -> str | None:
+    """Instance/lot master data of scalar fields (a commissioning event's lot, its expiry date) as the tree walk
+    writes it among the leftovers: `ilmd`, then each field `{ns}name=value` (no timestamp rule there), sorted. None
+    for anything else (nested objects, lists, #text, names the tree gives a meaning)."""
+    if not isinstance(ilmd, dict) or "#text" in ilmd:
+        return None
+    pieces = []
+    for key, value in ilmd.items():
+        if key in _SKIPPED_KEYS or key[:1] == "@" or value is None:
+            continue
+        if not isinstance(value, (str, int, float)):  # bool is an int
+            return None
+        prefix, colon, local = key.partition(":")
+        name = "{" + prefixes[prefix] + "}" + local if colon and prefix in prefixes else key
+        if name.endswith("List") or name == "childEPCs" or name in _RENAMED or name in _UNSORTED_NAMES:
+            return None
+        text = _leaf(value, words, prefixes).strip()
+        pieces.append(f"{name}={_canonical(text)}" if text else name)
+    if len(pieces) > 1:
+        pieces.sort()
+    return "ilmd" + "".join(pieces)
 
 
 def _expand_word(value: str, terms: dict[str, str], prefixes: dict[str, str]) -> str | None:

@@ -75,6 +75,13 @@ def parse_epc(uri: str) -> Epc:
     """Parse an EPC URI, an EPC class/pattern URI or a Digital Link URI; any other URI gives kind "other"."""
     if not isinstance(uri, str) or not uri:
         raise ValidationError(CODE, "an EPC must be a non-empty string")
+    return _parse(uri)
+
+
+@lru_cache(maxsize=8192)
+def _parse(uri: str) -> Epc:
+    """parse_epc's work, remembered (an Epc is immutable): a capture names each event's readPoint and bizLocation,
+    the same few locations thousands of times, and reads an event's EPCs more than once."""
     if uri.startswith("urn:epc:"):
         return _parse_urn(uri)
     if uri.startswith(("https://", "http://")):
