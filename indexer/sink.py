@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from indexer.decoder import DecodedLog
@@ -48,6 +48,7 @@ from indexer.tables import (
     SiteKey,
     UndoEntry,
 )
+from partledger.db import BulkWriter
 from partledger.ids import part_id_unchecked
 from partledger.model import PartStatus
 
@@ -94,7 +95,6 @@ KIND_STATUS = (
     | {kind: PartStatus.IN_STOCK for kind in CONTAINMENT_KINDS}
 )
 SQL_CHUNK = 500  # ids per IN (...) list
-COPY_UPDATE_ROWS = 64  # on PostgreSQL, an update of this many rows or more goes through a COPYed temporary table
 CONTAIN_COLUMNS = ("part_id", "container_id", "kind", "lot", "path", "block_number", "tx_hash", "log_index")
 PATH_KIND = {"assembly": b"a", "unit": b"u"}  # a container's entry in a containment path: this byte, then its id
 
@@ -685,78 +685,3 @@ def _text(raw: bytes) -> str:
 
 def vars_of(header: BlockHeader) -> dict[str, Any]:
     return {"number": header.number, "hash": header.hash, "parent_hash": header.parent_hash, "timestamp": header.timestamp}
-
-
-class BulkWriter:
-    """executemany straight through the driver, skipping SQLAlchemy's per-parameter processing (the hot path of
-    catching up); on PostgreSQL, `bulk` inserts go through COPY."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._postgres = conn.dialect.name == "postgresql"
-        self._mark = "%s" if self._postgres else "?"
-        self._temporary = 0
-
-    def insert(self, table: Any, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            columns = tuple(rows[0])
-            self.insert_rows(table, columns, [tuple(row[column] for column in columns) for row in rows])
-
-    def insert_rows(self, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-        """Inserts tuples in `columns` order: COPY on PostgreSQL, executemany on SQLite."""
-        if not rows:
-            return
-        if self._postgres:
-            cursor = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            return
-        marks = ", ".join([self._mark] * len(columns))
-        self._conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})", rows)
-
-    def update(self, table: Any, key: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-        """Sets `columns` of each row found by `key` (one row per key: a later one wins). On PostgreSQL a large
-        update is one statement joined to the rows COPYed into a temporary table: an UPDATE per row cost 0.11 ms of
-        the server's time each (59,000 of them in 25 s of the bulk benchmark: PostgreSQL's largest consumer)."""
-        if not rows:
-            return
-        if self._postgres and len(rows) >= COPY_UPDATE_ROWS:
-            self._update_joined(table, key, columns, list({row[key]: row for row in rows}.values()))
-            return
-        assignments = ", ".join(f"{column} = {self._mark}" for column in columns)
-        values = [tuple(row[column] for column in columns) + (row[key],) for row in rows]
-        self._conn.exec_driver_sql(f"UPDATE {table.name} SET {assignments} WHERE {key} = {self._mark}", values)
-
-    def close_open(self, table: Any, key: str, open_column: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-        """Sets `columns` on the open row (`open_column` NULL) of each `key` (rows name it as "key_<key>"): a part's one
-        shipment in transit, or its one installation not removed. A key named twice: the first row closes it, as one
-        UPDATE per row in order would. On PostgreSQL a large one is joined to a COPYed temporary table, as in `update`
-        (closing a shipment by an UPDATE per part took 0.42 ms of the server's time each, a third of it, in the bulk
-        benchmark: it walks the part's past shipments)."""
-        if not rows:
-            return
-        if self._postgres and len(rows) >= COPY_UPDATE_ROWS:
-            first: dict[Any, dict[str, Any]] = {}
-            for row in rows:
-                first.setdefault(row[f"key_{key}"], {key: row[f"key_{key}"], **{column: row[column] for column in columns}})
-            self._update_joined(table, key, columns, list(first.values()), open_column=open_column)
-            return
-        self._conn.execute(
-            update(table).where(and_(table.c[key] == bindparam(f"key_{key}"), table.c[open_column].is_(None))).values(**{column: bindparam(column) for column in columns}),
-            rows,
-        )
-
-    def _update_joined(self, table: Any, key: str, columns: tuple[str, ...], rows: list[dict[str, Any]], *, open_column: str | None = None) -> None:
-        self._temporary += 1
-        staged = f"_staged_{table.name}_{self._temporary}"
-        listed = ", ".join((key, *columns))
-        cursor = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute(f"CREATE TEMPORARY TABLE {staged} ON COMMIT DROP AS SELECT {listed} FROM {table.name} WITH NO DATA")
-        with cursor.copy(f"COPY {staged} ({listed}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(tuple(row[column] for column in (key, *columns)))
-        assignments = ", ".join(f"{column} = staged.{column}" for column in columns)
-        still_open = f" AND {table.name}.{open_column} IS NULL" if open_column else ""
-        cursor.execute(f"UPDATE {table.name} SET {assignments} FROM {staged} AS staged WHERE {table.name}.{key} = staged.{key}{still_open}")
-        cursor.execute(f"DROP TABLE {staged}")

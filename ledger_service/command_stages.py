@@ -92,17 +92,21 @@ def record_sent(conn: Connection, tx_ids: Collection[int]) -> None:
             observe_latency(kind, "submitted", now - created_at)
 
 
-def record_confirmed(conn: Connection, tx_id: int, block: int) -> None:
-    """A transaction confirmed in `block` (its items already marked confirmed in this SQL transaction): logged with
-    its commands; those now confirmed whole (no item left that is not) observed at stage confirmed, with the highest
-    block of their transactions, which the mirror watch waits for."""
-    carried = _carried(conn, [tx_id]).get(tx_id, [])
-    tx_hash = conn.execute(select(T_TX.c.tx_hash).where(T_TX.c.id == tx_id)).scalar()
-    log.info(
-        "transaction %s confirmed in block %d", "0x" + bytes(tx_hash or b"").hex(), block,
-        extra={"event": "transaction_confirmed", "tx_hash": "0x" + bytes(tx_hash or b"").hex(), "block": block, **_ids(carried)},
-    )  # fmt: skip
-    record_commands_confirmed(conn, [command for command, _ in carried])
+def record_confirmed(conn: Connection, blocks: dict[int, int]) -> None:
+    """Transactions confirmed, each in its block (transaction id -> block; their items already marked confirmed in
+    this SQL transaction): each logged with its commands; the commands now confirmed whole (no item left that is
+    not) observed at stage confirmed, with the highest block of their transactions, which the mirror watch waits for."""
+    carried = _carried(conn, blocks)
+    hashes: dict[int, bytes] = {}
+    for chunk in _chunks(sorted(blocks)):
+        hashes.update((tx_id, bytes(tx_hash)) for tx_id, tx_hash in conn.execute(select(T_TX.c.id, T_TX.c.tx_hash).where(T_TX.c.id.in_(chunk))))
+    for tx_id, block in blocks.items():
+        tx_hash = "0x" + hashes.get(tx_id, b"").hex()
+        log.info(
+            "transaction %s confirmed in block %d", tx_hash, block,
+            extra={"event": "transaction_confirmed", "tx_hash": tx_hash, "block": block, **_ids(carried.get(tx_id, []))},
+        )  # fmt: skip
+    record_commands_confirmed(conn, [command for pairs in carried.values() for command, _ in pairs])
 
 
 def record_commands_confirmed(conn: Connection, command_ids: Collection[str]) -> None:

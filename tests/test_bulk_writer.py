@@ -1,4 +1,4 @@
-"""The indexer's bulk update (indexer.sink.BulkWriter.update) on both databases: below COPY_UPDATE_ROWS one UPDATE
+"""The indexer's bulk update (partledger.db.BulkWriter.update) on both databases: below COPY_UPDATE_ROWS one UPDATE
 per row, from it on PostgreSQL one UPDATE joined to the rows COPYed into a temporary table. Both must leave the same
 table: every row named updated once (a key named twice: the later row wins), every other row untouched, and a
 second large update in the same transaction (a second temporary table) as right as the first. The same for closing
@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from indexer import migrate
-from indexer.sink import COPY_UPDATE_ROWS, PART_STATE_COLUMNS, T_PART, T_SHIP, BulkWriter
-from partledger.db import make_engine
+from indexer.sink import PART_STATE_COLUMNS, T_PART, T_SHIP
+from partledger.db import COPY_UPDATE_ROWS, BulkWriter, make_engine
 
 
 def part(number: int) -> bytes:

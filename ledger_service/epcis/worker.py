@@ -36,6 +36,7 @@ from ledger_service.errors import ApiError
 from ledger_service.outbox import Draft, read_command
 from ledger_service.read import indexed_block
 from ledger_service.tables import ChainTransaction, CommandItem, PrivateVin
+from partledger.db import BulkWriter
 from partledger.epcis.schema import validate_document
 from partledger.ids import vin_hash
 from partledger.merkle import build_tree
@@ -376,6 +377,7 @@ def store_events(conn: Connection, services: Services, org_id: int, job_id: str,
         return
     now_ms = int(time.time() * 1000)
     vault = services.vault
+    state = "pending" if command_id else "kept"
     rows = []
     for p in prepared:
         private = None
@@ -383,22 +385,26 @@ def store_events(conn: Connection, services: Services, org_id: int, job_id: str,
             if vault is None:
                 raise EventError("no_vault", "this service keeps no private data (no VIN key configured)")
             private = vault.seal(orjson.dumps(p.private), p.digest)
-        rows.append({
-            "event_id": p.event_id, "event_hash": p.digest, "capture_id": job_id, "org_id": org_id, "event_type": p.event_type,
-            "action": p.action, "biz_step": p.biz_step, "disposition": p.disposition, "biz_location": p.biz_location,
-            "read_point": p.read_point, "event_time_ms": p.event_time_ms, "record_time_ms": now_ms,
-            "body": orjson.dumps(p.event).decode(), "private": private, "operation": p.operation, "command_id": command_id,
-            "state": "pending" if command_id else "kept", "batch_id": None,
-        })  # fmt: skip
-    result = conn.execute(insert(T_EVENT).returning(T_EVENT.c.seq, sort_by_parameter_order=True), rows)
-    seqs = [row.seq for row in result]
-    epcs = [
-        {"seq": seq, "epc": key, "role": role, "part_id": pid}
-        for seq, p in zip(seqs, prepared, strict=True)
-        for key, role, pid in dict.fromkeys(p.epcs)
-    ]  # fmt: skip
-    if epcs:
-        conn.execute(insert(T_EPC), epcs)
+        rows.append((
+            p.event_id, p.digest, job_id, org_id, p.event_type, p.action, p.biz_step, p.disposition, p.biz_location, p.read_point,
+            p.event_time_ms, now_ms, orjson.dumps(p.event).decode(), private, p.operation, command_id, state,
+        ))  # fmt: skip
+    # Straight through the driver (COPY on PostgreSQL), their seqs read back by eventID (unique): SQLAlchemy's
+    # INSERT ... RETURNING in parameter order sent SQLite one statement a row, and its per-parameter processing
+    # was a third of the rest; storing a document's events took a third of a capture job's time.
+    writer = BulkWriter(conn)
+    writer.insert_rows(T_EVENT, EVENT_COLUMNS, rows)
+    ids = [p.event_id for p in prepared]
+    seq_of: dict[str, int] = {}
+    for start in range(0, len(ids), 900):
+        seq_of.update(conn.execute(select(T_EVENT.c.event_id, T_EVENT.c.seq).where(T_EVENT.c.event_id.in_(ids[start : start + 900]))).all())
+    writer.insert_rows(T_EPC, ("seq", "epc", "role", "part_id"), [(seq_of[p.event_id], *epc) for p in prepared for epc in dict.fromkeys(p.epcs)])
+
+
+EVENT_COLUMNS = (
+    "event_id", "event_hash", "capture_id", "org_id", "event_type", "action", "biz_step", "disposition", "biz_location", "read_point",
+    "event_time_ms", "record_time_ms", "body", "private", "operation", "command_id", "state",
+)  # fmt: skip
 
 
 def _group_key(p: Prepared, signer: str) -> tuple[Any, ...]:

@@ -337,7 +337,7 @@ def _segment(text: str) -> str:
 def _checked_text(text: str, what: str) -> str:
     if not 1 <= len(text) <= 20:
         raise ValidationError(CODE, f"a {what} is 1 to 20 characters, got {len(text)}")
-    if not (text.isalnum() and text.isascii()):
+    if not (text.isalnum() and text.isascii()) and not GS1_CSET82.issuperset(text):
         bad = sorted({char for char in text if char not in GS1_CSET82})
         if bad:
             raise ValidationError(CODE, f"{what} {text!r} has characters outside the GS1 set: {''.join(bad)!r}")
