@@ -61,6 +61,10 @@ class ServiceSettings(BaseSettings):
 
     # EPCIS: captured events wait at most this long for their organisation's next anchored batch.
     epcis_batch_seconds: float = 5.0
+    # Documents of this many events or more are prepared (schema, hashes, identifiers) in worker processes, this many
+    # (0: in the capture job's thread, always); ledger_service.epcis.preparing.
+    epcis_prepare_processes: int = Field(default=1, ge=0, le=16)
+    epcis_prepare_in_process_below: int = Field(default=1_000, ge=1)
 
     # The member console (/console). Its session cookie is Secure when the request came over TLS; behind a TLS
     # proxy that sets X-Forwarded-Proto, say so here (the header is otherwise ignored: a client could send it).

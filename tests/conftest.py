@@ -27,6 +27,11 @@ from tests.ports import free_port
 from tests.seed import SEED_VARIABLE, run_seed
 
 # database=None: what a run generates depends on its seed alone, not on examples a former run saved.
+# Services started by tests (in process, or as processes that inherit this environment) prepare capture documents in
+# their own thread: a preparing process at each of the suite's service starts would cost it minutes of CPU. The tests
+# of that process ask for it (tests/test_epcis_preparing.py, the capture module's site).
+os.environ.setdefault("PARTLEDGER_EPCIS_PREPARE_PROCESSES", "0")
+
 settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 settings.register_profile("dev", max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

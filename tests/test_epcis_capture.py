@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ledger_service.epcis.identities import demo_gln
+from ledger_service.epcis.routes import worker_of
 from partledger.epcis.hashing import event_hash
 from partledger.ids import part_id
 from partledger.proofs import verifier as v
@@ -46,7 +47,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(deployed: Ledger, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    with live_stack(deployed, tmp_path_factory.mktemp("epcis-capture"), epcis_batch_seconds=0.2) as (stack, client):
+    with live_stack(deployed, tmp_path_factory.mktemp("epcis-capture"), epcis_batch_seconds=0.2, epcis_prepare_processes=1) as (stack, client):
         here = Site(stack, client, deployed)
         for name, org in deployed.orgs.items():
             body = {"gln": demo_gln(org.id, 0), "locations": [{"gln": demo_gln(org.id, 1), "site": "service-site"}]}
@@ -219,6 +220,18 @@ def test_a_20000_event_document_is_captured(site: Site):
     events = [object_event("inspecting", [sgtin(GTIN_B, f"BIG-{i}")], eventTime=f"2026-12-02T10:{i // 600 % 60:02d}:{i // 10 % 60:02d}.{i % 10:03d}Z") for i in range(20_000)]
     view = capture(site, "maker", document(*events), timeout=240)
     assert view["success"] is True and view["capturedCount"] == 20_000, view["errors"][:3]
+
+
+def test_a_large_document_prepared_by_the_worker_process_goes_into_the_ledger(site: Site):
+    preparer = worker_of(site.client.app).preparer
+    assert preparer.wait_until_up(timeout=120), "the preparing process did not start"
+    before = preparer.by_workers
+    serials = [f"WP-{i}" for i in range(preparer.in_process_below)]
+    bad = object_event("inspecting", ["urn:epc:id:sgtin:not-an-epc"])
+    made = capture(site, "maker", document(*[commissioning(GTIN_A, [serial], "LOT-WORKER", bizLocation={"id": site.location("maker")}) for serial in serials], bad), behaviour="proceed")
+    assert preparer.by_workers == before + 1
+    assert made["capturedCount"] == len(serials) and codes(made) == [(len(serials), "invalid_epc")], made["errors"][:3]
+    assert {part(site, "maker", GTIN_A, serial)["status"] for serial in (serials[0], serials[-1])} == {"in_stock"}
 
 
 # --- proofs ------------------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import logging
 import secrets
 import threading
 import time
-import zlib
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -27,17 +26,17 @@ from indexer.tables import Organisation
 from ledger_service.auth import Principal
 from ledger_service.deps import Services
 from ledger_service.epcis.capture import (
-    BATCH_KIND, BATCH_SIZE, BATCH_TYPES, INSERT_CHUNK, UNIT_KEY, EventError, Overlay, Prepared, check_ledger, prepare_event,
+    BATCH_KIND, BATCH_SIZE, BATCH_TYPES, INSERT_CHUNK, UNIT_KEY, EventError, Overlay, Prepared, check_ledger,
 )  # fmt: skip
 from ledger_service.epcis import query
 from ledger_service.epcis.identities import load_directory
+from ledger_service.epcis.preparing import Preparer, prepare_document, preparer_for
 from ledger_service.epcis.tables import EpcisBatch, EpcisCapture, EpcisCommand, EpcisEvent, EpcisEventEpc
 from ledger_service.errors import ApiError
 from ledger_service.outbox import Draft, read_command
 from ledger_service.read import indexed_block
 from ledger_service.tables import ChainTransaction, CommandItem, PrivateVin
 from partledger.db import BulkWriter
-from partledger.epcis.schema import validate_document
 from partledger.ids import vin_hash
 from partledger.merkle import build_tree
 from partledger.model import Role
@@ -72,11 +71,14 @@ class CaptureWorker:
     def __init__(self, services: Services, *, batch_seconds: float) -> None:
         self.services = services
         self.batch_seconds = batch_seconds
+        self.preparer = preparer_for(services.settings)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: dict[str, threading.Thread] = {}  # job -> its thread
         self._checking: dict[int, str] = {}  # org -> its job that checks and submits (one at a time, in order)
+        self._ahead: dict[int, str] = {}  # org -> its next job, preparing its document meanwhile (one at most)
         self._lock = threading.Lock()
+        self._turns = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._next_warm = 0.0
 
@@ -87,12 +89,14 @@ class CaptureWorker:
             conn.execute(update(T_JOB).where(T_JOB.c.state == "running").values(state="queued"))
         self._thread = threading.Thread(target=self._loop, name="epcis-capture", daemon=True)
         self._thread.start()
+        self.preparer.start()  # up before the first large document, whose job would otherwise prepare it here
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.preparer.close()
         for thread in list(self._threads.values()):
             thread.join(timeout=10)
 
@@ -116,7 +120,8 @@ class CaptureWorker:
     def _start_jobs(self) -> None:
         """Oldest first. An organisation's jobs check and submit one at a time, in the order they came: a job waiting
         for the chain to settle its commands lets the organisation's next job start (pipelining), and a job whose
-        parts that job's commands touch waits for them (wait_for_other_jobs)."""
+        parts that job's commands touch waits for them (wait_for_other_jobs). While one checks, the next one may
+        prepare its document (in a worker process when it is large) and then waits for its turn (_take_turn)."""
         self._threads = {job: thread for job, thread in self._threads.items() if thread.is_alive()}
         if len(self._threads) >= MAX_JOBS:
             return
@@ -125,7 +130,7 @@ class CaptureWorker:
         blocked: set[int] = set()
         for job in queued:
             with self._lock:
-                if job.org_id in self._checking or job.org_id in blocked or len(self._threads) >= MAX_JOBS:
+                if job.org_id in self._ahead or job.org_id in blocked or len(self._threads) >= MAX_JOBS:
                     blocked.add(job.org_id)  # a later job of the organisation waits for this one
                     continue
             with self.services.service_engine.begin() as conn:
@@ -133,22 +138,44 @@ class CaptureWorker:
             if not claimed:
                 continue
             with self._lock:
-                self._checking[job.org_id] = job.id
+                if job.org_id in self._checking:
+                    self._ahead[job.org_id] = job.id
+                else:
+                    self._checking[job.org_id] = job.id
             thread = threading.Thread(target=self._run_job, args=(job.id, job.org_id), name=f"epcis-job-{job.id[:8]}", daemon=True)
             self._threads[job.id] = thread
             thread.start()
             blocked.add(job.org_id)
 
+    def _take_turn(self, org_id: int, job_id: str) -> None:
+        """Waits until the organisation's job before this one has submitted everything, then checks (JobStopped when
+        the service stops meanwhile: the job stays running and starts again at the next start)."""
+        with self._turns:
+            while self._checking.get(org_id) not in (None, job_id):
+                if self._stop.is_set():
+                    raise JobStopped()
+                self._turns.wait(0.5)
+            self._checking[org_id] = job_id
+            if self._ahead.get(org_id) == job_id:
+                del self._ahead[org_id]
+        self._wake.set()  # the organisation's next job may prepare meanwhile
+
     def _checked(self, org_id: int, job_id: str) -> None:
         """A job has submitted everything (or ended): its organisation's next job may start checking."""
-        with self._lock:
+        with self._turns:
             if self._checking.get(org_id) == job_id:
                 del self._checking[org_id]
+            if self._ahead.get(org_id) == job_id:
+                del self._ahead[org_id]
+            self._turns.notify_all()
         self._wake.set()
 
     def _run_job(self, job_id: str, org_id: int) -> None:
         try:
-            run_job(self.services, job_id, stop=self._stop, submitted=lambda: self._checked(org_id, job_id))
+            run_job(
+                self.services, job_id, stop=self._stop, submitted=lambda: self._checked(org_id, job_id), preparer=self.preparer,
+                turn=lambda: self._take_turn(org_id, job_id),
+            )  # fmt: skip
         except JobStopped:
             pass
         except Exception:
@@ -225,31 +252,27 @@ def _roles(services: Services, org_id: int) -> Role:
 # --- one job -----------------------------------------------------------------------------------------------------
 
 
-def run_job(services: Services, job_id: str, *, stop: threading.Event, submitted: Callable[[], None] = lambda: None) -> None:
-    """Runs a capture job to its end; calls `submitted` once everything it will submit is in the outbox (then it only
-    waits for the chain), so that its organisation's next job may start."""
+def run_job(
+    services: Services, job_id: str, *, stop: threading.Event, submitted: Callable[[], None] = lambda: None, preparer: Preparer | None = None,
+    turn: Callable[[], None] = lambda: None,
+) -> None:  # fmt: skip
+    """Runs a capture job to its end: prepares its document, waits for its `turn` to check and submit, and calls
+    `submitted` once everything it will submit is in the outbox (then it only waits for the chain), so that its
+    organisation's next job may take its turn."""
     engine = services.service_engine
     with engine.connect() as conn:
         row = conn.execute(select(T_JOB).where(T_JOB.c.id == job_id)).first()
     if row is None or row.state == "done":
         return
     principal = job_principal(services, row)
-    document = orjson.loads(zlib.decompress(row.document))
-    events = document["epcisBody"]["eventList"]
-    context = document.get("@context")
-    errors: dict[int, tuple[str, str]] = {}
-    for problem in validate_document(document):
-        if problem.event_index is not None:
-            errors.setdefault(problem.event_index, ("invalid_event", f"{problem.path}: {problem.message}"))
     directory = load_directory(engine, services.index_engine)
-    todo: list[Prepared] = []
-    for index, raw in enumerate(events):
-        if index in errors:
-            continue
-        try:
-            todo.append(prepare_event(index, raw, context=context, directory=directory))
-        except EventError as exc:
-            errors[index] = (exc.code, str(exc))
+    ahead = preparer is not None and preparer.worker_up_for(row.event_count)  # else the thread it would prepare in is the service's
+    if not ahead:
+        turn()
+    prepared = preparer.prepare(row.document, row.event_count, directory) if preparer is not None else prepare_document(row.document, directory)
+    todo, errors, events = prepared.todo, prepared.errors, prepared.event_ids
+    if ahead:
+        turn()
     index_by_id = {p.event_id: p.index for p in todo}
     # a job started again: what it submitted before the crash, final first
     errors.update(settle(services, principal, job_id, index_by_id=index_by_id, stop=stop))
@@ -350,12 +373,12 @@ def _drop_repeats(engine: Any, job_id: str, todo: list[Prepared], errors: dict[i
     return fresh, repeats
 
 
-def _error_list(errors: dict[int, tuple[str, str]], events: list[Any]) -> list[dict[str, Any]]:
+def _error_list(errors: dict[int, tuple[str, str]], event_ids: list[str | None]) -> list[dict[str, Any]]:
+    """The job's errors in event order, each with the eventID its event gave (None when it gave none)."""
     out = []
     for index in sorted(errors):
         code, message = errors[index]
-        raw = events[index] if 0 <= index < len(events) else None
-        event_id = raw.get("eventID") if isinstance(raw, dict) and isinstance(raw.get("eventID"), str) else None
+        event_id = event_ids[index] if 0 <= index < len(event_ids) else None
         out.append({"eventIndex": index, "eventID": event_id, "code": code, "message": message})
     return out
 

@@ -1,0 +1,164 @@
+"""A capture job's first pass over its document, the part that needs no ledger state: the GS1 schema, each event's
+canonical hash, its EPCs, parties and the operation it maps to (capture.prepare_event). It is most of a job's time
+in Python (about 60 us an event), and the service's threads share one interpreter: the submitter signing, the
+batches being hashed and the next job storing its events all waited on it. So a large document is prepared in a
+process of its own (`epcis_prepare_processes`), on a core the service's interpreter does not use, and only the
+results come back (pickled: 8 us an event to read).
+
+The process starts with the capture worker (or, after it died, with the next large document) and takes 1.3-2 s to
+import what it needs; a document whose job starts meanwhile is prepared in the job's thread, as small documents
+always are (`epcis_prepare_in_process_below` events): waiting for the process cost the first job more than it saved.
+A worker that dies (killed, out of memory) is replaced at the next large document; the job it was preparing falls
+back to its own thread. Nothing is lost either way: what a job stores is decided after this pass, in the service.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import zlib
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ledger_service.epcis.capture import EventError, Prepared, prepare_event
+from ledger_service.epcis.identities import Directory
+from partledger.epcis.schema import validate_document
+
+log = logging.getLogger("partledger.service.epcis")
+
+
+@dataclass
+class PreparedDocument:
+    """A document's events prepared: those that passed (in document order), the errors of the others by event index,
+    each event's eventID as given (None when it had none: the error list shows it), and the process that did it."""
+
+    todo: list[Prepared]
+    errors: dict[int, tuple[str, str]]
+    event_ids: list[str | None]
+    pid: int
+
+
+def prepare_document(compressed: bytes, directory: Directory) -> PreparedDocument:
+    """The whole pass over a stored capture document (zlib-compressed JSON, as the job row keeps it)."""
+    document = orjson.loads(zlib.decompress(compressed))
+    events = document["epcisBody"]["eventList"]
+    context = document.get("@context")
+    errors: dict[int, tuple[str, str]] = {}
+    for problem in validate_document(document):
+        if problem.event_index is not None:
+            errors.setdefault(problem.event_index, ("invalid_event", f"{problem.path}: {problem.message}"))
+    todo: list[Prepared] = []
+    for index, raw in enumerate(events):
+        if index in errors:
+            continue
+        try:
+            todo.append(prepare_event(index, raw, context=context, directory=directory))
+        except EventError as exc:
+            errors[index] = (exc.code, str(exc))
+    event_ids = [raw.get("eventID") if isinstance(raw, dict) and isinstance(raw.get("eventID"), str) else None for raw in events]
+    return PreparedDocument(todo=todo, errors=errors, event_ids=event_ids, pid=os.getpid())
+
+
+def _ready() -> int:
+    """The worker's first task: nothing but proof that it has started and imported this module."""
+    return os.getpid()
+
+
+class Preparer:
+    """Prepares documents of at least `in_process_below` events in up to `processes` worker processes once they are
+    up; everything else, and everything while they start, in the calling thread."""
+
+    def __init__(self, *, processes: int, in_process_below: int) -> None:
+        self.processes = processes
+        self.in_process_below = in_process_below
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self._started: Future[int] | None = None  # the pool's first task: done once a worker is up
+        self.by_workers = 0  # documents the workers prepared
+
+    def prepare(self, compressed: bytes, event_count: int, directory: Directory) -> PreparedDocument:
+        if self._large(event_count):
+            pool = self._pool_if_up()
+            if pool is not None:
+                try:
+                    done = pool.submit(prepare_document, compressed, directory).result()
+                    self.by_workers += 1
+                    return done
+                except BrokenProcessPool:
+                    log.warning("the EPCIS preparing process died: this document is prepared in the service, and a new process starts")
+                    self._discard(pool)
+        return prepare_document(compressed, directory)
+
+    def warm(self, event_count: int) -> None:
+        """A document of `event_count` events has come: starts the workers if it is large and none is up, so that
+        they are ready by the time its job prepares it."""
+        if self._large(event_count):
+            self._pool_if_up()
+
+    def start(self) -> None:
+        """Starts the worker processes now, if there are to be any (a large document starts them otherwise)."""
+        if self.processes > 0:
+            self._pool_if_up()
+
+    def worker_up_for(self, event_count: int) -> bool:
+        """Whether a document of `event_count` events would be prepared by a worker that is up now."""
+        if not self._large(event_count):
+            return False
+        with self._lock:
+            started = self._started
+        return started is not None and started.done() and started.exception() is None
+
+    def _large(self, event_count: int) -> bool:
+        return self.processes > 0 and event_count >= self.in_process_below
+
+    def wait_until_up(self, timeout: float) -> bool:
+        self.start()
+        started = self._started
+        if started is None:
+            return False
+        try:
+            started.result(timeout=timeout)
+        except Exception:  # noqa: BLE001 - a worker that could not start: not up
+            return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool, self._started = self._pool, None, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _pool_if_up(self, wait: float = 0.0) -> ProcessPoolExecutor | None:
+        """The pool when a worker has started (waiting up to `wait` seconds for one that is starting); else None,
+        after starting one if none is starting."""
+        with self._lock:
+            if self._pool is None:
+                # spawn: a fork of this multi-threaded process could copy a lock another thread holds
+                self._pool = ProcessPoolExecutor(max_workers=self.processes, mp_context=multiprocessing.get_context("spawn"))
+                self._started = self._pool.submit(_ready)
+            pool, started = self._pool, self._started
+        assert started is not None
+        try:
+            started.result(timeout=wait)
+        except TimeoutError:
+            return None  # still starting
+        except Exception:  # noqa: BLE001 - it could not start: the next large document tries again
+            self._discard(pool)
+            return None
+        return pool
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._pool, self._started = None, None
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def preparer_for(settings: Any) -> Preparer:
+    return Preparer(processes=settings.epcis_prepare_processes, in_process_below=settings.epcis_prepare_in_process_below)

@@ -1,0 +1,97 @@
+"""ledger_service.epcis.preparing: a large capture document is prepared in a worker process, and what comes back equals
+what the job's own thread makes of it (events, hashes, EPCs, errors and eventIDs); a worker that dies costs nothing but
+its speed; a small document never starts a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger_service.epcis.identities import Directory, Place, demo_gln
+from ledger_service.epcis.preparing import Preparer, prepare_document
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "epcis" / "examples"
+CONTEXT = ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"]
+LOCATION = demo_gln(1, 1)
+
+
+def _directory() -> Directory:
+    directory = Directory()
+    directory.orgs = {1}
+    directory.locations = {(LOCATION, ""): Place(1, "service-site")}
+    return directory
+
+
+def _document() -> bytes:
+    """Commissioning events at a member's location, the GS1 examples' events (parties no member has: per-event
+    errors), and events that fail the schema or name a bad EPC, with and without eventIDs."""
+    location = f"https://id.gs1.org/414/{LOCATION}"
+    events: list[dict[str, Any]] = [
+        {"type": "ObjectEvent", "eventTime": f"2026-12-01T10:00:{index % 60:02d}.000Z", "eventTimeZoneOffset": "+00:00",
+         "epcList": [f"https://id.gs1.org/01/09506000134352/21/P{index}"], "action": "ADD", "bizStep": "commissioning",
+         "readPoint": {"id": location}, "bizLocation": {"id": location}, "ilmd": {"cbvmda:lotNumber": "L1"},
+         **({"eventID": f"urn:uuid:00000000-0000-4000-8000-{index:012d}"} if index % 2 else {})}
+        for index in range(40)
+    ]  # fmt: skip
+    for path in sorted(EXAMPLES.glob("*.jsonld"))[:6]:
+        events += json.loads(path.read_text())["epcisBody"].get("eventList", [])
+    events += [
+        {"type": "ObjectEvent", "eventTimeZoneOffset": "+00:00", "epcList": [], "action": "OBSERVE", "eventID": "urn:uuid:no-time"},
+        {"type": "ObjectEvent", "eventTime": "2026-12-01T10:00:00Z", "eventTimeZoneOffset": "+00:00", "epcList": ["urn:epc:id:sgtin:bad"], "action": "OBSERVE"},
+        "not an event",
+    ]  # fmt: skip
+    return zlib.compress(json.dumps({"@context": CONTEXT, "type": "EPCISDocument", "schemaVersion": "2.0", "epcisBody": {"eventList": events}}).encode())
+
+
+@pytest.fixture
+def preparer():
+    made = Preparer(processes=1, in_process_below=10)
+    yield made
+    made.close()
+
+
+def test_a_document_prepared_in_a_worker_process_equals_the_one_prepared_in_the_thread(preparer: Preparer) -> None:
+    document, directory = _document(), _directory()
+    here = prepare_document(document, directory)
+    assert here.pid == os.getpid() and len(here.todo) >= 40 and len(here.errors) >= 3  # the cases are there
+    assert preparer.wait_until_up(timeout=120)
+    there = preparer.prepare(document, len(here.event_ids), directory)
+    assert there.pid != os.getpid()
+    assert there.todo == here.todo
+    assert [p.digest for p in there.todo] == [p.digest for p in here.todo] and there.todo[0].parsed == here.todo[0].parsed
+    assert there.errors == here.errors and there.event_ids == here.event_ids
+
+
+def test_a_killed_worker_costs_its_document_nothing_and_is_replaced(preparer: Preparer) -> None:
+    document, directory = _document(), _directory()
+    expected = prepare_document(document, directory)
+    assert preparer.wait_until_up(timeout=120)
+    first = preparer.prepare(document, len(expected.event_ids), directory).pid
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{first}").exists() and Path(f"/proc/{first}/status").read_text().find("State:\tZ") < 0:  # until it is dead
+        assert time.monotonic() < deadline, "the worker did not die"
+        time.sleep(0.05)
+    fallen_back = preparer.prepare(document, len(expected.event_ids), directory)
+    assert fallen_back.todo == expected.todo and fallen_back.errors == expected.errors and fallen_back.pid == os.getpid()
+    assert preparer.wait_until_up(timeout=120)
+    again = preparer.prepare(document, len(expected.event_ids), directory)
+    assert again.pid not in (first, os.getpid()) and again.todo == expected.todo
+
+
+def test_a_small_document_starts_no_process() -> None:
+    small = Preparer(processes=1, in_process_below=1_000)
+    try:
+        document = _document()
+        assert small.prepare(document, 60, _directory()).pid == os.getpid()
+        assert small._pool is None
+    finally:
+        small.close()
+    assert Preparer(processes=0, in_process_below=1).prepare(document, 60, _directory()).pid == os.getpid()
