@@ -275,7 +275,7 @@ class Submitter:
                 if self._receipt(bytes(tx["tx_hash"])) is None:
                     log.warning("transaction %s (signer %s, nonce %d) recorded as confirmed in block %s is no longer on chain: sending it again",
                                 "0x" + bytes(tx["tx_hash"]).hex(), signer, tx["nonce"], tx["block_number"])  # fmt: skip
-                    self._set_tx(tx["id"], "sent", items_state="sent", block_number=None)
+                    self._set_txs([TxChange(tx["id"], "sent", None)])
                     progressed = True
         return progressed
 
@@ -601,10 +601,6 @@ class Submitter:
         if self._block_gas_limit is None:
             self._block_gas_limit = int(self.w3.eth.get_block("latest")["gasLimit"] * BLOCK_GAS_SHARE)
         return self._block_gas_limit
-
-    def _set_tx(self, tx_id: int, state: str, *, items_state: str, block_number: int | None, gas_used: int | None = None) -> None:
-        assert items_state == state
-        self._set_txs([TxChange(tx_id, state, block_number, gas_used)])
 
     def _set_txs(self, changes: list[TxChange]) -> None:
         """Transactions' new states (their items' too) in one SQL transaction. A pass that found a hundred receipts
