@@ -217,8 +217,14 @@ class Submitter:
             open_txs = conn.execute(select(T_TX).where(T_TX.c.state.in_(("sent", "mined")), *self._held_only()).order_by(T_TX.c.id)).mappings().all()
         if not open_txs:
             return False
-        head = self.w3.eth.block_number
-        mined_below = {signer: self.w3.eth.get_transaction_count(signer, "latest") for signer in {tx["signer"] for tx in open_txs}}
+        # The head and each key's next nonce in one JSON-RPC batch: through web3's middleware, one call a key and one
+        # for the head took a fifth of the submitter's CPU under the EPCIS bench.
+        signers = sorted({tx["signer"] for tx in open_txs})
+        answers = self._batch([("eth_blockNumber", []), *(("eth_getTransactionCount", [signer, "latest"]) for signer in signers)])
+        if any("error" in answer for answer in answers):
+            raise Web3RPCError(f"the node failed to answer for the head or a key's nonce: {next(a['error'] for a in answers if 'error' in a)}")
+        head = int(answers[0]["result"], 16)
+        mined_below = {signer: int(answer["result"], 16) for signer, answer in zip(signers, answers[1:])}
         progressed = False
         stale = []  # the node may have lost them (a restart): the same bytes again
         due = []

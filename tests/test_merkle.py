@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from partledger.artifacts import REPO_ROOT
 from partledger.errors import ValidationError
 from partledger.ids import ascii32
-from partledger.merkle import abi_encode, build_tree, leaf_hash, node_hash, process_proof, verify_proof
+from partledger.merkle import build_tree, leaf_hash, node_hash, process_proof, verify_proof
 from tests.chainkit import Ledger
 
 SCAN = ["bytes32", "uint64", "address"]
@@ -79,31 +79,6 @@ def scan_records(count: int, seed: int) -> list[tuple[bytes, int, str]]:
 def test_leaf_is_double_keccak_of_abi_encoding() -> None:
     value = (b"\x11" * 32, 7, "0x000000000000000000000000000000000000dEaD")
     assert leaf_hash(SCAN, value) == keccak(keccak(encode(SCAN, list(value))))
-
-
-_FIELD = st.one_of(
-    st.tuples(st.just("bytes32"), st.binary(min_size=31, max_size=33)),
-    st.tuples(st.sampled_from(["uint8", "uint32", "uint64", "uint256"]), st.one_of(
-        st.integers(min_value=-1, max_value=2**256), st.sampled_from([-1, 0, 255, 256, 2**32 - 1, 2**32, 2**64 - 1, 2**64, 2**256 - 1, 2**256]), st.booleans(),
-    )),
-    st.tuples(st.just("string"), st.text(max_size=70)),
-    st.tuples(st.just("bytes"), st.binary(max_size=70)),
-    st.tuples(st.just("address"), st.binary(min_size=20, max_size=20).map(lambda raw: to_checksum_address(raw))),
-)
-
-
-@given(st.lists(_FIELD, min_size=1, max_size=6))
-def test_the_direct_abi_encoding_writes_or_refuses_what_eth_abi_does(fields: list[tuple[str, Any]]) -> None:
-    types, values = [kind for kind, _ in fields], [value for _, value in fields]
-    try:
-        expected: bytes | Exception = encode(types, values)
-    except Exception as exc:  # noqa: BLE001 - whatever eth-abi raises, the direct path must raise it too
-        expected = exc
-    if isinstance(expected, Exception):
-        with pytest.raises(type(expected)):
-            abi_encode(types, values)
-    else:
-        assert abi_encode(types, values) == expected
 
 
 def test_node_hash_hashes_the_pair_in_ascending_order() -> None:
