@@ -95,12 +95,6 @@ class Preparer:
                     self._discard(pool)
         return prepare_document(compressed, directory)
 
-    def warm(self, event_count: int) -> None:
-        """A document of `event_count` events has come: starts the workers if it is large and none is up, so that
-        they are ready by the time its job prepares it."""
-        if self._large(event_count):
-            self._pool_if_up()
-
     def start(self) -> None:
         """Starts the worker processes now, if there are to be any (a large document starts them otherwise)."""
         if self.processes > 0:
@@ -134,9 +128,8 @@ class Preparer:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _pool_if_up(self, wait: float = 0.0) -> ProcessPoolExecutor | None:
-        """The pool when a worker has started (waiting up to `wait` seconds for one that is starting); else None,
-        after starting one if none is starting."""
+    def _pool_if_up(self) -> ProcessPoolExecutor | None:
+        """The pool when a worker has started; else None, after starting one if none is starting."""
         with self._lock:
             if self._pool is None:
                 # spawn: a fork of this multi-threaded process could copy a lock another thread holds
@@ -145,7 +138,7 @@ class Preparer:
             pool, started = self._pool, self._started
         assert started is not None
         try:
-            started.result(timeout=wait)
+            started.result(timeout=0)
         except TimeoutError:
             return None  # still starting
         except Exception:  # noqa: BLE001 - it could not start: the next large document tries again

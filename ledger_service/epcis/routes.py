@@ -139,10 +139,6 @@ async def capture_document(request: Request, principal: CurrentPrincipal, servic
     mode = _behaviour(behaviour)
     raw = await _document_body(request, services)
     document = _parse(raw)
-    worker = worker_of(request.app)
-    body = document.get("epcisBody") if isinstance(document, dict) else None
-    if worker is not None and isinstance(body, dict) and isinstance(events := body.get("eventList"), list):
-        worker.preparer.warm(len(events))  # a large document: its preparing process starts while it is checked and stored
     count = await run_in_threadpool(_check_document, document)
     job_id = await run_in_threadpool(capture.create_job, services, principal, raw=raw, event_count=count, behaviour=mode)
     _wake(request.app)
