@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -84,6 +85,18 @@ def test_a_killed_worker_costs_its_document_nothing_and_is_replaced(preparer: Pr
     assert preparer.wait_until_up(timeout=120)
     again = preparer.prepare(document, len(expected.event_ids), directory)
     assert again.pid not in (first, os.getpid()) and again.todo == expected.todo
+
+
+def test_a_document_being_prepared_when_the_workers_close_is_prepared_anyway(preparer: Preparer) -> None:
+    document, directory = _document(), _directory()
+    expected = prepare_document(document, directory)
+    assert preparer.wait_until_up(timeout=120)
+    answers: list[Any] = []
+    thread = threading.Thread(target=lambda: answers.append(preparer.prepare(document, len(expected.event_ids), directory)))
+    thread.start()
+    preparer.close()  # the service stopping: whether the worker had begun or not, the job gets its events
+    thread.join(timeout=120)
+    assert len(answers) == 1 and answers[0].todo == expected.todo and answers[0].errors == expected.errors
 
 
 def test_a_small_document_starts_no_process() -> None:

@@ -19,7 +19,7 @@ import multiprocessing
 import os
 import threading
 import zlib
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +93,8 @@ class Preparer:
                 except BrokenProcessPool:
                     log.warning("the EPCIS preparing process died: this document is prepared in the service, and a new process starts")
                     self._discard(pool)
+                except (CancelledError, RuntimeError):  # closed meanwhile (the service stopping): prepared here, as before
+                    pass
         return prepare_document(compressed, directory)
 
     def start(self) -> None:

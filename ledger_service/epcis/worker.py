@@ -96,9 +96,9 @@ class CaptureWorker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self.preparer.close()
         for thread in list(self._threads.values()):
             thread.join(timeout=10)
+        self.preparer.close()  # after the jobs: one waiting on a worker gets its answer
 
     def wake(self) -> None:
         self._wake.set()
