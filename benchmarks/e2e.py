@@ -723,8 +723,6 @@ def start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen | Non
     if spy is None:
         return None
     command = [spy, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "47", "-f", "raw", "-t", "--nolineno", "--nonblocking", "--subprocesses", "-o", str(out)]
-    if os.environ.get("PARTLEDGER_SPY_GIL"):  # only the thread holding the GIL: where the process's one core goes
-        command.insert(-2, "--gil")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
