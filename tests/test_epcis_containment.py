@@ -15,17 +15,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
 
+from ledger_service.auth import Principal
 from ledger_service.epcis.identities import demo_gln
+from ledger_service.epcis.query import lot_history_document
 from partledger.epcis.hashing import event_hash
 from partledger.epcis.identifiers import lgtin_uri, sgtin_uri
 from partledger.ids import gtin_check_digit, logistic_unit_id, part_id
-from partledger.model import PartStatus
+from partledger.db import make_engine
+from partledger.model import PartStatus, Role
 from tests.chainkit import GTIN_A, GTIN_B, Ledger, build_ledger
 from tests.labelkit import live_stack
 from tests.servicekit import Stack, prepare_stack, running_service, wait_command, wait_until
@@ -334,6 +338,15 @@ def test_containment_made_through_the_api_exports_as_epcis_and_captures_into_a_f
     lot = site.get(f"/v1/parts/{hex_ids['RC-X1']}")["part"]["lot"]["number"]
     history = site.get(f"/epcis/lots/{lot}/document")
     events = history["epcisBody"]["eventList"]
+    # read again (from the logs the service keeps encoded), and derived afresh from the databases: the same events
+    assert site.get(f"/epcis/lots/{lot}/document")["epcisBody"] == history["epcisBody"]
+    sources = SimpleNamespace(index_engine=make_engine(stack.index_db_url), service_engine=make_engine(stack.service_db_url), vault=None)
+    auditor = Principal(org_id=orgs["auditor"].id, roles=Role.AUDITOR, key_id="test", sites=None)
+    try:
+        assert lot_history_document(services=sources, principal=auditor, lot=lot)["epcisBody"] == history["epcisBody"]
+    finally:
+        sources.index_engine.dispose()
+        sources.service_engine.dispose()
     shape = [(e["type"], e.get("action"), e["bizStep"]) for e in events]
     assert shape == [
         ("ObjectEvent", "ADD", "commissioning"), ("ObjectEvent", "ADD", "commissioning"), ("AggregationEvent", "ADD", "assembling"),

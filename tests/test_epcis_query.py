@@ -26,7 +26,9 @@ from indexer.tables import INDEX_METADATA, BlockTime, Installation, Lot, Organis
 from ledger_service.auth import Principal
 from ledger_service.epcis.identities import set_identity
 from ledger_service.epcis.mapping import CONTEXT
-from ledger_service.epcis.query import get_event, lot_history_document, query_events, warm_derived
+from ledger_service.epcis import derive
+from ledger_service.epcis import query as epcis_query
+from ledger_service.epcis.query import get_event, warm_derived
 from ledger_service.epcis.tables import EpcisCommand, EpcisEvent, EpcisEventEpc
 from ledger_service.errors import ApiError
 from ledger_service.tables import SERVICE_METADATA, ChainTransaction, CommandItem
@@ -227,7 +229,10 @@ def seed_captured(engine: Engine, vault: Vault) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sources, dict[str, str], Path]]:
-    folder = tmp_path_factory.mktemp("epcis-query")
+    yield from make_world(tmp_path_factory.mktemp("epcis-query"))
+
+
+def make_world(folder: Path) -> Iterator[tuple[Sources, dict[str, str], Path]]:
     index, service = make_engine(f"sqlite:///{folder / 'index.db'}"), make_engine(f"sqlite:///{folder / 'service.db'}")
     INDEX_METADATA.create_all(index)
     SERVICE_METADATA.create_all(service)
@@ -240,6 +245,44 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sources, d
     yield Sources(index, service, vault), names, folder
     index.dispose()
     service.dispose()
+
+
+# The module runs twice: the events derived as dicts (as `partledger epcis export` and the tests read them), and as the
+# routes answer, encoded, from the logs kept encoded (derive.EncodedLogs). In "kept", each query is asked twice: the
+# first derives and keeps its logs, the second reads them kept; both must give the same JSON.
+MODE = {"kept": False}
+
+
+@pytest.fixture(autouse=True, params=["derived", "kept"])
+def mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    MODE["kept"] = request.param == "kept"
+    yield request.param
+    MODE["kept"] = False
+
+
+def _as_json(answer: Any) -> Any:
+    """An answer as it goes out (orjson.Fragments and all) and comes back, without its creationDate (the time now)."""
+    document = orjson.loads(orjson.dumps(answer))
+    document.pop("creationDate", None)
+    return document
+
+
+def _kept(function: Any, **kwargs: Any) -> Any:
+    first = function(**kwargs, encoded=True)
+    again = function(**kwargs, encoded=True)
+    if isinstance(first, tuple):  # query_events: (document, next_url)
+        assert (_as_json(first[0]), first[1]) == (_as_json(again[0]), again[1])
+        return orjson.loads(orjson.dumps(again[0])), again[1]
+    assert _as_json(first) == _as_json(again)
+    return orjson.loads(orjson.dumps(again))
+
+
+def query_events(**kwargs: Any) -> tuple[dict[str, Any], str | None]:
+    return _kept(epcis_query.query_events, **kwargs) if MODE["kept"] else epcis_query.query_events(**kwargs)
+
+
+def lot_history_document(**kwargs: Any) -> dict[str, Any]:
+    return _kept(epcis_query.lot_history_document, **kwargs) if MODE["kept"] else epcis_query.lot_history_document(**kwargs)
 
 
 def label(event: dict[str, Any], names: dict[str, str]) -> str:
@@ -577,10 +620,10 @@ def test_a_query_pauses_the_cyclic_garbage_collector_and_resumes_it_as_it_was(wo
     places = query_module._places
     monkeypatch.setattr(query_module, "_places", lambda *args: seen.append(gc.isenabled()) or places(*args))
     assert gc.isenabled()
-    run(world, perPage="5")
-    lot_history_document(services=world[0], principal=AUDIT, lot=1)
+    epcis_query.query_events(services=world[0], principal=MEMBER, params={"perPage": "5"}, base_url=BASE_URL, encoded=MODE["kept"])
+    epcis_query.lot_history_document(services=world[0], principal=AUDIT, lot=1, encoded=MODE["kept"])
     with pytest.raises(ApiError):
-        lot_history_document(services=world[0], principal=AUDIT, lot=99)
+        epcis_query.lot_history_document(services=world[0], principal=AUDIT, lot=99)
     assert seen == [False, False] and gc.isenabled()  # paused while building, resumed after (an error too)
     gc.disable()
     try:
@@ -683,3 +726,93 @@ def test_get_event_of_an_unknown_id_is_404_unknown_event(world):
         with pytest.raises(ApiError) as raised:
             get_event(services=world[0], principal=MEMBER, event_id=event_id)
         assert (raised.value.code, type(raised.value).__name__) == ("unknown_event", "NotFound")
+
+
+# --- logs kept encoded (derive.EncodedLogs) ---------------------------------------------------------------------------
+
+
+def _encoded_lot(sources: Sources, principal: Principal = AUDIT, lot: int = 1) -> Any:
+    return _as_json(epcis_query.lot_history_document(services=sources, principal=principal, lot=lot, encoded=True))
+
+
+def _encoded_page(sources: Sources, principal: Principal = AUDIT, **params: str) -> Any:
+    document, next_url = epcis_query.query_events(services=sources, principal=principal, params=params, base_url=BASE_URL, encoded=True)
+    return _as_json(document), next_url
+
+
+@pytest.fixture
+def fresh_world(tmp_path: Path) -> Iterator[tuple[Sources, dict[str, str], Path]]:
+    """A world of this test's own (its identities and mirror may change), its kept logs its own."""
+    yield from make_world(tmp_path)
+
+
+def test_kept_logs_answer_a_lot_and_a_query_again_without_deriving_them(fresh_world, monkeypatch):
+    sources = fresh_world[0]
+    asked = [
+        lambda: _encoded_lot(sources), lambda: _encoded_lot(sources, MEMBER), lambda: _encoded_lot(sources, lot=2),
+        lambda: _encoded_page(sources), lambda: _encoded_page(sources, GARAGE, perPage="3"),
+        lambda: _encoded_page(sources, MATCH_epc="urn:epc:idpat:sgtin:9506000.013435.*"),  # a split receipt's own parts
+        lambda: _encoded_page(sources, MATCH_epc=dl("P1"), EQ_bizStep="installing"),  # one vehicle's install of two
+    ]
+    first = [ask() for ask in asked]
+    assert len(derive.encoded_logs(sources.index_engine)) == 13  # every log of blocks 10-16 (the sale's kept with no event)
+
+    def derived(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a kept log was derived again")
+
+    monkeypatch.setattr(derive, "_events_of_rows", derived)
+    assert [ask() for ask in asked] == first
+    assert [label(event, fresh_world[1]) for event in first[6][0]["epcisBody"]["queryResults"]["resultsBody"]["eventList"]] == ["installing@15"]
+    assert "partledger:vinHash" in first[0]["epcisBody"]["eventList"][11] and "partledger:vinHash" not in first[1]["epcisBody"]["eventList"][11]
+    with pytest.raises(AssertionError, match="derived again"):  # an eventID lookup derives its event
+        _encoded_page(sources, EQ_eventID=first[0]["epcisBody"]["eventList"][0]["eventID"])
+
+
+def test_kept_logs_start_over_when_identities_change_or_the_indexer_rolls_a_reorganisation_back(fresh_world):
+    from indexer.tables import IndexerState
+
+    sources = fresh_world[0]
+    before = _encoded_lot(sources)
+    assert _encoded_lot(sources) == before
+    dock = "409876500002" + str(gtin_check_digit("409876500002"))
+    set_identity(sources.service_engine, sources.index_engine, WAREHOUSE, gln=None, company_prefix="4098765", locations=[{"gln": dock, "site": "dock"}])
+    changed = _encoded_lot(sources)
+    assert changed != before and location_uri(dock) in orjson.dumps(changed).decode()
+    assert changed == _as_json(epcis_query.lot_history_document(services=sources, principal=AUDIT, lot=1))
+    memo = derive.encoded_logs(sources.index_engine)
+    fingerprint = memo.fingerprint
+    with sources.index_engine.begin() as conn:  # the indexer rolled a reorganisation back: block 16's log came again, in another block time
+        conn.execute(insert(IndexerState.__table__).values(chain_id=31337, block_number=17, block_hash=b"\x01" * 32, reorgs=1))
+        conn.execute(BlockTime.__table__.update().where(BlockTime.__table__.c.number == 16).values(timestamp=ts(16) + 1))
+    after = _encoded_lot(sources)
+    assert memo.fingerprint != fingerprint
+    assert after == _as_json(epcis_query.lot_history_document(services=sources, principal=AUDIT, lot=1)) != changed
+    removal = next(event for event in after["epcisBody"]["eventList"] if event.get("bizStep") == "removing")
+    assert removal["eventTime"] == iso(ts(16) + 1)
+
+
+def test_a_kept_log_whose_transaction_changed_is_derived_again(fresh_world):
+    sources = fresh_world[0]
+    before = _encoded_lot(sources)
+    with sources.index_engine.begin() as conn:  # a mirror rebuilt from another chain: block 16's log is another transaction
+        conn.execute(PartEvent.__table__.update().where(PartEvent.__table__.c.block_number == 16).values(tx_hash=b"\x99" * 32))
+    after = _encoded_lot(sources)
+    removal = next(event for event in after["epcisBody"]["eventList"] if event.get("bizStep") == "removing")
+    assert removal["partledger:txHash"] == "0x" + "99" * 32
+    assert after == _as_json(epcis_query.lot_history_document(services=sources, principal=AUDIT, lot=1)) != before
+
+
+def test_kept_logs_are_bounded_and_the_first_kept_go_first(fresh_world):
+    sources = fresh_world[0]
+    memo = derive.encoded_logs(sources.index_engine)
+    memo.limit = 4_000
+    expected = _as_json(epcis_query.lot_history_document(services=sources, principal=AUDIT, lot=1))
+    for _ in range(2):
+        assert _encoded_lot(sources) == expected
+        assert 0 < memo.held <= 4_000
+    with sources.index_engine.connect() as conn:
+        lot_logs = conn.exec_driver_sql(
+            "SELECT DISTINCT e.block_number, e.log_index FROM part_events e JOIN parts p ON p.part_id = e.part_id WHERE p.lot = 1 ORDER BY 1, 2"
+        ).all()  # fmt: skip
+    kept = list(memo.logs)
+    assert 0 < len(kept) < len(lot_logs) and kept == [tuple(log) for log in lot_logs[-len(kept) :]]  # the newest ones

@@ -1,4 +1,5 @@
-"""Ledger events as EPCIS 2.0 events, derived from the indexer's mirror when they are read (never stored).
+"""Ledger events as EPCIS 2.0 events, derived from the indexer's mirror (never stored in it; the service keeps those it
+derived in memory, encoded, for the next read: EncodedLogs).
 
 Where it sits: the read side of the service, beside ledger_service.read. The query (ledger_service.epcis.query)
 merges these with the events capture stored; `partledger epcis export` writes a lot's history with them.
@@ -24,7 +25,9 @@ parts at any depth (`lot_related`), and the remanufacturing that made a part of 
   docHash (when the log names a document; it is also the bizTransaction `urn:partledger:doc:0x…`), vinHash (install,
   remove), noticeHash (recall);
 - eventID is the event's canonical hash (partledger.epcis.hashing), computed once per event (and remembered by content,
-  so that a page read again is not hashed again).
+  so that a page read again is not hashed again);
+- the private field (PRIVATE_FIELD, the salted VIN hash) is shown to the log's organisation, auditors and regulators
+  only (shown_event).
 
 A log whose transaction carries an EPCIS capture job's command (epcis_commands ⋈ command_items ⋈ chain_transactions)
 is not derived: the captured event stands for it.
@@ -83,6 +86,7 @@ NO_BIZ_LOCATION = frozenset({"ship", "sell", RECALL})  # the objects leave the s
 # The mirror keeps no log index for a recall: it sorts after the part events of its block.
 RECALL_LOG_INDEX = 2**31 - 1
 SQL_CHUNK = 5_000  # bound parameters per IN list (SQLite allows 32,766; PostgreSQL 65,535)
+PRIVATE_FIELD = "partledger:vinHash"  # shown to the event's organisation, auditors and regulators only
 READ_CAPTURED_FROM = 64  # transactions asked about at once from which the capture jobs' are read whole if fewer
 
 
@@ -254,6 +258,186 @@ def finish(event: dict[str, Any], hasher: Callable[[dict[str, Any]], str] = HASH
     of it (the canonical hash leaves eventID out). Set in place: a copy to put it first costs more than the hash memo."""
     event["eventID"] = hasher(event)
     return event
+
+
+# --- logs kept encoded ----------------------------------------------------------------------------------------------
+
+ENCODED_BYTES = 64 * 1024 * 1024  # what EncodedLogs holds at most: its events' JSON and ENTRY_BYTES an event
+ENTRY_BYTES = 200
+
+
+class Encoded(NamedTuple):
+    """A derived event as its JSON, as it goes out: `public` without PRIVATE_FIELD, `private` with it (None: the
+    event has none)."""
+
+    public: orjson.Fragment
+    private: orjson.Fragment | None
+
+
+class Names(NamedTuple):
+    """What one event names, for the filters _events_of_rows applies to an event of a split log (an install per
+    vehicle, a receipt per sender) or of a log that moved containers: its parts' lots (and those of the parts inside
+    its containers), ids and GTINs."""
+
+    lots: frozenset[Any]
+    part_ids: frozenset[bytes]
+    gtins: frozenset[Any]
+    split: bool  # its log has other events
+
+
+class Kept(NamedTuple):
+    derived: Derived  # its event an Encoded
+    names: Names | None  # None: the log's only event
+    size: int  # its JSON's bytes
+
+
+class KeptLog(NamedTuple):
+    tx_hash: bytes
+    events: tuple[Kept, ...]
+    size: int
+    plain: bool  # False: a packing, assembly or remanufacturing, whose MATCH_ filters look at more than Names
+
+
+class EncodedLogs:
+    """The derived events of mirrored logs, encoded, by (block, log index): a lot's history or a GTIN's events read
+    again are the same bytes, and deriving them is most of the read (the rows' SQL and building 10^4 events:
+    benchmarks/epcis_bench.py). A read asks for the logs it wants by the log query alone, and takes the kept ones
+    when it has them all; else it reads the rows and derives, keeping what it derives (Recorder). The capture
+    worker's warm-up (query.warm_derived) keeps the logs of each block as the indexer writes it.
+
+    What a mirrored log's events say does not change, except through the members' GS1 identities and a
+    reorganisation: the fingerprint (query._kept_fingerprint: the identities and indexer_state.reorgs, read in the
+    same snapshot as the rows) changing starts the memo over, and a recorder of another fingerprint keeps nothing. A
+    log is also kept with its transaction's hash and found only under it (a rebuilt mirror of another chain). A
+    packing, assembly or remanufacturing is kept for reads without a MATCH_ parameter only (its filters look at more
+    than its rows). Bounded (ENCODED_BYTES): the first kept go first."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = ENCODED_BYTES if limit is None else limit
+        self.logs: dict[tuple[int, int], KeptLog] = {}  # read without the lock: a dict's get is atomic
+        self.held = 0
+        self.fingerprint: Any = None
+        self.lock = threading.Lock()
+
+    def recorder(self, fingerprint: Any, final_block: int) -> Recorder:
+        """A Recorder of the logs up to `final_block` (the mirror's head in the reader's snapshot)."""
+        with self.lock:
+            if fingerprint != self.fingerprint:
+                self.logs, self.held, self.fingerprint = {}, 0, fingerprint
+        return Recorder(self, fingerprint, final_block)
+
+    def kept(self, fingerprint: Any, logs: Sequence[Any], *, plain: bool) -> list[KeptLog] | None:
+        """The kept logs of `logs` (rows of _log_query: block, log index, chain, transaction), in their order; None
+        unless all of them are kept (and `plain`, if asked)."""
+        if fingerprint != self.fingerprint:
+            return None
+        get, found = self.logs.get, []
+        for block, log_index, _, tx_hash in logs:
+            log = get((block, log_index))
+            if log is None or log.tx_hash != tx_hash or (plain and not log.plain):
+                return None
+            found.append(log)
+        return found
+
+    def keep(self, fingerprint: Any, block: int, log_index: int, tx_hash: bytes, events: tuple[Kept, ...], *, plain: bool = True) -> None:
+        size = ENTRY_BYTES * (1 + len(events)) + sum(kept.size for kept in events)
+        with self.lock:
+            if fingerprint != self.fingerprint:
+                return  # the identities changed meanwhile
+            old = self.logs.pop((block, log_index), None)
+            if old is not None:
+                self.held -= old.size
+            self.logs[(block, log_index)] = KeptLog(bytes(tx_hash), events, size, plain)
+            self.held += size
+            while self.held > self.limit and self.logs:
+                self.held -= self.logs.pop(next(iter(self.logs))).size
+
+    def __len__(self) -> int:
+        return len(self.logs)
+
+
+@dataclass(frozen=True)
+class Recorder:
+    """Keeps the logs a derivation makes of blocks up to `final_block` (_events_of_rows)."""
+
+    memo: EncodedLogs
+    fingerprint: Any
+    final_block: int
+
+    def keep(self, block: int, log_index: int, tx_hash: bytes, events: tuple[Kept, ...], *, plain: bool = True) -> None:
+        self.memo.keep(self.fingerprint, block, log_index, tx_hash, events, plain=plain)
+
+
+def encoded(derived: Derived, group: list[Any] | None = None, inside: list[Any] | None = None, *, split: bool = False) -> Kept:
+    """`derived` (its event a dict) kept encoded; `group`: its rows, when its log has more events than it (`split`)
+    or moved containers (with their contents' rows: `inside`)."""
+    event = derived.event
+    public = orjson.dumps(event)
+    if PRIVATE_FIELD in event:
+        private = public
+        public = orjson.dumps({name: value for name, value in event.items() if name != PRIVATE_FIELD})
+        shown, size = Encoded(orjson.Fragment(public), orjson.Fragment(private)), len(public) + len(private)
+    else:
+        shown, size = Encoded(orjson.Fragment(public), None), len(public)
+    names = None
+    if group is not None:
+        lots = {row[_LOT] for row in group}
+        if inside:
+            containers = {bytes(row[_PART]) for row in group}
+            lots.update(row[_LOT] for row in inside if bytes(row[_REL]) in containers)
+        names = Names(frozenset(lots), frozenset(bytes(row[_PART]) for row in group), frozenset(row[_GTIN] for row in group), split)
+    return Kept(_new(Derived, (derived.key, derived.time_ms, derived.org_id, shown)), names, size)
+
+
+def shown_event(derived: Derived, may_see_private: bool) -> Any:
+    """A derived event as a caller sees it: its private field only if `may_see_private`. A dict, or an
+    orjson.Fragment of a kept event."""
+    event = derived.event
+    if type(event) is Encoded:
+        return event.private if may_see_private and event.private is not None else event.public
+    if PRIVATE_FIELD in event and not may_see_private:
+        return {name: value for name, value in event.items() if name != PRIVATE_FIELD}
+    return event
+
+
+def _names_match(match: EpcMatch, names: Names) -> bool:
+    """_matches, on a kept event's names."""
+    return "epc" in match.roles and (not names.part_ids.isdisjoint(match.part_ids) or not names.gtins.isdisjoint(match.gtins))
+
+
+def _kept_events(logs: list[KeptLog], ledger: LedgerFilter, after: LedgerKey | None) -> Iterator[Derived]:
+    """The events of kept logs that `ledger` wants (as _events_of_rows filters a split log's events), after `after`."""
+    matches, lot = ledger.epcs, ledger.lot
+    for log in logs:
+        for derived, names, _ in log.events:
+            if names is not None:
+                if matches and not all(_names_match(match, names) for match in matches):
+                    continue
+                if lot is not None and names.split and lot not in names.lots:
+                    continue
+            if after is not None and not derived.key > after:
+                continue
+            yield derived
+
+
+def _may_read_kept(ledger: LedgerFilter) -> bool:
+    """Whether kept logs can answer `ledger`: not an eventID lookup, and at most one MATCH_ parameter, looking at the
+    parts a log moves (a single-event log's parts all match then: the log query chose it by them)."""
+    matches = ledger.epcs
+    return ledger.keys is None and (not matches or (len(matches) == 1 and "epc" in matches[0].roles))
+
+
+_MEMOS: weakref.WeakKeyDictionary[Engine, EncodedLogs] = weakref.WeakKeyDictionary()
+_MEMOS_LOCK = threading.Lock()
+
+
+def encoded_logs(engine: Engine) -> EncodedLogs:
+    """The EncodedLogs of the mirror `engine` reads."""
+    with _MEMOS_LOCK:
+        found = _MEMOS.get(engine)
+        if found is None:
+            found = _MEMOS[engine] = EncodedLogs()
+        return found
 
 
 # --- reading the mirror -------------------------------------------------------------------------------------------
@@ -448,9 +632,18 @@ def _site_keys(ledger: LedgerFilter) -> frozenset[str] | None:
 
 
 def _part_events(index: Connection, service: Connection, places: Places, ledger: LedgerFilter, after: LedgerKey | None,
-                 hasher: Callable[[dict[str, Any]], str], chunk: int) -> Iterator[Derived]:  # fmt: skip
+                 hasher: Callable[[dict[str, Any]], str], chunk: int, *, recorder: Recorder | None = None,
+                 reader: Recorder | None = None) -> Iterator[Derived]:  # fmt: skip
+    """`recorder`: keep the final logs derived; `reader`: also take kept logs when a chunk's are all kept (their
+    events then come as Encoded, not dicts) and keep what is derived."""
     if ledger.nothing or not _part_operations(ledger) or any(match.empty for match in ledger.epcs) or ledger.classes:
         return
+    if reader is not None:
+        recorder = reader
+        if not _may_read_kept(ledger):
+            reader = None
+    if recorder is not None and (ledger.keys is not None or hasher is not HASHES):
+        recorder = None  # an eventID lookup derives only some of a log's events
     skip = CapturedTransactions(service)
     related = has_related(index)
     lot_extra = None
@@ -458,14 +651,26 @@ def _part_events(index: Connection, service: Connection, places: Places, ledger:
         lot_extra = ledger.lot_extra if ledger.lot_extra is not None else lot_related(index, ledger.lot)
     cursor = after
     while True:
-        rows = index.execute(_rows_query(_log_query(ledger, cursor, related=related, lot_extra=lot_extra).limit(chunk).subquery())).all()
+        log_query = _log_query(ledger, cursor, related=related, lot_extra=lot_extra).limit(chunk)
+        if reader is not None:
+            wanted = index.execute(log_query).all()
+            if not wanted:
+                return
+            kept = reader.memo.kept(reader.fingerprint, wanted, plain=bool(ledger.epcs))
+            if kept is not None:
+                yield from _kept_events(kept, ledger, after)
+                if len(wanted) < chunk:
+                    return
+                cursor = LedgerKey(wanted[-1][0], wanted[-1][1] + 1, -1)
+                continue
+        rows = index.execute(_rows_query(log_query.subquery())).all()
         if not rows:
             return
         logs = [0]
         if after is None:
-            yield from _events_of_rows(index, skip, places, ledger, rows, hasher, logs, related)
+            yield from _events_of_rows(index, skip, places, ledger, rows, hasher, logs, related, recorder)
         else:
-            for event in _events_of_rows(index, skip, places, ledger, rows, hasher, logs, related):
+            for event in _events_of_rows(index, skip, places, ledger, rows, hasher, logs, related, recorder):
                 if event.key > after:
                     yield event
         if logs[0] < chunk:
@@ -564,14 +769,16 @@ def _row_epc(row: Any, names: dict[bytes, Named]) -> str:
 
 
 def _events_of_rows(index: Connection, skip: CapturedTransactions, places: Places, ledger: LedgerFilter, rows: list[Any],
-                    hasher: Callable[[dict[str, Any]], str], logs: list[int], related: bool = False) -> Iterator[Derived]:  # fmt: skip
+                    hasher: Callable[[dict[str, Any]], str], logs: list[int], related: bool = False,
+                    recorder: Recorder | None = None) -> Iterator[Derived]:  # fmt: skip
     """The events of the rows (_rows_query) of whole logs, in order; counts the logs in logs[0]. `related`: whether the
     mirror holds any containment or remanufacturing (else the rows need nothing looked up for it).
 
     The hot loop of a lot's history (10^4 events, a few microseconds each): rows are read by position, and what
     events share is made once: a block's time, a kind of log's fields from a site (_Shape), a log's transaction
     hash, a GTIN's URI prefix. Events of one chunk share those nested values (readPoint, bizLocation): read, never
-    changed."""
+    changed. `recorder`: every event of a final log is made (those the filters drop too), and the log kept whole once
+    its last event is made (a log left halfway, at the end of a page, is not kept)."""
     times = block_times(index, {row[_BLOCK] for row in rows})
     registered = sorted({row[_LOT] for row in rows if row[_KIND] == "registered"})
     codes = dict(driver_rows(index, f"SELECT lot, lot_code FROM {T_LOT.name} WHERE lot {{}}", registered)) if registered else {}
@@ -591,6 +798,7 @@ def _events_of_rows(index: Connection, skip: CapturedTransactions, places: Place
     prefixes = _GTIN_PREFIXES
     memo, sha256, dumps = HASHES.hashes if hasher is HASHES else None, hashlib.sha256, orjson.dumps
     matches, lot, keys = ledger.epcs, ledger.lot, ledger.keys
+    final = recorder.final_block if recorder is not None else -1
     count, start, total = 0, 0, len(rows)
     while start < total:
         first = rows[start]
@@ -602,9 +810,13 @@ def _events_of_rows(index: Connection, skip: CapturedTransactions, places: Place
         start = end
         count += 1
         if skipped and bytes(first[_TX]) in skipped:
+            if block <= final:
+                recorder.keep(block, log_index, first[_TX], ())  # type: ignore[union-attr]
             continue
         kind = first[_KIND]
         if reborn and kind == "registered" and len(log_rows) == 1 and (bytes(first[_PART]), bytes(first[_TX])) in reborn:
+            if block <= final:
+                recorder.keep(block, log_index, first[_TX], ())  # type: ignore[union-attr]
             continue  # the new part of a remanufacturing: its TransformationEvent names it
         seconds = times[block]
         when = whens.get(seconds)
@@ -618,14 +830,19 @@ def _events_of_rows(index: Connection, skip: CapturedTransactions, places: Place
             key = _new(LedgerKey, (block, log_index, first[_POSITION]))
             if keys is not None and key not in keys:
                 continue
-            event = _containment_event(shape, log_rows, when, names, matches)
+            event = _containment_event(shape, log_rows, when, names, () if block <= final else matches)
             if event is None:
                 continue
             event["partledger:txHash"] = "0x" + bytes(first[_TX]).hex()
             event["partledger:logIndex"] = log_index
             event["partledger:blockNumber"] = block
             event["eventID"] = hasher(event)
-            yield _new(Derived, (key, seconds * 1000, org, event))
+            derived = _new(Derived, (key, seconds * 1000, org, event))
+            if block <= final:
+                recorder.keep(block, log_index, first[_TX], (encoded(derived),), plain=False)  # type: ignore[union-attr]
+                if matches and _containment_event(shape, log_rows, when, names, matches) is None:
+                    continue
+            yield derived
             continue
         inside: list[Any] = []
         if related and log_rows[-1][_REL] is not None and kind != "registered":  # a container moved: its contents' rows follow
@@ -640,11 +857,15 @@ def _events_of_rows(index: Connection, skip: CapturedTransactions, places: Place
             groups = _split(log_rows, itemgetter(column))
         operation = shape.operation
         tx_hash = None
+        kept: list[Kept] | None = [] if block <= final else None
         for split, group in groups:
+            wanted = True
             if matches and (len(matches) > 1 or len(groups) > 1 or inside or "epc" not in matches[0].roles) and not all(_matches(match, group) for match in matches):
-                continue  # (a whole log matches the first match: _log_query chose it by that)
-            if lot is not None and len(groups) > 1 and not any(row[_LOT] == lot for row in group) and not _holds_lot(inside, group, lot):
-                continue  # a split log's event about other lots' parts only
+                wanted = False  # (a whole log matches the first match: _log_query chose it by that)
+            elif lot is not None and len(groups) > 1 and not any(row[_LOT] == lot for row in group) and not _holds_lot(inside, group, lot):
+                wanted = False  # a split log's event about other lots' parts only
+            if not wanted and kept is None:
+                continue
             key = _new(LedgerKey, (block, log_index, group[0][_POSITION]))
             if keys is not None and key not in keys:
                 continue
@@ -685,7 +906,13 @@ def _events_of_rows(index: Connection, skip: CapturedTransactions, places: Place
                 event["eventID"] = memo.get(sha256(dumps(event)).digest()[:16]) or HASHES(event)
             else:
                 event["eventID"] = hasher(event)
-            yield _new(Derived, (key, seconds * 1000, org, event))
+            derived = _new(Derived, (key, seconds * 1000, org, event))
+            if kept is not None:
+                kept.append(encoded(derived, group, inside, split=len(groups) > 1) if len(groups) > 1 or inside else encoded(derived))
+            if wanted:
+                yield derived
+        if kept is not None:
+            recorder.keep(block, log_index, first[_TX], tuple(kept))  # type: ignore[union-attr]
     logs[0] = count
 
 
@@ -819,10 +1046,14 @@ def derived_events(
     after: LedgerKey | None = None,
     chunk: int = 2_000,
     hasher: Callable[[dict[str, Any]], str] = HASHES,
+    reader: Recorder | None = None,
+    recorder: Recorder | None = None,
 ) -> Iterator[Derived]:
     """The derived events `ledger` wants, after `after`, in order; lazily, `chunk` logs at a time (merged with the
-    recalls only when there is one: a lot's 10^4 part events then come straight)."""
-    parts = _part_events(index, service, places, ledger, after, hasher, chunk)
+    recalls only when there is one: a lot's 10^4 part events then come straight). `reader`: the final logs kept
+    encoded (EncodedLogs) are read where they can answer, and those derived are kept; events may then come as Encoded
+    (shown: shown_event). `recorder`: the logs derived are kept, nothing read from the kept ones."""
+    parts = _part_events(index, service, places, ledger, after, hasher, chunk, reader=reader, recorder=recorder)
     recalls = _recall_events(index, service, places, ledger, after, hasher)
     first = next(recalls, None)
     return parts if first is None else heapq.merge(parts, itertools.chain((first,), recalls), key=_KEY)
@@ -848,8 +1079,10 @@ class DerivedIds:
         self.fingerprint: Any = None
         self.lock = threading.Lock()
 
-    def lookup(self, index: Connection, service: Connection, places: Places, event_id: str | None, *, fingerprint: Any, head: int) -> LedgerKey | None:
-        """The key of the derived event `event_id` (None: only bring the index up to `head`)."""
+    def lookup(self, index: Connection, service: Connection, places: Places, event_id: str | None, *, fingerprint: Any, head: int,
+               recorder: Recorder | None = None) -> LedgerKey | None:  # fmt: skip
+        """The key of the derived event `event_id` (None: only bring the index up to `head`); `recorder`: keep the
+        logs derived on the way (EncodedLogs)."""
         try:
             digest = hash_digest(event_id) if event_id is not None else None
         except (ValueError, ValidationError):
@@ -859,7 +1092,7 @@ class DerivedIds:
                 self.ids, self.block, self.fingerprint = {}, -1, fingerprint
             if (digest is None or digest not in self.ids) and head > self.block:
                 ledger = LedgerFilter(first_block=self.block + 1, last_block=head)
-                for derived in derived_events(index, service, places=places, ledger=ledger):
+                for derived in derived_events(index, service, places=places, ledger=ledger, recorder=recorder):
                     self.ids[hash_digest(derived.event["eventID"])] = derived.key
                 self.block = head
             return self.ids.get(digest) if digest is not None else None

@@ -84,7 +84,7 @@ PLACE_PARAMETERS = ("EQ_bizLocation", "EQ_readPoint")
 PARAMETERS = frozenset(
     (*EPC_PARAMETERS, *TIME_PARAMETERS, *WORD_PARAMETERS, *PLACE_PARAMETERS, "EQ_eventID", "perPage", "nextPageToken")
 )
-PRIVATE_DERIVED = "partledger:vinHash"
+PRIVATE_DERIVED = derive.PRIVATE_FIELD
 EVENT_HASH = "partledger:eventHash"
 CAPTURED, DERIVED = 0, 1
 
@@ -335,20 +335,33 @@ def _show_captured(row: Any, principal: Principal, vault: Vault | None) -> Shown
     return Shown((row.event_time_ms, CAPTURED, row.seq, 0, 0), event)
 
 
-def _show_derived(derived: Derived, principal: Principal) -> Shown:
+def _show_derived(derived: Derived, principal: Principal, sees_everything: bool | None = None) -> Shown:
     key = derived.key
-    return _new(Shown, ((derived.time_ms, DERIVED, key[0], key[1], key[2]), _derived_event(derived, principal)))
+    return _new(Shown, ((derived.time_ms, DERIVED, key[0], key[1], key[2]), _derived_event(derived, principal, sees_everything)))
 
 
 _new = tuple.__new__  # a NamedTuple made without its Python __new__ (one per event of a page)
 
 
-def _derived_event(derived: Derived, principal: Principal) -> dict[str, Any]:
-    """A derived event as `principal` sees it."""
-    event = derived.event
-    if PRIVATE_DERIVED in event and not (principal.sees_everything or principal.org_id == derived.org_id):
-        event = {name: value for name, value in event.items() if name != PRIVATE_DERIVED}
-    return event
+def _derived_event(derived: Derived, principal: Principal, sees_everything: bool | None = None) -> Any:
+    """A derived event as `principal` sees it (a dict, or the orjson.Fragment of a kept one); `sees_everything`:
+    principal.sees_everything, when the caller asked once for many events."""
+    if sees_everything is None:
+        sees_everything = principal.sees_everything
+    return derive.shown_event(derived, sees_everything or principal.org_id == derived.org_id)
+
+
+def _reader(sources: Sources, index: Connection, places: Places, encoded: bool) -> derive.Recorder | None:
+    """Where a query answered as JSON (`encoded`) reads and keeps logs encoded (derive.EncodedLogs)."""
+    if not encoded:
+        return None
+    return derive.encoded_logs(sources.index_engine).recorder(_kept_fingerprint(index, places), _head(index))
+
+
+def _kept_fingerprint(index: Connection, places: Places) -> Any:
+    """What derive.EncodedLogs' logs depend on beyond their rows: the identities, and the reorganisations the
+    indexer rolled back (a replaced block's logs may keep their transactions and log indexes)."""
+    return (_fingerprint(places), index.execute(select(func.coalesce(func.sum(T_STATE.c.reorgs), 0))).scalar())
 
 
 # --- derived events -----------------------------------------------------------------------------------------------
@@ -491,13 +504,17 @@ def warm_derived(sources: Sources) -> int:
     with collector_paused(), index, service, index.begin(), service.begin():
         places = _places(sources, index)
         ids = derive.derived_ids(sources.index_engine)
-        ids.lookup(index, service, places, None, fingerprint=_fingerprint(places), head=_head(index))
+        fingerprint, head = _fingerprint(places), _head(index)
+        recorder = derive.encoded_logs(sources.index_engine).recorder(_kept_fingerprint(index, places), head)
+        ids.lookup(index, service, places, None, fingerprint=fingerprint, head=head, recorder=recorder)
         return len(ids)
 
 
-def query_events(*, services: Sources, principal: Principal, params: Mapping[str, str | Sequence[str]], base_url: str) -> tuple[dict[str, Any], str | None]:
+def query_events(*, services: Sources, principal: Principal, params: Mapping[str, str | Sequence[str]], base_url: str,
+                 encoded: bool = False) -> tuple[dict[str, Any], str | None]:  # fmt: skip
     """GET /events: an EPCISQueryDocument of one page of the events matching `params`, and the next page's URL
-    (for `Link: <url>; rel="next"`), None on the last page."""
+    (for `Link: <url>; rel="next"`), None on the last page. `encoded`: the answer goes out as JSON (orjson), and
+    its derived events may be orjson.Fragments (derive.EncodedLogs)."""
     query = parse_query(params, principal=principal)
     after = decode_token(query)
     index, service = _read(services)
@@ -506,10 +523,13 @@ def query_events(*, services: Sources, principal: Principal, params: Mapping[str
         keys = _derived_keys(services, index, service, places, query.event_ids) if query.event_ids is not None else None
         ledger, derived_after = _derived_after(ledger_filter(query, index=index, places=places, derived_keys=keys), after, index)
         wanted = query.per_page + 1
+        sees_everything = principal.sees_everything
         captured = (_show_captured(row, principal, services.vault) for row in service.execute(_captured_select(query, after, service).limit(wanted)))
         derived = (  # as many logs a chunk as the page wants events: each chunk is a pass over the logs that match
-            _show_derived(event, principal)
-            for event in derive.derived_events(index, service, places=places, ledger=ledger, after=derived_after, chunk=max(wanted, 64))
+            _show_derived(event, principal, sees_everything)
+            for event in derive.derived_events(
+                index, service, places=places, ledger=ledger, after=derived_after, chunk=max(wanted, 64), reader=_reader(services, index, places, encoded)
+            )  # fmt: skip
         )
         page = list(itertools.islice(heapq.merge(captured, derived, key=_KEY), wanted))
     next_url = None
@@ -558,23 +578,27 @@ def get_event(*, services: Sources, principal: Principal, event_id: str) -> dict
     raise NotFound(f"no event {event_id!r}", code="unknown_event")
 
 
-def lot_history_document(*, services: Sources, principal: Principal, lot: int) -> dict[str, Any]:
+def lot_history_document(*, services: Sources, principal: Principal, lot: int, encoded: bool = False) -> dict[str, Any]:
     """Every event of a lot, oldest first, as one EPCISDocument: the ledger's (derived; an event names every part of
     its log, the lot's and any other's; with the packings of the containers that held its parts: derive.lot_related)
-    and the captured events that name one of its parts, its class (LGTIN) or one of those containers."""
+    and the captured events that name one of its parts, its class (LGTIN) or one of those containers. `encoded`: as
+    query_events."""
     index, service = _read(services)
     with collector_paused(), index, service, index.begin(), service.begin():
         code = index.execute(select(T_LOT.c.lot_code).where(T_LOT.c.lot == lot)).scalar()
         if code is None:
             raise NotFound(f"no lot {lot}", code="unknown_lot")
         places = _places(services, index)
+        sees_everything = principal.sees_everything
         related = derive.lot_related(index, lot) if derive.has_related(index) else derive.LotRelated()
         captured = [_show_captured(row, principal, services.vault) for row in _lot_captured(index, service, lot, code, containers=related.containers)]
-        derived = derive.derived_events(index, service, places=places, ledger=LedgerFilter(lot=lot, lot_extra=related), chunk=LOT_CHUNK)
+        derived = derive.derived_events(
+            index, service, places=places, ledger=LedgerFilter(lot=lot, lot_extra=related), chunk=LOT_CHUNK, reader=_reader(services, index, places, encoded)
+        )  # fmt: skip
         if captured:
-            events = [shown.event for shown in heapq.merge(captured, map(partial(_show_derived, principal=principal), derived), key=_KEY)]
+            events = [shown.event for shown in heapq.merge(captured, map(partial(_show_derived, principal=principal, sees_everything=sees_everything), derived), key=_KEY)]
         else:  # the derived events as they come (10^4 of them: no merge, no Shown)
-            events = [_derived_event(event, principal) for event in derived]
+            events = [_derived_event(event, principal, sees_everything) for event in derived]
     return {
         "@context": CONTEXT,
         "type": "EPCISDocument",

@@ -223,7 +223,7 @@ def _wake(app: Any) -> None:
 
 @router.get("/events", response_class=LdJson, responses={200: {"description": "an EPCISQueryDocument; the next page in Link rel=next", **_ld(EPCIS_DOCUMENT_SCHEMA)}})
 def get_events(request: Request, principal: CurrentPrincipal, services: ServicesDep) -> Response:
-    document, next_url = query.query_events(services=services, principal=principal, params=request.query_params, base_url=str(request.url).split("?")[0])
+    document, next_url = query.query_events(services=services, principal=principal, params=request.query_params, base_url=str(request.url).split("?")[0], encoded=True)
     headers = dict(VERSION_HEADERS)
     if next_url is not None:
         headers["Link"] = f'<{next_url}>; rel="next"'
@@ -264,7 +264,7 @@ def get_event(event_id: str, principal: CurrentPrincipal, services: ServicesDep)
 
 @router.get("/lots/{lot}/document", response_class=LdJson, responses={200: {"description": "the lot's history, oldest first", **_ld(EPCIS_DOCUMENT_SCHEMA)}})
 def get_lot_document(lot: Annotated[int, Path(ge=1, lt=2**63)], principal: CurrentPrincipal, services: ServicesDep) -> Response:
-    document = query.lot_history_document(services=services, principal=principal, lot=lot)
+    document = query.lot_history_document(services=services, principal=principal, lot=lot, encoded=True)
     return LdJson(orjson.dumps(document), headers=VERSION_HEADERS)
 
 
