@@ -70,6 +70,28 @@ def test_a_document_prepared_in_a_worker_process_equals_the_one_prepared_in_the_
     assert there.errors == here.errors and there.event_ids == here.event_ids
 
 
+def _reversed(document: bytes) -> bytes:
+    body = json.loads(zlib.decompress(document))
+    body["epcisBody"]["eventList"].reverse()  # the refused events first
+    return zlib.compress(json.dumps(body).encode())
+
+
+@pytest.mark.parametrize("order", ["as-made", "reversed"])
+def test_a_document_shared_between_the_thread_and_the_worker_equals_the_one_prepared_in_the_thread(preparer: Preparer, order: str) -> None:
+    document, directory = _document(), _directory()
+    if order == "reversed":
+        document = _reversed(document)
+    here = prepare_document(document, directory)
+    count = len(here.event_ids)
+    assert any((index < count // 2) == (order == "reversed") for index in here.errors)  # refusals in the worker's half, or the thread's
+    assert any(code == "invalid_event" for code, _ in here.errors.values())  # a schema problem, whose path names its index
+    assert preparer.wait_until_up(timeout=120)
+    shared = preparer.prepare(document, count, directory, share=True)
+    assert shared.pid != os.getpid()
+    assert shared.todo == here.todo and [p.index for p in shared.todo] == [p.index for p in here.todo]
+    assert shared.errors == here.errors and shared.event_ids == here.event_ids
+
+
 def test_a_killed_worker_costs_its_document_nothing_and_is_replaced(preparer: Preparer) -> None:
     document, directory = _document(), _directory()
     expected = prepare_document(document, directory)

@@ -44,17 +44,22 @@ class PreparedDocument:
     pid: int
 
 
-def prepare_document(compressed: bytes, directory: Directory) -> PreparedDocument:
-    """The whole pass over a stored capture document (zlib-compressed JSON, as the job row keeps it)."""
+def prepare_document(compressed: bytes, directory: Directory, start: int = 0, stop: int | None = None) -> PreparedDocument:
+    """The whole pass over a stored capture document (zlib-compressed JSON, as the job row keeps it); or over its
+    events[start:stop] only, validated as a document of their own, with indexes and error paths as in the whole."""
     document = orjson.loads(zlib.decompress(compressed))
     events = document["epcisBody"]["eventList"]
+    if start or stop is not None:
+        events = events[start:stop]
+        document = {**document, "epcisBody": {**document["epcisBody"], "eventList": events}}
     context = document.get("@context")
     errors: dict[int, tuple[str, str]] = {}
     for problem in validate_document(document):
         if problem.event_index is not None:
-            errors.setdefault(problem.event_index, ("invalid_event", f"{problem.path}: {problem.message}"))
+            path = _in_whole(problem.path, problem.event_index, start)
+            errors.setdefault(start + problem.event_index, ("invalid_event", f"{path}: {problem.message}"))
     todo: list[Prepared] = []
-    for index, raw in enumerate(events):
+    for index, raw in enumerate(events, start):
         if index in errors:
             continue
         try:
@@ -63,6 +68,20 @@ def prepare_document(compressed: bytes, directory: Directory) -> PreparedDocumen
             errors[index] = (exc.code, str(exc))
     event_ids = [raw.get("eventID") if isinstance(raw, dict) and isinstance(raw.get("eventID"), str) else None for raw in events]
     return PreparedDocument(todo=todo, errors=errors, event_ids=event_ids, pid=os.getpid())
+
+
+def _in_whole(path: str, index: int, start: int) -> str:
+    """A problem's JSON Pointer into events[start:] as a document, pointing into the whole document."""
+    marker = f"/eventList/{index}"
+    at = path.find(marker)
+    rest = path[at + len(marker) :]
+    if not start or at < 0 or (rest and not rest.startswith("/")):
+        return path
+    return f"{path[:at]}/eventList/{index + start}{rest}"
+
+
+def _joined(first: PreparedDocument, rest: PreparedDocument) -> PreparedDocument:
+    return PreparedDocument(todo=first.todo + rest.todo, errors={**first.errors, **rest.errors}, event_ids=first.event_ids + rest.event_ids, pid=rest.pid)
 
 
 def _ready() -> int:
@@ -82,12 +101,20 @@ class Preparer:
         self._started: Future[int] | None = None  # the pool's first task: done once a worker is up
         self.by_workers = 0  # documents the workers prepared
 
-    def prepare(self, compressed: bytes, event_count: int, directory: Directory) -> PreparedDocument:
+    def prepare(self, compressed: bytes, event_count: int, directory: Directory, *, share: bool = False) -> PreparedDocument:
+        """`share`: the calling thread has nothing else to do meanwhile (its job checks next, and no job before it
+        is checking): it prepares the first half of the events while the worker prepares the rest."""
         if self._large(event_count):
             pool = self._pool_if_up()
             if pool is not None:
                 try:
-                    done = pool.submit(prepare_document, compressed, directory).result()
+                    if share and event_count >= 2:
+                        half = event_count // 2
+                        theirs = pool.submit(prepare_document, compressed, directory, half)
+                        mine = prepare_document(compressed, directory, 0, half)
+                        done = _joined(mine, theirs.result())
+                    else:
+                        done = pool.submit(prepare_document, compressed, directory).result()
                     self.by_workers += 1
                     return done
                 except BrokenProcessPool:

@@ -174,7 +174,7 @@ class CaptureWorker:
         try:
             run_job(
                 self.services, job_id, stop=self._stop, submitted=lambda: self._checked(org_id, job_id), preparer=self.preparer,
-                turn=lambda: self._take_turn(org_id, job_id),
+                turn=lambda: self._take_turn(org_id, job_id), first=lambda: self._checking.get(org_id) == job_id,
             )  # fmt: skip
         except JobStopped:
             pass
@@ -254,11 +254,12 @@ def _roles(services: Services, org_id: int) -> Role:
 
 def run_job(
     services: Services, job_id: str, *, stop: threading.Event, submitted: Callable[[], None] = lambda: None, preparer: Preparer | None = None,
-    turn: Callable[[], None] = lambda: None,
+    turn: Callable[[], None] = lambda: None, first: Callable[[], bool] = lambda: False,
 ) -> None:  # fmt: skip
     """Runs a capture job to its end: prepares its document, waits for its `turn` to check and submit, and calls
     `submitted` once everything it will submit is in the outbox (then it only waits for the chain), so that its
-    organisation's next job may take its turn."""
+    organisation's next job may take its turn. `first`: whether no job of its organisation is before it (it then
+    prepares half of a large document in its own thread, beside the worker process: Preparer.prepare's `share`)."""
     engine = services.service_engine
     with engine.connect() as conn:
         row = conn.execute(select(T_JOB).where(T_JOB.c.id == job_id)).first()
@@ -269,7 +270,7 @@ def run_job(
     ahead = preparer is not None and preparer.worker_up_for(row.event_count)  # else the thread it would prepare in is the service's
     if not ahead:
         turn()
-    prepared = preparer.prepare(row.document, row.event_count, directory) if preparer is not None else prepare_document(row.document, directory)
+    prepared = preparer.prepare(row.document, row.event_count, directory, share=first()) if preparer is not None else prepare_document(row.document, directory)
     todo, errors, events = prepared.todo, prepared.errors, prepared.event_ids
     if ahead:
         turn()
