@@ -220,6 +220,23 @@ def test_a_20000_event_document_is_captured(site: Site):
     events = [object_event("inspecting", [sgtin(GTIN_B, f"BIG-{i}")], eventTime=f"2026-12-02T10:{i // 600 % 60:02d}:{i // 10 % 60:02d}.{i % 10:03d}Z") for i in range(20_000)]
     view = capture(site, "maker", document(*events), timeout=240)
     assert view["success"] is True and view["capturedCount"] == 20_000, view["errors"][:3]
+    from sqlalchemy import text
+
+    from ledger_service.epcis.capture import BATCH_SIZE
+    from partledger.db import make_engine
+
+    engine = make_engine(site.stack.service_db_url)
+
+    def batches() -> list[int] | None:  # the job's events' batch sizes, once every one of them is in a batch
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT batch_id, count(*) FROM epcis_events WHERE capture_id = :job GROUP BY batch_id"), {"job": view["captureID"]}).all()
+        return None if any(batch is None for batch, _ in rows) else sorted(count for _, count in rows)
+
+    try:  # closed BATCH_SIZE at a time, one after another in one round (the round comes once a second at most)
+        sizes = wait_until(batches, "the 20,000 events batched", timeout=120)
+    finally:
+        engine.dispose()
+    assert sum(sizes) == 20_000 and max(sizes) <= BATCH_SIZE and len(sizes) >= 20_000 // BATCH_SIZE
 
 
 def test_a_large_document_prepared_by_the_worker_process_goes_into_the_ledger(site: Site):
