@@ -47,7 +47,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import orjson
 from sqlalchemy import CompoundSelect, Select, case, func, select, tuple_, union
@@ -67,6 +67,7 @@ T_EVENT, T_PART, T_LOT, T_RECALL = PartEvent.__table__, Part.__table__, Lot.__ta
 T_SHIP, T_INSTALL, T_KEY, T_BLOCK = Shipment.__table__, Installation.__table__, SiteKey.__table__, BlockTime.__table__
 T_ECMD, T_ITEM, T_TX = EpcisCommand.__table__, CommandItem.__table__, ChainTransaction.__table__
 T_UNIT, T_LINEAGE = LogisticUnit.__table__, Lineage.__table__
+T = TypeVar("T")
 
 # part_events.kind -> the ledger operation of mapping.LEDGER_STEPS
 KIND_OPERATION: dict[str, str] = {
@@ -427,17 +428,23 @@ def _may_read_kept(ledger: LedgerFilter) -> bool:
     return ledger.keys is None and (not matches or (len(matches) == 1 and "epc" in matches[0].roles))
 
 
-_MEMOS: weakref.WeakKeyDictionary[Engine, EncodedLogs] = weakref.WeakKeyDictionary()
-_MEMOS_LOCK = threading.Lock()
+class PerMirror(Generic[T]):
+    """One `make()` per mirror (the engine that reads it), made when first asked for."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self.make = make
+        self.made: weakref.WeakKeyDictionary[Engine, T] = weakref.WeakKeyDictionary()
+        self.lock = threading.Lock()
+
+    def __call__(self, engine: Engine) -> T:
+        with self.lock:
+            found = self.made.get(engine)
+            if found is None:
+                found = self.made[engine] = self.make()
+            return found
 
 
-def encoded_logs(engine: Engine) -> EncodedLogs:
-    """The EncodedLogs of the mirror `engine` reads."""
-    with _MEMOS_LOCK:
-        found = _MEMOS.get(engine)
-        if found is None:
-            found = _MEMOS[engine] = EncodedLogs()
-        return found
+encoded_logs = PerMirror(EncodedLogs)  # the EncodedLogs of a mirror
 
 
 # --- reading the mirror -------------------------------------------------------------------------------------------
@@ -1105,16 +1112,7 @@ class DerivedIds:
             self.ids, self.block, self.fingerprint = {}, -1, None
 
 
-_INDEXES: weakref.WeakKeyDictionary[Engine, DerivedIds] = weakref.WeakKeyDictionary()
-_INDEXES_LOCK = threading.Lock()
-
-
-def derived_ids(engine: Engine) -> DerivedIds:
-    with _INDEXES_LOCK:
-        found = _INDEXES.get(engine)
-        if found is None:
-            found = _INDEXES[engine] = DerivedIds()
-        return found
+derived_ids = PerMirror(DerivedIds)  # the DerivedIds of a mirror
 
 
 def find_derived(index: Connection, service: Connection, places: Places, event_id: str, *, engine: Engine, fingerprint: Any, head: int) -> Derived | None:
