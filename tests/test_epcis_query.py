@@ -816,3 +816,11 @@ def test_kept_logs_are_bounded_and_the_first_kept_go_first(fresh_world):
         ).all()  # fmt: skip
     kept = list(memo.logs)
     assert 0 < len(kept) < len(lot_logs) and kept == [tuple(log) for log in lot_logs[-len(kept) :]]  # the newest ones
+
+
+def test_the_hash_memo_is_bounded_and_forgets_the_oldest_first():
+    memo = derive.HashMemo(size=2)
+    events = [{"type": "ObjectEvent", "eventTime": iso(ts(n)), "eventTimeZoneOffset": "+00:00", "epcList": [dl(f"H{n}")], "action": "OBSERVE"} for n in range(3)]
+    hashes = [memo(event) for event in events]
+    assert hashes == [event_hash(event, context=CONTEXT) for event in events]
+    assert len(memo.hashes) == 2 and list(memo.hashes.values()) == hashes[1:]

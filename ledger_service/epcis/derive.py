@@ -44,6 +44,7 @@ import itertools
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -230,7 +231,9 @@ class HashMemo:
 
     def __init__(self, size: int = 262_144) -> None:
         self.size = size
-        self.hashes: dict[bytes, str] = {}  # content -> hash (read without the lock: a dict's get is atomic)
+        # content -> hash, oldest first (read without the lock: a get is atomic). An OrderedDict: a plain dict's
+        # first key, under steady eviction, is found past all the deleted entries before it (35 us, not 0.5)
+        self.hashes: OrderedDict[bytes, str] = OrderedDict()
         self._lock = threading.Lock()
 
     def __call__(self, event: dict[str, Any]) -> str:
@@ -243,7 +246,7 @@ class HashMemo:
         with self._lock:
             self.hashes[content] = found
             while len(self.hashes) > self.size:
-                del self.hashes[next(iter(self.hashes))]
+                self.hashes.popitem(last=False)
         return found
 
     def clear(self) -> None:
@@ -315,7 +318,7 @@ class EncodedLogs:
 
     def __init__(self, limit: int | None = None) -> None:
         self.limit = ENCODED_BYTES if limit is None else limit
-        self.logs: dict[tuple[int, int], KeptLog] = {}  # read without the lock: a dict's get is atomic
+        self.logs: OrderedDict[tuple[int, int], KeptLog] = OrderedDict()  # first kept first (HashMemo); get without the lock
         self.held = 0
         self.fingerprint: Any = None
         self.lock = threading.Lock()
@@ -324,7 +327,7 @@ class EncodedLogs:
         """A Recorder of the logs up to `final_block` (the mirror's head in the reader's snapshot)."""
         with self.lock:
             if fingerprint != self.fingerprint:
-                self.logs, self.held, self.fingerprint = {}, 0, fingerprint
+                self.logs, self.held, self.fingerprint = OrderedDict(), 0, fingerprint
         return Recorder(self, fingerprint, final_block)
 
     def kept(self, fingerprint: Any, logs: Sequence[Any], *, plain: bool) -> list[KeptLog] | None:
@@ -351,7 +354,7 @@ class EncodedLogs:
             self.logs[(block, log_index)] = KeptLog(bytes(tx_hash), events, size, plain)
             self.held += size
             while self.held > self.limit and self.logs:
-                self.held -= self.logs.pop(next(iter(self.logs))).size
+                self.held -= self.logs.popitem(last=False)[1].size
 
     def __len__(self) -> int:
         return len(self.logs)
