@@ -84,7 +84,6 @@ PLACE_PARAMETERS = ("EQ_bizLocation", "EQ_readPoint")
 PARAMETERS = frozenset(
     (*EPC_PARAMETERS, *TIME_PARAMETERS, *WORD_PARAMETERS, *PLACE_PARAMETERS, "EQ_eventID", "perPage", "nextPageToken")
 )
-PRIVATE_DERIVED = derive.PRIVATE_FIELD
 EVENT_HASH = "partledger:eventHash"
 CAPTURED, DERIVED = 0, 1
 
