@@ -291,7 +291,7 @@ class Names(NamedTuple):
 
 class Kept(NamedTuple):
     derived: Derived  # its event an Encoded
-    names: Names | None  # None: the log's only event
+    names: Names | None  # None: the only event of a log that moved no container (nothing to filter it by)
     size: int  # its JSON's bytes
 
 
