@@ -113,11 +113,13 @@ class RelayDesk:
         nonces = sorted({item.request.nonce for item in submitted})
         with self.service_engine.connect() as conn:
             known = {bytes(row.digest): row for row in conn.execute(select(T_REQ.c.id, T_REQ.c.digest, T_REQ.c.signer, T_REQ.c.nonce, T_REQ.c.state).where(T_REQ.c.digest.in_(digests)))}
-            live = {  # the posted (signer, nonce) pairs held by live requests (a superset: every signer by every nonce)
+            # The posted (signer, nonce) pairs held by live requests (a superset: every signer by every nonce). The
+            # state is filtered here, not in SQL: with it there, SQLite chose the state index and read every live
+            # request of the table for each post (3.4 ms a post at 8,500 rows, growing with the table).
+            live = {
                 (row.signer, row.nonce): (bytes(row.digest), row.state)
-                for row in conn.execute(
-                    select(T_REQ.c.signer, T_REQ.c.nonce, T_REQ.c.digest, T_REQ.c.state).where(T_REQ.c.signer.in_(signers), T_REQ.c.nonce.in_(nonces), T_REQ.c.state.in_(LIVE))
-                )
+                for row in conn.execute(select(T_REQ.c.signer, T_REQ.c.nonce, T_REQ.c.digest, T_REQ.c.state).where(T_REQ.c.signer.in_(signers), T_REQ.c.nonce.in_(nonces)))
+                if row.state in LIVE
             }
         with self.index_engine.connect() as conn:
             keys = {row.address: row for row in conn.execute(select(T_KEY.c.address, T_KEY.c.org_id, T_KEY.c.revoked_block).where(T_KEY.c.address.in_(signers)))}

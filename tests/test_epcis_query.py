@@ -546,6 +546,41 @@ def test_warming_indexes_every_derived_event_id_once(world):
     assert warm_derived(world[0]) == 15  # nothing new indexed since
 
 
+@pytest.mark.parametrize("read", ["events", "event", "lot"])
+def test_a_process_warms_only_while_epcis_is_used_in_it(world, monkeypatch, read):
+    import time
+
+    quiet = epcis_query.WARM_WHILE_USED_SECONDS + 1
+    monkeypatch.setattr(epcis_query, "_last_used", time.monotonic() - quiet)
+    assert not epcis_query.used_recently()  # relay and command traffic alone: no warm-up
+    if read == "events":
+        query_events(services=world[0], principal=MEMBER, params={"perPage": "1"}, base_url=BASE_URL)
+    elif read == "event":
+        with pytest.raises(ApiError):
+            get_event(services=world[0], principal=MEMBER, event_id="urn:uuid:00000000-0000-4000-8000-000000000000")
+    else:
+        lot_history_document(services=world[0], principal=AUDIT, lot=1)
+    assert epcis_query.used_recently()
+    monkeypatch.setattr(epcis_query, "_last_used", epcis_query._last_used - quiet)
+    assert not epcis_query.used_recently()
+
+
+def test_the_capture_worker_warms_only_after_an_epcis_read(world, monkeypatch):
+    import time
+
+    from ledger_service.epcis.worker import CaptureWorker
+
+    warmed: list[int] = []
+    monkeypatch.setattr(epcis_query, "warm_derived", lambda sources: warmed.append(1) or 0)
+    monkeypatch.setattr(epcis_query, "_last_used", time.monotonic() - epcis_query.WARM_WHILE_USED_SECONDS - 1)
+    worker = object.__new__(CaptureWorker)  # its warm-up alone: no jobs, no preparing process
+    worker.services, worker._next_warm = world[0], 0.0
+    assert not worker.warm() and warmed == []
+    query_events(services=world[0], principal=MEMBER, params={"perPage": "1"}, base_url=BASE_URL)
+    assert worker.warm() and warmed == [1]
+    assert not worker.warm() and warmed == [1]  # not again within WARM_SECONDS
+
+
 # --- the ways a query reads (each must give the same events) ---------------------------------------------------------
 
 MATCH_QUERIES = [

@@ -495,6 +495,24 @@ def _derived_keys(sources: Sources, index: Connection, service: Connection, plac
     return frozenset(key for key in keys if key is not None)
 
 
+WARM_WHILE_USED_SECONDS = 600.0  # a process warms (warm_derived) while EPCIS was used in it this recently
+_last_used = -WARM_WHILE_USED_SECONDS - 1.0  # time.monotonic() of this process's last EPCIS read or capture job
+
+
+def note_use() -> None:
+    """An EPCIS read or capture job ran in this process: its capture worker keeps warming for WARM_WHILE_USED_SECONDS."""
+    global _last_used
+    _last_used = time.monotonic()
+
+
+def used_recently() -> bool:
+    """Whether this process served EPCIS lately. A process that does not (the relay and command traffic of an API
+    worker) skips the warm-up: every API process derived and hashed each block's events for itself, 17-25 % of each
+    worker's GIL time under relayed load with no EPCIS client at all. The first read after a quiet spell derives
+    what it needs on its own path, as any read of logs not kept does."""
+    return time.monotonic() - _last_used <= WARM_WHILE_USED_SECONDS
+
+
 def warm_derived(sources: Sources) -> int:
     """Derives (and hashes) the ledger events of the blocks indexed since the last call, so that eventID lookups and
     the next queries find their hashes made; returns how many derived events are indexed. For a service thread that
@@ -514,6 +532,7 @@ def query_events(*, services: Sources, principal: Principal, params: Mapping[str
     """GET /events: an EPCISQueryDocument of one page of the events matching `params`, and the next page's URL
     (for `Link: <url>; rel="next"`), None on the last page. `encoded`: the answer goes out as JSON (orjson), and
     its derived events may be orjson.Fragments (derive.EncodedLogs)."""
+    note_use()
     query = parse_query(params, principal=principal)
     after = decode_token(query)
     index, service = _read(services)
@@ -558,6 +577,7 @@ def _now() -> str:
 def get_event(*, services: Sources, principal: Principal, event_id: str) -> dict[str, Any]:
     """GET /events/{eventID}: a captured event by its eventID (or its canonical hash), or a derived one by its
     eventID (its hash); NotFound unknown_event otherwise. The event carries its @context."""
+    note_use()
     index, service = _read(services)
     with collector_paused(), index, service, index.begin(), service.begin():  # the first lookup derives every event
         rows = service.execute(
@@ -582,6 +602,7 @@ def lot_history_document(*, services: Sources, principal: Principal, lot: int, e
     its log, the lot's and any other's; with the packings of the containers that held its parts: derive.lot_related)
     and the captured events that name one of its parts, its class (LGTIN) or one of those containers. `encoded`: as
     query_events."""
+    note_use()
     index, service = _read(services)
     with collector_paused(), index, service, index.begin(), service.begin():
         code = index.execute(select(T_LOT.c.lot_code).where(T_LOT.c.lot == lot)).scalar()

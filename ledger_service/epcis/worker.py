@@ -116,13 +116,20 @@ class CaptureWorker:
                     self.close_batches()
                     self._next_batches = time.monotonic() + min(BATCH_CHECK_SECONDS, self.batch_seconds / 4)
                 self.submit_batches()
-                if time.monotonic() >= self._next_warm:  # ledger events' hashes made off the request path
-                    query.warm_derived(self.services)
-                    self._next_warm = time.monotonic() + WARM_SECONDS
+                self.warm()
             except Exception:  # a database or node hiccup: log, then try again on the next round
                 log.exception("the EPCIS capture worker's round failed")
             self._wake.wait(0.5)
             self._wake.clear()
+
+    def warm(self) -> bool:
+        """Ledger events' hashes made off the request path, every WARM_SECONDS while this process serves EPCIS
+        (query.used_recently); True if it warmed."""
+        if time.monotonic() < self._next_warm or not query.used_recently():
+            return False
+        query.warm_derived(self.services)
+        self._next_warm = time.monotonic() + WARM_SECONDS
+        return True
 
     def _start_jobs(self) -> None:
         """Oldest first. An organisation's jobs check and submit one at a time, in the order they came: a job waiting
@@ -149,6 +156,7 @@ class CaptureWorker:
                     self._ahead[job.org_id] = job.id
                 else:
                     self._checking[job.org_id] = job.id
+            query.note_use()
             thread = threading.Thread(target=self._run_job, args=(job.id, job.org_id), name=f"epcis-job-{job.id[:8]}", daemon=True)
             self._threads[job.id] = thread
             thread.start()
