@@ -67,8 +67,9 @@ CANDIDATES = 5_000  # accepted requests looked at per pass
 MAX_ATTEMPTS = 3  # whole-batch reverts, or skips that pass when replayed, before a request fails for good
 DEADLINE_MARGIN_SECONDS = 2  # a request that expires sooner would likely expire before its batch is mined
 BLOCK_GAS_SHARE = 0.9
-PER_REQUEST_GAS = 40_000  # what the forwarder spends around each call: calldata, signature, nonce, event
+PER_REQUEST_GAS = 40_000  # what the forwarder spends around each call, its calldata apart: signature, nonce, event
 BATCH_GAS = 60_000
+BOUND_SHARE = 16  # a batch whose bound is at most 1/16 of the block's gas is sent with its bound (_batch_gas)
 
 
 @dataclass(frozen=True)
@@ -416,7 +417,7 @@ class Relayer:
         batch: list[Any] = []
         while runs and len(batch) < self.config.batch_size:
             for run in list(runs):
-                need = run[0]["gas"] * 64 // 63 + PER_REQUEST_GAS
+                need = run[0]["gas"] * 64 // 63 + PER_REQUEST_GAS + 16 * _request_bytes(run[0])
                 if len(batch) >= self.config.batch_size or (batch and need > budget):
                     return batch
                 batch.append(run.pop(0))
@@ -453,10 +454,22 @@ class Relayer:
         self._send([batch])
 
     def _batch_gas(self, relayer: str, data: str, requests: list[Any]) -> int:
-        """The gas of one run of the batch with room to spare (partledger.chain.GasSizer: the state may change before
-        it is mined), or, if the run fails, what the requests offer their calls and the forwarder's share around each."""
+        """The gas to sign a batch with. Its bound when that is at most 1/BOUND_SHARE of the block's gas: what the
+        requests offer their calls, the forwarder's share around each and the transaction's calldata (by Prague's
+        rules, its floor included). That is enough whatever the state the batch meets, costs nothing at gas price
+        zero, and asks the node nothing: a run on the pending state, on Anvil, replays every transaction waiting
+        there, and with the relayer's batches in flight it took about a quarter of a second a batch and held the
+        relay to 3-4 batches a second (benchmarks/relay_bench.py). A larger bound would crowd the block: then one
+        run of the batch with room to spare (partledger.chain.GasSizer: the state may change before it is mined),
+        or the bound if the run fails."""
         limit = self._gas_limit()
-        bound = min(limit, BATCH_GAS + sum(request["gas"] * 64 // 63 + PER_REQUEST_GAS for request in requests))
+        payload = bytes.fromhex(data[2:])
+        zeros = payload.count(0)
+        tokens = zeros + 4 * (len(payload) - zeros)  # EIP-7623's calldata tokens
+        execution = BATCH_GAS + sum(request["gas"] * 64 // 63 + PER_REQUEST_GAS for request in requests)
+        bound = min(limit, 21_000 + max(4 * tokens + execution, 10 * tokens))
+        if bound * BOUND_SHARE <= limit:
+            return bound
         answer = self.gas.limits([{"from": relayer, "to": self.forwarder.address, "data": data}])[0]
         if "error" in answer:
             return bound
@@ -567,6 +580,12 @@ class Relayer:
         if self._block_gas_limit is None:
             self._block_gas_limit = int(self.w3.eth.get_block("latest")["gasLimit"] * BLOCK_GAS_SHARE)
         return self._block_gas_limit
+
+
+def _request_bytes(request: Any) -> int:
+    """A request's bytes in executeBatch's calldata: its offset, its struct's seven head words, its data and its
+    signature (each with its length, padded to words)."""
+    return 32 * 8 + 32 + -(-len(request["data"]) // 32) * 32 + 32 + 96
 
 
 def observe_relayed(request: Any, stage: str, at: float) -> None:

@@ -320,3 +320,53 @@ def test_a_client_that_hangs_up_in_the_middle_of_its_body_gets_no_server_error(w
         wait_until(lambda: answered("400") == before["400"] + 1, "the cut-off post answered")
     assert answered("500") == before["500"] and relay_rows(world) == rows
     assert not [record for record in caplog.records if record.exc_info], "a traceback was logged"
+
+
+def test_a_batch_goes_out_with_its_bound_and_is_run_on_the_node_only_when_that_would_crowd_the_block(world, monkeypatch):
+    """The relayer signs a batch with its bound (what its requests offer their calls, the forwarder's share around
+    each, its calldata) without asking the node; a bound over 1/BOUND_SHARE of the block's gas is sized by one run of
+    the batch instead (for one small request, that can be more: a run's headroom). Both land."""
+    from ledger_service import relayer as relayer_module
+    from partledger.chain import GasSizer
+
+    ledger, relay, w3 = world.ledger, world.relay, world.ledger.w3
+    p = ledger.parts.functions
+    warehouse = world.org("warehouse")
+    sized: dict[str, int] = {}
+    for mode in ("bound", "run"):
+        ids = shipped(world, "warehouse", [f"RLG-{mode}-{i}" for i in range(30)])
+        with monkeypatch.context() as patch:
+            if mode == "bound":
+                def refuse(self: GasSizer, calls: Any, block: str = "pending") -> Any:
+                    raise AssertionError("a batch within its share of the block is not run on the node")
+
+                patch.setattr(GasSizer, "limits", refuse)
+            else:
+                original = GasSizer.limits
+
+                def counted(self: GasSizer, calls: Any, block: str = "pending") -> Any:
+                    runs.append(len(calls))
+                    return original(self, calls, block)
+
+                runs: list[int] = []
+                patch.setattr(GasSizer, "limits", counted)
+                patch.setattr(relayer_module, "BOUND_SHARE", 10**12)
+            [request_id] = world.accepted("warehouse", [relay.sign(warehouse.key, p.receiveParts(ids, NO_DOC))])
+            view = world.settled("warehouse", request_id)
+        assert view["status"] == "confirmed", view
+        assert [on_chain(ledger, pid) for pid in ids] == [(S.IN_STOCK, warehouse.id)] * len(ids)
+        sized[mode] = w3.eth.get_transaction(view["tx_hash"])["gas"]
+        assert sized[mode] > w3.eth.get_transaction_receipt(view["tx_hash"])["gasUsed"]
+    assert runs == [1], runs  # the one batch was run on the node once
+    assert sized["bound"] != sized["run"], sized
+
+
+def test_a_requests_bytes_in_the_batch_are_what_the_abi_encodes():
+    from eth_abi import encode
+
+    from ledger_service.relayer import _request_bytes
+
+    for count, size in ((1, 36), (3, 100), (5, 6_404)):
+        requests = [("0x" + "11" * 20, "0x" + "22" * 20, 0, 150_000, 10**9, b"\x01" * size, b"\x02" * 65)] * count
+        encoded = encode(["(address,address,uint256,uint256,uint48,bytes,bytes)[]", "address"], [requests, "0x" + "33" * 20])
+        assert len(encoded) == 3 * 32 + count * _request_bytes({"data": b"\x01" * size})
