@@ -384,9 +384,11 @@ class Relayer:
         """Each key's batches signed and sent in order, the keys side by side; the first failure is raised once all
         have ended (a batch recorded before it stays recorded, and following it goes on as after a crash)."""
 
+        counts = self._transaction_counts(sorted(planned))  # once a pass, not once a batch: each key's next batches count from it
+
         def one_key(relayer: str) -> None:
             for batch in planned[relayer]:
-                self._sign_and_send(relayer, batch)
+                self._sign_and_send(relayer, batch, counts[relayer])
 
         if len(planned) <= 1:
             for relayer in planned:
@@ -426,14 +428,14 @@ class Relayer:
                     runs.remove(run)
         return batch
 
-    def _sign_and_send(self, relayer: str, requests: list[Any]) -> None:
-        """Claims the requests, signs one executeBatch with `relayer`'s next nonce and records it, in one SQL
-        transaction; then sends the recorded bytes."""
+    def _sign_and_send(self, relayer: str, requests: list[Any], chain_nonce: int) -> None:
+        """Claims the requests, signs one executeBatch with `relayer`'s next nonce (the lowest from `chain_nonce`, its
+        transaction count read this pass, that no recorded batch holds) and records it, in one SQL transaction; then
+        sends the recorded bytes."""
         data = self._calldata(requests, relayer)
         gas = self._batch_gas(relayer, data, requests)
         ids = [request["id"] for request in requests]
         now = time.time()
-        chain_nonce = self.w3.eth.get_transaction_count(Web3.to_checksum_address(relayer), "latest")  # before the write lock is held
         with self._write() as conn:
             claimed = conn.execute(update(T_REQ).where(T_REQ.c.id.in_(ids), T_REQ.c.state == "accepted").values(state="relayed", updated_at=now)).rowcount
             if claimed != len(ids):
@@ -542,6 +544,13 @@ class Relayer:
         current = replace(_forward_request(request), nonce=chain_nonce)
         recovered = recover_forward_request_signer(self._domain, current, bytes(request["signature"])) or "0x0000000000000000000000000000000000000000"
         return ContractRevert("ERC2771ForwarderInvalidSigner", (recovered, request["signer"]))
+
+    def _transaction_counts(self, relayers: list[str]) -> dict[str, int]:
+        """Each relayer key's transaction count ("latest"), in one JSON-RPC batch."""
+        answers = self.w3.provider.make_batch_request([("eth_getTransactionCount", [Web3.to_checksum_address(relayer), "latest"]) for relayer in relayers])  # type: ignore[attr-defined]
+        if not isinstance(answers, list) or len(answers) != len(relayers) or any("error" in answer for answer in answers):
+            raise Web3RPCError(f"the node failed to answer the relayer keys' transaction counts: {answers if not isinstance(answers, list) else ''}")
+        return {relayer: int(answer["result"], 16) for relayer, answer in zip(relayers, answers)}
 
     def _chain_nonces(self, signers: list[str]) -> dict[str, int]:
         return read_forwarder_nonces(self.w3, self.forwarder.address, signers)
