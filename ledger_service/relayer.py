@@ -50,6 +50,7 @@ from ledger_service.relay import read_forwarder_nonces
 from ledger_service.relay_tables import RelayBatch, RelayRequest
 from partledger.artifacts import FORWARDER, calldata, load_artifact
 from partledger.chain import STALLED_CHAIN_FACTOR, GasSizer, decode_revert, replay_revert
+from partledger.db import polled_write_transaction
 from partledger.dblock import ExclusiveLock, LockHeld
 from partledger.eip712 import Eip712Domain, ForwardRequest, read_domain, recover_forward_request_signer
 from partledger.errors import ChainError, ChainUnavailable, ContractRevert
@@ -128,7 +129,7 @@ class Relayer:
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """A write transaction, one at a time among this relayer's threads."""
-        with self._writes, self.engine.begin() as conn:
+        with self._writes, polled_write_transaction(self.engine) as conn:
             yield conn
 
     def step(self) -> bool:
