@@ -32,7 +32,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -70,6 +69,7 @@ DEADLINE_MARGIN_SECONDS = 2  # a request that expires sooner would likely expire
 BLOCK_GAS_SHARE = 0.9
 PER_REQUEST_GAS = 40_000  # what the forwarder spends around each call, its calldata apart: signature, nonce, event
 BATCH_GAS = 60_000
+SEND_BYTES = 400_000  # signed bytes per JSON-RPC batch of sends: Anvil refuses a request body over 2 MiB (hex doubles)
 BOUND_SHARE = 16  # a batch whose bound is at most 1/16 of the block's gas is sent with its bound (_batch_gas)
 
 
@@ -95,11 +95,7 @@ class Relayer:
         self.gas = GasSizer(w3)
         self._nonce_taken: dict[int, tuple[float, int]] = {}
         self._known_nonces: dict[str, int] = {}  # signer -> the forwarder's nonce, as last read or counted
-        # Each key's batches are signed and sent in a thread of the key's own, so that one key's waits on the node
-        # (sizing the batch, its nonce, the send) overlap another's; their write transactions take turns on _writes
-        # rather than in SQLite's busy handler, which sleeps up to 100 ms a try.
-        self._key_threads = ThreadPoolExecutor(max_workers=max(1, len(keys)), thread_name_prefix="relayer-key")
-        self._writes = threading.Lock()
+        self._writes = threading.Lock()  # one write transaction at a time, should the relayer be stepped from two threads
 
     # --- the loop -------------------------------------------------------------------------------------------
 
@@ -378,28 +374,47 @@ class Relayer:
                 room[relayer] -= 1
                 if not room[relayer]:
                     room.pop(relayer)
-        self._sign_and_send_per_key(planned)
+        self._sign_and_send(planned)
         return bool(failures or batches)
 
-    def _sign_and_send_per_key(self, planned: dict[str, list[list[Any]]]) -> None:
-        """Each key's batches signed and sent in order, the keys side by side; the first failure is raised once all
-        have ended (a batch recorded before it stays recorded, and following it goes on as after a crash)."""
-
-        counts = self._transaction_counts(sorted(planned))  # once a pass, not once a batch: each key's next batches count from it
-
-        def one_key(relayer: str) -> None:
-            for batch in planned[relayer]:
-                self._sign_and_send(relayer, batch, counts[relayer])
-
-        if len(planned) <= 1:
-            for relayer in planned:
-                one_key(relayer)
+    def _sign_and_send(self, planned: dict[str, list[list[Any]]]) -> None:
+        """Every batch of the pass signed and recorded in ONE SQL transaction (each relayer key's in its nonce order:
+        the lowest from its transaction count, read once for the pass, that no recorded batch holds), then all sent in
+        one JSON-RPC batch and recorded as sent in one more transaction. Two write transactions and two requests to
+        the node for each batch were the relayer's waits (SQLite's write lock beside the API's posts; the node), even
+        with each key in a thread of its own. A request changed meanwhile (another relayer process) rolls the whole
+        pass back: nothing signed is kept."""
+        if not planned:
             return
-        futures = [self._key_threads.submit(one_key, relayer) for relayer in planned]
-        errors = [future.exception() for future in futures]
-        for error in errors:
-            if error is not None:
-                raise error
+        counts = self._transaction_counts(sorted(planned))
+        prepared = []
+        for relayer, batches in planned.items():
+            for requests in batches:
+                data = self._calldata(requests, relayer)
+                prepared.append((relayer, requests, data, self._batch_gas(relayer, data, requests)))
+        now = time.time()
+        recorded = []
+        with self._write() as conn:
+            for relayer, requests, data, gas in prepared:
+                ids = [request["id"] for request in requests]
+                claimed = conn.execute(update(T_REQ).where(T_REQ.c.id.in_(ids), T_REQ.c.state == "accepted").values(state="relayed", updated_at=now)).rowcount
+                if claimed != len(ids):
+                    raise ChainError("relay requests changed while being packed")  # rolls back: nothing signed is kept
+                nonce = self._next_nonce(conn, relayer, counts[relayer])  # sees the batches recorded above
+                transaction = {
+                    "to": self.forwarder.address, "data": data, "value": 0, "gas": gas, "gasPrice": self.manifest.gas_price,
+                    "chainId": self.manifest.chain_id, "nonce": nonce,
+                }  # fmt: skip
+                raw = bytes(self.keys[relayer].sign_transaction(transaction).raw_transaction)
+                batch_id = conn.execute(insert(T_BATCH).values(
+                    relayer=relayer, nonce=nonce, tx_hash=keccak(raw), raw=raw, request_count=len(ids), state="signed", created_at=now,
+                )).inserted_primary_key[0]  # fmt: skip
+                conn.execute(update(T_REQ).where(T_REQ.c.id.in_(ids)).values(batch_id=batch_id))
+                recorded.append(batch_id)
+        failpoint("relayer.after_sign")  # signed and recorded, not sent
+        with self.engine.connect() as conn:
+            batches = conn.execute(select(T_BATCH).where(T_BATCH.c.id.in_(recorded)).order_by(T_BATCH.c.id)).mappings().all()
+        self._send(list(batches))
 
     def _signer_nonces(self, by_signer: dict[str, list[Any]], next_after_flight: dict[str, int]) -> dict[str, int]:
         """The forwarder's nonce of each signer: as the relayer last knew it (read, or counted from its own executed
@@ -429,33 +444,6 @@ class Relayer:
                     runs.remove(run)
         return batch
 
-    def _sign_and_send(self, relayer: str, requests: list[Any], chain_nonce: int) -> None:
-        """Claims the requests, signs one executeBatch with `relayer`'s next nonce (the lowest from `chain_nonce`, its
-        transaction count read this pass, that no recorded batch holds) and records it, in one SQL transaction; then
-        sends the recorded bytes."""
-        data = self._calldata(requests, relayer)
-        gas = self._batch_gas(relayer, data, requests)
-        ids = [request["id"] for request in requests]
-        now = time.time()
-        with self._write() as conn:
-            claimed = conn.execute(update(T_REQ).where(T_REQ.c.id.in_(ids), T_REQ.c.state == "accepted").values(state="relayed", updated_at=now)).rowcount
-            if claimed != len(ids):
-                raise ChainError("relay requests changed while being packed")  # rolls back: nothing signed is kept
-            nonce = self._next_nonce(conn, relayer, chain_nonce)
-            transaction = {
-                "to": self.forwarder.address, "data": data, "value": 0, "gas": gas, "gasPrice": self.manifest.gas_price,
-                "chainId": self.manifest.chain_id, "nonce": nonce,
-            }  # fmt: skip
-            raw = bytes(self.keys[relayer].sign_transaction(transaction).raw_transaction)
-            batch_id = conn.execute(insert(T_BATCH).values(
-                relayer=relayer, nonce=nonce, tx_hash=keccak(raw), raw=raw, request_count=len(ids), state="signed", created_at=now,
-            )).inserted_primary_key[0]  # fmt: skip
-            conn.execute(update(T_REQ).where(T_REQ.c.id.in_(ids)).values(batch_id=batch_id))
-        failpoint("relayer.after_sign")  # signed and recorded, not sent
-        with self.engine.connect() as conn:
-            batch = conn.execute(select(T_BATCH).where(T_BATCH.c.id == batch_id)).mappings().one()
-        self._send([batch])
-
     def _batch_gas(self, relayer: str, data: str, requests: list[Any]) -> int:
         """The gas to sign a batch with. Its bound when that is at most 1/BOUND_SHARE of the block's gas: what the
         requests offer their calls, the forwarder's share around each and the transaction's calldata (by Prague's
@@ -480,10 +468,16 @@ class Relayer:
         return min(limit, sized + max(request["gas"] for request in requests) // 63 + 100_000)
 
     def _send(self, batches: list[Any]) -> None:
-        """Sends recorded batches (their bytes) in order and records as sent those the node holds now."""
+        """Sends recorded batches (their bytes) in order, in one JSON-RPC batch, and records as sent those the node
+        holds now."""
+        answers: list[dict[str, Any]] = []
+        for chunk in _by_size(batches, SEND_BYTES):
+            sent = self.w3.provider.make_batch_request([("eth_sendRawTransaction", [_hex(batch["raw"])]) for batch in chunk])  # type: ignore[attr-defined]
+            if not isinstance(sent, list) or len(sent) != len(chunk):
+                raise Web3RPCError(f"the node refused a batch of {len(chunk)} transactions: {sent if not isinstance(sent, list) else ''}")
+            answers.extend(sent)
         held = []
-        for batch in batches:
-            answer = self.w3.provider.make_request("eth_sendRawTransaction", [_hex(batch["raw"])])  # type: ignore[arg-type]
+        for batch, answer in zip(batches, answers):
             error = answer.get("error")
             if error is not None:
                 message = str(error.get("message", error) if isinstance(error, dict) else error).lower()
@@ -590,6 +584,20 @@ class Relayer:
         if self._block_gas_limit is None:
             self._block_gas_limit = int(self.w3.eth.get_block("latest")["gasLimit"] * BLOCK_GAS_SHARE)
         return self._block_gas_limit
+
+
+def _by_size(batches: list[Any], limit: int) -> Iterator[list[Any]]:
+    """The batches in order, in runs whose signed bytes stay within `limit` (a run holds one at least)."""
+    run: list[Any] = []
+    size = 0
+    for batch in batches:
+        if run and size + len(batch["raw"]) > limit:
+            yield run
+            run, size = [], 0
+        run.append(batch)
+        size += len(batch["raw"])
+    if run:
+        yield run
 
 
 def _request_bytes(request: Any) -> int:

@@ -370,3 +370,29 @@ def test_a_requests_bytes_in_the_batch_are_what_the_abi_encodes():
         requests = [("0x" + "11" * 20, "0x" + "22" * 20, 0, 150_000, 10**9, b"\x01" * size, b"\x02" * 65)] * count
         encoded = encode(["(address,address,uint256,uint256,uint48,bytes,bytes)[]", "address"], [requests, "0x" + "33" * 20])
         assert len(encoded) == 3 * 32 + count * _request_bytes({"data": b"\x01" * size})
+
+
+def test_the_sends_of_a_pass_go_in_json_rpc_batches_within_a_size_the_node_takes():
+    """Anvil refuses a request body over 2 MiB: a pass's signed batches go to the node in runs of at most SEND_BYTES
+    (one batch alone when it is larger), in their order."""
+    from ledger_service.relayer import SEND_BYTES, _by_size
+
+    batches = [{"raw": b"\x01" * size, "n": n} for n, size in enumerate((SEND_BYTES // 2, SEND_BYTES // 2, 1, SEND_BYTES * 2, 7))]
+    runs = [[batch["n"] for batch in run] for run in _by_size(batches, SEND_BYTES)]
+    assert runs == [[0, 1], [2], [3], [4]]
+    assert list(_by_size([], SEND_BYTES)) == []
+
+
+def test_batches_sent_one_json_rpc_request_each_land_as_in_one(world, monkeypatch):
+    from ledger_service import relayer as relayer_module
+
+    ledger, relay = world.ledger, world.relay
+    p = ledger.parts.functions
+    warehouse, distributor = world.org("warehouse"), world.org("distributor")
+    to_warehouse = shipped(world, "warehouse", ["RLS-W1"])
+    to_distributor = shipped(world, "distributor", ["RLS-D1"])
+    monkeypatch.setattr(relayer_module, "SEND_BYTES", 1)
+    ids = world.accepted("warehouse", [relay.sign(warehouse.key, p.receiveParts(to_warehouse, NO_DOC)), relay.sign(distributor.key, p.receiveParts(to_distributor, NO_DOC))])
+    views = [world.settled("warehouse", ids[0]), world.settled("distributor", ids[1])]
+    assert [view["status"] for view in views] == ["confirmed"] * 2
+    assert [on_chain(ledger, pid) for pid in (*to_warehouse, *to_distributor)] == [(S.IN_STOCK, warehouse.id), (S.IN_STOCK, distributor.id)]
