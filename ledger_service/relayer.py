@@ -153,6 +153,7 @@ class Relayer:
         head = self.w3.eth.block_number
         progressed = False
         to_send = []
+        mined: list[tuple[Any, dict[str, Any], bool]] = []  # newly mined: (batch, receipt, confirmed)
         for batch, receipt in zip(open_batches, self._receipts([bytes(batch["tx_hash"]) for batch in open_batches])):
             if receipt is None:
                 if batch["state"] == "mined":  # its block was reorganised away: it waits to be mined again
@@ -167,27 +168,62 @@ class Relayer:
                     self._confirm(batch)
                     progressed = True
                 continue
-            failpoint("relayer.before_receipt")  # mined, its verdicts not recorded
-            self._settle(batch, receipt, confirmed=confirmed)
+            mined.append((batch, receipt, confirmed))
+        if mined:
+            failpoint("relayer.before_receipt")  # mined, their verdicts not recorded
+            self._settle(mined)
             progressed = True
         if to_send:
             self._send(to_send)
             progressed = True
         return progressed
 
-    def _settle(self, batch: Any, receipt: dict[str, Any], *, confirmed: bool) -> None:
-        """The verdict of each request of a mined batch, recorded with the batch's in one SQL transaction."""
-        block = int(receipt["blockNumber"], 16)
+    def _settle(self, mined: list[tuple[Any, dict[str, Any], bool]]) -> None:
+        """The verdict of each request of the newly mined batches, recorded with the batches' in ONE SQL transaction
+        (one per batch was the relayer's main wait once its sends were batched: a block holds ten batches and more).
+        A batch that reverted as a whole goes its own way (_batch_reverted)."""
         with self.engine.connect() as conn:
-            requests = conn.execute(select(T_REQ).where(T_REQ.c.batch_id == batch["id"])).mappings().all()
-        if int(receipt["status"], 16) != 1:
-            self._batch_reverted(batch, requests, block)
+            rows = conn.execute(select(T_REQ).where(T_REQ.c.batch_id.in_([batch["id"] for batch, _, _ in mined]))).mappings().all()
+        requests_of: dict[int, list[Any]] = {}
+        for row in rows:
+            requests_of.setdefault(row["batch_id"], []).append(row)
+        settled: list[tuple[Any, dict[str, Any], list[tuple[Any, dict[str, Any]]]]] = []  # (batch, its values, its verdicts)
+        for batch, receipt, confirmed in mined:
+            block = int(receipt["blockNumber"], 16)
+            if int(receipt["status"], 16) != 1:
+                self._batch_reverted(batch, requests_of.get(batch["id"], []), block)
+                continue
+            values = {"state": "confirmed" if confirmed else "mined", "block_number": block, "gas_used": int(receipt["gasUsed"], 16)}
+            settled.append((batch, values, self._verdicts(batch, receipt, requests_of.get(batch["id"], []), block, confirmed=confirmed)))
+        if not settled:
             return
+        now = time.time()
+        with self._write() as conn:
+            alike: dict[str, list[str]] = {}  # most verdicts are the same values ("mined" or "confirmed"): one UPDATE each
+            for batch, values, verdicts in settled:
+                conn.execute(update(T_BATCH).where(T_BATCH.c.id == batch["id"]).values(**values))
+                for request, verdict in verdicts:
+                    if len(verdict) == 1:
+                        alike.setdefault(verdict["state"], []).append(request["id"])
+                    else:
+                        conn.execute(update(T_REQ).where(T_REQ.c.id == request["id"]).values(**verdict, updated_at=now))
+            for state, ids in alike.items():
+                conn.execute(update(T_REQ).where(T_REQ.c.id.in_(ids)).values(state=state, updated_at=now))
+        for batch, values, verdicts in settled:  # decided once: a batch is settled once (its state leaves "sent" with it)
+            for request, verdict in verdicts:
+                if verdict["state"] in ("confirmed", "failed"):
+                    observe_relayed(request, verdict["state"], now)
+            failed = sum(verdict["state"] == "failed" for _, verdict in verdicts)
+            log.info("batch %s mined in block %d: %d request(s), %d failed", _hex(batch["tx_hash"]), values["block_number"], len(verdicts), failed)
+
+    def _verdicts(self, batch: Any, receipt: dict[str, Any], requests: list[Any], block: int, *, confirmed: bool) -> list[tuple[Any, dict[str, Any]]]:
+        """Each request of a mined batch with the values it is to be written with: mined or confirmed; failed with
+        the target's error (its call reverted) or the forwarder's (skipped); or accepted again, to wait for another
+        batch, when it was skipped for a reason gone since."""
         executed = self._executed(receipt)
         for signer, nonce in executed:  # each executed request used its nonce, whether its call succeeded or not
             address = Web3.to_checksum_address(signer)
             self._known_nonces[address] = max(self._known_nonces.get(address, 0), nonce + 1)
-        now = time.time()
         verdicts: list[tuple[Any, dict[str, Any]]] = []
         for request in requests:
             success = executed.get((request["signer"].lower(), request["nonce"]))
@@ -203,23 +239,7 @@ class Relayer:
                     verdicts.append((request, _failed(ContractRevert("Unknown"), "the forwarder skipped it in every batch, though it passes alone")))
                 else:  # valid now: skipped for a reason gone since; it waits for the next batch
                     verdicts.append((request, {"state": "accepted", "batch_id": None, "attempts": request["attempts"] + 1}))
-        with self._write() as conn:
-            conn.execute(update(T_BATCH).where(T_BATCH.c.id == batch["id"]).values(
-                state="confirmed" if confirmed else "mined", block_number=block, gas_used=int(receipt["gasUsed"], 16),
-            ))  # fmt: skip
-            alike: dict[str, list[str]] = {}  # most verdicts are the same values ("mined" or "confirmed"): one UPDATE each
-            for request, values in verdicts:
-                if len(values) == 1:
-                    alike.setdefault(values["state"], []).append(request["id"])
-                else:
-                    conn.execute(update(T_REQ).where(T_REQ.c.id == request["id"]).values(**values, updated_at=now))
-            for state, ids in alike.items():
-                conn.execute(update(T_REQ).where(T_REQ.c.id.in_(ids)).values(state=state, updated_at=now))
-        for request, values in verdicts:  # decided once: a batch is settled once (its state leaves "sent" with it)
-            if values["state"] in ("confirmed", "failed"):
-                observe_relayed(request, values["state"], now)
-        failed = sum(values["state"] == "failed" for _, values in verdicts)
-        log.info("batch %s mined in block %d: %d request(s), %d failed", _hex(batch["tx_hash"]), block, len(requests), failed)
+        return verdicts
 
     def _batch_reverted(self, batch: Any, requests: list[Any], block: int) -> None:
         """The whole batch reverted (it should not: it was estimated): its requests wait for another batch, and fail
