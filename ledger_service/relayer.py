@@ -69,6 +69,7 @@ DEADLINE_MARGIN_SECONDS = 2  # a request that expires sooner would likely expire
 BLOCK_GAS_SHARE = 0.9
 PER_REQUEST_GAS = 40_000  # what the forwarder spends around each call, its calldata apart: signature, nonce, event
 BATCH_GAS = 60_000
+SQL_IDS = 10_000  # request ids per UPDATE ... IN (...)
 SEND_BYTES = 400_000  # signed bytes per JSON-RPC batch of sends: Anvil refuses a request body over 2 MiB (hex doubles)
 BOUND_SHARE = 16  # a batch whose bound is at most 1/16 of the block's gas is sent with its bound (_batch_gas)
 
@@ -208,7 +209,8 @@ class Relayer:
                     else:
                         conn.execute(update(T_REQ).where(T_REQ.c.id == request["id"]).values(**verdict, updated_at=now))
             for state, ids in alike.items():
-                conn.execute(update(T_REQ).where(T_REQ.c.id.in_(ids)).values(state=state, updated_at=now))
+                for start in range(0, len(ids), SQL_IDS):  # a backlog settled at once stays within PostgreSQL's parameters
+                    conn.execute(update(T_REQ).where(T_REQ.c.id.in_(ids[start : start + SQL_IDS])).values(state=state, updated_at=now))
         for batch, values, verdicts in settled:  # decided once: a batch is settled once (its state leaves "sent" with it)
             for request, verdict in verdicts:
                 if verdict["state"] in ("confirmed", "failed"):
