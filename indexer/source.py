@@ -15,6 +15,7 @@ import orjson
 import requests
 
 from partledger.errors import ChainError, ChainUnavailable
+from partledger.rpc import rpc_session
 
 # What nodes say when a log query spans too much: Besu, Geth, Erigon, Nethermind, Anvil, hosted providers.
 _RANGE_MESSAGES = ("range", "too many", "limit exceeded", "more than", "query returned", "too large", "response size")
@@ -50,7 +51,7 @@ class JsonRpcSource:
     def __init__(self, url: str, *, timeout: float = 30.0) -> None:
         self.url = url
         self._timeout = timeout
-        self._session = requests.Session()
+        self._session = rpc_session(url)
         self._ids = itertools.count(1)
 
     def _post(self, payload: Any) -> Any:

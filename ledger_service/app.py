@@ -51,6 +51,8 @@ from partledger.deploy import dev_key_addresses
 from partledger.eip712 import read_domain
 from partledger.errors import ConfigError, PartLedgerError
 from partledger.manifest import Manifest, load_manifest
+from partledger.chain import web3_for
+from partledger.rpc import rpc_session
 from wallets.keystore import read_passphrase
 from wallets.rotation import list_keystores
 from wallets.signer import LocalSigner, Signer
@@ -66,7 +68,7 @@ class ChainHead:
 
     def __init__(self, url: str) -> None:
         self._url = url
-        self._session = requests.Session()
+        self._session = rpc_session(url)
 
     def __call__(self) -> int | None:
         try:
@@ -101,7 +103,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         )
     if settings.vin_key_file is not None:
         services.vault = Vault.from_key_file(settings.vin_key_file)
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 10}))
+    w3 = web3_for(rpc_url)
     if services.outbox is not None:
         evidence = w3.eth.contract(address=manifest.address("EvidenceLedger"), abi=load_artifact("EvidenceLedger").abi)
         services.notary = Notary(outbox=services.outbox, signers=signers, read_domain=lambda: read_domain(evidence))

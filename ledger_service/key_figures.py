@@ -25,6 +25,7 @@ from ledger_service.clones import FLAG_KINDS
 from ledger_service.scan_tables import Scan, ScanFlag
 from ledger_service.tables import ChainTransaction, Command, CommandItem
 from partledger.model import PartStatus
+from partledger.rpc import rpc_session
 
 T_CMD, T_ITEM, T_TX = Command.__table__, CommandItem.__table__, ChainTransaction.__table__
 T_LOG, T_AUDIT_BATCH = AuditLogEntry.__table__, AuditBatch.__table__
@@ -99,7 +100,7 @@ class BlockTimes:
 
     def __init__(self, url: str) -> None:
         self._url = url
-        self._session = requests.Session()
+        self._session = rpc_session(url)
 
     def __call__(self, number: int) -> int | None:
         try:

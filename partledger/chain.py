@@ -18,6 +18,7 @@ from web3.types import TxReceipt
 
 from partledger.artifacts import FORWARDER, abi_type, all_artifacts, load_artifact
 from partledger.errors import ChainError, ChainMismatch, ChainUnavailable, ContractRevert
+from partledger.rpc import rpc_session
 
 DEV_CLIENT_PREFIXES = ("anvil/", "hardhat", "ganache")
 DEV_CHAIN_IDS = frozenset({31337, 1337})
@@ -32,9 +33,14 @@ class TransactionSigner(Protocol):
     def sign_transaction(self, transaction_dict: dict[str, Any]) -> Any: ...
 
 
+def web3_for(rpc_url: str, *, timeout: float = 10.0) -> Web3:
+    """A Web3 over HTTP JSON-RPC to `rpc_url` (one rpc_session for all its threads), not yet checked to answer."""
+    return Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, session=rpc_session(rpc_url)))
+
+
 def connect(rpc_url: str, *, timeout: float = 10.0) -> Web3:
     """A Web3 for `rpc_url`, checked to answer; ChainUnavailable (one line) when it does not."""
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    w3 = web3_for(rpc_url, timeout=timeout)
     try:
         w3.eth.chain_id  # noqa: B018 - the first request proves the node answers
     except (requests.RequestException, OSError, Web3RPCError) as exc:

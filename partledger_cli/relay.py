@@ -22,11 +22,11 @@ def relay_command(
 ) -> None:
     """Run the relayer until SIGTERM or Ctrl-C: it packs the requests sites signed (POST /v1/relay) into executeBatch
     transactions, sends them with the relayer's keys and follows each request to its verdict."""
-    from web3 import Web3
 
     from ledger_service import migrate
     from ledger_service.app import load_relayer_keys, run_as_leader
     from ledger_service.relayer import Relayer, RelayerConfig
+    from partledger.chain import web3_for
     from partledger.db import make_engine
     from partledger.errors import ConfigError
     from partledger.manifest import load_manifest
@@ -41,7 +41,7 @@ def relay_command(
         raise ConfigError("no relayer keys: set PARTLEDGER_RELAYER_KEYS_DIR (and the keystore passphrase)")
     engine = make_engine(settings.service_db_url, durable=True)
     migrate.upgrade(engine)
-    w3 = Web3(Web3.HTTPProvider(settings.rpc_url or manifest.rpc_url, request_kwargs={"timeout": 10}))
+    w3 = web3_for(settings.rpc_url or manifest.rpc_url)
     config = RelayerConfig(batch_size=settings.relay_batch_size, max_in_flight=settings.relay_max_in_flight, interval=settings.submit_interval)
     relayer = Relayer(engine=engine, w3=w3, keys=keys, manifest=manifest, config=config)
     stop = threading.Event()

@@ -23,10 +23,10 @@ def submit_command(
 ) -> None:
     """Run the submitter until SIGTERM or Ctrl-C: it packs, signs and sends the outbox's commands and follows them to
     confirmation (settings from PARTLEDGER_* environment variables, as `serve`)."""
-    from web3 import Web3
 
     from ledger_service import migrate
     from ledger_service.app import build_submitter, key_refresher, load_signers, run_as_leader
+    from partledger.chain import web3_for
     from partledger.db import is_sqlite, make_engine
     from partledger.errors import ConfigError
     from partledger.manifest import load_manifest
@@ -38,7 +38,7 @@ def submit_command(
     signers = load_signers(settings, manifest)
     if not signers:
         raise ConfigError("no site keys to sign with: set PARTLEDGER_KEYS_DIR (and the keystore passphrase)")
-    w3 = Web3(Web3.HTTPProvider(settings.rpc_url or manifest.rpc_url, request_kwargs={"timeout": 10}))
+    w3 = web3_for(settings.rpc_url or manifest.rpc_url)
     submitter = build_submitter(settings, manifest=manifest, engine=engine, w3=w3, signers=signers, refresh_keys=key_refresher(settings, manifest, signers))
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):

@@ -27,6 +27,7 @@ from partledger.errors import ChainUnavailable, PartLedgerError
 from partledger.manifest import Manifest
 from partledger.proofs import qbft
 from partledger.proofs import verifier as v
+from partledger.rpc import rpc_session
 
 # eth_getBlockByNumber fields that are not part of the header.
 NON_HEADER_FIELDS = frozenset({"hash", "size", "totalDifficulty", "transactions", "uncles", "withdrawals", "sealFields", "author", "blockTimestamp"})
@@ -61,7 +62,7 @@ class JsonRpc:
     def call(self, method: str, params: list[Any]) -> Any:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = requests.Session()
+            session = self._local.session = rpc_session(self.url)
         try:
             reply = session.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, timeout=self.timeout)
             answer = reply.json()
