@@ -166,6 +166,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     install_error_handlers(app)
     keep_documented_bodies(app)
     app.include_router(resolver.router)  # first: the public resolver is the hottest path, matched before the rest
+    app.include_router(relay_routes.router)  # /v1/relay: requests signed by sites' own keys (issue 17), the busiest post
     app.include_router(queries.router)
     app.include_router(writes.router)
     app.include_router(evidence_routes.router)
@@ -173,7 +174,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.include_router(containment_routes.reads)  # /v1/units, recall impact through containers (issue 15)
     app.include_router(containment_routes.writes)  # pack, unpack, assemble, disassemble, remanufacture
     app.include_router(notification_routes.router)  # /v1/notifications: quality notifications
-    app.include_router(relay_routes.router)  # /v1/relay: requests signed by sites' own keys (issue 17)
     epcis_worker = install_epcis(app, services)  # /epcis: the EPCIS 2.0 REST binding; /v1/gs1: members' GS1 identities
     install_console(app)  # /console: the member console's pages, static files and HTML error pages
     app.add_middleware(resolver.ResolverFastPath)  # innermost: the audit log and the block header see it as any route
