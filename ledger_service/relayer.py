@@ -32,14 +32,13 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 from eth_abi import decode
 from eth_utils import keccak
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from web3 import Web3
 from web3.exceptions import Web3RPCError
@@ -49,7 +48,7 @@ from ledger_service.relay import read_forwarder_nonces
 from ledger_service.relay_tables import RelayBatch, RelayRequest
 from partledger.artifacts import FORWARDER, calldata, load_artifact
 from partledger.chain import STALLED_CHAIN_FACTOR, GasSizer, decode_revert, replay_revert
-from partledger.db import polled_write_transaction
+from partledger.db import write_transaction
 from partledger.dblock import ExclusiveLock, LockHeld
 from partledger.eip712 import Eip712Domain, ForwardRequest, read_domain, recover_forward_request_signer
 from partledger.errors import ChainError, ChainUnavailable, ContractRevert
@@ -96,7 +95,6 @@ class Relayer:
         self.gas = GasSizer(w3)
         self._nonce_taken: dict[int, tuple[float, int]] = {}
         self._known_nonces: dict[str, int] = {}  # signer -> the forwarder's nonce, as last read or counted
-        self._writes = threading.Lock()  # one write transaction at a time, should the relayer be stepped from two threads
 
     # --- the loop -------------------------------------------------------------------------------------------
 
@@ -123,11 +121,9 @@ class Relayer:
             if not busy:
                 stop.wait(delay)
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """A write transaction, one at a time among this relayer's threads."""
-        with self._writes, polled_write_transaction(self.engine) as conn:
-            yield conn
+    def _write(self) -> Any:
+        """A write transaction whose SQLite write lock is polled for (partledger.db.write_transaction)."""
+        return write_transaction(self.engine, polled=True)
 
     def step(self) -> bool:
         """One pass: follow what was sent (and send what was signed), then pack and send for each relayer key."""

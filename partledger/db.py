@@ -24,7 +24,7 @@ from partledger.errors import ConfigError
 # query's SQL went from 142 to 109 ms (benchmarks/epcis_bench.py's lot). Writes still go through the WAL.
 SQLITE_MMAP_BYTES = 256 * 1024 * 1024
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-POLL_SECONDS = 0.001  # how often a polled writer (polled_write_transaction) tries SQLite's write lock
+POLL_SECONDS = 0.001  # how often a polled writer (write_transaction(polled=True)) tries SQLite's write lock
 
 
 def is_sqlite(url: str) -> bool:
@@ -104,20 +104,13 @@ def _begin_polled(connection: Connection) -> None:
 
 
 @contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
+def write_transaction(engine: Engine, *, polled: bool = False) -> Iterator[Connection]:
     """A transaction that reads, then writes what it read decided. On SQLite it takes the write lock at BEGIN (BEGIN
     IMMEDIATE, waiting up to the busy timeout): a deferred transaction whose snapshot another connection's commit has
     passed cannot become a writer, and SQLite fails it at once ("database is locked") instead of waiting. Elsewhere
-    it is engine.begin()."""
-    with engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
-        yield conn
-
-
-@contextmanager
-def polled_write_transaction(engine: Engine) -> Iterator[Connection]:
-    """write_transaction, whose SQLite write lock is polled for every millisecond (_begin_polled): for a writer on
-    the critical path that shares the file with a stream of other writers (the relayer beside the API's posts)."""
-    with engine.connect().execution_options(sqlite_immediate=True, sqlite_polled=True) as conn, conn.begin():
+    it is engine.begin(). `polled`: the lock is polled for every millisecond (_begin_polled), for a writer on the
+    critical path that shares the file with a stream of other writers (the relayer beside the API's posts)."""
+    with engine.connect().execution_options(sqlite_immediate=True, sqlite_polled=polled) as conn, conn.begin():
         yield conn
 
 

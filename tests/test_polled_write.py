@@ -1,4 +1,4 @@
-"""partledger.db.polled_write_transaction on a real SQLite file: its write lock is polled for, not waited for in
+"""partledger.db.write_transaction(polled=True) on a real SQLite file: its write lock is polled for, not waited for in
 SQLite's busy handler. It gets the lock soon after another connection lets it go, writes as any transaction does
 (rolled back on an error), gives up with SQLite's own "database is locked" after the busy timeout, and leaves the
 connection's busy timeout as it found it. On PostgreSQL it is an ordinary transaction."""
@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from partledger import db
-from partledger.db import make_engine, polled_write_transaction
+from partledger.db import make_engine, write_transaction
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_a_polled_writer_takes_the_lock_once_another_connection_lets_it_go(engin
     written = threading.Event()
 
     def write() -> None:
-        with polled_write_transaction(engine) as conn:
+        with write_transaction(engine, polled=True) as conn:
             conn.execute(text("INSERT INTO t VALUES (2)"))
         written.set()
 
@@ -70,7 +70,7 @@ def test_a_polled_writer_gives_up_with_sqlites_error_after_the_busy_timeout(engi
     try:
         started = time.monotonic()
         with pytest.raises(OperationalError, match="database is locked"):
-            with polled_write_transaction(engine) as conn:
+            with write_transaction(engine, polled=True) as conn:
                 conn.execute(text("INSERT INTO t VALUES (3)"))
         assert time.monotonic() - started >= 0.3
     finally:
@@ -82,10 +82,10 @@ def test_a_polled_writer_gives_up_with_sqlites_error_after_the_busy_timeout(engi
 
 def test_a_polled_transaction_rolls_back_on_an_error_and_the_connection_is_usable_after(engine):
     with pytest.raises(RuntimeError):
-        with polled_write_transaction(engine) as conn:
+        with write_transaction(engine, polled=True) as conn:
             conn.execute(text("INSERT INTO t VALUES (4)"))
             raise RuntimeError("the caller's own failure")
-    with polled_write_transaction(engine) as conn:
+    with write_transaction(engine, polled=True) as conn:
         conn.execute(text("INSERT INTO t VALUES (5)"))
     with engine.connect() as conn:
         assert list(conn.execute(text("SELECT v FROM t")).scalars()) == [5]
@@ -96,7 +96,7 @@ def test_a_polled_transaction_writes_on_both_databases(db_url):
     try:
         with engine.begin() as conn:
             conn.execute(text("CREATE TABLE polled_t (v INTEGER)"))
-        with polled_write_transaction(engine) as conn:
+        with write_transaction(engine, polled=True) as conn:
             conn.execute(text("INSERT INTO polled_t VALUES (6)"))
         with engine.connect() as conn:
             assert list(conn.execute(text("SELECT v FROM polled_t")).scalars()) == [6]
