@@ -8,6 +8,7 @@ refusal asserted with its row's code), stores them, and relays them in batches o
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import time
@@ -320,6 +321,47 @@ def test_a_client_that_hangs_up_in_the_middle_of_its_body_gets_no_server_error(w
         wait_until(lambda: answered("400") == before["400"] + 1, "the cut-off post answered")
     assert answered("500") == before["500"] and relay_rows(world) == rows
     assert not [record for record in caplog.records if record.exc_info], "a traceback was logged"
+
+
+def test_a_post_the_schema_refuses_is_answered_as_fastapi_answers_it(world):
+    """POST /v1/relay reads and parses its body itself (_RelayRoute, for speed), not through FastAPI's dependency
+    solving: each malformed post still gets the answer FastAPI gave it (recorded from the route as FastAPI served
+    it), and nothing is accepted."""
+    rows = relay_rows(world)
+    key = {"Authorization": f"Bearer {world.stack.api_keys['warehouse']}"}
+    as_json = {**key, "Content-Type": "application/json"}
+    signed = world.relay.sign(world.org(EDGE).key, world.ledger.parts.functions.receiveParts([bytes(32)], NO_DOC), gas=100_000).as_json()
+    not_an_object = [{"loc": ["body"], "message": "Input should be a valid dictionary or object to extract fields from"}]
+    cases = [
+        ("no content type", json.dumps({"requests": [signed]}).encode(), key, not_an_object),
+        ("text/plain", json.dumps({"requests": [signed]}).encode(), {**key, "Content-Type": "text/plain"}, not_an_object),
+        ("an array", b"[1]", as_json, not_an_object),
+        ("no body", b"", as_json, [{"loc": ["body"], "message": "Field required"}]),
+        ("broken JSON", b'{"requests": [', as_json, [{"loc": ["body", 14], "message": "JSON decode error"}]),
+        ("null", b'{"requests": null}', as_json, [{"loc": ["body", "requests"], "message": "Input should be a valid list"}]),
+        ("empty, and more", b'{"requests": [], "x": 1}', as_json, [
+            {"loc": ["body", "requests"], "message": "List should have at least 1 item after validation, not 0"},
+            {"loc": ["body", "x"], "message": "Extra inputs are not permitted"},
+        ]),
+        ("a field missing", json.dumps({"requests": [{k: v for k, v in signed.items() if k != "gas"}]}).encode(),
+         {**key, "Content-Type": "application/json; charset=utf-8"}, [{"loc": ["body", "requests", 0, "gas"], "message": "Field required"}]),
+    ]  # fmt: skip
+    for name, body, headers, details in cases:
+        response = world.client.post("/v1/relay", content=body, headers=headers)
+        assert response.status_code == 422, (name, response.text)
+        assert response.json() == {"error": {"code": "invalid_request", "message": "the request does not match the API schema", "details": details}}, name
+    response = world.client.post("/v1/relay", content=b"\xde\x0c7,L", headers=as_json)  # no UTF-8
+    assert (response.status_code, response.json()["error"]) == (400, {"code": "http_error", "message": "There was an error parsing the body"})
+    deep = b'{"requests": ' + b"[" * 300 + b"]" * 300 + b"}"
+    response = world.client.post("/v1/relay", content=deep, headers=as_json)
+    assert (response.status_code, response.json()["error"]) == (422, {"code": "invalid_request", "message": "the JSON body is nested too deeply"})
+    for headers, message in (({}, "an API key is required: Authorization: Bearer plk_..."), ({"Authorization": "Bearer plk_x_y"}, "unknown or revoked API key")):
+        response = world.client.post("/v1/relay", json={"requests": [signed]}, headers=headers)
+        assert (response.status_code, response.json()["error"]) == (401, {"code": "unauthorized", "message": message})
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    too_big = world.client.post("/v1/relay", content=b"{}", headers={**as_json, "Content-Length": str(world.stack.settings().max_body_bytes + 1)})
+    assert too_big.status_code == 413, too_big.text
+    assert relay_rows(world) == rows
 
 
 def test_a_batch_goes_out_with_its_bound_and_is_run_on_the_node_only_when_that_would_crowd_the_block(world, monkeypatch):

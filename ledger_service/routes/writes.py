@@ -40,18 +40,26 @@ class _BodyLimitedRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def limited(request: Request) -> Response:
-            limit = request.app.state.services.settings.max_body_bytes
-            length = request.headers.get("content-length", "")
-            if length.isdigit() and int(length) > limit:
-                raise PayloadTooLarge(f"request body over {limit} bytes")
-            try:
-                body = await request.body()
-            except ClientDisconnect:  # nothing was accepted; the answer reaches no one, but it is not a server error
-                raise BadRequest("the client closed the connection before it sent the whole body", code="client_disconnected") from None
-            _refuse_deep_json(body)
+            await read_limited_body(request)
             return await handler(request)
 
         return limited
+
+
+async def read_limited_body(request: Request) -> bytes:
+    """The request's body, read once (FastAPI's handler reads it again from the request's cache); PayloadTooLarge
+    for a Content-Length over max_body_bytes, BadRequest for a client gone before the end, Unprocessable for JSON
+    nested too deeply."""
+    limit = request.app.state.services.settings.max_body_bytes
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"request body over {limit} bytes")
+    try:
+        body = await request.body()
+    except ClientDisconnect:  # nothing was accepted; the answer reaches no one, but it is not a server error
+        raise BadRequest("the client closed the connection before it sent the whole body", code="client_disconnected") from None
+    _refuse_deep_json(body)
+    return body
 
 
 def _refuse_deep_json(body: bytes) -> None:
