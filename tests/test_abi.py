@@ -1,6 +1,6 @@
 """partledger.abi writes what eth-abi writes, or raises what eth-abi raises: for every type it writes itself
-(bytes32, uintN, string, bytes, arrays of bytes32 or uintN), with values at and over their bounds, and for the types
-it leaves to eth-abi."""
+(bytes32, uintN, address, string, bytes, arrays and tuples of those, the forwarder's ForwardRequestData[] among them),
+with values at and over their bounds and addresses in every case, and for the types it leaves to eth-abi."""
 
 from __future__ import annotations
 
@@ -19,6 +19,15 @@ _INTEGER = st.one_of(
     st.integers(min_value=-1, max_value=2**256), st.sampled_from([-1, 0, 255, 256, 2**32 - 1, 2**32, 2**64 - 1, 2**64, 2**256 - 1, 2**256]), st.booleans(),
 )  # fmt: skip
 _WORD = st.binary(min_size=31, max_size=33)
+_ADDRESS = st.one_of(
+    st.binary(min_size=20, max_size=20).map(to_checksum_address),
+    st.binary(min_size=20, max_size=20).map(lambda raw: "0x" + raw.hex()),  # all lower case: taken without a checksum
+    st.binary(min_size=20, max_size=20).map(lambda raw: to_checksum_address(raw).swapcase().replace("0X", "0x")),  # mixed, wrong
+    st.binary(min_size=19, max_size=21),  # bytes: 20 of them only
+    st.sampled_from(["0x" + "ab" * 19, "0x" + "zz" * 20, "", 7]),
+)
+# The forwarder's ForwardRequestData: from, to, value, gas, deadline, data, signature
+_REQUEST = st.tuples(_ADDRESS, _ADDRESS, _INTEGER, _INTEGER, _INTEGER, st.binary(max_size=70), st.binary(min_size=65, max_size=65))
 _FIELD = st.one_of(
     st.tuples(st.just("bytes32"), _WORD),
     st.tuples(st.sampled_from(_UINTS), _INTEGER),
@@ -26,9 +35,15 @@ _FIELD = st.one_of(
     st.tuples(st.just("bytes"), st.binary(max_size=70)),
     st.tuples(st.just("bytes32[]"), st.lists(_WORD, max_size=5)),
     st.tuples(st.sampled_from([f"{kind}[]" for kind in _UINTS]), st.lists(_INTEGER, max_size=5)),
-    st.tuples(st.sampled_from(["string[]", "bytes32[][]", "address[]"]), st.just([])),  # empty arrays of other kinds: written here too
-    st.tuples(st.just("address"), st.binary(min_size=20, max_size=20).map(to_checksum_address)),
+    st.tuples(st.just("string[]"), st.lists(st.text(max_size=40), max_size=3)),
+    st.tuples(st.just("bytes32[][]"), st.lists(st.lists(_WORD, max_size=3), max_size=3)),
+    st.tuples(st.just("address[]"), st.lists(_ADDRESS, max_size=3)),
+    st.tuples(st.just("address"), _ADDRESS),
     st.tuples(st.just("(bytes32,uint8)[]"), st.lists(st.tuples(_WORD, _INTEGER), max_size=2)),
+    st.tuples(st.just("(bytes32,uint8)"), st.tuples(_WORD, _INTEGER)),
+    st.tuples(st.just("(address,address,uint256,uint256,uint48,bytes,bytes)[]"), st.lists(_REQUEST, max_size=3)),
+    st.tuples(st.just("(uint8,(bytes,uint8)[])"), st.tuples(_INTEGER, st.lists(st.tuples(st.binary(max_size=40), _INTEGER), max_size=2))),
+    st.tuples(st.sampled_from(["bool", "bytes4", "uint8[2]"]), st.sampled_from([True, b"abcd", [1, 2]])),  # left to eth-abi
 )
 
 
@@ -44,6 +59,14 @@ def test_encode_writes_or_refuses_what_eth_abi_does(fields: list[tuple[str, Any]
             encode(types, values)
     else:
         assert encode(types, values) == expected
+
+
+def test_an_execute_batch_of_relayed_requests_is_written_directly() -> None:
+    """The relayer's executeBatch(ForwardRequestData[], address) of 100 requests: written here, as eth-abi does."""
+    request = (to_checksum_address(b"\x01" * 20), to_checksum_address(b"\x02" * 20), 0, 90_000, 2**40, b"\x03" * 100, b"\x04" * 65)
+    types = ["(address,address,uint256,uint256,uint48,bytes,bytes)[]", "address"]
+    values = [[request] * 100, to_checksum_address(b"\x05" * 20)]
+    assert _direct(types, values) is not None and encode(types, values) == eth_abi_encode(types, values)
 
 
 def test_a_200_part_registration_is_written_directly() -> None:
