@@ -35,7 +35,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from eth_abi import decode
 from eth_utils import keccak
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
@@ -90,6 +89,7 @@ class Relayer:
         self.manifest = manifest
         self.config = config
         self.forwarder = w3.eth.contract(address=manifest.forwarder, abi=load_artifact(FORWARDER).abi)
+        self._forwarder_lower = self.forwarder.address.lower()
         self._domain: Eip712Domain | None = None
         self._block_gas_limit: int | None = None
         self.gas = GasSizer(w3)
@@ -219,8 +219,9 @@ class Relayer:
         the target's error (its call reverted) or the forwarder's (skipped); or accepted again, to wait for another
         batch, when it was skipped for a reason gone since."""
         executed = self._executed(receipt)
+        checksummed = {request["signer"].lower(): request["signer"] for request in requests}  # a checksum costs a keccak
         for signer, nonce in executed:  # each executed request used its nonce, whether its call succeeded or not
-            address = Web3.to_checksum_address(signer)
+            address = checksummed.get(signer) or Web3.to_checksum_address(signer)
             self._known_nonces[address] = max(self._known_nonces.get(address, 0), nonce + 1)
         verdicts: list[tuple[Any, dict[str, Any]]] = []
         for request in requests:
@@ -283,9 +284,11 @@ class Relayer:
         executed = {}
         for entry in receipt["logs"]:
             topics = [bytes.fromhex(topic[2:]) for topic in entry["topics"]]
-            if entry["address"].lower() == self.forwarder.address.lower() and topics and topics[0] == EXECUTED_TOPIC:
-                nonce, success = decode(["uint256", "bool"], bytes.fromhex(entry["data"][2:]))
-                executed[("0x" + topics[1][-20:].hex(), nonce)] = success
+            if entry["address"].lower() == self._forwarder_lower and topics and topics[0] == EXECUTED_TOPIC:
+                data = bytes.fromhex(entry["data"][2:])
+                if len(data) != 64 or data[32:63] != bytes(31) or data[63] > 1:  # (uint256 nonce, bool success), as emitted
+                    raise ChainError(f"an ExecutedForwardRequest log that is not the forwarder's: {entry['data']}")
+                executed[("0x" + topics[1][-20:].hex(), int.from_bytes(data[:32], "big"))] = data[63] == 1
         return executed
 
     def _call_error(self, request: Any, block: int) -> ContractRevert:
