@@ -80,7 +80,12 @@ def _begin_sqlite(connection: Connection) -> None:
     if options.get("sqlite_polled"):
         _begin_polled(connection)
         return
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get("sqlite_immediate") else "BEGIN")
+    if options.get("sqlite_immediate"):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # may fail ("database is locked"): as SQLAlchemy's error
+        return
+    # A deferred BEGIN takes no lock and cannot fail for one: sent to the driver directly, as SQLAlchemy's way costs
+    # 40 us, about what a read by primary key costs, and every read transaction of the service begins with one.
+    connection.connection.driver_connection.execute("BEGIN")  # type: ignore[union-attr]
 
 
 def _begin_polled(connection: Connection) -> None:
