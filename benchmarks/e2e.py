@@ -51,6 +51,7 @@ from eth_utils import keccak
 
 from benchmarks import stop_cleanly_on_sigterm
 from benchmarks.rss import PeakRss
+from ledger_service.settings import ServiceSettings
 from partledger.anvil import AnvilConfig, AnvilNode, free_port
 from partledger.chain import connect
 from partledger.ids import ascii32, part_id, part_id_unchecked
@@ -195,7 +196,8 @@ def start_processes(w: World, settings: dict[str, str], *, api_workers: int = 1,
     settings too (with `api_workers` worker processes; with `submitters`, that many `partledger submit` processes
     send the outbox and the API processes do not; with `relayer_process`, `partledger relay` relays and the API
     processes do not); returns once the service answers and the indexer has reached the head."""
-    env = {**os.environ, **w.stack.env(), **settings}
+    # The tests' stacks relay a part of a batch at once (no linger): the benchmarks measure the service's default.
+    env = {**os.environ, **w.stack.env(), "PARTLEDGER_RELAY_LINGER": str(ServiceSettings.model_fields["relay_linger"].default), **settings}
     port = free_port()
     w.api = f"http://127.0.0.1:{port}"
     processes = [

@@ -122,7 +122,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             max_request_gas=settings.relay_max_request_gas,
         )  # fmt: skip
         if settings.relayer:
-            config = RelayerConfig(batch_size=settings.relay_batch_size, max_in_flight=settings.relay_max_in_flight, interval=settings.submit_interval)
+            config = RelayerConfig(
+                batch_size=settings.relay_batch_size, max_in_flight=settings.relay_max_in_flight, interval=settings.submit_interval,
+                linger=settings.relay_linger,
+            )
             relayer = Relayer(engine=services.service_engine, w3=w3, keys=relayer_keys, manifest=manifest, config=config)
 
     mirror_watch = MirrorWatch(service_engine=services.service_engine, index_engine=services.index_engine, chain_id=manifest.chain_id)

@@ -45,6 +45,7 @@ class ServiceSettings(BaseSettings):
     relayer: bool = True  # run the relayer inside the service process (the leader's, as the submitter)
     relay_batch_size: int = 100  # requests per executeBatch transaction
     relay_max_in_flight: int = 4  # batches per relayer key sent and not yet mined
+    relay_linger: float = Field(default=0.2, ge=0)  # seconds the oldest request may wait for a full batch (RelayerConfig.linger)
     relay_max_request_gas: int = 5_000_000  # the most gas one request may offer its call
     relay_max_requests: int = 1_000  # requests per POST /v1/relay
     # Custodial sites' single-part commands signed as ForwardRequests with the site's key and relayed in batches with

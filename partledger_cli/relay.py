@@ -42,7 +42,10 @@ def relay_command(
     engine = make_engine(settings.service_db_url, durable=True)
     migrate.upgrade(engine)
     w3 = web3_for(settings.rpc_url or manifest.rpc_url)
-    config = RelayerConfig(batch_size=settings.relay_batch_size, max_in_flight=settings.relay_max_in_flight, interval=settings.submit_interval)
+    config = RelayerConfig(
+        batch_size=settings.relay_batch_size, max_in_flight=settings.relay_max_in_flight, interval=settings.submit_interval,
+        linger=settings.relay_linger,
+    )
     relayer = Relayer(engine=engine, w3=w3, keys=keys, manifest=manifest, config=config)
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):

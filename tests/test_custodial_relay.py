@@ -145,6 +145,40 @@ def test_one_part_commands_of_several_sites_ride_in_one_batch_and_act_as_their_s
     assert bytes(vin["part_id"]) == pids[0] and bytes(vin["vin_hash"]) == bytes(installed["args"]["vinHashes"][0])
 
 
+def test_a_part_of_a_batch_waits_for_its_linger_and_a_full_batch_goes_at_once(stack, ledger):
+    """The relayer's passes with a linger: requests fewer than a batch wait while the oldest is younger than the
+    linger (no transaction, nothing marked relayed); as many as a batch go at once; the rest go once they have waited
+    the linger (here 0); all land."""
+    warehouse = ledger.orgs["warehouse"]
+    pids = held_by(ledger, "maker", [f"CR-L{index}" for index in range(4)], lot="L-CR")
+    with relayed(stack, relayer=False) as client:
+        commands = [accepted(post(stack, "maker", "/v1/parts/ship", {"part_ids": [hexid(pid)], "to_org": warehouse.id, "doc_hash": hexid(keccak(text=f"dn-l{index}"))})) for index, pid in enumerate(pids[:3])]
+        handed_over(stack, 3)
+        services = client.app.state.services
+        relayer = Relayer(
+            engine=services.service_engine, w3=Web3(Web3.HTTPProvider(services.manifest.rpc_url)),
+            keys=load_relayer_keys(services.settings, services.manifest), manifest=services.manifest, config=RelayerConfig(batch_size=4, linger=3_600),
+        )  # fmt: skip
+        engine = make_engine(stack.service_db_url)
+        table = RelayRequest.__table__
+
+        def states() -> list[str]:
+            with engine.connect() as conn:
+                return sorted(conn.execute(select(table.c.state)).scalars())
+
+        assert relayer.pack() is False and states() == ["accepted"] * 3  # 3 of a batch of 4, none waiting an hour
+        relayer.config = RelayerConfig(batch_size=3, linger=3_600)
+        assert relayer.pack() is True and states() == ["relayed"] * 3  # a full batch: at once
+        commands.append(accepted(post(stack, "maker", "/v1/parts/ship", {"part_ids": [hexid(pids[3])], "to_org": warehouse.id, "doc_hash": hexid(keccak(text="dn-l3"))})))
+        handed_over(stack, 1)
+        assert relayer.pack() is False and states() == ["accepted"] + ["relayed"] * 3
+        relayer.config = RelayerConfig(batch_size=3, linger=0.0, interval=0.02)
+        with running(relayer):
+            views = [confirmed(stack, "maker", command) for command in commands]
+    assert len({view["transactions"][0]["tx_hash"] for view in views}) == 2  # the full batch, and the one that waited
+    assert [on_chain(ledger, pid) for pid in pids] == [(S.IN_TRANSIT, ledger.orgs["maker"].id, warehouse.id)] * 4
+
+
 def test_a_request_the_chain_refuses_after_the_hand_over_rejects_its_command_and_drops_the_vin(stack, ledger):
     workshop = ledger.orgs["workshop"]
     [pid] = held_by(ledger, "workshop", ["CR-RACE"], lot="L-CR")
