@@ -94,7 +94,6 @@ class CaptureWorker:
             conn.execute(update(T_JOB).where(T_JOB.c.state == "running").values(state="queued"))
         self._thread = threading.Thread(target=self._loop, name="epcis-capture", daemon=True)
         self._thread.start()
-        self.preparer.start()  # up before the first large document, whose job would otherwise prepare it here
 
     def stop(self) -> None:
         self._stop.set()
@@ -157,6 +156,9 @@ class CaptureWorker:
                 else:
                     self._checking[job.org_id] = job.id
             query.note_use()
+            # EPCIS is in use: the preparing process starts now (not with the service: 2 s of CPU and a process for
+            # every API worker, EPCIS client or not). A large document meanwhile is prepared in its job's thread.
+            self.preparer.start()
             thread = threading.Thread(target=self._run_job, args=(job.id, job.org_id), name=f"epcis-job-{job.id[:8]}", daemon=True)
             self._threads[job.id] = thread
             thread.start()
