@@ -8,11 +8,12 @@ addresses, tuples for structs, lists for arrays.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from eth_abi import decode
 from eth_utils import keccak, to_checksum_address
 
+from partledger.abi import decode
 from partledger.artifacts import abi_type, load_artifact
 
 INDEXED_CONTRACTS = ("ConsortiumRegistry", "PartLedger", "EvidenceLedger")
@@ -37,6 +38,12 @@ class _EventSpec:
     data_names: tuple[str, ...]
     data_types: tuple[str, ...]
     address_args: frozenset[str]
+
+
+@lru_cache(maxsize=16_384)
+def _checksummed(address: str) -> str:
+    """The same few addresses (site keys, contracts) come back in every block, and a checksum costs a keccak."""
+    return to_checksum_address(address)
 
 
 class LogDecoder:
@@ -79,7 +86,7 @@ class LogDecoder:
         values = decode(list(spec.data_types), bytes.fromhex(log["data"][2:]))
         args.update(zip(spec.data_names, values))
         for name in spec.address_args:
-            args[name] = to_checksum_address(args[name])
+            args[name] = _checksummed(args[name])
         return DecodedLog(
             contract=contract,
             event=spec.name,

@@ -1,18 +1,20 @@
 """partledger.abi writes what eth-abi writes, or raises what eth-abi raises: for every type it writes itself
 (bytes32, uintN, address, string, bytes, arrays and tuples of those, the forwarder's ForwardRequestData[] among them),
-with values at and over their bounds and addresses in every case, and for the types it leaves to eth-abi."""
+with values at and over their bounds and addresses in every case, and for the types it leaves to eth-abi. It reads
+what eth-abi reads, from those encodings and from them damaged, or fails as eth-abi fails."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from eth_abi import decode as eth_abi_decode
 from eth_abi import encode as eth_abi_encode
 from eth_utils import to_checksum_address
 from hypothesis import given
 from hypothesis import strategies as st
 
-from partledger.abi import _direct, encode
+from partledger.abi import _direct, _read, decode, encode
 
 _UINTS = ["uint8", "uint32", "uint64", "uint256"]
 _INTEGER = st.one_of(
@@ -74,3 +76,39 @@ def test_a_200_part_registration_is_written_directly() -> None:
     values = [9506000134352, b"L" * 32, serials]
     types = ["uint256", "bytes32", "bytes32[]"]
     assert _direct(types, values) is not None and encode(types, values) == eth_abi_encode(types, values)
+
+
+@given(st.lists(_FIELD, min_size=1, max_size=6), st.data())
+def test_decode_reads_what_eth_abi_reads_or_refuses_what_it_refuses(fields: list[tuple[str, Any]], data: st.DataObject) -> None:
+    """Whatever eth-abi encodes of the drawn values, and that encoding with some bytes changed (cut, extended,
+    flipped: pointers, lengths, padding), decodes as eth-abi's decode does, or fails as it fails."""
+    types, values = [kind for kind, _ in fields], [value for _, value in fields]
+    try:
+        encoded = eth_abi_encode(types, values)
+    except Exception:  # noqa: BLE001 - values eth-abi would not write: junk bytes instead
+        encoded = data.draw(st.binary(max_size=400))
+    damage = data.draw(st.sampled_from(["none", "flip", "cut", "extend"]))
+    if damage == "flip" and encoded:
+        at = data.draw(st.integers(min_value=0, max_value=len(encoded) - 1))
+        encoded = encoded[:at] + bytes([encoded[at] ^ data.draw(st.integers(min_value=1, max_value=255))]) + encoded[at + 1 :]
+    elif damage == "cut":
+        encoded = encoded[: data.draw(st.integers(min_value=0, max_value=len(encoded)))]
+    elif damage == "extend":
+        encoded += data.draw(st.binary(min_size=1, max_size=64))
+    try:
+        expected: tuple[Any, ...] | Exception = tuple(eth_abi_decode(types, encoded))
+    except Exception as exc:  # noqa: BLE001 - whatever eth-abi raises, decode must raise it too
+        expected = exc
+    if isinstance(expected, Exception):
+        with pytest.raises(type(expected)):
+            decode(types, encoded)
+    else:
+        assert decode(types, encoded) == expected
+
+
+def test_the_indexers_events_are_read_directly() -> None:
+    """The types of PartLedger's events, canonically encoded: read here, not by eth-abi, and the same values."""
+    types = ["(bytes32,uint16,uint32,uint32,bytes32,bytes32,bytes32,uint64)", "address", "bytes", "bytes32", "bytes32[]", "string", "uint64"]
+    values = [(b"a" * 32, 1, 2, 3, b"b" * 32, b"c" * 32, b"d" * 32, 4), "0x" + "ab" * 20, b"xyz", b"e" * 32, [b"f" * 32], "h\u00e9llo", 7]
+    encoded = eth_abi_encode(types, values)
+    assert _read(types, encoded, 0) == tuple(eth_abi_decode(types, encoded)) == decode(types, encoded)
