@@ -28,7 +28,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from eth_abi import decode
 from eth_utils import keccak
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import Engine
@@ -42,6 +41,7 @@ from ledger_service.errors import NotFound, RowErrors
 from ledger_service.group_commit import GroupCommit
 from ledger_service.operations import OPERATIONS, Operation
 from ledger_service.relay_tables import RelayBatch, RelayRequest
+from partledger.abi import decode  # eth-abi's values and errors, read directly when canonical
 from partledger.artifacts import FORWARDER, function_spec, load_artifact
 from partledger.chain import revert_of
 from partledger.eip712 import Eip712Domain, ForwardRequest, forward_request_digest, read_domain, recover_forward_request_signer
@@ -199,7 +199,7 @@ class RelayDesk:
             raise Refused("unknown_operation", f"the call is not one of the {contract} operations the service relays")
         op, types = found
         try:
-            decode(list(types), request.data[4:], strict=True)
+            decode(types, request.data[4:])
         except Exception:  # noqa: BLE001 - any decoding failure means the same: the arguments are not that call's
             raise Refused("invalid_call", f"the arguments do not decode as {contract}.{op.function}") from None
         if recover_forward_request_signer(domain, request, item.signature, digest=digest) != request.sender:
