@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -107,6 +109,39 @@ def test_a_killed_worker_costs_its_document_nothing_and_is_replaced(preparer: Pr
     assert preparer.wait_until_up(timeout=120)
     again = preparer.prepare(document, len(expected.event_ids), directory)
     assert again.pid not in (first, os.getpid()) and again.todo == expected.todo
+
+
+def test_the_worker_of_a_killed_service_ends_with_it(tmp_path: Path) -> None:
+    """A service process SIGKILLed cannot close its pool: its worker, orphaned, ends by itself within seconds."""
+    script = (
+        "from ledger_service.epcis.preparing import Preparer\n"
+        "import sys, time\n"
+        "p = Preparer(processes=1, in_process_below=10)\n"
+        "assert p.wait_until_up(timeout=120)\n"
+        "print(p._started.result(), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    service = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+    try:
+        worker = int(service.stdout.readline())  # type: ignore[union-attr]
+        assert _alive(worker)
+        service.kill()
+        service.wait(timeout=60)
+        deadline = time.monotonic() + 60
+        while _alive(worker):
+            assert time.monotonic() < deadline, "the orphaned worker is still running"
+            time.sleep(0.05)
+    finally:
+        service.kill()
+
+
+def _alive(pid: int) -> bool:
+    """Running, not gone and not a zombie left for its new parent to reap."""
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "State:\tZ" not in status.read_text()
+    except FileNotFoundError:
+        return False
 
 
 def test_a_document_being_prepared_when_the_workers_close_is_prepared_anyway(preparer: Preparer) -> None:
