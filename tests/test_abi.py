@@ -5,6 +5,7 @@ what eth-abi reads, from those encodings and from them damaged, or fails as eth-
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -52,15 +53,18 @@ _FIELD = st.one_of(
 @given(st.lists(_FIELD, min_size=1, max_size=6))
 def test_encode_writes_or_refuses_what_eth_abi_does(fields: list[tuple[str, Any]]) -> None:
     types, values = [kind for kind, _ in fields], [value for _, value in fields]
+    agrees(lambda: encode(types, values), lambda: eth_abi_encode(types, values))
+
+
+def agrees(ours: Callable[[], Any], eth_abis: Callable[[], Any]) -> None:
+    """`ours()` returns what `eth_abis()` returns, or raises the type of error it raises."""
     try:
-        expected: bytes | Exception = eth_abi_encode(types, values)
-    except Exception as exc:  # noqa: BLE001 - whatever eth-abi raises, the direct path must raise it too
-        expected = exc
-    if isinstance(expected, Exception):
-        with pytest.raises(type(expected)):
-            encode(types, values)
-    else:
-        assert encode(types, values) == expected
+        expected = eth_abis()
+    except Exception as exc:  # noqa: BLE001 - whatever eth-abi raises, ours must raise it too
+        with pytest.raises(type(exc)):
+            ours()
+        return
+    assert ours() == expected
 
 
 def test_an_execute_batch_of_relayed_requests_is_written_directly() -> None:
@@ -95,15 +99,7 @@ def test_decode_reads_what_eth_abi_reads_or_refuses_what_it_refuses(fields: list
         encoded = encoded[: data.draw(st.integers(min_value=0, max_value=len(encoded)))]
     elif damage == "extend":
         encoded += data.draw(st.binary(min_size=1, max_size=64))
-    try:
-        expected: tuple[Any, ...] | Exception = tuple(eth_abi_decode(types, encoded))
-    except Exception as exc:  # noqa: BLE001 - whatever eth-abi raises, decode must raise it too
-        expected = exc
-    if isinstance(expected, Exception):
-        with pytest.raises(type(expected)):
-            decode(types, encoded)
-    else:
-        assert decode(types, encoded) == expected
+    agrees(lambda: decode(types, encoded), lambda: tuple(eth_abi_decode(types, encoded)))
 
 
 def test_the_indexers_events_are_read_directly() -> None:
