@@ -3,6 +3,8 @@ the document check with a file and its salt, and the audit log of auditor reads,
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 import pytest
@@ -106,6 +108,19 @@ def test_proofs_the_document_check_and_the_audit_log_through_the_service(ledger:
         wrong = {"types": proof["batchRecord"]["types"], "value": [*proof["batchRecord"]["value"][:-1], 0], "proof": proof["batchRecord"]["proof"]}
         refused = client.post(f"/v1/proofs/batches/{submitted[0]['root']}/records", json=wrong, headers=stack.headers("auditor"))
         assert refused.status_code == 422 and refused.json()["error"]["code"] == "record_not_in_batch"
+        # a record that cannot be encoded is a 422 invalid_record: a value too many (found by the API fuzzer as a 500),
+        # a string no UTF-8 holds (JSON's lone surrogate), a type the verifier does not take
+        types, value = proof["batchRecord"]["types"], proof["batchRecord"]["value"]
+        string_at = types.index("string")
+        for kinds, values in (
+            (types, [*value, 0]),
+            (types[:1], value),
+            (types, [*value[:string_at], "\ud883", *value[string_at + 1 :]]),
+            (["uint7", *types[1:]], value),
+        ):
+            body = json.dumps({"types": kinds, "value": values, "proof": proof["batchRecord"]["proof"]})  # escaped as JSON escapes it: httpx would not send the surrogate
+            refused = client.post(f"/v1/proofs/batches/{submitted[0]['root']}/records", content=body, headers=stack.headers("auditor") | {"content-type": "application/json"})
+            assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_record", refused.text
 
 
 def test_an_unlogged_auditor_read_is_refused(ledger: Ledger, tmp_path, monkeypatch):

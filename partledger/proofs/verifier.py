@@ -321,6 +321,16 @@ def _encode_static(kind: str, value: Any) -> bytes:
     raise CheckFailed(f"ABI type {kind} is not supported by this verifier")
 
 
+def _utf8(value: Any) -> Any:
+    """A string value's UTF-8 bytes; CheckFailed for a string no UTF-8 can hold (a lone surrogate, from JSON's \\ud800)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return value.encode()
+    except UnicodeEncodeError:
+        raise CheckFailed("string value is not valid Unicode (a lone surrogate)") from None
+
+
 def abi_encode(kinds: list[str], values: list[Any]) -> bytes:
     """abi.encode(values) for elementary types, bytes, string, static tuples and arrays of static elementary types."""
     if len(kinds) != len(values):
@@ -329,7 +339,7 @@ def abi_encode(kinds: list[str], values: list[Any]) -> bytes:
     head_size = sum(32 * len(_tuple_types(k)) if k.startswith("(") else 32 for k in kinds)
     for kind, value in zip(kinds, values):
         if kind in ("bytes", "string"):
-            data = value.encode() if kind == "string" else value
+            data = _utf8(value) if kind == "string" else value
             if not isinstance(data, bytes):
                 raise CheckFailed(f"{kind} value of the wrong type")
             tail = len(data).to_bytes(32, "big") + data + bytes(-len(data) % 32)
@@ -338,7 +348,10 @@ def abi_encode(kinds: list[str], values: list[Any]) -> bytes:
                 raise CheckFailed(f"{kind} value is not a list")
             tail = len(value).to_bytes(32, "big") + b"".join(_encode_static(kind[:-2], item) for item in value)
         elif kind.startswith("("):
-            heads.append(b"".join(_encode_static(k, v) for k, v in zip(_tuple_types(kind), value, strict=True)))
+            members = _tuple_types(kind)
+            if not isinstance(value, (list, tuple)) or len(value) != len(members):
+                raise CheckFailed(f"{kind} value is not a list of {len(members)}")
+            heads.append(b"".join(_encode_static(k, v) for k, v in zip(members, value)))
             continue
         else:
             heads.append(_encode_static(kind, value))
@@ -425,7 +438,9 @@ def _from_json(kind: str, value: Any) -> Any:
 
 def leaf_hash(kinds: list[str], values: list[Any]) -> bytes:
     """OpenZeppelin StandardMerkleTree leaf: keccak256(keccak256(abi.encode(values)))."""
-    return keccak(keccak(abi_encode(kinds, [_from_json(k, v) for k, v in zip(kinds, values, strict=True)])))
+    if len(kinds) != len(values):
+        raise CheckFailed(f"{len(values)} values for {len(kinds)} types")
+    return keccak(keccak(abi_encode(kinds, [_from_json(k, v) for k, v in zip(kinds, values)])))
 
 
 def process_merkle_proof(leaf: bytes, proof: list[bytes]) -> bytes:
