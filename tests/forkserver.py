@@ -8,7 +8,7 @@ directory and output files, reloads the failpoints (armed from the environment a
 SIGKILL, with nothing shared with the next run but the imported code; the first start of the service in each test
 still goes through a fresh interpreter (see the tests), so the plain start-up path stays covered.
 
-Protocol, one JSON object per line: the test writes {"argv", "env", "cwd", "stdout", "stderr"} to the server's
+Protocol, one JSON object per line: the test writes {"argv", "env", "cwd", "stdin", "stdout", "stderr"} to the server's
 stdin and reads {"pid"} back; the server reports every child's end as {"exited": pid, "code": returncode}, with
 the code negative for a signal as subprocess does.
 """
@@ -31,7 +31,8 @@ from partledger.artifacts import REPO_ROOT
 # What the forked commands (serve, index, backup and restore, wallet) import inside their functions: loaded once by
 # the server so that no child pays for it.
 PRELOAD = (
-    "partledger_cli.main", "partledger_cli.stack", "partledger_cli.index", "partledger_cli.backup", "partledger_cli.wallet",
+    "partledger_cli.main", "partledger_cli.stack", "partledger_cli.index", "partledger_cli.backup", "partledger_cli.wallet", "partledger_cli.users",
+    "ledger_service.accounts", "argon2",
     "ledger_service.app", "ledger_service.settings", "ledger_service.migrate", "ledger_service.audit_tables", "ledger_service.scan_tables",
     "indexer.runner", "indexer.sink", "indexer.source", "indexer.migrate", "partledger.migrations", "wallets.rotation", "wallets.signer",
     "ledger_service.console", "ledger_service.console.web", "ledger_service.console.admin", "ledger_service.console.audit",
@@ -123,10 +124,21 @@ class ForkServer:
             return self._codes.get(pid)
 
     def spawn(
-        self, arguments: list[str], *, env: dict[str, str], cwd: Path = REPO_ROOT, stdout: Path | None = None, stderr: Path | None = None
+        self,
+        arguments: list[str],
+        *,
+        env: dict[str, str],
+        cwd: Path = REPO_ROOT,
+        stdout: Path | None = None,
+        stderr: Path | None = None,
+        stdin: Path | None = None,
     ) -> ForkedProcess:
-        """Forks a child that runs `partledger ARGUMENTS`; its output is appended to the given files (else dropped)."""
-        request = {"argv": ["partledger", *arguments], "env": env, "cwd": str(cwd), "stdout": str(stdout or os.devnull), "stderr": str(stderr or stdout or os.devnull)}
+        """Forks a child that runs `partledger ARGUMENTS`; its output is appended to the given files (else dropped),
+        its input read from `stdin` (else empty)."""
+        request = {
+            "argv": ["partledger", *arguments], "env": env, "cwd": str(cwd), "stdin": str(stdin or os.devnull),
+            "stdout": str(stdout or os.devnull), "stderr": str(stderr or stdout or os.devnull),
+        }  # fmt: skip
         with self._request_lock:
             assert self.process.stdin is not None
             self.process.stdin.write(json.dumps(request) + "\n")
@@ -134,12 +146,15 @@ class ForkServer:
             pid = self._next_reply(timeout=60)["pid"]
         return ForkedProcess(self, pid, stdout, stderr)
 
-    def run(self, arguments: list[str], *, env: dict[str, str], workdir: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        """Runs `partledger ARGUMENTS` to its end, like subprocess.run(capture_output=True, text=True)."""
+    def run(
+        self, arguments: list[str], *, env: dict[str, str], workdir: Path, timeout: float = 600, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Runs `partledger ARGUMENTS` to its end, like subprocess.run(capture_output=True, text=True, input=input)."""
         workdir.mkdir(parents=True, exist_ok=True)
-        out, err = workdir / f"run-{len(self._codes)}-{os.getpid()}.out", workdir / f"run-{len(self._codes)}-{os.getpid()}.err"
-        out.write_text(""), err.write_text("")
-        child = self.spawn(arguments, env=env, stdout=out, stderr=err)
+        run = f"run-{len(self._codes)}-{os.getpid()}"
+        out, err, given = workdir / f"{run}.out", workdir / f"{run}.err", workdir / f"{run}.in"
+        out.write_text(""), err.write_text(""), given.write_text(input or "")
+        child = self.spawn(arguments, env=env, stdout=out, stderr=err, stdin=given)
         try:
             code = child.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -170,7 +185,7 @@ def _run_child(request: dict[str, Any]) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
-    stdin = os.open(os.devnull, os.O_RDONLY)
+    stdin = os.open(request.get("stdin", os.devnull), os.O_RDONLY)
     stdout = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     stderr = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     for source, target in ((stdin, 0), (stdout, 1), (stderr, 2)):

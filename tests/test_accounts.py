@@ -34,6 +34,7 @@ from ledger_service.vault import Vault
 from partledger.db import make_engine
 from partledger.errors import ValidationError
 from partledger.model import Role
+from tests.forkserver import ForkServer
 from tests.test_scan_migration import downgrade
 
 PASSWORD = "correct horse battery"
@@ -524,8 +525,24 @@ def test_migration_0004_matches_the_tables_and_downgrades(service):
 CLI = [sys.executable, "-m", "partledger_cli"]
 
 
-def run_user(*arguments: str, service_db: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "user", *arguments, "--service-db", service_db], capture_output=True, text=True, input=stdin, timeout=120)
+class UserCli:
+    """`partledger user ...`: the first run in a fresh interpreter, the others forked from the worker's fork server
+    (tests/forkserver.py), which spares each run a second of imports."""
+
+    def __init__(self, forkserver: ForkServer, workdir: Path) -> None:
+        self.forkserver, self.workdir, self.runs = forkserver, workdir, 0
+
+    def __call__(self, *arguments: str, service_db: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        command = ["user", *arguments, "--service-db", service_db]
+        self.runs += 1
+        if self.runs == 1:
+            return subprocess.run([*CLI, *command], capture_output=True, text=True, input=stdin, timeout=120)
+        return self.forkserver.run(command, env=dict(os.environ), workdir=self.workdir / "cli", timeout=120, input=stdin)
+
+
+@pytest.fixture
+def run_user(forkserver: ForkServer, tmp_path: Path) -> UserCli:
+    return UserCli(forkserver, tmp_path)
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], expected: str) -> None:
@@ -535,7 +552,7 @@ def one_line_error(result: subprocess.CompletedProcess[str], expected: str) -> N
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_user_commands_add_list_disable_enable_and_reset(tmp_path, index):
+def test_user_commands_add_list_disable_enable_and_reset(tmp_path, index, run_user: UserCli):
     service_db = f"sqlite:///{tmp_path / 'service.db'}"
     (tmp_path / "pw").write_text(PASSWORD + "\n")
     added = run_user("add", "Alice", "--org-id", str(MAKER), "--role", "admin", "--site", "plant-shanghai", "--password-file", str(tmp_path / "pw"), service_db=service_db)
@@ -572,7 +589,7 @@ def test_user_commands_add_list_disable_enable_and_reset(tmp_path, index):
         engine.dispose()
 
 
-def test_user_commands_refuse_in_one_line_with_exit_code_1(tmp_path):
+def test_user_commands_refuse_in_one_line_with_exit_code_1(tmp_path, run_user: UserCli):
     service_db = f"sqlite:///{tmp_path / 'service.db'}"
     (tmp_path / "pw").write_text(PASSWORD + "\n")
     (tmp_path / "short").write_text("short\n")
