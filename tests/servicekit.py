@@ -3,6 +3,7 @@ the service built by create_app with its submitter, and helpers to call it and w
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 
 from indexer import migrate as index_migrate
@@ -28,6 +31,7 @@ from tests.chainkit import Ledger
 from wallets.keystore import create_keystore
 
 PASSPHRASE = "test-keystore-passphrase-5d1c"
+TEST_SCRYPT_N = 1 << 4  # the stack's keystores: a service start opens nine of them, and the crash tests start it hundreds of times
 
 T = TypeVar("T")
 
@@ -80,12 +84,19 @@ class Stack:
         return {"Authorization": f"Bearer {self.api_keys[org]}", **extra}
 
 
+def at_test_strength(keystore: Path, account: LocalAccount) -> None:
+    """Re-encrypts a keystore with scrypt at TEST_SCRYPT_N: nine keys at the devnet's light strength cost a service
+    start about a tenth of a second of CPU, which the write-path crash tests would pay two hundred times."""
+    keystore.write_text(json.dumps(Account.encrypt(account.key, PASSPHRASE, kdf="scrypt", iterations=TEST_SCRYPT_N)))
+
+
 def prepare_stack(ledger: Ledger, workdir: Path, index_db_url: str, service_db_url: str) -> Stack:
     """Keystores for one service-held site key per organisation (registered on chain by the operator), the manifest
     with the node's URL, a VIN key, migrated databases and one API key per organisation."""
     stack = Stack(ledger, workdir, index_db_url, service_db_url)
     for name, org in ledger.orgs.items():
         account = create_keystore(stack.keys_dir / name / "service-site.json", PASSPHRASE, light=True)
+        at_test_strength(stack.keys_dir / name / "service-site.json", account)
         ledger.act(ledger.operator, ledger.registry.functions.addSiteKey(org.id, account.address, ascii32("service-site")))
         stack.site_keys[name] = account.address
     save_manifest(Manifest(**{**ledger.manifest.__dict__, "rpc_url": ledger.w3.provider.endpoint_uri}), stack.manifest_path)
