@@ -32,7 +32,6 @@ from functools import cache
 from typing import Any
 
 import pytest
-import requests
 from eth_abi import decode, encode
 from eth_utils import function_signature_to_4byte_selector, keccak
 from hypothesis import HealthCheck, given, settings
@@ -49,6 +48,7 @@ from partledger.anvil import AnvilConfig, AnvilNode
 from tests.ports import free_port
 from partledger.chain import connect
 from partledger.db import make_engine
+from partledger.rpc import rpc_session
 from partledger.eip712 import Attestation, attestation_typed_data, read_domain
 from partledger.ids import ascii32, part_id
 from partledger.model import CUSTODY_ROLES, DocType, PartStatus, Role
@@ -99,7 +99,7 @@ class ReorgChain:
         self.ledger = ledger
         self.w3 = ledger.w3
         self.base_parts = base_parts
-        self._session = requests.Session()
+        self._session = rpc_session(self.url)
         self._snapshot = self.rpc("evm_snapshot")
         # No reorganisation goes below the snapshot: Anvil loses a snapshot whose block was replaced or rolled back.
         self.floor = self.head()

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import requests
 from eth_abi import encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -46,6 +45,7 @@ from partledger.eip712 import Attestation, attestation_typed_data, read_domain
 from partledger.ids import ascii32, gtin_check_digit, part_id_unchecked
 from partledger.manifest import Manifest
 from partledger.model import CUSTODY_ROLES, DocType, PartStatus, Role
+from partledger.rpc import rpc_session
 from tests.chainkit import ANVIL_ACCOUNTS, Ledger, build_ledger, dev_account
 
 GTINS = tuple(int(body + str(gtin_check_digit(body))) for body in ("0401234500001", "0950600013435", "0061414100003", "0400638133393", "0871234567890"))  # fmt: skip
@@ -96,7 +96,7 @@ class Rpc:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._session = requests.Session()
+        self._session = rpc_session(url)
         self._ids = itertools.count(1)
 
     def _post(self, payload: Any) -> Any:
