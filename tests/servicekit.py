@@ -143,10 +143,15 @@ class IndexerThread:
 
 @contextmanager
 def running_service(stack: Stack, **overrides: Any) -> Iterator[TestClient]:
-    """The service (with its submitter thread) and the indexer, both running, for the duration of the block."""
+    """The service (with its submitter thread) and the indexer, both running, for the duration of the block; the
+    block starts once the mirror holds the chain as it was at the start. The API authenticates a key against the
+    mirror (its organisation active, its site key registered), and a mirror still catching up with a long session
+    chain answered a test's first post 401: the service had started faster than the indexer read the chain."""
+    head = stack.ledger.w3.eth.block_number
     with IndexerThread(stack.ledger, stack.index_db_url) as indexer, TestClient(create_app(stack.settings(**overrides))) as client:
         stack.client = client
         client.indexer = indexer  # type: ignore[attr-defined]
+        indexer.wait_for(head, timeout=120)
         yield client
 
 
