@@ -658,7 +658,6 @@ def test_a_command_and_an_audited_read_record_the_user_or_api_key_that_sent_them
 
     stack = prepare_stack(ledger, tmp_path, f"sqlite:///{tmp_path / 'index.db'}", f"sqlite:///{tmp_path / 'service.db'}")
     with running_service(stack) as client:
-        client.indexer.wait_for(ledger.w3.eth.block_number)  # type: ignore[attr-defined]
         services = client.app.state.services  # type: ignore[attr-defined]
         engine, index_engine = services.service_engine, services.index_engine
         for username, org, role in (("maker-op", "maker", "operator"), ("maker-view", "maker", "viewer"), ("aud", "auditor", "operator")):
@@ -715,7 +714,6 @@ def test_a_users_commands_follow_a_revoked_site_key_to_its_replacement_only_when
     workshop, old = ledger.orgs["workshop"], stack.site_keys["workshop"]
     pids = held_by(ledger, "workshop", ["US1", "US2"])
     with running_service(stack, submitter=False) as client:
-        client.indexer.wait_for(ledger.w3.eth.block_number)  # type: ignore[attr-defined]
         services = client.app.state.services  # type: ignore[attr-defined]
         accounts.create_user(services.service_engine, org_id=workshop.id, username="by-site", password=PASSWORD, role="operator", sites=["service-site"])
         accounts.create_user(services.service_engine, org_id=workshop.id, username="by-address", password=PASSWORD, role="operator", sites=[old])

@@ -58,8 +58,7 @@ def fuzz_stack(deployed: Ledger, tmp_path_factory: pytest.TempPathFactory) -> It
     deployed.register(maker, [f"FZ{n:04d}" for n in range(6)], gtin=GTIN_A, lot="FUZZ-1")
     deployed.act(maker.key, deployed.parts.functions.shipParts(deployed.register(maker, ["FZ-SHIP"], lot="FUZZ-1"), deployed.orgs["warehouse"].id, bytes(32)))
     try:
-        with running_service(stack) as client:
-            client.indexer.wait_for(deployed.w3.eth.block_number)  # type: ignore[attr-defined]
+        with running_service(stack):
             yield stack
     finally:
         revert_to(deployed.w3, snapshot_id)

@@ -57,7 +57,6 @@ def console(deployed: Ledger, tmp_path_factory: pytest.TempPathFactory) -> Itera
     create_users(engine, deployed, USERS, password=PASSWORD, titled=True)
     try:
         with running_service(stack) as client:
-            client.indexer.wait_for(deployed.w3.eth.block_number)  # type: ignore[attr-defined]
             yield stack, client
     finally:
         revert_to(deployed.w3, snapshot_id)

@@ -122,7 +122,6 @@ def run_flow(flow: Flow, workdir: Path) -> None:
     orgs = ledger.orgs
     ids = [hexid(part_id(GTIN_A, serial)) for serial in SERIALS]
     with running_service(stack, submitter=False) as client:
-        client.indexer.wait_for(ledger.w3.eth.block_number)  # type: ignore[attr-defined]
         # Accepted while nothing is sent: one serial in two registrations of different lots. Both pass the pre-check
         # (the mirror has neither); the submitter simulates the second once the first is in the node, and the
         # contract refuses it.

@@ -128,7 +128,6 @@ def test_an_unlogged_auditor_read_is_refused(ledger: Ledger, tmp_path, monkeypat
 
     stack = prepare_stack(ledger, tmp_path, f"sqlite:///{tmp_path / 'index.db'}", f"sqlite:///{tmp_path / 'service.db'}")
     with running_service(stack, submitter=False) as client:
-        client.indexer.wait_for(ledger.w3.eth.block_number)  # type: ignore[attr-defined]
         assert client.get("/v1/organisations", headers=stack.headers("auditor")).status_code == 200
 
         def broken(*_: Any, **__: Any) -> int:
