@@ -388,7 +388,9 @@ class SpreadClient:
 
     def __init__(self, *, base_url: str, timeout: float, connections: int = 64, per_client: int = 4) -> None:
         count = max(1, connections // per_client)
-        limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
+        # Idle connections are let go after 2 s, before uvicorn's 5 s: a post on one the server was closing at that
+        # moment failed with ReadError, and its worker stopped (one of 40 chunks, in a full e2e_pg run on 2026-12-05).
+        limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client, keepalive_expiry=2.0)
         self.clients = [httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) for _ in range(count)]
         self.gates = [asyncio.Semaphore(per_client) for _ in range(count)]
         self.turn = 0

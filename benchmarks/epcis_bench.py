@@ -97,6 +97,7 @@ class EpcisConfig:
     requests: int = 10  # measured requests per query
     warmup: int = 2  # unmeasured requests per query first
     job_timeout: float = 900.0  # seconds for the capture jobs (and the floor) to finish
+    submitters: int = 0  # `partledger submit` processes (0: the submitter runs inside the API process)
 
     @classmethod
     def quick(cls) -> EpcisConfig:
@@ -581,7 +582,7 @@ def run_epcis_bench(config: EpcisConfig = EpcisConfig(), *, log: Callable[[str],
     with tempfile.TemporaryDirectory(prefix="partledger-epcis-") as temporary, world(Path(workdir or temporary), prune_history=16) as w:
         query_serials, lot_load = load_query_lot(w, RawSender(w.ledger, w.rpc), config.lot_parts)
         set_block_time(w.rpc, 1.0)
-        start_processes(w, {"PARTLEDGER_MAX_IN_FLIGHT_PER_SIGNER": "1024"})
+        start_processes(w, {"PARTLEDGER_MAX_IN_FLIGHT_PER_SIGNER": "1024"}, submitters=config.submitters)
         maker_key = w.stack.api_keys["maker"]
         profiles: list[dict[str, Any]] = []
         try:
@@ -745,10 +746,13 @@ def main() -> int:
     parser.add_argument("--requests", type=int, help="measured requests per query")
     parser.add_argument("--profile", action="store_true", help="py-spy the service during the commissioning capture (when installed) and cProfile every query, slow or not")
     parser.add_argument("--workdir", type=Path, help="keep databases and logs here (an empty directory)")
+    parser.add_argument("--submitters", type=int, help="partledger submit processes (0: the submitter inside the API process)")
     arguments = parser.parse_args()
     config = EpcisConfig.quick() if arguments.quick else EpcisConfig()
     if arguments.requests:
         config = EpcisConfig(**asdict(config) | {"requests": arguments.requests})
+    if arguments.submitters is not None:
+        config = EpcisConfig(**asdict(config) | {"submitters": arguments.submitters})
     if arguments.workdir is not None:
         arguments.workdir.mkdir(parents=True, exist_ok=True)
     figures = run_epcis_bench(config, workdir=arguments.workdir, profile=arguments.profile)
