@@ -568,45 +568,17 @@ def test_a_process_warms_only_while_epcis_is_used_in_it(world, monkeypatch, read
 def test_the_capture_worker_warms_only_after_an_epcis_read(world, monkeypatch):
     import time
 
+    from ledger_service.epcis.worker import CaptureWorker
+
     warmed: list[int] = []
     monkeypatch.setattr(epcis_query, "warm_derived", lambda sources: warmed.append(1) or 0)
     monkeypatch.setattr(epcis_query, "_last_used", time.monotonic() - epcis_query.WARM_WHILE_USED_SECONDS - 1)
-    worker = _warm_up_alone(world[0])
+    worker = object.__new__(CaptureWorker)  # its warm-up alone: no jobs, no preparing process
+    worker.services, worker._next_warm = world[0], 0.0
     assert not worker.warm() and warmed == []
     query_events(services=world[0], principal=MEMBER, params={"perPage": "1"}, base_url=BASE_URL)
     assert worker.warm() and warmed == [1]
     assert not worker.warm() and warmed == [1]  # not again within WARM_SECONDS
-
-
-@pytest.mark.parametrize("phase", ["_checking", "_ahead"])
-def test_the_warm_up_waits_while_a_job_prepares_or_checks_but_not_for_ever(world, monkeypatch, phase):
-    from ledger_service.epcis.worker import WARM_DEFER_SECONDS
-
-    warmed: list[int] = []
-    monkeypatch.setattr(epcis_query, "warm_derived", lambda sources: warmed.append(1) or 0)
-    epcis_query.note_use()
-    worker = _warm_up_alone(world[0])
-    getattr(worker, phase)[1] = "job-1"  # organisation 1's job prepares its document (_ahead) or checks it (_checking)
-    assert not worker.warm() and warmed == []
-    worker._last_warm -= WARM_DEFER_SECONDS + 1  # a long capture: the warm-up runs between its jobs all the same
-    assert worker.warm() and warmed == [1]
-    worker._next_warm = 0.0
-    assert not worker.warm() and warmed == [1]  # the job still runs, and the warm-up just ran
-    getattr(worker, phase).clear()  # the job only waits for the chain now, or is done
-    assert worker.warm() and warmed == [1, 1]
-
-
-def _warm_up_alone(sources):
-    """A CaptureWorker for its warm-up alone: no jobs, no preparing process, no thread."""
-    import threading
-    import time
-
-    from ledger_service.epcis.worker import CaptureWorker
-
-    worker = object.__new__(CaptureWorker)
-    worker.services, worker._next_warm, worker._last_warm = sources, 0.0, time.monotonic()
-    worker._lock, worker._checking, worker._ahead = threading.Lock(), {}, {}
-    return worker
 
 
 # --- the ways a query reads (each must give the same events) ---------------------------------------------------------

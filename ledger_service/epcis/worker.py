@@ -55,7 +55,6 @@ SETTLE_POLL = 0.2
 BATCH_CHECK_SECONDS = 1.0
 MAX_JOBS = 6  # capture jobs running at once (checking, or waiting for the chain)
 WARM_SECONDS = 2.0
-WARM_DEFER_SECONDS = 20.0  # while jobs check, the warm-up waits for them this long at most since it last ran
 
 
 class JobStopped(Exception):
@@ -86,7 +85,6 @@ class CaptureWorker:
         self._turns = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._next_warm = 0.0
-        self._last_warm = time.monotonic()
         self._next_batches = 0.0
 
     # -- the loop ------------------------------------------------------------------------------------------------
@@ -125,19 +123,11 @@ class CaptureWorker:
 
     def warm(self) -> bool:
         """Ledger events' hashes made off the request path, every WARM_SECONDS while this process serves EPCIS
-        (query.used_recently); True if it warmed. While a job prepares, checks and stores its document, the warm-up waits
-        (WARM_DEFER_SECONDS at most): deriving the blocks its commands fill took a quarter of the service's GIL
-        during a capture, beside the job. A query meanwhile derives what it needs itself, as after a quiet spell."""
-        now = time.monotonic()
-        if now < self._next_warm or not query.used_recently():
-            return False
-        with self._lock:
-            busy = bool(self._checking or self._ahead)  # a job prepares, checks or stores (not only waits for the chain)
-        if busy and now - self._last_warm < WARM_DEFER_SECONDS:
+        (query.used_recently); True if it warmed."""
+        if time.monotonic() < self._next_warm or not query.used_recently():
             return False
         query.warm_derived(self.services)
-        self._last_warm = time.monotonic()
-        self._next_warm = self._last_warm + WARM_SECONDS
+        self._next_warm = time.monotonic() + WARM_SECONDS
         return True
 
     def _start_jobs(self) -> None:
