@@ -540,9 +540,13 @@ async def register(client: SpreadClient, mirror: Mirror, load: Load, stop: async
     await asyncio.gather(*in_flight)
 
 
-async def scenario(api: str, mirror_path: Path, workers: Callable[[SpreadClient, Mirror, Load, asyncio.Event], list[Any]], *, warmup: float, duration: float, drain: float) -> dict[str, Any]:
+async def scenario(
+    api: str, mirror_path: Path, workers: Callable[[SpreadClient, Mirror, Load, asyncio.Event], list[Any]], *, warmup: float, duration: float, drain: float,
+    cpu: Callable[[], dict[str, float]] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Runs the workers for warm-up + duration, then lets them finish what they have in flight (at most `drain`
-    seconds); the rate is what reached the mirror during the measured part."""
+    seconds); the rate is what reached the mirror during the measured part. `cpu`: CPU seconds so far per process
+    tree, read at the start and the end of the measured part (`cpu_window`)."""
     mirror, load = Mirror(mirror_path), Load()
     stop, stop_following = asyncio.Event(), asyncio.Event()
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -552,7 +556,9 @@ async def scenario(api: str, mirror_path: Path, workers: Callable[[SpreadClient,
         tasks = [asyncio.create_task(worker) for worker in workers(client, mirror, load, stop)]
         await asyncio.sleep(warmup)
         accepted_before = load.accepted_parts
+        cpu_before, window_started = (cpu() if cpu else {}), time.monotonic()
         await asyncio.sleep(duration)
+        cpu_window = cpu_during(cpu_before, cpu(), time.monotonic() - window_started) if cpu else None
         stop.set()
         measured_until = time.monotonic()
         accepted = load.accepted_parts - accepted_before
@@ -573,6 +579,7 @@ async def scenario(api: str, mirror_path: Path, workers: Callable[[SpreadClient,
         "latency_p99_s": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2) if latencies else None,
         "errors": dict(load.errors) | ({"worker_failed": failed[:3]} if failed else {}),
         "undrained_workers": len(pending),
+        **({"cpu_window": cpu_window} if cpu_window is not None else {}),
     }
 
 
@@ -779,9 +786,10 @@ def summarise_profile(path: Path, *, rate: float = 47.0, seconds: float = 1.0, t
 # --- the run ----------------------------------------------------------------------------------------------------------
 
 
-def process_cpu(w: World) -> dict[str, float]:
+def process_cpu(w: World, *, load: bool = False) -> dict[str, float]:
     """CPU seconds (user + system) so far of each process tree of the world: service (its workers included),
-    submitters, indexer, node, and the PostgreSQL cluster (its postmaster and backends)."""
+    submitters, indexer, node, and the PostgreSQL cluster (its postmaster and backends); with `load`, this process
+    too (the load generator, its threads included)."""
     pids = {name: process.pid for name, process in w.processes.items()} | {"node": w.node.process.pid}
     if w.postgres is not None:
         pids["postgres"] = int((w.postgres.data / "postmaster.pid").read_text().split()[0])
@@ -792,6 +800,8 @@ def process_cpu(w: World) -> dict[str, float]:
             seconds[name] = sum(sum(p.cpu_times()[:2]) for p in (root, *root.children(recursive=True)))
         except psutil.Error:
             continue
+    if load:
+        seconds["load generator"] = sum(psutil.Process().cpu_times()[:2])
     return seconds
 
 
@@ -821,9 +831,13 @@ def top_statements(w: World, count: int = 12) -> list[dict[str, Any]]:
 
 
 def cpu_during(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, Any]:
-    """Per process tree, the CPU it used between two process_cpu readings, as seconds and as cores busy."""
+    """Per process tree, the CPU it used between two process_cpu readings, as seconds and as cores busy; and all of
+    them together against the cores this process may run on."""
     used = {name: round(after[name] - before.get(name, 0.0), 1) for name in after}
-    return {"seconds": used, "cores": {name: round(value / seconds, 2) for name, value in used.items()}, "wall_s": round(seconds, 1)}
+    return {
+        "seconds": used, "cores": {name: round(value / seconds, 2) for name, value in used.items()}, "wall_s": round(seconds, 1),
+        "cores_busy_total": round(sum(used.values()) / seconds, 2), "cores_available": len(os.sched_getaffinity(0)),
+    }  # fmt: skip
 
 
 def pin_threads(pid: int, cpus: set[int]) -> None:
@@ -891,8 +905,13 @@ def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = pri
             } if profile else {}  # fmt: skip
             reset_statements(w)
             begun, cpu_before, clock = time.time(), process_cpu(w), time.monotonic()
-            result = asyncio.run(scenario(w.api, w.index_target, workers, warmup=config.warmup, duration=config.duration, drain=config.drain_timeout))
+            result = asyncio.run(scenario(
+                w.api, w.index_target, workers, warmup=config.warmup, duration=config.duration, drain=config.drain_timeout, cpu=lambda: process_cpu(w, load=True),
+            ))  # fmt: skip
             result["cpu"] = cpu_during(cpu_before, process_cpu(w), time.monotonic() - clock)
+            if pinned:  # this process runs on one of them, the node on the other
+                for figures_of in (result["cpu"], result["cpu_window"]):
+                    figures_of["cores_available"] = len(cpus)
             if w.postgres is not None:
                 result["postgres_statements"] = top_statements(w)
             result["signed_to_block"] = inclusion_delays(w, begun)
@@ -905,7 +924,8 @@ def run_e2e(config: E2eConfig = E2eConfig(), *, log: Callable[[str], None] = pri
             figures[name] = result
             log(
                 f"e2e {name}: {result['per_s']:,}/s in the mirror (accepted {result['accepted_per_s']:,}/s, accept-to-mirror p50 "
-                f"{result['latency_p50_s']} s, errors {result['errors'] or 'none'}); cores busy {result['cpu']['cores']}; signed-to-block {result['signed_to_block']}"
+                f"{result['latency_p50_s']} s, errors {result['errors'] or 'none'}); cores busy in the measured {config.duration:.0f} s "
+                f"{result['cpu_window']['cores']} ({result['cpu_window']['cores_busy_total']} of {result['cpu_window']['cores_available']}); signed-to-block {result['signed_to_block']}"
             )
         closed = figures["single"]["per_s"]  # requests per second: each of those transitions was a request of its own
         figures["open_loop"] = []
