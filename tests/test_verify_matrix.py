@@ -368,6 +368,11 @@ def test_public_endpoints_are_rate_limited_per_client(deployed, tmp_path):
         page = client.get(path, headers=BROWSER_EN)
         assert page.status_code == 429 and "Too many checks" in page.text
         assert client.post("/v1/scan", json={"uri": "http://x/01/04012345000016/21/A"}).status_code == 429
+        # The JSON endpoints have no page: their 429 is the JSON error whatever Accept says (a browser's, or none).
+        for json_path in (f"/v1/recall-notices/0x{'ab' * 32}", f"/v1/recall-notices/0x{'ab' * 32}/canonical.json"):
+            for headers in (BROWSER_EN, {}):
+                limited = client.get(json_path, headers=headers)
+                assert (limited.status_code, limited.headers["content-type"], limited.json()["error"]["code"]) == (429, "application/json", "rate_limited"), json_path
         assert client.get("/v1/health").status_code == 200  # member and health endpoints are not limited here
 
 

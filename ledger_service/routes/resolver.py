@@ -271,8 +271,10 @@ def _wants_html(request: Request) -> bool:
     return request.method in ("GET", "HEAD") and verify_page.negotiate(request.headers.get("accept"), request.query_params.get("linkType")) == "html"
 
 
-def _problem(request: Request, status: int, code: str, message: str, headers: Optional[dict[str, str]] = None) -> Response:
-    if _wants_html(request):
+def _problem(request: Request, status: int, code: str, message: str, headers: Optional[dict[str, str]] = None, *, pages: bool = True) -> Response:
+    """The error as the page a browser asked for (`pages`: the address has pages, as the resolver's have), else as
+    the JSON error body."""
+    if pages and _wants_html(request):
         nonce, lang = secrets.token_urlsafe(16), _language(request)
         kind = "limited" if status == 429 else "malformed"
         page = verify_page.render_problem_page(lang=lang, nonce=nonce, kind=kind, code=code, retry_after=(headers or {}).get("Retry-After", ""))
@@ -281,29 +283,34 @@ def _problem(request: Request, status: int, code: str, message: str, headers: Op
 
 
 class PublicRoute(APIRoute):
-    """The public endpoints' errors, answered in the form the client asked for (page or JSON): a malformed address
-    is a 400, a client over its limit a 429 with Retry-After, a database that does not answer a 503; never a 500."""
+    """The public endpoints' errors: a malformed address is a 400, a client over its limit a 429 with Retry-After, a
+    database that does not answer a 503; never a 500. A resolver address (/01/...) answers them in the form the
+    client asked for (page or JSON); the JSON endpoints (/v1/scan, /v1/recall-notices/...) always in JSON, whatever
+    Accept says: they have no page, and a 429 in HTML was an undocumented content type there (the API fuzzer, as a
+    stranger, with 60 examples an operation)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()
+        pages = self.path.startswith("/01/")  # the resolver's addresses (_RESOLVER_PREFIX, defined below)
 
         async def handler(request: Request) -> Response:
-            return await answer_public(request, original)
+            return await answer_public(request, original, pages=pages)
 
         return handler
 
 
-async def answer_public(request: Request, endpoint: Callable[[Request], Coroutine[Any, Any, Response]]) -> Response:
-    """`endpoint`'s answer, or the answer to its error as the public endpoints give it (see PublicRoute)."""
+async def answer_public(request: Request, endpoint: Callable[[Request], Coroutine[Any, Any, Response]], *, pages: bool = True) -> Response:
+    """`endpoint`'s answer, or the answer to its error as the public endpoints give it (see PublicRoute); `pages`:
+    the address has pages, so an error may be one."""
     try:
         return await endpoint(request)
     except ValidationError as exc:
-        return _problem(request, 400, exc.code, str(exc))
+        return _problem(request, 400, exc.code, str(exc), pages=pages)
     except RateLimited as exc:
-        return _problem(request, 429, "rate_limited", "too many requests from this client", {"Retry-After": exc.retry_after})
+        return _problem(request, 429, "rate_limited", "too many requests from this client", {"Retry-After": exc.retry_after}, pages=pages)
     except OperationalError:
         log.exception("database unavailable")
-        return _problem(request, 503, "unavailable", "the ledger mirror is unavailable; try again shortly", {"Retry-After": "5"})
+        return _problem(request, 503, "unavailable", "the ledger mirror is unavailable; try again shortly", {"Retry-After": "5"}, pages=pages)
 
 
 router = APIRouter(lifespan=scan_lifespan)  # everything, for the service (create_app)
