@@ -986,12 +986,13 @@ def main() -> int:
     parser.add_argument("--custodial-relay", action="store_true", help="relayer keys for the service: one-part commands relayed in batches")
     parser.add_argument("--single-parts", type=int, help="one-part chunks in flight in the single scenario")
     parser.add_argument("--bulk-chunks", type=int, help="1,000-part chunks in flight in the bulk scenario")
+    parser.add_argument("--warmup", type=float, help="seconds of load before each scenario's measured part")
     arguments = parser.parse_args()
     config = E2eConfig.quick() if arguments.quick else E2eConfig()
     overrides = {
         "duration": arguments.duration, "block_time": arguments.block_time, "postgres": arguments.postgres or None,
         "api_workers": arguments.api_workers, "submitters": arguments.submitters, "pin_node": arguments.pin_node or None,
-        "custodial_relay": arguments.custodial_relay or None, "single_parts": arguments.single_parts, "bulk_chunks": arguments.bulk_chunks,
+        "custodial_relay": arguments.custodial_relay or None, "single_parts": arguments.single_parts, "bulk_chunks": arguments.bulk_chunks, "warmup": arguments.warmup,
         "scenarios": tuple(arguments.scenarios.split(",")) if arguments.scenarios else None,
     }  # fmt: skip
     config = E2eConfig(**config.__dict__ | {k: v for k, v in overrides.items() if v is not None})
