@@ -251,6 +251,32 @@ def test_a_large_document_prepared_by_the_worker_process_goes_into_the_ledger(si
     assert {part(site, "maker", GTIN_A, serial)["status"] for serial in (serials[0], serials[-1])} == {"in_stock"}
 
 
+def test_a_long_query_warm_up_does_not_hold_the_next_capture_job(site: Site, monkeypatch: pytest.MonkeyPatch):
+    """The warm-up (deriving newly indexed blocks for the query) once ran in the loop that starts capture jobs: the
+    first use of EPCIS in a service with a long ledger held a queued job back for seconds."""
+    import threading
+
+    from ledger_service.epcis import query as epcis_query
+
+    inside, release = threading.Event(), threading.Event()
+
+    def held_warm_up(services: Any) -> int:
+        inside.set()
+        release.wait(120)
+        return 0
+
+    monkeypatch.setattr(epcis_query, "warm_derived", held_warm_up)
+    epcis_query.note_use()
+    try:
+        wait_until(inside.is_set, "the warm-up to start", timeout=60)
+        observation = object_event("inspecting", [sgtin(GTIN_A, "WARM-1")], eventID="urn:uuid:7d0c6e6c-0000-4000-8000-000000000031")
+        view = capture(site, "maker", document(observation))
+        assert view["success"] and view["capturedCount"] == 1, view
+        assert not release.is_set()  # the job ran while the warm-up was still held
+    finally:
+        release.set()
+
+
 # --- proofs ------------------------------------------------------------------------------------------------------
 
 

@@ -84,6 +84,7 @@ class CaptureWorker:
         self._lock = threading.Lock()
         self._turns = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
+        self._warm_thread: threading.Thread | None = None
         self._next_warm = 0.0
         self._next_batches = 0.0
 
@@ -94,12 +95,15 @@ class CaptureWorker:
             conn.execute(update(T_JOB).where(T_JOB.c.state == "running").values(state="queued"))
         self._thread = threading.Thread(target=self._loop, name="epcis-capture", daemon=True)
         self._thread.start()
+        self._warm_thread = threading.Thread(target=self._warm_loop, name="epcis-warm", daemon=True)
+        self._warm_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        for loop in (self._thread, self._warm_thread):
+            if loop is not None:
+                loop.join(timeout=10)
         for thread in list(self._threads.values()):
             thread.join(timeout=10)
         self.preparer.close()  # after the jobs: one waiting on a worker gets its answer
@@ -115,11 +119,20 @@ class CaptureWorker:
                     self.close_batches()
                     self._next_batches = time.monotonic() + min(BATCH_CHECK_SECONDS, self.batch_seconds / 4)
                 self.submit_batches()
-                self.warm()
             except Exception:  # a database or node hiccup: log, then try again on the next round
                 log.exception("the EPCIS capture worker's round failed")
             self._wake.wait(0.5)
             self._wake.clear()
+
+    def _warm_loop(self) -> None:
+        """The warm-up in a thread of its own: deriving a capture's blocks can take seconds (the 80,000 registrations
+        before the capture in benchmarks/epcis_bench.py: 6.5 s), and in the loop above it kept the next queued job from
+        starting to prepare its document meanwhile."""
+        while not self._stop.wait(WARM_SECONDS / 4):
+            try:
+                self.warm()
+            except Exception:  # as the loop above
+                log.exception("the EPCIS query warm-up failed")
 
     def warm(self) -> bool:
         """Ledger events' hashes made off the request path, every WARM_SECONDS while this process serves EPCIS
