@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import threading
 import time
 import zlib
@@ -30,6 +31,7 @@ import orjson
 
 from ledger_service.epcis.capture import EventError, Prepared, prepare_event
 from ledger_service.epcis.identities import Directory
+from partledger.collector import collector_paused
 from partledger.epcis.schema import validate_document
 
 log = logging.getLogger("partledger.service.epcis")
@@ -70,6 +72,20 @@ def prepare_document(compressed: bytes, directory: Directory, start: int = 0, st
             errors[index] = (exc.code, str(exc))
     event_ids = [raw.get("eventID") if isinstance(raw, dict) and isinstance(raw.get("eventID"), str) else None for raw in events]
     return PreparedDocument(todo=todo, errors=errors, event_ids=event_ids, pid=os.getpid())
+
+
+def prepare_pickled(compressed: bytes, directory: Directory, start: int = 0, stop: int | None = None) -> bytes:
+    """prepare_document in the worker process, its result pickled there: the service reads it back with the
+    collector paused (read_prepared). Read back by the pool's own thread instead, 20,000 events' objects cost
+    0.69 s of the service's interpreter, 0.18 s of it unpickling and the rest the collections their allocations
+    set off; the collector paused here too, preparing and pickling took 2.06 s instead of 2.62."""
+    with collector_paused():
+        return pickle.dumps(prepare_document(compressed, directory, start, stop), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def read_prepared(pickled: bytes) -> PreparedDocument:
+    with collector_paused():
+        return pickle.loads(pickled)
 
 
 def _in_whole(path: str, index: int, start: int) -> str:
@@ -128,11 +144,12 @@ class Preparer:
                 try:
                     if share and event_count >= 2:
                         half = event_count // 2
-                        theirs = pool.submit(prepare_document, compressed, directory, half)
-                        mine = prepare_document(compressed, directory, 0, half)
-                        done = _joined(mine, theirs.result())
+                        theirs = pool.submit(prepare_pickled, compressed, directory, half)
+                        with collector_paused():
+                            mine = prepare_document(compressed, directory, 0, half)
+                        done = _joined(mine, read_prepared(theirs.result()))
                     else:
-                        done = pool.submit(prepare_document, compressed, directory).result()
+                        done = read_prepared(pool.submit(prepare_pickled, compressed, directory).result())
                     self.by_workers += 1
                     return done
                 except BrokenProcessPool:
@@ -140,7 +157,8 @@ class Preparer:
                     self._discard(pool)
                 except (CancelledError, RuntimeError):  # closed meanwhile (the service stopping): prepared here, as before
                     pass
-        return prepare_document(compressed, directory)
+        with collector_paused():
+            return prepare_document(compressed, directory)
 
     def start(self) -> None:
         """Starts the worker processes now, if there are to be any (a large document starts them otherwise)."""

@@ -26,13 +26,11 @@ public sees nothing: the routes answer 401 before calling here.
 from __future__ import annotations
 
 import base64
-import gc
 import hashlib
 import heapq
 import itertools
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
@@ -53,6 +51,7 @@ from ledger_service.epcis.mapping import CONTEXT, LEDGER_STEPS, SCHEMA_VERSION
 from ledger_service.epcis.tables import EpcisEvent, EpcisEventEpc
 from ledger_service.errors import BadRequest, NotFound
 from ledger_service.vault import Vault
+from partledger.collector import collector_paused
 from partledger.epcis.hashing import NI_PREFIX, NI_SUFFIX
 from partledger.epcis.identifiers import ID_GS1, Epc, epc_key, lgtin_uri, parse_epc
 from partledger.epcis.vocabulary import ACTIONS, EVENT_TYPES, bare_word
@@ -441,28 +440,6 @@ def _derived_after(ledger: LedgerFilter, after: SortKey | None, index: Connectio
 
 
 # --- the entry points ---------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector paused while a query builds its events, then resumed (if it ran before).
-
-    A lot's history makes some 10^5 lists and dicts that live until the answer is written. Every 700 allocations
-    start a collection that walks the young ones, and every few of those an older generation's, walking them again:
-    a lot of 10^4 events cost 266 collections, 240 of a call's 420 ms (benchmarks/epcis_bench.py's profile).
-    ledger_service.deps.settled_heap keeps the service's own long-lived objects out of the collector's reach, not the
-    ones a request makes. Nothing is lost meanwhile: reference counting frees the events, and what a query leaves in
-    cycles (a few of SQLAlchemy's) is collected after; the first collection after the pause walks the answer once
-    (3 ms). The pause is the process's (the collector has no other): a query that starts while another holds it runs
-    under it, and the one that paused it resumes it."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _read(sources: Sources) -> tuple[Connection, Connection]:
