@@ -415,7 +415,10 @@ def test_sigkills_of_the_agent_during_its_backlog_leave_every_request_landed_exa
         before = db_counts(db)
         process = world.start_agent(db, port, batch_size=2)
         if test_rng.random() < 0.8:  # else: killed as soon as it answers
-            wait_until(lambda: db_counts(db) != before, "the agent to make progress", timeout=60)
+            try:
+                wait_until(lambda: db_counts(db) != before, "the agent to make progress", timeout=60)
+            except AssertionError as exc:  # once in a fresh-clone run: say where the agent was (its log, appended)
+                raise AssertionError(f"{exc}; requests {db_counts(db)}; the agent's log ends:\n{db.with_suffix('.log').read_text()[-4000:]}") from None
         process.kill()
         process.wait(10)
         during_backlog += db_counts(db).get("confirmed", 0) < KILL_PARTS
