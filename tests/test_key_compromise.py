@@ -5,8 +5,8 @@ the site has no key left. At each revocation the key has transactions signed and
 only when the test says so) and commands accepted but not signed.
 
 In the end every accepted command is confirmed or rejected with the chain's error and a reason, none is lost; nothing
-a revoked key signed takes effect after its revocation (the chain refuses it); and the verify page flags labels signed by a revoked key on
-parts registered after its revocation, while the labels it signed before stay genuine.
+a revoked key signed takes effect after its revocation (the chain refuses it); and the verify page flags labels
+signed by a revoked key on parts registered after its revocation, while the labels it signed before stay genuine.
 """
 
 from __future__ import annotations

@@ -125,9 +125,9 @@ class CaptureWorker:
             self._wake.clear()
 
     def _warm_loop(self) -> None:
-        """The warm-up in a thread of its own: deriving a capture's blocks can take seconds (the 80,000 registrations
-        before the capture in benchmarks/epcis_bench.py: 6.5 s), and in the loop above it kept the next queued job from
-        starting to prepare its document meanwhile."""
+        """The warm-up in a thread of its own: its first pass in a process derives every ledger event so far (the
+        10,425 of benchmarks/epcis_bench.py's set-up and floor: 6.5 s), and in the loop above it kept the next queued
+        job from starting to prepare its document meanwhile."""
         while not self._stop.wait(WARM_SECONDS / 4):
             try:
                 self.warm()
