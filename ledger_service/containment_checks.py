@@ -28,6 +28,7 @@ from indexer.tables import Containment, LogisticUnit, Organisation, Part
 from ledger_service import containment
 from ledger_service.auth import Principal
 from ledger_service.errors import Conflict, NotFound, Unprocessable
+from partledger.db import one_of
 from partledger.model import PartStatus, Role
 
 T_PART, T_UNIT, T_CONTAIN, T_ORG = Part.__table__, LogisticUnit.__table__, Containment.__table__, Organisation.__table__
@@ -96,14 +97,14 @@ def _links(conn: Connection, ids: list[bytes]) -> dict[bytes, bytes]:
     found: dict[bytes, bytes] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        found.update({bytes(p): bytes(c) for p, c in conn.execute(select(T_CONTAIN.c.part_id, T_CONTAIN.c.container_id).where(T_CONTAIN.c.part_id.in_(chunk)))})
+        found.update({bytes(p): bytes(c) for p, c in conn.execute(select(T_CONTAIN.c.part_id, T_CONTAIN.c.container_id).where(one_of(conn, T_CONTAIN.c.part_id, chunk)))})
     return found
 
 
 def _units(conn: Connection, ids: list[bytes]) -> set[bytes]:
     found: set[bytes] = set()
     for start in range(0, len(ids), 500):
-        found |= {bytes(row[0]) for row in conn.execute(select(T_UNIT.c.unit_id).where(T_UNIT.c.unit_id.in_(ids[start : start + 500])))}
+        found |= {bytes(row[0]) for row in conn.execute(select(T_UNIT.c.unit_id).where(one_of(conn, T_UNIT.c.unit_id, ids[start : start + 500])))}
     return found
 
 

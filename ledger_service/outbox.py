@@ -30,6 +30,7 @@ from ledger_service.metrics import count_accepted
 from ledger_service.operations import OPERATIONS, Operation
 from ledger_service.relay_tables import RelayBatch, RelayRequest
 from ledger_service.tables import ChainTransaction, Command, CommandItem, IdempotencyRecord
+from partledger.db import one_of
 from partledger.failpoints import failpoint
 from partledger.jsonlog import current_request_id
 from partledger.model import CUSTODY_ROLES, PartStatus, Role
@@ -114,14 +115,14 @@ class Outbox:
             for start in range(0, len(part_ids), PRECHECK_CHUNK):
                 chunk = part_ids[start : start + PRECHECK_CHUNK]
                 rows = conn.execute(
-                    select(T_PART.c.part_id, T_PART.c.status, T_PART.c.custodian, T_PART.c.recipient, T_PART.c.recalled, T_PART.c.manufacturer).where(T_PART.c.part_id.in_(chunk))
+                    select(T_PART.c.part_id, T_PART.c.status, T_PART.c.custodian, T_PART.c.recipient, T_PART.c.recalled, T_PART.c.manufacturer).where(one_of(conn, T_PART.c.part_id, chunk))
                 )  # fmt: skip
                 found.update({bytes(row.part_id): row for row in rows})
             missing = [pid for pid in part_ids if pid not in found]
             for start in range(0, len(missing), PRECHECK_CHUNK):  # logistic units (issue 15): they ship, receive, pack like parts
                 rows = conn.execute(
                     select(T_UNIT.c.unit_id.label("part_id"), T_UNIT.c.status, T_UNIT.c.custodian, T_UNIT.c.recipient, false().label("recalled"), literal(0).label("manufacturer"))
-                    .where(T_UNIT.c.unit_id.in_(missing[start : start + PRECHECK_CHUNK]))
+                    .where(one_of(conn, T_UNIT.c.unit_id, missing[start : start + PRECHECK_CHUNK]))
                 )  # fmt: skip
                 found.update({bytes(row.part_id): row for row in rows})
         if op.registers:

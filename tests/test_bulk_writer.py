@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from indexer import migrate
 from indexer.sink import PART_STATE_COLUMNS, T_PART, T_SHIP
-from partledger.db import COPY_UPDATE_ROWS, BulkWriter, make_engine
+from partledger.db import COPY_UPDATE_ROWS, BulkWriter, make_engine, one_of
 
 
 def part(number: int) -> bytes:
@@ -71,3 +71,23 @@ def test_closing_open_shipments_closes_each_parts_open_one_only_and_the_first_cl
     expected = {(part(n), block): ("received", block + 1) for n in range(size + 1) for block in (1, 2)}
     expected |= {(part(n), 3): ("received", 10 + n) for n in range(size)}
     assert rows == expected
+
+
+@pytest.mark.parametrize("size", [0, 1, 900])
+def test_one_of_finds_exactly_the_named_rows_on_both_databases(db_url: str, size: int) -> None:
+    """partledger.db.one_of: `IN (...)` on SQLite, one bound array (`= ANY`) on PostgreSQL; the same rows either way,
+    for ids of bytes (parts) and integers, a list with a repeat and ids that are not there."""
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(T_PART.insert(), [
+            {"part_id": part(n), "gtin": "09506000134352", "serial": f"S{n}", "lot": n % 3, "manufacturer": 1, "registered_block": 1, "recalled": False, **state(n, 0)}
+            for n in range(1_000)
+        ])  # fmt: skip
+    named = [part(n) for n in range(0, 2 * size, 2)] + [part(0)] * bool(size)  # every other one, then past the end
+    with engine.connect() as conn:
+        found = {bytes(row[0]) for row in conn.execute(select(T_PART.c.part_id).where(one_of(conn, T_PART.c.part_id, named)))}
+        lots = conn.execute(select(T_PART.c.lot).where(one_of(conn, T_PART.c.lot, [2, 5])).distinct()).scalars().all()
+    engine.dispose()
+    assert found == {pid for pid in named if int.from_bytes(pid, "big") < 1_000}
+    assert lots == [2]
