@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Optional
 
-from sqlalchemy import ARRAY, LargeBinary, Text, and_, any_, bindparam, cast, event, insert, update
+from sqlalchemy import ARRAY, LargeBinary, Text, and_, any_, bindparam, cast, event, update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import create_engine
