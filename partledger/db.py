@@ -37,9 +37,9 @@ def one_of(conn: Connection, column: Any, values: list[Any]) -> Any:
     ones), and a 900-id IN list made that 36-44 % of an API worker's Python time during bulk shipments (py-spy --gil,
     benchmarks.e2e --postgres). Byte strings (part ids) go as the array's text, hex-escaped here and cast by the
     server: psycopg escapes a list of bytes element by element with regular expressions, and for 900 ids that was a
-    third of the worker's Python time again. The client's CPU for a 900-id lookup of 900 rows: IN list 5.4-7.5 ms,
-    an array of bytes 4.7-5.0 ms, its text 1.2-1.3 ms (reading the 900 rows alone 0.7-0.8 ms). SQLite has no arrays:
-    its IN list stays (callers keep its lists under 999)."""
+    third of the worker's Python time again. The client's CPU for a 900-id lookup of 900 rows, over several runs: IN
+    list 5.4-7.5 ms, an array of bytes 4.7-6.7 ms, its text 1.1-1.4 ms (reading the 900 rows alone 0.7-0.8 ms).
+    SQLite has no arrays: its IN list stays (callers keep its lists under 999)."""
     if conn.dialect.name != "postgresql":
         return column.in_(values)
     if isinstance(column.type, LargeBinary):
