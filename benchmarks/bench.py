@@ -16,8 +16,8 @@ Scenarios, one after the other (each on its own node and databases; `--only` pic
   arrival rates through POST /v1/relay, relayed in executeBatch transactions, until in the mirror; beside the same
   batches pushed raw to the node; issue 17).
 Prints tables, then as the last line one JSON object with every figure of issue 7, the machine, `targets` (met or
-not per target) and, for each target missed, a `bottlenecks` note (from a py-spy profile of the service and the
-indexer under load when py-spy is installed, and a cProfile of the indexer). A scenario that fails leaves its
+not per target) and, for each target missed, a `bottlenecks` note (with --profile, from a py-spy profile of the
+service and the indexer under load when py-spy is installed, and a cProfile of the indexer). A scenario that fails leaves its
 figures null and its error under `errors`; the JSON line is printed whatever happens. Results are also written to
 benchmarks/results/ (gitignored). `--quick` uses small sizes and short durations (about two minutes in all).
 """
@@ -452,7 +452,7 @@ def _e2e_note(scenario: str, figures: dict[str, Any]) -> str:
         if queue["p50_s"] > 1.5:
             note += "Most of the time is lost before the node: the submitter does not sign as fast as the API accepts. "
     if not busy:
-        return note + "No profile (pip install py-spy, and do not pass --no-profile)."
+        return note + "No profile (pip install py-spy, and pass --profile)."
     note += (
         f"Service threads busy (% of the window): {busy}; its samples by activity: {service.get('category_pct')}; "
         f"heaviest functions: {list(service.get('top_functions_pct', {}))[:3]}. "
@@ -616,7 +616,10 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated scenarios of {', '.join(SCENARIOS)}")
     parser.add_argument("--results", type=Path, default=RESULTS, help="directory for the JSON results")
     parser.add_argument("--scaling-sizes", help=f"comma-separated part counts for the scaling scenario (default {','.join(map(str, SIZES))}; 10^6 needs a node with about 20 GB of memory)")
-    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True, help="profile the stages under load (py-spy when installed, cProfile)")
+    # Off unless asked: py-spy samples the processes being measured, on the same cores. The multi-process PostgreSQL
+    # bulk run gave 6,767 and 6,827 transitions/s profiled (1.63-1.67 of the 2 cores busy in the measured processes)
+    # and 8,827/s without, in the same hour.
+    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=False, help="profile the stages under load (py-spy when installed, cProfile); it costs the measured rates")
     arguments = parser.parse_args()
     if arguments.scaling_sizes:
         try:
