@@ -17,9 +17,9 @@ Scenarios, one after the other (each on its own node and databases; `--only` pic
   batches pushed raw to the node; issue 17).
 Prints tables, then as the last line one JSON object with every figure of issue 7, the machine, `targets` (met or
 not per target) and, for each target missed, a `bottlenecks` note (with --profile, from a py-spy profile of the
-service and the indexer under load when py-spy is installed, and a cProfile of the indexer). A scenario that fails leaves its
-figures null and its error under `errors`; the JSON line is printed whatever happens. Results are also written to
-benchmarks/results/ (gitignored). `--quick` uses small sizes and short durations (about two minutes in all).
+service and the indexer under load when py-spy is installed, and a cProfile of the indexer). A scenario that fails
+leaves its figures null and its error under `errors`; the JSON line is printed whatever happens. Results are also
+written to benchmarks/results/ (gitignored). `--quick` uses small sizes and short durations (about two minutes in all).
 """
 
 from __future__ import annotations
