@@ -1,6 +1,6 @@
 """ledger_service.epcis.preparing: a large capture document is prepared in a worker process, and what comes back equals
 what the job's own thread makes of it (events, hashes, EPCs, errors and eventIDs); a worker that dies costs nothing but
-its speed; a small document never starts a process."""
+its speed; a small document never starts a process; several workers each prepare a slice."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ledger_service.epcis.identities import Directory, Place, demo_gln
-from ledger_service.epcis.preparing import Preparer, prepare_document
+from ledger_service.epcis.preparing import Preparer, _slices, prepare_document
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "epcis" / "examples"
 CONTEXT = ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"]
@@ -165,3 +165,25 @@ def test_a_small_document_starts_no_process() -> None:
     finally:
         small.close()
     assert Preparer(processes=0, in_process_below=1).prepare(document, 60, _directory()).pid == os.getpid()
+
+
+def test_a_document_sliced_between_two_worker_processes_equals_the_one_prepared_in_the_thread() -> None:
+    document, directory = _document(), _directory()
+    here = prepare_document(document, directory)
+    two = Preparer(processes=2, in_process_below=10)
+    try:
+        assert two.wait_until_up(timeout=120)
+        there = two.prepare(document, len(here.event_ids), directory)
+    finally:
+        two.close()
+    assert there.pid != os.getpid()
+    assert there.todo == here.todo and [p.index for p in there.todo] == [p.index for p in here.todo]
+    assert there.errors == here.errors and there.event_ids == here.event_ids
+
+
+@pytest.mark.parametrize(("count", "pieces", "expected"), [
+    (10, 2, [(0, 5), (5, None)]), (7, 3, [(0, 2), (2, 4), (4, None)]), (1, 4, [(0, None)]), (0, 2, [(0, None)]),
+])  # fmt: skip
+def test_slices_cover_the_events_once_and_leave_the_last_open(count: int, pieces: int, expected: list) -> None:
+    assert _slices(count, pieces) == expected
+

@@ -11,6 +11,11 @@ would pay for nothing. A document whose job starts meanwhile is prepared in the 
 always are (`epcis_prepare_in_process_below` events): waiting for the process cost the first job more than it saved.
 A worker that dies (killed, out of memory) is replaced at the next large document; the job it was preparing falls
 back to its own thread. Nothing is lost either way: what a job stores is decided after this pass, in the service.
+
+With more than one process, a large document is cut into a slice for each, and the job's thread only reads them back
+(before, a document went to one worker however many there were). On this 2-core machine two processes did not make
+benchmarks/epcis_bench.py's capture faster (3,384-3,476 events/s against about 3,400 with one; the cores were
+already busy with the service, the node and the indexer): the default stays one.
 """
 
 from __future__ import annotations
@@ -99,8 +104,20 @@ def _in_whole(path: str, index: int, start: int) -> str:
     return f"{path[:at]}/eventList/{index + start}{rest}"
 
 
-def _joined(first: PreparedDocument, rest: PreparedDocument) -> PreparedDocument:
-    return PreparedDocument(todo=first.todo + rest.todo, errors={**first.errors, **rest.errors}, event_ids=first.event_ids + rest.event_ids, pid=rest.pid)
+def _joined(*parts: PreparedDocument) -> PreparedDocument:
+    """Slices of one document prepared apart (in document order), as one; its pid is the last slice's."""
+    return PreparedDocument(
+        todo=[p for part in parts for p in part.todo], errors={k: v for part in parts for k, v in part.errors.items()},
+        event_ids=[e for part in parts for e in part.event_ids], pid=parts[-1].pid,
+    )  # fmt: skip
+
+
+def _slices(count: int, pieces: int) -> list[tuple[int, int | None]]:
+    """events[start:stop] bounds cutting `count` events into up to `pieces` slices of nearly equal size; the last
+    one open-ended (stop None), so that it takes whatever the document holds past `count`."""
+    pieces = max(1, min(pieces, count))
+    cuts = [count * k // pieces for k in range(pieces + 1)]
+    return [(cuts[k], cuts[k + 1] if k < pieces - 1 else None) for k in range(pieces)]
 
 
 def _ready() -> int:
@@ -143,12 +160,16 @@ class Preparer:
             pool = self._pool_if_up()
             if pool is not None:
                 try:
-                    if share and event_count >= 2:
+                    if self.processes > 1:  # a slice for each worker; the service's interpreter only reads them back
+                        bounds = _slices(event_count, self.processes)
+                        theirs = [pool.submit(prepare_pickled, compressed, directory, start, stop) for start, stop in bounds]
+                        done = _joined(*(read_prepared(future.result()) for future in theirs))
+                    elif share and event_count >= 2:
                         half = event_count // 2
-                        theirs = pool.submit(prepare_pickled, compressed, directory, half)
+                        theirs_rest = pool.submit(prepare_pickled, compressed, directory, half)
                         with collector_paused():
                             mine = prepare_document(compressed, directory, 0, half)
-                        done = _joined(mine, read_prepared(theirs.result()))
+                        done = _joined(mine, read_prepared(theirs_rest.result()))
                     else:
                         done = read_prepared(pool.submit(prepare_pickled, compressed, directory).result())
                     self.by_workers += 1
@@ -202,7 +223,11 @@ class Preparer:
                 self._pool = ProcessPoolExecutor(
                     max_workers=self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent, initargs=(os.getpid(),)
                 )  # fmt: skip
+                # One task a worker: the pool spawns a process for each task that finds no idle one, and a slice
+                # handed to a worker that is still starting waits for its imports (1.3-2 s).
                 self._started = self._pool.submit(_ready)
+                for _ in range(self.processes - 1):
+                    self._pool.submit(_ready)
             pool, started = self._pool, self._started
         assert started is not None
         try:
