@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import secrets
-import sqlite3
 import threading
 import time
 from collections import defaultdict
@@ -37,7 +36,7 @@ from ledger_service.errors import ApiError
 from ledger_service.outbox import Draft, read_command
 from ledger_service.read import indexed_block
 from ledger_service.tables import ChainTransaction, CommandItem, PrivateVin
-from partledger.db import SQLITE_INSERT_ROWS, BulkWriter
+from partledger.db import BulkWriter
 from partledger.ids import vin_hash
 from partledger.merkle import build_tree
 from partledger.model import Role
@@ -459,29 +458,11 @@ def store_events(conn: Connection, services: Services, org_id: int, job_id: str,
     # was a third of the rest; storing a document's events took a third of a capture job's time.
     writer = BulkWriter(conn)
     writer.insert_rows(T_EVENT, EVENT_COLUMNS, rows)
-    if conn.dialect.name == "sqlite":
-        _insert_epcs_by_event_id(conn, [(p.event_id, *epc) for p in prepared for epc in dict.fromkeys(p.epcs)])
-        return
     ids = [p.event_id for p in prepared]
     seq_of: dict[str, int] = {}
     for start in range(0, len(ids), 900):
         seq_of.update(conn.execute(select(T_EVENT.c.event_id, T_EVENT.c.seq).where(T_EVENT.c.event_id.in_(ids[start : start + 900]))).all())
     writer.insert_rows(T_EPC, ("seq", "epc", "role", "part_id"), [(seq_of[p.event_id], *epc) for p in prepared for epc in dict.fromkeys(p.epcs)])
-
-
-def _insert_epcs_by_event_id(conn: Connection, epcs: list[tuple[str, str, str, bytes | None]]) -> None:
-    """(eventID, epc, role, part id) rows into epcis_event_epcs, each with its event's seq found inside SQLite by
-    the eventID's unique index. Reading the 20,000 seqs of a document back stepped once a row, as executemany did
-    (partledger.db.SQLITE_INSERT_ROWS): 0.05-0.13 s alone, 16 s beside a thread spinning in Python."""
-    one = "(?, ?, ?, ?)"
-    per = min(SQLITE_INSERT_ROWS, conn.connection.driver_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 4)  # type: ignore[union-attr]
-    for start in range(0, len(epcs), per):
-        chunk = epcs[start : start + per]
-        conn.exec_driver_sql(
-            f"INSERT INTO {T_EPC.name} (seq, epc, role, part_id) SELECT e.seq, v.column2, v.column3, v.column4 "
-            f"FROM (VALUES {', '.join([one] * len(chunk))}) AS v JOIN {T_EVENT.name} AS e ON e.event_id = v.column1",
-            tuple(value for row in chunk for value in row),
-        )  # fmt: skip
 
 
 EVENT_COLUMNS = (
