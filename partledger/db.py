@@ -6,7 +6,6 @@ each stage owns its tables and their Alembic migrations.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -138,12 +137,6 @@ def write_transaction(engine: Engine, *, polled: bool = False) -> Iterator[Conne
 
 
 COPY_UPDATE_ROWS = 64  # on PostgreSQL, an update of this many rows or more goes through a COPYed temporary table
-# On SQLite, rows go in INSERT statements of many rows each (within the connection's bound-parameter limit). The
-# driver lets go of the GIL around every step of a statement, and executemany steps once a row: with another thread of
-# the process busy in Python, each row then waited for the GIL to come back (the 5 ms switch interval). Measured, one
-# transaction of 20,000 capture events and their 20,000 EPC rows beside a thread spinning in Python: 108 s through
-# executemany, 1.2 s in statements of up to 1,800 rows; 1.4-1.75 s and 1.0 s with nothing beside it.
-SQLITE_INSERT_ROWS = 2_000
 
 
 class BulkWriter:
@@ -162,7 +155,7 @@ class BulkWriter:
             self.insert_rows(table, columns, [tuple(row[column] for column in columns) for row in rows])
 
     def insert_rows(self, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-        """Inserts tuples in `columns` order: COPY on PostgreSQL, statements of up to SQLITE_INSERT_ROWS rows on SQLite."""
+        """Inserts tuples in `columns` order: COPY on PostgreSQL, executemany on SQLite."""
         if not rows:
             return
         if self._postgres:
@@ -171,13 +164,8 @@ class BulkWriter:
                 for row in rows:
                     copy.write_row(row)
             return
-        limit = self._conn.connection.driver_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[union-attr]
-        per = max(1, min(SQLITE_INSERT_ROWS, limit // len(columns)))
-        head = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
-        marks = "(" + ", ".join([self._mark] * len(columns)) + ")"
-        for start in range(0, len(rows), per):
-            chunk = rows[start : start + per]
-            self._conn.exec_driver_sql(head + ", ".join([marks] * len(chunk)), tuple(value for row in chunk for value in row))
+        marks = ", ".join([self._mark] * len(columns))
+        self._conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})", rows)
 
     def update(self, table: Any, key: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
         """Sets `columns` of each row found by `key` (one row per key: a later one wins). On PostgreSQL a large

@@ -6,15 +6,12 @@ open shipments (BulkWriter.close_open): only a part's shipment in transit closes
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from indexer import migrate
 from indexer.sink import PART_STATE_COLUMNS, T_PART, T_SHIP
-from partledger.db import COPY_UPDATE_ROWS, SQLITE_INSERT_ROWS, BulkWriter, make_engine, one_of
+from partledger.db import COPY_UPDATE_ROWS, BulkWriter, make_engine, one_of
 
 
 def part(number: int) -> bytes:
@@ -94,34 +91,3 @@ def test_one_of_finds_exactly_the_named_rows_on_both_databases(db_url: str, size
     engine.dispose()
     assert found == {pid for pid in named if int.from_bytes(pid, "big") < 1_000}
     assert lots == [2]
-
-
-@pytest.mark.parametrize("parameter_limit", [None, 99])
-def test_insert_rows_writes_every_row_across_statements_of_many_rows(db_url: str, parameter_limit: int | None) -> None:
-    """On SQLite the rows go in statements of up to SQLITE_INSERT_ROWS rows, fewer when the connection allows fewer
-    bound parameters (99: 9 rows of 11 columns a statement): every row arrives once, with its values (None, bytes)
-    as given; a row that breaks a key fails the statement, and the transaction leaves nothing."""
-    if parameter_limit is not None and not db_url.startswith("sqlite"):
-        pytest.skip("a bound-parameter limit is SQLite's")
-    engine = make_engine(db_url)
-    migrate.upgrade(engine)
-    columns = ("part_id", "gtin", "serial", "lot", "manufacturer", "registered_block", "recalled", *PART_STATE_COLUMNS)
-    count = 2 * SQLITE_INSERT_ROWS + 7
-
-    def row(number: int) -> tuple:
-        values = state(number, 1) | {"vin_hash": None if number % 3 else bytes([number % 256]) * 32}
-        return (part(number), "09506000134352", f"S{number}", 1, 1, 1, False, *(values[column] for column in PART_STATE_COLUMNS))
-
-    with engine.begin() as conn:
-        if parameter_limit is not None:
-            conn.connection.driver_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, parameter_limit)
-        BulkWriter(conn).insert_rows(T_PART, columns, [row(n) for n in range(count)])
-    with pytest.raises((IntegrityError, engine.dialect.dbapi.IntegrityError)), engine.begin() as conn:  # COPY: the driver's own
-        BulkWriter(conn).insert_rows(T_PART, columns, [row(n) for n in range(count, count + 5)] + [row(3)])
-    with engine.connect() as conn:
-        stored = {bytes(r.part_id): r for r in conn.execute(select(T_PART))}
-    engine.dispose()
-    assert len(stored) == count
-    for number in range(count):
-        got = stored[part(number)]
-        assert (got.serial, got.vin_hash and bytes(got.vin_hash), got.updated_block) == (f"S{number}", row(number)[columns.index("vin_hash")], 1_000 + number)
