@@ -1,6 +1,7 @@
 """ledger_service.epcis.preparing: a large capture document is prepared in a worker process, and what comes back equals
 what the job's own thread makes of it (events, hashes, EPCs, errors and eventIDs); a worker that dies costs nothing but
-its speed; a small document never starts a process; several workers each prepare a slice."""
+its speed; a small document never starts a process; several workers each prepare a slice. Then the events' rows as
+store_events writes them, with their EPCs."""
 
 from __future__ import annotations
 
@@ -13,12 +14,17 @@ import threading
 import time
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from ledger_service import migrate as service_migrate
 from ledger_service.epcis.identities import Directory, Place, demo_gln
 from ledger_service.epcis.preparing import Preparer, _slices, prepare_document
+from ledger_service.epcis.worker import T_EPC, T_EVENT, store_events
+from partledger.db import make_engine
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "epcis" / "examples"
 CONTEXT = ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"]
@@ -187,3 +193,28 @@ def test_a_document_sliced_between_two_worker_processes_equals_the_one_prepared_
 def test_slices_cover_the_events_once_and_leave_the_last_open(count: int, pieces: int, expected: list) -> None:
     assert _slices(count, pieces) == expected
 
+
+def test_stored_events_name_their_epcs_by_their_own_seq(db_url: str) -> None:
+    """store_events: each event's row, and one row per EPC it names (repeats once) with the event's own seq (read back
+    by eventID), for the events of a command and for kept ones, on both databases."""
+    prepared = prepare_document(_document(), _directory()).todo
+    engine = make_engine(db_url)
+    service_migrate.upgrade(engine)
+    services = SimpleNamespace(vault=None)
+    with engine.begin() as conn:
+        store_events(conn, services, 1, "job-1", prepared[:25], command_id="command-1")
+    with engine.begin() as conn:
+        store_events(conn, services, 1, "job-1", prepared[25:], command_id=None)
+    with engine.connect() as conn:
+        events = {row.seq: row for row in conn.execute(select(T_EVENT.c.seq, T_EVENT.c.event_id, T_EVENT.c.state, T_EVENT.c.command_id))}
+        epcs = conn.execute(select(T_EPC)).all()
+    engine.dispose()
+    assert sorted(row.event_id for row in events.values()) == sorted(p.event_id for p in prepared)
+    named: dict[str, set] = {}
+    for row in epcs:
+        named.setdefault(events[row.seq].event_id, set()).add((row.epc, row.role, row.part_id and bytes(row.part_id)))
+    assert named == {p.event_id: set(p.epcs) for p in prepared if p.epcs}
+    assert len(epcs) == sum(len(set(p.epcs)) for p in prepared)
+    by_id = {row.event_id: row for row in events.values()}
+    assert {(by_id[p.event_id].state, by_id[p.event_id].command_id) for p in prepared[:25]} == {("pending", "command-1")}
+    assert {(by_id[p.event_id].state, by_id[p.event_id].command_id) for p in prepared[25:]} == {("kept", None)}
