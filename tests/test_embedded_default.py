@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import requests
 
+from partledger.anvil import running
 from partledger.artifacts import REPO_ROOT
 from partledger.chain import connect
 from partledger.db import make_engine
@@ -334,4 +335,4 @@ def test_stale_pid_files_a_taken_port_and_a_damaged_chain_each_get_one_line(devn
     damaged = devnet.cli("up", "--anvil-port", str(devnet.anvil_port), "--api-port", str(devnet.api_port), check=False)
     assert damaged.returncode == 1 and len(damaged.stderr.strip().splitlines()) == 1 and "Traceback" not in damaged.stderr, damaged.stderr
     assert "is damaged" in damaged.stderr and "partledger up --fresh" in damaged.stderr, damaged.stderr
-    assert devnet.pids() == {} or not any(Path(f"/proc/{pid}").exists() for pid in devnet.pids().values())
+    assert not any(running(pid) for pid in devnet.pids().values())
