@@ -566,19 +566,31 @@ def test_a_process_warms_only_while_epcis_is_used_in_it(world, monkeypatch, read
 
 
 def test_the_capture_worker_warms_only_after_an_epcis_read(world, monkeypatch):
+    """And starts its preparing process then, so that the next large capture's first job does not prepare the whole
+    document in the service's interpreter while the process starts."""
     import time
 
+    from ledger_service.epcis.preparing import Preparer
     from ledger_service.epcis.worker import CaptureWorker
 
     warmed: list[int] = []
     monkeypatch.setattr(epcis_query, "warm_derived", lambda sources: warmed.append(1) or 0)
     monkeypatch.setattr(epcis_query, "_last_used", time.monotonic() - epcis_query.WARM_WHILE_USED_SECONDS - 1)
-    worker = object.__new__(CaptureWorker)  # its warm-up alone: no jobs, no preparing process
+    worker = object.__new__(CaptureWorker)  # its warm-up alone: no jobs
     worker.services, worker._next_warm = world[0], 0.0
-    assert not worker.warm() and warmed == []
-    query_events(services=world[0], principal=MEMBER, params={"perPage": "1"}, base_url=BASE_URL)
-    assert worker.warm() and warmed == [1]
-    assert not worker.warm() and warmed == [1]  # not again within WARM_SECONDS
+    worker.preparer = Preparer(processes=1, in_process_below=1_000)
+    try:
+        assert not worker.warm() and warmed == [] and not worker.preparer.worker_up_for(1_000)
+        assert worker.preparer._pool is None  # a process that serves no EPCIS starts none
+        query_events(services=world[0], principal=MEMBER, params={"perPage": "1"}, base_url=BASE_URL)
+        assert worker.warm() and warmed == [1]
+        assert worker.preparer._pool is not None
+        started = worker.preparer._started
+        assert started is not None and started.result(timeout=120) > 0  # the worker's pid: it is up
+        assert worker.preparer.worker_up_for(1_000)
+        assert not worker.warm() and warmed == [1]  # not again within WARM_SECONDS
+    finally:
+        worker.preparer.close()
 
 
 # --- the ways a query reads (each must give the same events) ---------------------------------------------------------

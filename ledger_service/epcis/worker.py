@@ -139,6 +139,9 @@ class CaptureWorker:
         (query.used_recently); True if it warmed."""
         if time.monotonic() < self._next_warm or not query.used_recently():
             return False
+        # A process that serves EPCIS has its preparing process up before its next large capture, not while that
+        # capture's first job prepares the whole document in its own thread (the service's interpreter).
+        self.preparer.start()
         query.warm_derived(self.services)
         self._next_warm = time.monotonic() + WARM_SECONDS
         return True
