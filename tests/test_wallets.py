@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from eth_account import Account
+from hypothesis import given, settings, strategies as st
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -40,7 +41,7 @@ from tests.test_cli_devnet import assert_one_line_error
 from wallets.errors import RotationIncomplete, SignerError, SignerMismatch, SignerUnavailable
 from wallets.keystore import PASSPHRASE_FILE_ENV, create_keystore, keystore_address, load_keystore, write_passphrase_file
 from wallets.rotation import rotate_site_key
-from wallets.signer import SECP256K1_N, LocalSigner, RemoteSigner, Signer
+from wallets.signer import SECP256K1_N, LocalSigner, RemoteSigner, Signer, _plain_legacy
 
 SERVER = [sys.executable, "-m", "wallets.remote_server"]
 
@@ -540,3 +541,44 @@ def test_no_passphrase_or_private_key_appears_in_cli_or_signing_server_output(wo
     assert "eth_signTransaction" in outputs["signing server log"]  # the log is real and covers signing
     leaks = [name for name, text in outputs.items() for secret in secrets if secret in text]
     assert not leaks
+
+
+# --- LocalSigner's direct legacy signing ---------------------------------------------------------------------------
+
+_QUANTITY = st.integers(min_value=0, max_value=2**256 - 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    key=st.integers(min_value=1, max_value=SECP256K1_N - 1), nonce=st.integers(min_value=0, max_value=2**64 - 2), gas_price=_QUANTITY,
+    gas=st.integers(min_value=21_000, max_value=2**63), value=_QUANTITY, chain_id=st.integers(min_value=1, max_value=2**32),
+    to=st.binary(min_size=20, max_size=20), data=st.binary(max_size=7_000), as_bytes=st.booleans(),
+)  # fmt: skip
+def test_a_legacy_call_signed_directly_is_eth_accounts_transaction_byte_for_byte(
+    key: int, nonce: int, gas_price: int, gas: int, value: int, chain_id: int, to: bytes, data: bytes, as_bytes: bool,
+) -> None:  # fmt: skip
+    """What the submitter signs (a legacy call: to, data, value, gas, gasPrice, chainId, nonce) takes LocalSigner's
+    direct path; its bytes, hash and signature must be eth-account's own, and the sender recovered from them the key's."""
+    account = Account.from_key(key.to_bytes(32, "big"))
+    transaction = {
+        "to": Web3.to_checksum_address(to), "data": data if as_bytes else "0x" + data.hex(), "value": value, "gas": gas,
+        "gasPrice": gas_price, "chainId": chain_id, "nonce": nonce,
+    }  # fmt: skip
+    assert _plain_legacy(transaction) is not None  # the direct path, not the fallback
+    direct, reference = LocalSigner(account).sign_transaction(transaction), account.sign_transaction(transaction)
+    assert bytes(direct.raw_transaction) == bytes(reference.raw_transaction)
+    assert (bytes(direct.hash), direct.r, direct.s, direct.v) == (bytes(reference.hash), reference.r, reference.s, reference.v)
+    assert Account.recover_transaction(direct.raw_transaction) == account.address
+
+
+@pytest.mark.parametrize("change", [
+    {"to": "0x" + "ab" * 20},  # lower case: eth-account decides what it accepts
+    {"to": "0x" + "Ab" * 20},  # a checksum that does not match
+    {"maxFeePerGas": 1},  # another kind of transaction
+    {"nonce": -1}, {"gas": 2**256}, {"value": True}, {"chainId": 0},
+    {"data": "not hex"}, {"data": "0xzz"},
+])  # fmt: skip
+def test_anything_but_a_plain_legacy_call_is_left_to_eth_account(change: dict[str, Any]) -> None:
+    transaction = {"to": Web3.to_checksum_address("0x" + "ab" * 20), "data": "0x12", "value": 0, "gas": 50_000, "gasPrice": 0, "chainId": 1, "nonce": 0}
+    assert _plain_legacy(transaction) is not None
+    assert _plain_legacy({**transaction, **change}) is None
