@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import pytest
 from eth_account import Account
-from hypothesis import given, settings, strategies as st
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
+from hypothesis import given, settings, strategies as st
 from web3 import Web3
 
 from partledger.anvil import AnvilNode

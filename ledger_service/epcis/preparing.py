@@ -7,8 +7,9 @@ results come back (pickled: 8 us an event to read).
 
 The process starts once the service is used for EPCIS (its first capture job, or the capture worker's warm-up
 after an EPCIS read; after it died, with the next large document), not with the service: it takes 1.3-2 s of CPU to
-import what it needs, which an API worker with no EPCIS client would pay for nothing. A document whose job starts meanwhile is prepared in the job's thread, as small documents
-always are (`epcis_prepare_in_process_below` events): waiting for the process cost the first job more than it saved.
+import what it needs, which an API worker with no EPCIS client would pay for nothing. A document whose job starts
+meanwhile is prepared in the job's thread, as small documents always are (`epcis_prepare_in_process_below` events):
+waiting for the process cost the first job more than it saved.
 A worker that dies (killed, out of memory) is replaced at the next large document; the job it was preparing falls
 back to its own thread. Nothing is lost either way: what a job stores is decided after this pass, in the service.
 
