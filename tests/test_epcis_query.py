@@ -570,10 +570,12 @@ def test_the_capture_worker_warms_only_after_an_epcis_read(world, monkeypatch):
     document in the service's interpreter while the process starts."""
     import time
 
+    from ledger_service.epcis import worker as capture_worker
     from ledger_service.epcis.preparing import Preparer
     from ledger_service.epcis.worker import CaptureWorker
 
     warmed: list[int] = []
+    monkeypatch.setattr(capture_worker, "WARM_SECONDS", 3_600.0)  # "not again" below, however long the process takes to start
     monkeypatch.setattr(epcis_query, "warm_derived", lambda sources: warmed.append(1) or 0)
     monkeypatch.setattr(epcis_query, "_last_used", time.monotonic() - epcis_query.WARM_WHILE_USED_SECONDS - 1)
     worker = object.__new__(CaptureWorker)  # its warm-up alone: no jobs
