@@ -194,9 +194,10 @@ def test_a_post_without_the_csrf_token_from_another_site_or_through_a_dns_name_i
     token = re.search(r'name="csrf_token" value="([^"]+)"', web.get("/edge/site/receive").text).group(1)
     before = site.agent.status()["counts"]
     part = hexid(site.parts[SERIALS[2]])
+    wrong = ("y" if token[0] == "x" else "x") + token[1:]  # one character off (a token starting with x: "x" + token[1:] is the token)
     for data, headers, code in (
         ({"parts": part}, {}, "csrf_failed"),
-        ({"parts": part, "csrf_token": "x" + token[1:]}, {}, "csrf_failed"),
+        ({"parts": part, "csrf_token": wrong}, {}, "csrf_failed"),
         ({"parts": part, "csrf_token": token}, {"Origin": "https://elsewhere.example"}, "csrf_failed"),
         ({"parts": part, "csrf_token": token}, {"Host": "rebound.example:80"}, "host_not_local"),
     ):
