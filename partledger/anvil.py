@@ -33,6 +33,11 @@ class AnvilConfig:
     state_path: Path | None = None  # --state: loaded at start when it exists, dumped on exit (SIGTERM)
     load_state: Path | None = None  # --load-state: the chain a former node saved (save_chain_state, unpacked)
     prune_history: int | None = None  # keep the state of only this many recent blocks in memory (a long-running node)
+    # Automine that also mines a block every sweep_seconds with whatever ready transactions are left (--mixed-mining).
+    # Anvil's automine can miss a transaction that becomes ready while several of one sender's arrive at once
+    # (foundry-rs/foundry#10122, still in 1.7.1): a SIGKILL test found nonce 147 "already imported" and unmined for
+    # 300 s while the service sent it again every 5 s. Not with block_time, whose interval mining drains the pool.
+    sweep_seconds: float | None = None
 
     @property
     def url(self) -> str:
@@ -53,6 +58,8 @@ class AnvilConfig:
             arguments.append("--disable-min-priority-fee")
         if self.block_time is not None:
             arguments += ["--block-time", str(self.block_time)]
+        elif self.sweep_seconds is not None:
+            arguments += ["--mixed-mining", "--block-time", str(self.sweep_seconds)]
         if self.state_path is not None:
             arguments += ["--state", str(self.state_path)]
         if self.load_state is not None:

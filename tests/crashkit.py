@@ -61,10 +61,15 @@ class Chain:
         self.node = AnvilNode.start(self.node.config)
 
 
+SWEEP_SECONDS = 2.0
+
+
 @contextmanager
 def dedicated_chain(workdir: Path) -> Iterator[Chain]:
-    """An Anvil of the test's own (its state dumped to `workdir` when stopped), the contracts and the consortium."""
-    config = AnvilConfig(port=free_port(), accounts=ANVIL_ACCOUNTS, state_path=workdir / "anvil-state.json")
+    """An Anvil of the test's own (its state dumped to `workdir` when stopped), the contracts and the consortium.
+    Automine with a sweep (AnvilConfig.sweep_seconds): services killed mid-send leave a key's transactions arriving
+    out of order and all at once, which is when Anvil's automine can strand one."""
+    config = AnvilConfig(port=free_port(), accounts=ANVIL_ACCOUNTS, state_path=workdir / "anvil-state.json", sweep_seconds=SWEEP_SECONDS)
     node = AnvilNode.start(config, log_path=workdir / "anvil.log")
     chain = Chain(node, build_ledger(connect(node.url)))
     try:
