@@ -93,16 +93,14 @@ def _direct(types: Sequence[str], values: Sequence[Any]) -> bytes | None:
     """The values encoded as a tuple of `types`; None when this module does not write one of them."""
     if len(types) != len(values):
         return None
+    plan = _plan(types if type(types) is tuple else tuple(types))
+    if plan is None:
+        return None
+    offset, kinds = plan
     head: list[bytes] = []
     tail: list[bytes] = []
-    offset = 0
-    for kind in types:
-        size = _head_size(kind)
-        if size is None:
-            return None
-        offset += size
-    for kind, value in zip(types, values):
-        if _dynamic(kind):
+    for (kind, dynamic), value in zip(kinds, values):
+        if dynamic:
             data = _dynamic_value(kind, value)
             if data is None:
                 return None
@@ -115,6 +113,17 @@ def _direct(types: Sequence[str], values: Sequence[Any]) -> bytes | None:
                 return None
             head.append(data)
     return b"".join(head) + b"".join(tail)
+
+
+@lru_cache(maxsize=1_024)
+def _plan(types: tuple[str, ...]) -> tuple[int, tuple[tuple[str, bool], ...]] | None:
+    """A tuple of `types` as _direct walks it: the size of its head, and each type with whether it is dynamic; None
+    when this module does not write one of them. Worked out once per tuple of types: a Merkle batch encodes
+    thousands of values of the same types."""
+    sizes = [_head_size(kind) for kind in types]
+    if any(size is None for size in sizes):
+        return None
+    return sum(sizes), tuple((kind, _dynamic(kind)) for kind in types)  # type: ignore[arg-type]
 
 
 def _static_value(kind: str, value: Any) -> bytes | None:
