@@ -162,6 +162,25 @@ def test_an_event_of_another_organisations_location_is_refused(site: Site):
     assert codes(view) == [(0, "not_your_location")]
 
 
+def test_a_commissioning_that_cannot_register_gets_its_reason_after_the_location_and_role_checks(site: Site):
+    """What a commissioning registers is worked out in the first pass (possibly in the preparing process); its
+    errors still come where the ledger checks come to them: an event at another organisation's location says so,
+    however wrong its EPCs."""
+    unregistered = dict(action="ADD", disposition="active")
+    doc = document(
+        object_event("commissioning", [sgtin(GTIN_A, "RG-1"), "https://id.gs1.org/00/106141412345678908"], ilmd={"cbvmda:lotNumber": "LOT-EPCIS-R1"}, **unregistered),
+        object_event("commissioning", [sgtin(GTIN_A, "RG-2"), sgtin(GTIN_B, "RG-3")], ilmd={"cbvmda:lotNumber": "LOT-EPCIS-R1"}, **unregistered),
+        object_event("commissioning", [sgtin(GTIN_A, "RG-4")], **unregistered),
+        object_event("commissioning", [sgtin(GTIN_A, "RG-5")], bizLocation={"id": site.location("workshop")}, **unregistered),
+        commissioning(GTIN_A, ["RG-6"], "LOT-EPCIS-R1"),
+    )
+    view = capture(site, "maker", doc, behaviour="proceed")
+    assert codes(view) == [(0, "invalid_epc"), (1, "mixed_gtins"), (2, "missing_lot"), (3, "not_your_location")], view
+    assert view["capturedCount"] == 1 and part(site, "maker", GTIN_A, "RG-6")["status"] == "in_stock"
+    absent = site.client.get(f"/v1/parts/0x{part_id(GTIN_A, 'RG-2').hex()}", headers=site.headers("maker"))
+    assert absent.status_code == 404
+
+
 def test_single_event_capture_answers_201_with_its_location(site: Site):
     event = {"@context": CONTEXT} | commissioning(GTIN_B, ["SE-1"], "LOT-EPCIS-6")
     answer = site.client.post("/epcis/events", headers=site.headers("maker"), json=event)

@@ -74,7 +74,8 @@ def test_a_document_prepared_in_a_worker_process_equals_the_one_prepared_in_the_
     there = preparer.prepare(document, len(here.event_ids), directory)
     assert there.pid != os.getpid()
     assert there.todo == here.todo
-    assert [p.digest for p in there.todo] == [p.digest for p in here.todo] and there.todo[0].parsed == here.todo[0].parsed
+    assert [p.digest for p in there.todo] == [p.digest for p in here.todo] and [p.body for p in there.todo] == [p.body for p in here.todo]
+    assert [p.register for p in there.todo] == [p.register for p in here.todo] and any(p.register for p in here.todo)
     assert there.errors == here.errors and there.event_ids == here.event_ids
 
 

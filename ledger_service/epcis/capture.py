@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
@@ -161,8 +162,13 @@ def _iso(seconds: float) -> str:
 
 @dataclass
 class Prepared:
+    """An event after its first pass (prepare_event), which may run in the preparing process: what comes back from
+    there is pickled, so it carries what the service needs and no more (the stored JSON as text, and of the event's
+    fields only those the ledger checks read)."""
+
     index: int
-    event: dict[str, Any]  # as stored: private fields out, eventID in
+    event: dict[str, Any]  # the fields the ledger checks read (CHECKED_FIELDS); the whole event is `body`
+    body: str  # the event as stored: private fields out, eventID in
     private: dict[str, Any] | None
     event_id: str
     ni: str
@@ -175,8 +181,10 @@ class Prepared:
     read_point: str | None
     event_time_ms: int
     epcs: list[tuple[str, str, bytes | None]]  # (key, role, part id; for an SSCC the logistic unit's id)
-    parsed: list[Epc]  # each of epcs parsed, in the same order
     operation: str | None = None
+    # A commissioning's registration as far as it needs no ledger state (_register_plan): (gtin, lot, serials, part
+    # ids); or the error it gives, raised only where check_ledger comes to it; None when it commissions no SGTIN.
+    register: tuple[str, str, list[str], list[bytes]] | tuple[str, str] | None = None
     place: Place | None = None
     parts: list[bytes] = field(default_factory=list)  # what the command names (a containment's contents)
     args: dict[str, Any] = field(default_factory=dict)
@@ -186,6 +194,11 @@ class Prepared:
 # What a repository sets itself: an event captured again (a lot's history exported from one deployment into another)
 # is stored and hashed without them.
 SERVER_FIELDS = frozenset({"recordTime", "partledger:eventHash"})
+# The event's fields that check_ledger and the checks under it read.
+CHECKED_FIELDS = (
+    "bizTransactionList", "epcList", "ilmd", "destinationList", "childQuantityList", "inputQuantityList", "outputQuantityList",
+    "partledger:vinHash", "partledger:noticeHash",
+)  # fmt: skip
 _EPC_ROLES = (("epcList", "epc"), ("childEPCs", "child"), ("inputEPCList", "input"), ("outputEPCList", "output"))
 _CLASS_LISTS = (("quantityList", "quantity"), ("childQuantityList", "quantity"), ("inputQuantityList", "input"), ("outputQuantityList", "output"))
 
@@ -237,9 +250,9 @@ def prepare_event(index: int, raw: Any, *, context: Any, directory: Directory) -
     disposition = bare_word(event["disposition"]) if isinstance(event.get("disposition"), str) else None
     action = event.get("action") if isinstance(event.get("action"), str) else None
     prepared = Prepared(
-        index=index, event=event, private=private, event_id=event_id, ni=ni, digest=hash_digest(ni), event_type=event_type,
-        action=action, biz_step=biz_step, disposition=disposition, biz_location=biz_location, read_point=read_point,
-        event_time_ms=_ms(event.get("eventTime"), "eventTime"), epcs=epcs, parsed=parsed, place=place,
+        index=index, event={name: event[name] for name in CHECKED_FIELDS if name in event}, body=orjson.dumps(event).decode(), private=private,
+        event_id=event_id, ni=ni, digest=hash_digest(ni), event_type=event_type, action=action, biz_step=biz_step, disposition=disposition,
+        biz_location=biz_location, read_point=read_point, event_time_ms=_ms(event.get("eventTime"), "eventTime"), epcs=epcs, place=place,
     )  # fmt: skip
     if event_type in ("AggregationEvent", "TransformationEvent"):
         kinds = {role: [epc.kind for epc, (_, r, _) in zip(parsed, epcs) if r == role] for role in ("parent", "input", "output")}
@@ -248,6 +261,11 @@ def prepare_event(index: int, raw: Any, *, context: Any, directory: Directory) -
         )  # fmt: skip
     else:
         prepared.operation = mapping.operation_for(event_type=event_type, action=action, biz_step=biz_step, disposition=disposition)
+    if prepared.operation == "register":
+        try:
+            prepared.register = _register_plan(event, parsed, epcs)
+        except EventError as exc:
+            prepared.register = (exc.code, str(exc))
     return prepared
 
 
@@ -671,11 +689,29 @@ def _check_remanufacture(prepared: Prepared, *, org_id: int, overlay: Overlay) -
 
 
 def _check_register(prepared: Prepared, *, org_id: int, overlay: Overlay) -> None:
-    event = prepared.event
-    listed = [(epc, pid) for epc, (_, role, pid) in zip(prepared.parsed, prepared.epcs) if role == "epc"]  # epcList, in order
-    if not any(epc.kind == "sgtin" for epc, _ in listed):
+    plan = prepared.register
+    if plan is None:
         prepared.operation = None  # commissions no serialised part (a class, logistic units): consortium data
         return
+    if len(plan) == 2:
+        raise EventError(*plan)  # found by _register_plan
+    gtin, lot, serials, pids = plan
+    taken = [pid for pid in pids if overlay.get(pid) is not None]
+    if taken:
+        raise EventError("already_registered", f"{len(taken)} part(s) are registered already, e.g. 0x{taken[0].hex()}")
+    prepared.parts = pids
+    prepared.args.update(gtin=gtin, lot=lot, serials=serials)
+    for pid in pids:
+        overlay.parts[pid] = PartState(S.IN_STOCK, org_id, None, False, org_id, -1)
+
+
+def _register_plan(event: Mapping[str, Any], parsed: list[Epc], epcs: list[tuple[str, str, bytes | None]]) -> tuple[str, str, list[str], list[bytes]] | None:
+    """What a commissioning registers, as far as that needs no ledger state: (gtin, lot, serials, part ids), or None
+    when it commissions no serialised part (a class, logistic units); EventError for one it cannot register. Run in
+    prepare_event (in the preparing process for a large document); _check_register does the rest."""
+    listed = [(epc, pid) for epc, (_, role, pid) in zip(parsed, epcs) if role == "epc"]  # epcList, in order
+    if not any(epc.kind == "sgtin" for epc, _ in listed):
+        return None
     serials, gtins = [], set()
     for value, (epc, _) in zip(event.get("epcList") or (), listed):
         if epc.kind != "sgtin" or epc.serial is None:
@@ -691,7 +727,7 @@ def _check_register(prepared: Prepared, *, org_id: int, overlay: Overlay) -> Non
     gtin = gtins.pop()
     lot = _ilmd_lot(event)
     if lot is None:
-        classes = [parse_epc(key) for key, role, _ in prepared.epcs if role == "quantity"]
+        classes = [parse_epc(key) for key, role, _ in epcs if role == "quantity"]
         lot = next((c.lot for c in classes if c.kind == "lgtin" and c.gtin == gtin), None)
     if lot is None:
         raise EventError("missing_lot", "a commissioning event names its lot: ilmd cbvmda:lotNumber, or an LGTIN class in quantityList")
@@ -702,13 +738,7 @@ def _check_register(prepared: Prepared, *, org_id: int, overlay: Overlay) -> Non
     pids = [pid for _, pid in listed]  # each SGTIN's, its serial checked above
     if len(set(pids)) != len(pids):
         raise EventError("duplicate_parts", "an EPC appears twice in the event")
-    taken = [pid for pid in pids if overlay.get(pid) is not None]
-    if taken:
-        raise EventError("already_registered", f"{len(taken)} part(s) are registered already, e.g. 0x{taken[0].hex()}")
-    prepared.parts = pids
-    prepared.args.update(gtin=gtin, lot=lot, serials=serials)
-    for pid in pids:
-        overlay.parts[pid] = PartState(S.IN_STOCK, org_id, None, False, org_id, -1)
+    return gtin, lot, serials, pids  # type: ignore[return-value]
 
 
 def _ilmd_lot(event: Mapping[str, Any]) -> str | None:

@@ -454,7 +454,7 @@ def store_events(conn: Connection, services: Services, org_id: int, job_id: str,
             private = vault.seal(orjson.dumps(p.private), p.digest)
         rows.append((
             p.event_id, p.digest, job_id, org_id, p.event_type, p.action, p.biz_step, p.disposition, p.biz_location, p.read_point,
-            p.event_time_ms, now_ms, orjson.dumps(p.event).decode(), private, p.operation, command_id, state,
+            p.event_time_ms, now_ms, p.body, private, p.operation, command_id, state,
         ))  # fmt: skip
     # Straight through the driver (COPY on PostgreSQL), their seqs read back by eventID (unique): SQLAlchemy's
     # INSERT ... RETURNING in parameter order sent SQLite one statement a row, and its per-parameter processing
