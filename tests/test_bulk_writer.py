@@ -73,21 +73,30 @@ def test_closing_open_shipments_closes_each_parts_open_one_only_and_the_first_cl
     assert rows == expected
 
 
-@pytest.mark.parametrize("size", [0, 1, 900])
+@pytest.mark.parametrize("size", [0, 1, 900, 5_000])
 def test_one_of_finds_exactly_the_named_rows_on_both_databases(db_url: str, size: int) -> None:
-    """partledger.db.one_of: `IN (...)` on SQLite, one bound array (`= ANY`) on PostgreSQL; the same rows either way,
-    for ids of bytes (parts) and integers, a list with a repeat and ids that are not there."""
+    """partledger.db.one_of: one JSON array read by json_each on SQLite (ids of bytes through partledger_unhex), one
+    bound array (`= ANY`) on PostgreSQL; the same rows either way, for ids of bytes (parts), integers and text (with
+    quotes and letters past ASCII), a list with a repeat, ids that are not there, and more of them than an old
+    SQLite takes parameters."""
     engine = make_engine(db_url)
     migrate.upgrade(engine)
     with engine.begin() as conn:
         conn.execute(T_PART.insert(), [
-            {"part_id": part(n), "gtin": "09506000134352", "serial": f"S{n}", "lot": n % 3, "manufacturer": 1, "registered_block": 1, "recalled": False, **state(n, 0)}
+            {"part_id": part(n), "gtin": "09506000134352", "serial": serial(n), "lot": n % 3, "manufacturer": 1, "registered_block": 1, "recalled": False, **state(n, 0)}
             for n in range(1_000)
         ])  # fmt: skip
     named = [part(n) for n in range(0, 2 * size, 2)] + [part(0)] * bool(size)  # every other one, then past the end
+    serials = [serial(n) for n in range(1, 2 * size, 2)] + [serial(1)] * bool(size)
     with engine.connect() as conn:
         found = {bytes(row[0]) for row in conn.execute(select(T_PART.c.part_id).where(one_of(conn, T_PART.c.part_id, named)))}
+        by_serial = set(conn.execute(select(T_PART.c.serial).where(one_of(conn, T_PART.c.serial, serials))).scalars())
         lots = conn.execute(select(T_PART.c.lot).where(one_of(conn, T_PART.c.lot, [2, 5])).distinct()).scalars().all()
     engine.dispose()
     assert found == {pid for pid in named if int.from_bytes(pid, "big") < 1_000}
+    assert by_serial == {serial(n) for n in range(1, min(2 * size, 1_000), 2)}
     assert lots == [2]
+
+
+def serial(number: int) -> str:
+    return f"S{number}" if number % 10 else f"S{number}-é'\"x"

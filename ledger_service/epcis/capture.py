@@ -25,7 +25,6 @@ captured event, mapped or not, has a proof bundle (GET /events/{eventID}/proof).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -47,6 +46,7 @@ from ledger_service.epcis import mapping
 from ledger_service.epcis.identities import Directory, Place, UnknownParty
 from ledger_service.epcis.tables import EpcisBatch, EpcisCapture, EpcisCommand, EpcisEvent, EpcisEventEpc
 from ledger_service.operations import OPERATIONS
+from partledger.db import one_of
 from partledger.epcis.hashing import event_hash, hash_digest
 from partledger.epcis.identifiers import ID_GS1, Epc, epc_key, parse_epc
 from partledger.epcis.vocabulary import bare_word
@@ -355,22 +355,22 @@ class Overlay:
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
             if units:
-                rows = self.conn.execute(select(T_UNIT.c.unit_id, T_UNIT.c.status, T_UNIT.c.custodian, T_UNIT.c.recipient).where(T_UNIT.c.unit_id.in_(chunk)))
+                rows = self.conn.execute(select(T_UNIT.c.unit_id, T_UNIT.c.status, T_UNIT.c.custodian, T_UNIT.c.recipient).where(one_of(self.conn, T_UNIT.c.unit_id, chunk)))
                 for row in rows:
                     self.parts[bytes(row.unit_id)] = PartState(PartStatus(row.status), row.custodian, row.recipient, False, 0, 0, unit=True)
                 continue
             rows = self.conn.execute(select(
                 T_PART.c.part_id, T_PART.c.status, T_PART.c.custodian, T_PART.c.recipient, T_PART.c.recalled, T_PART.c.manufacturer, T_PART.c.lot,
-            ).where(T_PART.c.part_id.in_(chunk)))  # fmt: skip
+            ).where(one_of(self.conn, T_PART.c.part_id, chunk)))  # fmt: skip
             for row in rows:
                 self.parts[bytes(row.part_id)] = PartState(PartStatus(row.status), row.custodian, row.recipient, bool(row.recalled), row.manufacturer, row.lot)
 
     def _read_links(self, ids: list[bytes]) -> None:
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
-            for part, container in self.conn.execute(select(T_CONTAIN.c.part_id, T_CONTAIN.c.container_id).where(T_CONTAIN.c.part_id.in_(chunk))):
+            for part, container in self.conn.execute(select(T_CONTAIN.c.part_id, T_CONTAIN.c.container_id).where(one_of(self.conn, T_CONTAIN.c.part_id, chunk))):
                 self._container.setdefault(bytes(part), bytes(container))
-            self._holders.update(bytes(row[0]) for row in self.conn.execute(select(T_CONTAIN.c.container_id).where(T_CONTAIN.c.container_id.in_(chunk)).distinct()))
+            self._holders.update(bytes(row[0]) for row in self.conn.execute(select(T_CONTAIN.c.container_id).where(one_of(self.conn, T_CONTAIN.c.container_id, chunk)).distinct()))
             self._read.update(chunk)
 
     def get(self, pid: bytes) -> PartState | None:

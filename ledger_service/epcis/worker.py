@@ -36,7 +36,7 @@ from ledger_service.errors import ApiError
 from ledger_service.outbox import Draft, read_command
 from ledger_service.read import indexed_block
 from ledger_service.tables import ChainTransaction, CommandItem, PrivateVin
-from partledger.db import BulkWriter
+from partledger.db import BulkWriter, one_of
 from partledger.ids import vin_hash
 from partledger.merkle import build_tree
 from partledger.model import Role
@@ -255,7 +255,7 @@ class CaptureWorker:
             claimed = 0
             for start in range(0, len(seqs), 900):
                 claimed += conn.execute(
-                    update(T_EVENT).where(T_EVENT.c.seq.in_(seqs[start : start + 900]), T_EVENT.c.batch_id.is_(None)).values(batch_id=batch_id)
+                    update(T_EVENT).where(one_of(conn, T_EVENT.c.seq, seqs[start : start + 900]), T_EVENT.c.batch_id.is_(None)).values(batch_id=batch_id)
                 ).rowcount  # fmt: skip
             if claimed != len(seqs):
                 raise RuntimeError("EPCIS events were batched concurrently")  # rolls this batch back
@@ -378,7 +378,7 @@ def wait_for_other_jobs(services: Services, job_id: str, part_ids: list[bytes], 
                 chunk = part_ids[start : start + 900]
                 found = conn.execute(
                     select(T_EVENT.c.seq).select_from(T_EPC.join(T_EVENT, T_EVENT.c.seq == T_EPC.c.seq))
-                    .where(T_EPC.c.part_id.in_(chunk), T_EVENT.c.state == "pending", T_EVENT.c.capture_id != job_id).limit(1)
+                    .where(one_of(conn, T_EPC.c.part_id, chunk), T_EVENT.c.state == "pending", T_EVENT.c.capture_id != job_id).limit(1)
                 ).first()  # fmt: skip
                 if found is not None:
                     waiting = True
@@ -401,7 +401,7 @@ def _drop_repeats(engine: Any, job_id: str, todo: list[Prepared], errors: dict[i
     ids = [p.event_id for p in todo]
     with engine.connect() as conn:
         for start in range(0, len(ids), 900):
-            rows = conn.execute(select(T_EVENT.c.event_id, T_EVENT.c.event_hash, T_EVENT.c.capture_id).where(T_EVENT.c.event_id.in_(ids[start : start + 900])))
+            rows = conn.execute(select(T_EVENT.c.event_id, T_EVENT.c.event_hash, T_EVENT.c.capture_id).where(one_of(conn, T_EVENT.c.event_id, ids[start : start + 900])))
             for row in rows:
                 known[row.event_id] = (bytes(row.event_hash), row.capture_id)
     fresh, repeats = [], 0
@@ -464,7 +464,7 @@ def store_events(conn: Connection, services: Services, org_id: int, job_id: str,
     ids = [p.event_id for p in prepared]
     seq_of: dict[str, int] = {}
     for start in range(0, len(ids), 900):
-        seq_of.update(conn.execute(select(T_EVENT.c.event_id, T_EVENT.c.seq).where(T_EVENT.c.event_id.in_(ids[start : start + 900]))).all())
+        seq_of.update(conn.execute(select(T_EVENT.c.event_id, T_EVENT.c.seq).where(one_of(conn, T_EVENT.c.event_id, ids[start : start + 900]))).all())
     writer.insert_rows(T_EPC, ("seq", "epc", "role", "part_id"), [(seq_of[p.event_id], *epc) for p in prepared for epc in dict.fromkeys(p.epcs)])
 
 
