@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import sqlite3
 import threading
@@ -55,7 +54,9 @@ S = PartStatus
 
 
 class Proxy:
-    """A loopback TCP proxy to `upstream`. Cut, it refuses connections (nothing listens) and drops those open."""
+    """A loopback TCP proxy to `upstream`. Cut, it refuses connections and drops those open. While cut, its port
+    stays bound to a socket that does not listen (a connection to it is refused, as to a closed port): with the port
+    let go, another process on the machine took it during a 60 s cut once, and the link could not come back."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
@@ -63,6 +64,8 @@ class Proxy:
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
+        self._held: socket.socket | None = None  # the port while cut: bound, not listening
+        self._acceptor: threading.Thread | None = None
         self.restore()
 
     @property
@@ -70,13 +73,12 @@ class Proxy:
         return f"http://127.0.0.1:{self.port}"
 
     def restore(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener, self._held = self._held or self._bound(), None
         listener.listen(64)
         listener.settimeout(0.05)
         self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        self._acceptor.start()
 
     def cut(self) -> None:
         listener, self._listener = self._listener, None
@@ -90,6 +92,24 @@ class Proxy:
                     pass
                 conn.close()
             self._open.clear()
+        if listener is not None:
+            # The closed listener lives on while its thread's accept waits (up to its 0.05 s timeout): the port is
+            # bound again once that thread has ended.
+            assert self._acceptor is not None
+            self._acceptor.join(timeout=30)
+            self._held = self._bound()
+
+    def close(self) -> None:
+        self.cut()
+        if self._held is not None:
+            self._held.close()
+            self._held = None
+
+    def _bound(self) -> socket.socket:
+        held = socket.socket()
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.bind(("127.0.0.1", self.port))
+        return held
 
     def _accept(self, listener: socket.socket) -> None:
         while self._listener is listener:
@@ -139,6 +159,9 @@ class Link:
 
     def restore(self) -> None:
         self.cloud.restore(), self.rpc.restore()
+
+    def close(self) -> None:
+        self.cloud.close(), self.rpc.close()
 
 
 # --- the world: the stack, the link, the agent process ----------------------------------------------------------
@@ -249,7 +272,7 @@ def world(deployed: Ledger, forkserver: ForkServer, tmp_path_factory: pytest.Tem
                 for agent in world.agents:
                     agent.kill()
                     agent.wait(10)
-                link.cut()
+                link.close()
     finally:
         revert_to(ledger.w3, snapshot_id)
 
