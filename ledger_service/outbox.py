@@ -75,14 +75,19 @@ class Outbox:
     def signer_for(self, principal: Principal, site: str | None) -> str:
         """The site key the command will be signed with: an active key of the caller's organisation that this
         service holds, within the API key's sites, matching `site` (an address or a site name) when given. When
-        there is none, keystores added since (a replacement key) are looked for once. Every signing path starts
-        here, so a viewer is refused here (403 read_only_role), before anything is checked or signed."""
+        there is none, keystores added since (a replacement key) are looked for once, and the key is chosen again
+        whatever that look found: another thread may have opened the replacement meanwhile (the submitter, as the
+        chain refuses the old key), while this one's look was held back by KEY_REFRESH_SECONDS or waited for it. A
+        request in that moment of a `wallet rotate` got 403 no_site_key (test_key_compromise's rotation drill, once).
+        Every signing path starts here, so a viewer is refused here (403 read_only_role), before anything is checked
+        or signed."""
         require_may_act(principal)
         try:
             return self._signer_for(principal, site)
         except Forbidden:
-            if self.refresh_keys is None or not self.refresh_keys():
+            if self.refresh_keys is None:
                 raise
+            self.refresh_keys()
         return self._signer_for(principal, site)
 
     def _signer_for(self, principal: Principal, site: str | None) -> str:

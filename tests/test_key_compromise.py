@@ -222,7 +222,7 @@ def test_pending_commands_of_a_revoked_key_are_re_signed_by_the_sites_replacemen
     stack, primary, standby = drill["stack"], drill["primary"], drill["standby"]
     ledger = stack.ledger
     engine = make_engine(stack.service_db_url)
-    with running_service(stack, public_rate_limit="10000/minute") as client, Miner(ledger) as miner, Plant(stack) as plant:
+    with running_service(stack, public_rate_limit="10000/minute"), Miner(ledger) as miner, Plant(stack) as plant:
         caught_up(stack)
         first_revocation = revoke_mid_stream(drill, miner, primary, confirmed_before=CONFIRMED_BEFORE_EACH_REVOCATION)
         second_revocation = revoke_mid_stream(drill, miner, standby, confirmed_before=CONFIRMED_BEFORE_EACH_REVOCATION)
@@ -333,3 +333,43 @@ def test_a_key_rotated_mid_stream_hands_its_pending_commands_to_the_new_key_with
     revocation = int(revoked.group(1))
     sent = transactions_of(ledger, primary, revocation, ledger.w3.eth.block_number)
     assert [status for _, _, status in sent] == [0] * len(sent)
+
+
+def test_a_request_during_a_rotation_signs_with_the_replacement_another_thread_just_opened(tmp_path: Path):
+    """The moment of a `wallet rotate` that gave a request 403 no_site_key: the mirror shows the old key revoked and
+    the new one active; the request finds no key it holds, and its look for new keystores is held back (the
+    submitter's look, forced as the chain refused the old key, ran a moment ago) but that look has opened the
+    replacement meanwhile. The request signs with it. A site with no key at all is still refused."""
+    from indexer import migrate as index_migrate
+    from indexer.tables import SiteKey
+    from ledger_service import migrate as service_migrate
+    from ledger_service.auth import Principal
+    from ledger_service.errors import ApiError
+    from ledger_service.outbox import Outbox
+    from partledger.model import Role
+
+    old, new = "0x" + "11" * 20, "0x" + "22" * 20
+    index_engine, service_engine = make_engine(f"sqlite:///{tmp_path / 'index.db'}"), make_engine(f"sqlite:///{tmp_path / 'service.db'}")
+    index_migrate.upgrade(index_engine)
+    service_migrate.upgrade(service_engine)
+    with index_engine.begin() as conn:
+        conn.execute(SiteKey.__table__.insert(), [
+            {"address": old, "org_id": 7, "site": "bay-1", "added_block": 1, "revoked_block": 9},
+            {"address": new, "org_id": 7, "site": "bay-1", "added_block": 8, "revoked_block": None},
+        ])  # fmt: skip
+    signers = {old: None}
+    looks: list[str] = []
+
+    def held_back_look() -> bool:  # KEY_REFRESH_SECONDS not over: no look of its own, but the other thread's landed
+        looks.append("held back")
+        signers[new] = None
+        return False
+
+    outbox = Outbox(service_engine=service_engine, index_engine=index_engine, signers=signers, max_parts_per_tx=10, refresh_keys=held_back_look)
+    principal = Principal(org_id=7, roles=Role.MANUFACTURER, key_id="k", sites=None)
+    assert outbox.signer_for(principal, None) == new and looks == ["held back"]
+    with pytest.raises(ApiError) as refused:
+        outbox.signer_for(principal, "bay-2")
+    assert refused.value.code == "no_site_key"
+    index_engine.dispose()
+    service_engine.dispose()
