@@ -13,6 +13,7 @@ import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _pytest.nodeid import NodeId
@@ -112,6 +113,23 @@ def artifacts_dir() -> Path:
     directory = REPO_ROOT / "test-artifacts" / os.environ.get("PYTEST_XDIST_WORKER", "main")
     directory.mkdir(parents=True, exist_ok=True)
     return directory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def light_password_hashing() -> Iterator[Any]:
+    """Services in this process hash passwords with Argon2id at its lightest (1 pass, 1 MiB), not the production
+    strength (64 MiB, 0.11-0.13 s a hash or a check on these machines). The console, notification and page tests
+    create users and sign in some 250 times: 30-50 s of a suite run's CPU went to it. Processes the tests start
+    (`partledger serve`, `partledger user`) keep the production strength. The fixture's value is the production
+    hasher: tests/test_accounts.py stores a password with it and checks its strength."""
+    from argon2 import PasswordHasher
+
+    from ledger_service import accounts
+
+    production = accounts._hasher
+    accounts._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    yield production
+    accounts._hasher = production
 
 
 @pytest.fixture

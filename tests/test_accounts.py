@@ -113,12 +113,13 @@ def refused(error: pytest.ExceptionInfo, kind: type, code: str) -> None:
 # --- users and passwords --------------------------------------------------------------------------------------
 
 
-def test_passwords_are_stored_as_argon2id_and_lists_carry_no_secret(service):
+def test_passwords_are_stored_as_argon2id_and_lists_carry_no_secret(service, monkeypatch, light_password_hashing):
+    monkeypatch.setattr(accounts, "_hasher", light_password_hashing)  # the service's own hasher (tests run lighter: conftest)
     alice(service, display_name="Alice Li", sites=["plant-shanghai"])
     with service.connect() as conn:
         stored = conn.execute(select(T_USER.c.password_hash)).scalar_one()
-    assert stored.startswith("$argon2id$") and PASSWORD not in stored
-    assert not accounts._hasher.check_needs_rehash(stored)
+    assert stored.startswith("$argon2id$") and "m=65536" in stored and PASSWORD not in stored
+    assert not PasswordHasher().check_needs_rehash(stored)  # argon2-cffi's defaults (RFC 9106's low-memory choice)
     [listed] = accounts.list_users(service, org_id=MAKER)
     assert listed == listed | {"username": "alice", "display_name": "Alice Li", "role": "operator", "sites": ["plant-shanghai"], "totp_enabled": False, "disabled": False}
     assert not {"password_hash", "totp_secret"} & set(listed)
