@@ -25,13 +25,19 @@ import pytest
 from eth_account import Account
 from sqlalchemy import func, select
 
+from indexer import migrate as index_migrate
+from indexer.tables import SiteKey
 from labels.digital_link import build_uri
 from labels.signature import label_domain, sign_label
+from ledger_service import migrate as service_migrate
+from ledger_service.auth import Principal
+from ledger_service.errors import ApiError
+from ledger_service.outbox import Outbox
 from ledger_service.tables import ChainTransaction, CommandItem
 from partledger.db import make_engine
 from partledger.ids import ascii32, part_id
 from partledger.manifest import Manifest, load_manifest, save_manifest
-from partledger.model import PartStatus
+from partledger.model import PartStatus, Role
 from tests.chainkit import GTIN_A, Ledger, dev_account
 from tests.labelkit import JSON, target
 from tests.servicekit import PASSPHRASE, Stack, prepare_stack, running_service, wait_command, wait_until
@@ -340,14 +346,6 @@ def test_a_request_during_a_rotation_signs_with_the_replacement_another_thread_j
     the new one active; the request finds no key it holds, and its look for new keystores is held back (the
     submitter's look, forced as the chain refused the old key, ran a moment ago) but that look has opened the
     replacement meanwhile. The request signs with it. A site with no key at all is still refused."""
-    from indexer import migrate as index_migrate
-    from indexer.tables import SiteKey
-    from ledger_service import migrate as service_migrate
-    from ledger_service.auth import Principal
-    from ledger_service.errors import ApiError
-    from ledger_service.outbox import Outbox
-    from partledger.model import Role
-
     old, new = "0x" + "11" * 20, "0x" + "22" * 20
     index_engine, service_engine = make_engine(f"sqlite:///{tmp_path / 'index.db'}"), make_engine(f"sqlite:///{tmp_path / 'service.db'}")
     index_migrate.upgrade(index_engine)
