@@ -93,7 +93,9 @@ def _direct(types: Sequence[str], values: Sequence[Any]) -> bytes | None:
     """The values encoded as a tuple of `types`; None when this module does not write one of them."""
     if len(types) != len(values):
         return None
-    plan = _plan(types if type(types) is tuple else tuple(types))
+    # A tuple of types (a record's, a tuple type's members) is planned once; an array's list of its element type,
+    # as long as the array, is planned per call, so that arrays of many lengths do not fill the cache.
+    plan = _plan(types) if type(types) is tuple else _plan.__wrapped__(tuple(types))
     if plan is None:
         return None
     offset, kinds = plan
