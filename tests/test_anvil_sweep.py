@@ -11,12 +11,10 @@ import requests
 from eth_account import Account
 
 from partledger.anvil import AnvilConfig, AnvilNode
+from tests.chainkit import dev_account
 from tests.ports import free_port
 
 pytestmark = pytest.mark.chain
-
-DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"  # Anvil's first account, dev chain only
-
 
 def test_the_sweep_is_mixed_mining_and_a_block_time_means_interval_mining_alone() -> None:
     swept = AnvilConfig(sweep_seconds=2.0).arguments()
@@ -35,7 +33,7 @@ def test_a_swept_node_mines_a_transaction_and_a_block_without_one() -> None:
             assert "error" not in answer, answer
             return answer["result"]
 
-        raw = Account.sign_transaction({"nonce": 0, "gas": 21_000, "gasPrice": 0, "to": "0x" + "11" * 20, "value": 1, "chainId": 31337}, DEV_KEY)
+        raw = Account.sign_transaction({"nonce": 0, "gas": 21_000, "gasPrice": 0, "to": "0x" + "11" * 20, "value": 1, "chainId": 31337}, dev_account(0).key)
         sent = call("eth_sendRawTransaction", "0x" + raw.raw_transaction.hex().removeprefix("0x"))
         deadline = time.monotonic() + 60  # blocks come within a second here; a slow machine gets ample time
         while (receipt := call("eth_getTransactionReceipt", sent)) is None:
